@@ -1,0 +1,21 @@
+"""spark-submit job: write the deterministic sample inputs (catalog, click log, features)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from adrank.cli import job_parser, parse_job_args
+from adrank.pipeline import generate_data
+from adrank.runs import run_job
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate sample inputs under ``inputs.root`` with the sizes of ``sample.*``."""
+    parser = job_parser("generate_data", "Write deterministic sample inputs.")
+    _, config = parse_job_args(parser, argv)
+    return run_job("generate_data", config, generate_data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Command-line plumbing shared by the jobs: ``--conf-file``, ``--set``, exit status 2.
+
+Also ``python -m adrank.cli get KEY [--conf-file F] [--set k=v ...]``, which prints one
+config value; ``spark-submit.sh`` uses it to validate the config and read the master
+before starting Spark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from adrank.config import Config, ConfigError, get_value, load_config, resolve_config_path
+
+DEFAULT_CONF = "conf/local.yaml"
+
+
+def job_parser(job: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every job takes."""
+    parser = argparse.ArgumentParser(prog=job, description=description)
+    parser.add_argument("--conf-file", default=DEFAULT_CONF, help="YAML config (default: %(default)s)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key, e.g. --set sample.seed=3 (repeatable)",
+    )
+    return parser
+
+
+def parse_job_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, Config]:
+    """Parse arguments and load the config; a config problem exits with status 2."""
+    args = parser.parse_args(argv)
+    return args, config_or_exit(args.conf_file, args.overrides, parser.prog)
+
+
+def config_or_exit(conf_file: str, overrides: Sequence[str], prog: str) -> Config:
+    """Load the config, or print a one-line error and exit with status 2."""
+    try:
+        return load_config(resolve_config_path(conf_file), overrides)
+    except ConfigError as exc:
+        print(f"{prog}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``get KEY``: print one config value (validating the whole config first)."""
+    parser = job_parser("adrank.cli", "Print one validated config value.")
+    parser.add_argument("command", choices=["get"])
+    parser.add_argument("key")
+    args, config = parse_job_args(parser, argv)
+    try:
+        print(get_value(config, args.key))
+    except ConfigError as exc:
+        print(f"adrank.cli: config error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Typed, frozen configuration: YAML file + ``--set key=value`` overrides, validated once.
+
+The config is parsed before any Spark or TensorFlow start-up. An unknown key, a value of
+the wrong type or a missing required value raises :class:`ConfigError` with a one-line
+message naming the key; jobs turn it into exit status 2.
+
+Credentials never live in the config: ``spark.hadoop_env`` maps a Hadoop property to the
+*name* of an environment variable, read when the SparkSession is built.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+SECRET_WORDS = ("secret", "password", "access.key", "token", "credential", "sas")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; its message names the offending key."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How the SparkSession is built (the submitter's settings win on a cluster)."""
+
+    master: str = "local[2]"
+    app_name: str = "adrank"
+    shuffle_partitions: int = 4
+    driver_memory: str = "2g"
+    conf: Mapping[str, str] = field(default_factory=dict)
+    hadoop_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where Delta tables live: ``<root>/<table>``; job reports under ``<root>/_runs``."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class InputsConfig:
+    """Where raw inputs live (the layout of the README's input contracts)."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Sizes and seed of the sample-data generator."""
+
+    seed: int = 7
+    num_skus: int = 5000
+    num_users: int = 2000
+    num_impressions: int = 200_000
+    num_days: int = 7
+    start_date: str = "2026-11-01"
+    num_categories: int = 16
+    cold_start_fraction: float = 0.03
+    image_min_size: int = 64
+    image_max_size: int = 128
+    broken_per_kind: int = 3
+    rows_per_partition: int = 50_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole adrank configuration."""
+
+    storage: StorageConfig
+    inputs: InputsConfig
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config file, apply ``key=value`` overrides and validate.
+
+    Args:
+        path: YAML file; ``None`` starts from an empty mapping.
+        overrides: ``a.b=c`` strings; values are parsed as YAML scalars.
+
+    Returns:
+        The frozen, validated :class:`Config`.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type, missing value.
+    """
+    raw = _read_yaml(path) if path else {}
+    for item in overrides:
+        _apply_override(raw, item)
+    config = _build(Config, raw, prefix="")
+    _validate(config)
+    return config
+
+
+def resolve_config_path(path: str) -> Path:
+    """Find a config file given on the command line, or shipped by ``--files``.
+
+    In cluster deploy mode the file arrives in the driver's working directory under its
+    base name, so that is tried when the path itself does not exist.
+    """
+    candidates = [Path(path), Path.cwd() / Path(path).name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {path}")
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc.problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like key=value")
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text else ""
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name in raw:
+            values[f.name] = _coerce(hints[f.name], raw[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if dataclasses.is_dataclass(hints[f.name]):
+                values[f.name] = _build(hints[f.name], {}, key + ".")
+            else:
+                raise ConfigError(f"missing required config key '{key}'")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(options[0], value, key)
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
+    return _scalar(hint, value, key)
+
+
+def _scalar(hint: type, value: Any, key: str) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"config key '{key}' must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _validate(config: Config) -> None:
+    sample = config.sample
+    _require(sample.num_skus >= 10, "sample.num_skus", "must be at least 10")
+    _require(sample.num_users >= 1, "sample.num_users", "must be at least 1")
+    _require(sample.num_impressions >= 100, "sample.num_impressions", "must be at least 100")
+    _require(sample.num_days >= 2, "sample.num_days", "must be at least 2 (the last day is held out)")
+    _require(2 <= sample.num_categories <= 36, "sample.num_categories", "must be in 2..36")
+    _require(0 <= sample.cold_start_fraction < 0.5, "sample.cold_start_fraction", "must be in [0, 0.5)")
+    _require(
+        16 <= sample.image_min_size <= sample.image_max_size,
+        "sample.image_min_size",
+        "must be >= 16 and <= sample.image_max_size",
+    )
+    _require(sample.rows_per_partition >= 100, "sample.rows_per_partition", "must be at least 100")
+    _check_date(sample.start_date, "sample.start_date")
+    _require(bool(config.storage.root), "storage.root", "must not be empty")
+    _require(bool(config.inputs.root), "inputs.root", "must not be empty")
+    for name in config.spark.conf:
+        _require(
+            not any(word in name.lower() for word in SECRET_WORDS),
+            f"spark.conf.{name}",
+            "looks like a credential: map it to an environment variable in spark.hadoop_env",
+        )
+
+
+def _check_date(text: str, key: str) -> None:
+    import datetime
+
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"config key '{key}' must be an ISO date (YYYY-MM-DD), got {text!r}") from None
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def get_value(config: Config, dotted: str) -> Any:
+    """Return the value at a dotted key (e.g. ``spark.master``) of a loaded config."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
+            raise ConfigError(f"unknown config key '{dotted}'")
+        node = getattr(node, part)
+    return node

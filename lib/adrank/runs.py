@@ -1,0 +1,80 @@
+"""Run identity and the one JSON line every job ends with.
+
+A job's figures (rows in, rows written, rows quarantined, timings, metrics) are printed as
+one JSON line on stdout and written to ``<storage.root>/_runs/<job>-<run id>.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from pyspark.sql import SparkSession
+
+from adrank.config import Config
+from adrank.spark import build_spark
+from adrank.tables import RUNS_FOLDER, join_path, write_text_file
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a short random suffix."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class RunReport:
+    """Figures gathered during one job run."""
+
+    job: str
+    run_id: str = field(default_factory=new_run_id)
+    figures: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Time a step; its wall seconds land in ``timings_s[step]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_s[step] = round(time.perf_counter() - start, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able report."""
+        return {"job": self.job, "run_id": self.run_id, **self.figures, "timings_s": self.timings_s}
+
+
+def publish_report(spark: SparkSession | None, config: Config, report: RunReport) -> str:
+    """Print the report as one JSON line and store it under ``_runs``; return the line."""
+    line = json.dumps(report.as_dict(), sort_keys=True, default=str)
+    path = join_path(config.storage.root, RUNS_FOLDER, f"{report.job}-{report.run_id}.json")
+    write_text_file(spark, path, line + "\n")
+    print(line, flush=True)
+    return line
+
+
+JobBody = Callable[[SparkSession, Config, RunReport], None]
+
+
+def run_job(job: str, config: Config, body: JobBody) -> int:
+    """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
+
+    A session that already existed (a platform's, or a test's) is left running.
+    """
+    report = RunReport(job)
+    session_was_active = SparkSession.getActiveSession() is not None
+    spark = build_spark(config.spark, f"adrank-{job}")
+    try:
+        with report.timed("total"):
+            body(spark, config, report)
+        publish_report(spark, config, report)
+    finally:
+        if not session_was_active:
+            spark.stop()
+    return 0

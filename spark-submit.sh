@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Submit an adrank job:  ./spark-submit.sh JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]
+#
+# Packages lib/ for --py-files, ships the config with --files, adds the Delta jars and
+# passes everything after `--` to spark-submit (--master, --deploy-mode, --executor-*,
+# --conf ...), so one command runs a job on local[*], a standalone cluster, YARN or
+# Kubernetes. Without --master, the config's spark.master is used. `demo` is the
+# `pipeline` job on conf/local.yaml. The first run bootstraps .venv/ (scripts/bootstrap.sh).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$ROOT/.venv"
+PLANNED_JOBS="build_tables train embed_catalog recommend"
+
+usage() {
+  echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]" >&2
+  echo "jobs: demo $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
+  exit 2
+}
+
+[ $# -ge 1 ] || usage
+JOB="$1"; shift
+case "$JOB" in -h|--help) usage ;; demo) JOB=pipeline ;; esac
+if [ ! -f "$ROOT/jobs/$JOB.py" ]; then
+  case " $PLANNED_JOBS " in
+    *" $JOB "*) echo "spark-submit.sh: job '$JOB' is not built yet (see the open issues); built jobs: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2; exit 2 ;;
+    *) echo "spark-submit.sh: unknown job '$JOB'" >&2; usage ;;
+  esac
+fi
+
+CONF_FILE="$ROOT/conf/local.yaml"
+JOB_ARGS=()
+SUBMIT_ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --conf-file) [ $# -ge 2 ] || usage; CONF_FILE="$2"; shift 2 ;;
+    --conf-file=*) CONF_FILE="${1#*=}"; shift ;;
+    --set) [ $# -ge 2 ] || usage; JOB_ARGS+=(--set "$2"); shift 2 ;;
+    --set=*) JOB_ARGS+=(--set "${1#*=}"); shift ;;
+    --) shift; SUBMIT_ARGS=("$@"); break ;;
+    *) JOB_ARGS+=("$1"); shift ;;
+  esac
+done
+[ -f "$CONF_FILE" ] || { echo "spark-submit.sh: config file not found: $CONF_FILE" >&2; exit 2; }
+CONF_FILE="$(cd "$(dirname "$CONF_FILE")" && pwd)/$(basename "$CONF_FILE")"
+
+bash "$ROOT/scripts/bootstrap.sh"
+
+# Validate the whole config (exit 2 naming the key) and read the master, before Spark starts.
+MASTER="$("$VENV/bin/python" -m adrank.cli get spark.master --conf-file "$CONF_FILE" "${JOB_ARGS[@]}")" || exit 2
+has_master=false
+for arg in "${SUBMIT_ARGS[@]}"; do
+  case "$arg" in --master|--master=*) has_master=true ;; esac
+done
+$has_master || SUBMIT_ARGS=(--master "$MASTER" "${SUBMIT_ARGS[@]}")
+
+# lib/ as a zip for --py-files (executors import adrank from it).
+LIB_ZIP="$ROOT/.cache/adrank-lib.zip"
+(cd "$ROOT/lib" && rm -f "$LIB_ZIP" && "$VENV/bin/python" -m zipfile -c "$LIB_ZIP" adrank)
+DELTA_JARS="$(ls "$ROOT"/.cache/jars/delta-*.jar | tr '\n' ',' | sed 's/,$//')"
+
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV/bin/python}"
+export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}"
+SPARK_SUBMIT="${SPARK_HOME:+$SPARK_HOME/bin/spark-submit}"
+SPARK_SUBMIT="${SPARK_SUBMIT:-$VENV/bin/spark-submit}"
+
+exec "$SPARK_SUBMIT" \
+  --name "adrank-$JOB" \
+  --py-files "$LIB_ZIP" \
+  --files "$CONF_FILE" \
+  --jars "$DELTA_JARS" \
+  --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
+  "${SUBMIT_ARGS[@]}" \
+  "$ROOT/jobs/$JOB.py" --conf-file "$CONF_FILE" "${JOB_ARGS[@]}"

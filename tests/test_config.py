@@ -1,0 +1,82 @@
+"""Config parsing: overrides, types, unknown and missing keys, exit status 2 before Spark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from adrank.config import ConfigError, load_config
+from conftest import REPO, TINY_CONF, tiny_config
+
+
+def test_overrides_are_typed_and_frozen(tmp_path):
+    config = tiny_config(tmp_path, "sample.seed=99", "sample.cold_start_fraction=0.1")
+    assert config.sample.seed == 99
+    assert config.sample.cold_start_fraction == 0.1
+    assert config.storage.root == str(tmp_path / "tables")
+    with pytest.raises(AttributeError):
+        config.sample.seed = 1  # frozen
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sample.sed=3", "unknown config key 'sample.sed'"),
+        ("sample.num_skus=many", "config key 'sample.num_skus' must be int, got str 'many'"),
+        ("sample.num_skus=true", "config key 'sample.num_skus' must be int, got bool"),
+        ("sample.start_date=yesterday", "config key 'sample.start_date' must be an ISO date"),
+        ("spark.conf={spark.hadoop.fs.s3a.secret.key: x}", "looks like a credential"),
+        ("noequals", "must look like key=value"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        tiny_config(tmp_path, override)
+    assert message in str(info.value)
+
+
+def test_missing_required_key(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("inputs:\n  root: x\n")
+    with pytest.raises(ConfigError, match="missing required config key 'storage.root'"):
+        load_config(conf)
+
+
+def test_job_exits_2_with_one_line_before_spark_starts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "generate_data.py"), "--conf-file", str(TINY_CONF),
+         "--set", f"storage.root={tmp_path}", "--set", "sample.bogus=1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["generate_data: config error: unknown config key 'sample.bogus'"]
+    assert not (tmp_path / "_runs").exists()
+
+
+def test_spark_submit_sh_rejects_bad_config_and_unbuilt_jobs(tmp_path):
+    bad = subprocess.run(
+        [str(REPO / "spark-submit.sh"), "generate_data", "--conf-file", str(TINY_CONF),
+         "--set", "sample.num_days=x"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2
+    assert "config key 'sample.num_days' must be int" in bad.stderr
+    unbuilt = subprocess.run(
+        [str(REPO / "spark-submit.sh"), "embed_catalog"], capture_output=True, text=True, timeout=60
+    )
+    assert unbuilt.returncode == 2
+    assert "not built yet" in unbuilt.stderr
+
+
+def test_credentials_come_from_env_and_are_not_printed(tmp_path, monkeypatch):
+    from adrank.spark import _hadoop_credentials
+
+    monkeypatch.setenv("ADRANK_TEST_SECRET", "s3cr3t-value")
+    config = tiny_config(tmp_path, "spark.hadoop_env={fs.s3a.secret.key: ADRANK_TEST_SECRET}")
+    assert "s3cr3t-value" not in repr(config)
+    assert _hadoop_credentials(config.spark.hadoop_env) == {
+        "spark.hadoop.fs.s3a.secret.key": "s3cr3t-value"
+    }
