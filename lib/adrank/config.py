@@ -73,6 +73,18 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """How build_tables turns raw inputs into feature tables."""
+
+    image_size: int = 64
+    image_store_format: str = "PNG"
+    max_image_pixels: int = 40_000_000
+    hash_bits: int = 20
+    max_sparse_ids: int = 32
+    crosses: tuple[str, ...] = ("page*ad_category", "device*hour")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole adrank configuration."""
 
@@ -80,6 +92,7 @@ class Config:
     inputs: InputsConfig
     spark: SparkConfig = field(default_factory=SparkConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
@@ -172,6 +185,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _coerce(options[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {type(value).__name__}")
+        item_type = typing.get_args(hint)[0]
+        return tuple(_scalar(item_type, item, f"{key}[{i}]") for i, item in enumerate(value))
     if origin in (collections.abc.Mapping, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
@@ -206,6 +224,7 @@ def _validate(config: Config) -> None:
     )
     _require(sample.rows_per_partition >= 100, "sample.rows_per_partition", "must be at least 100")
     _check_date(sample.start_date, "sample.start_date")
+    _validate_features(config.features)
     _require(bool(config.storage.root), "storage.root", "must not be empty")
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
     for name in config.spark.conf:
@@ -213,6 +232,22 @@ def _validate(config: Config) -> None:
             not any(word in name.lower() for word in SECRET_WORDS),
             f"spark.conf.{name}",
             "looks like a credential: map it to an environment variable in spark.hadoop_env",
+        )
+
+
+def _validate_features(features: FeaturesConfig) -> None:
+    _require(16 <= features.image_size <= 512, "features.image_size", "must be in 16..512")
+    _require(
+        features.image_store_format in ("PNG", "JPEG"), "features.image_store_format", "must be PNG or JPEG"
+    )
+    _require(features.max_image_pixels >= 1_000_000, "features.max_image_pixels", "must be at least 1000000")
+    _require(8 <= features.hash_bits <= 30, "features.hash_bits", "must be in 8..30")
+    _require(features.max_sparse_ids >= 1, "features.max_sparse_ids", "must be at least 1")
+    for i, cross in enumerate(features.crosses):
+        _require(
+            len([p for p in cross.split("*") if p]) >= 2,
+            f"features.crosses[{i}]",
+            f"must name two or more features joined by '*', got {cross!r}",
         )
 
 
