@@ -38,7 +38,7 @@ def submit(job: str, root: Path, *submit_options: str, timeout: int = 300) -> di
 def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     report = submit("pipeline", tmp_path)
     assert report["job"] == "pipeline"
-    assert report["generate_data"]["click_log"]["good_rows"] > 0
+    assert report["generate_data"]["good_rows"]["click_log"] > 0
     assert "build_tables" in report["not_built"]
     stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report
@@ -98,6 +98,6 @@ def test_job_runs_on_standalone_cluster(tmp_path, standalone_cluster):
         "--executor-memory", "512m", "--total-executor-cores", "1",
     )
     assert report["job"] == "generate_data"
-    assert report["generate_data"]["catalog"]["good_rows"] > 0
+    assert report["generate_data"]["good_rows"]["catalog"] > 0
     apps = list((tmp_path / "work").glob("app-*"))
     assert apps, "no executor ran on the standalone worker"

@@ -212,6 +212,9 @@ def _scalar(hint: type, value: Any, key: str) -> Any:
 def _validate(config: Config) -> None:
     sample = config.sample
     _require(sample.num_skus >= 10, "sample.num_skus", "must be at least 10")
+    _require(
+        sample.num_skus >= 2 * sample.num_categories, "sample.num_skus", "must be at least 2 x sample.num_categories"
+    )
     _require(sample.num_users >= 1, "sample.num_users", "must be at least 1")
     _require(sample.num_impressions >= 100, "sample.num_impressions", "must be at least 100")
     _require(sample.num_days >= 2, "sample.num_days", "must be at least 2 (the last day is held out)")

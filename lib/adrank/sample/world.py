@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from adrank.sample.blocks import Stream, block_rng
+
+if TYPE_CHECKING:
+    from adrank.config import SampleConfig
 
 SHAPES = ("circle", "square", "triangle", "stripes", "ring", "cross")
 PALETTES = ("crimson", "amber", "lime", "emerald", "azure", "violet")
@@ -77,8 +80,8 @@ class World:
         return PALETTES[self.category_palette[category]], SHAPES[self.category_shape[category]]
 
 
-def build_world(cfg: Any) -> World:
-    """Draws the world of a sample config (any object with SampleConfig's fields).
+def build_world(cfg: SampleConfig) -> World:
+    """Draws the world of a sample config.
 
     Args:
         cfg: The sample configuration.
@@ -182,3 +185,9 @@ def sku_update_times(rng: np.random.Generator, starts: np.ndarray, is_cold: np.n
     history = CATALOG_HISTORY_DAYS * SECONDS_PER_DAY
     before_start = starts[0] - rng.integers(1, history, len(is_cold))
     return np.where(is_cold, starts[-1], before_start)
+
+
+def iso_timestamps(epoch_seconds: np.ndarray) -> np.ndarray:
+    """Formats epoch seconds as ISO-8601 UTC strings such as ``2026-11-01T13:05:22Z``."""
+    text = np.datetime_as_string(np.asarray(epoch_seconds, dtype="datetime64[s]"), unit="s")
+    return np.char.add(text, "Z")
