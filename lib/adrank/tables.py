@@ -87,3 +87,95 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
         stream.write(bytearray(text.encode("utf-8")))
     finally:
         stream.close()
+
+
+SKU_IMAGES_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+SKU_IMAGES_CHANGED = " OR ".join(
+    f"NOT (t.{c} <=> s.{c})" for c in ("image_hash", "title", "category_id", "image_format", "height", "width")
+)
+
+
+def upsert_sku_images(
+    spark: SparkSession,
+    good_df: DataFrame,
+    path: str,
+    commit_info: Mapping[str, Any] | None,
+    full_snapshot: bool = True,
+) -> dict[str, int | bool]:
+    """MERGE the good ``sku_images`` rows into the table, rewriting only changed rows.
+
+    The first run creates the table (Change Data Feed on, deletion vectors off). Matched
+    rows are updated only when ``image_hash``, ``title``, ``category_id`` or the stored
+    format/size changed, so unchanged SKUs leave no trace in the Change Data Feed.
+
+    Args:
+        spark: The session.
+        good_df: ``sku_images`` rows, one per ``sku_id`` (``split_images``' good output).
+        path: Table location.
+        commit_info: JSON-able facts stored as the commits' ``userMetadata``.
+        full_snapshot: ``good_df`` is the whole catalog: delete SKUs absent from it.
+            Pass False for partial (incremental) catalog drops.
+
+    Returns:
+        ``version`` of the MERGE commit, ``rows_inserted``, ``rows_updated``,
+        ``rows_deleted`` (from its operationMetrics) and ``created``.
+    """
+    metadata = json.dumps(dict(commit_info or {}), sort_keys=True)
+    previous = spark.conf.get(USER_METADATA_CONF, None)
+    spark.conf.set(USER_METADATA_CONF, metadata)
+    try:
+        created = _create_sku_images(spark, good_df, path)
+        _merge_sku_images(spark, good_df, path, full_snapshot)
+    finally:
+        if previous is None:
+            spark.conf.unset(USER_METADATA_CONF)
+        else:
+            spark.conf.set(USER_METADATA_CONF, previous)
+    return {**_merge_figures(spark, path, metadata), "created": created}
+
+
+def _merge_sku_images(spark: SparkSession, good_df: DataFrame, path: str, full_snapshot: bool) -> None:
+    """One MERGE by ``sku_id``: update changed rows, insert new ones, delete gone ones if asked."""
+    from delta.tables import DeltaTable
+
+    merge = (
+        DeltaTable.forPath(spark, path).alias("t")
+        .merge(good_df.alias("s"), "t.sku_id = s.sku_id")
+        .whenMatchedUpdate(condition=SKU_IMAGES_CHANGED, set={c: f"s.{c}" for c in good_df.columns})
+        .whenNotMatchedInsertAll()
+    )
+    if full_snapshot:
+        merge = merge.whenNotMatchedBySourceDelete()
+    merge.execute()
+
+
+def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str) -> bool:
+    """Create the empty table with its properties unless it exists; True if created."""
+    from delta.tables import DeltaTable
+
+    if DeltaTable.isDeltaTable(spark, path):
+        return False
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(good_df.schema)
+    for key, value in SKU_IMAGES_PROPERTIES.items():
+        builder = builder.property(key, value)
+    builder.execute()
+    return True
+
+
+def _merge_figures(spark: SparkSession, path: str, metadata: str) -> dict[str, int]:
+    """Figures of the latest MERGE commit carrying ``metadata`` (another writer may follow)."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, path).history(20)
+    rows = (history.where((history.operation == "MERGE") & (history.userMetadata == metadata))
+            .orderBy(history.version.desc()).limit(1).collect())
+    if not rows:
+        raise RuntimeError(f"no MERGE commit with this run's metadata in the history of {path}")
+    metrics = rows[0].operationMetrics or {}
+    return {
+        "version": int(rows[0].version),
+        "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
+        "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
+        "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
+    }
