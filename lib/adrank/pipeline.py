@@ -33,9 +33,16 @@ def generate_data(spark: SparkSession, config: Config, report: RunReport) -> Non
         report.figures["generate_data"] = generate_inputs(spark, config.sample, config.inputs.root)
 
 
+def build_tables(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Build the feature tables for every date of the click log."""
+    from adrank.build import build_tables as build_all_dates
+
+    build_all_dates(spark, config, report, None)
+
+
 STEPS: tuple[Step, ...] = (
     Step("generate_data", generate_data),
-    Step("build_tables", None, "not built yet (feature tables: issue 3)"),
+    Step("build_tables", build_tables),
     Step("train", None, "not built yet (training engine: issue 4)"),
     Step("embed_catalog", None, "not built yet (incremental embedding: issue 5)"),
     Step("recommend", None, "not built yet"),

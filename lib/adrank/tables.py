@@ -179,3 +179,16 @@ def _merge_figures(spark: SparkSession, path: str, metadata: str) -> dict[str, i
         "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
     }
+
+
+def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, int]:
+    """Version and rows written of the table's latest commit (from its operationMetrics)."""
+    from delta.tables import DeltaTable
+
+    last = DeltaTable.forPath(spark, path).history(1).collect()[0]
+    metrics = last.operationMetrics or {}
+    return {
+        "version": int(last.version),
+        "rows_written": int(metrics.get("numOutputRows", 0)),
+        "files_written": int(metrics.get("numFiles", 0)),
+    }

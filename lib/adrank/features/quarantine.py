@@ -23,10 +23,11 @@ NULL_ID = "null_id"
 UNDECODABLE_IMAGE = "undecodable_image"
 OVERSIZED_IMAGE = "oversized_image"
 NO_FEATURES = "no_features"
+DATE_MISMATCH = "date_mismatch"
 
 REASONS = (
     BAD_JSON, MISSING_FIELD, BAD_TYPE, BAD_VALUE, BAD_POSITION, BAD_TIMESTAMP, UNKNOWN_SKU,
-    DUPLICATE_ID, NULL_ID, UNDECODABLE_IMAGE, OVERSIZED_IMAGE, NO_FEATURES,
+    DUPLICATE_ID, NULL_ID, UNDECODABLE_IMAGE, OVERSIZED_IMAGE, NO_FEATURES, DATE_MISMATCH,
 )
 QUARANTINE_DDL = (
     "source string, input_date date, reason string, raw string, run_id string, quarantined_at timestamp"

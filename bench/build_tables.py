@@ -1,0 +1,107 @@
+"""Benchmark ``build_tables``: cost at N and 4N impressions, and image preprocessing speed.
+
+Prints one JSON line. In one Spark session (local[2]) and one run:
+
+* the generator writes inputs with N and 4N impressions (same catalog); a warm-up build
+  on a small input runs first, then ``build_tables`` on each size into a fresh storage
+  root; figures: rows/s of each and the ratio of their times (target <= 4.4, linear);
+  the ``training_examples`` step alone is reported too, since the catalog is a fixed cost;
+* image preprocessing: ``preprocess_images`` on Spark (images/s per core) against a
+  plain single-process loop of the same ``decode_resize_encode`` over the same images
+  (target: Spark per core >= 0.7 of the loop).
+
+Usage: ``.venv/bin/python bench/build_tables.py [--impressions N] [--skus S]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_config(root: Path, impressions: int, skus: int):
+    """The demo config with sizes for one benchmark input, under ``root``."""
+    from adrank.config import load_config
+
+    return load_config(
+        REPO / "conf" / "local.yaml",
+        [f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
+         f"sample.num_impressions={impressions}", f"sample.num_skus={skus}",
+         f"sample.num_users={max(100, skus // 2)}"],
+    )
+
+
+def timed_build(spark, config) -> dict:
+    """Generate the inputs, then time ``build_tables`` over all their dates."""
+    from adrank.build import build_tables
+    from adrank.runs import RunReport
+    from adrank.sample import generate_inputs
+
+    generate_inputs(spark, config.sample, config.inputs.root)
+    report = RunReport("bench_build_tables")
+    start = time.perf_counter()
+    build_tables(spark, config, report, None)
+    seconds = time.perf_counter() - start
+    rows = report.figures["sources"]["click_log"]["input"]
+    return {"impressions": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
+            "examples_step_s": report.timings_s["training_examples"]}
+
+
+def image_rates(spark, config) -> dict:
+    """Images/s of Spark preprocessing per core and of a plain single-process loop."""
+    from adrank import inputs
+    from adrank.features.images import decode_resize_encode, preprocess_images
+
+    catalog = inputs.read_catalog(spark, config).cache()
+    images = [row.image for row in catalog.select("image").collect()]
+    cores = spark.sparkContext.defaultParallelism
+    features = config.features
+    preprocess_images(catalog, features).write.format("noop").mode("overwrite").save()  # warm-up
+    start = time.perf_counter()
+    preprocess_images(catalog, features).write.format("noop").mode("overwrite").save()
+    spark_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for data in images:
+        decode_resize_encode(data, features.image_size, features.image_store_format, features.max_image_pixels)
+    loop_seconds = time.perf_counter() - start
+    catalog.unpersist()
+    spark_per_core = len(images) / spark_seconds / cores
+    loop_rate = len(images) / loop_seconds
+    return {"images": len(images), "cores": cores, "spark_images_per_s_per_core": round(spark_per_core, 1),
+            "plain_loop_images_per_s": round(loop_rate, 1), "ratio": round(spark_per_core / loop_rate, 3)}
+
+
+def main() -> None:
+    """Run both benchmarks and print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--impressions", type=int, default=50_000, help="N (the larger run is 4N)")
+    parser.add_argument("--skus", type=int, default=2000)
+    args = parser.parse_args()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from adrank.spark import build_spark
+
+    with tempfile.TemporaryDirectory(prefix="adrank-bench-") as tmp:
+        root = Path(tmp)
+        spark = build_spark(bench_config(root / "warm", 2000, 200).spark, "adrank-bench-build")
+        timed_build(spark, bench_config(root / "warm", 2000, 200))
+        small = timed_build(spark, bench_config(root / "n", args.impressions, args.skus))
+        large = timed_build(spark, bench_config(root / "4n", 4 * args.impressions, args.skus))
+        images = image_rates(spark, bench_config(root / "4n", 4 * args.impressions, args.skus))
+        spark.stop()
+    print(json.dumps({
+        "bench": "build_tables", "skus": args.skus, "n": small, "4n": large,
+        "time_ratio_4n_over_n": round(large["seconds"] / small["seconds"], 3),
+        "examples_step_ratio": round(large["examples_step_s"] / small["examples_step_s"], 3),
+        "target_time_ratio_max": 4.4, "image_preprocessing": images, "target_image_ratio_min": 0.7,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""SKU images: decode, square-crop and re-encode catalog images once, at table-build time.
+
+The raw catalog (``sku_id`` long, ``title`` string, ``image`` binary of encoded
+JPEG/PNG/WebP/... bytes in any mode and size, ``updated_at`` timestamp, optional
+``category_id`` int) becomes the ``sku_images`` table in two pure transforms:
+
+* :func:`preprocess_images` decodes every row on the executors (``mapInPandas``) and
+  keeps every row: broken images get a ``status`` other than ``ok`` and a ``detail``.
+* :func:`split_images` splits the result into good rows (the table) and bad rows
+  (``raw``, ``reason``, ``input_date``) for :func:`adrank.features.quarantine.quarantine_rows`.
+
+Per image (:func:`decode_resize_encode`, also callable from a plain Python loop):
+sha256 of the original bytes; the pixel count declared in the header is checked against
+``max_image_pixels`` before any pixel is decoded (PIL's ``DecompressionBombError`` is a
+second guard); JPEGs much larger than the target decode at 1/2, 1/4 or 1/8 scale
+(``Image.draft``); any mode becomes RGB (transparency composited on white); the shorter
+side is resized to ``image_size`` and the centre square kept (one ``resize`` over the
+centre box, equal to resize-then-crop); the result is re-encoded as PNG (lossless) or
+JPEG (quality 90).
+
+``sku_images`` schema (:data:`SKU_IMAGES_DDL`)::
+
+    sku_id        long       not null in practice (null ids are quarantined), unique
+    title         string
+    image         binary     image_size x image_size RGB, encoded in image_format
+    image_format  string     "PNG" or "JPEG" (features.image_store_format)
+    height        int        of the stored image (= features.image_size)
+    width         int        of the stored image (= features.image_size)
+    channels      int        3
+    image_hash    string     sha256 hex of the ORIGINAL catalog bytes
+    updated_at    timestamp
+    category_id   int        nullable; evaluation only
+
+Bad rows: null ``sku_id`` (``null_id``), bytes no decoder accepts or no bytes
+(``undecodable_image``), more pixels than allowed (``oversized_image``), and all but one
+row of a ``sku_id`` (``duplicate_id``; the kept row has the latest ``updated_at``, ties
+broken by the largest ``image_hash``). Only rows that pass the other checks compete as
+duplicates, so a broken newer row does not hide an older good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from adrank.config import FeaturesConfig
+from adrank.features.quarantine import (
+    DUPLICATE_ID,
+    NULL_ID,
+    OVERSIZED_IMAGE,
+    UNDECODABLE_IMAGE,
+    first_failing_reason,
+)
+
+STATUS_OK = "ok"
+CHANNELS = 3
+JPEG_QUALITY = 90
+PNG_COMPRESS_LEVEL = 1  # zlib level 1: ~2x faster than 6 for +~9% bytes on 64x64 images
+WHITE = (255, 255, 255, 255)
+
+SKU_IMAGES_DDL = (
+    "sku_id long, title string, image binary, image_format string, height int, width int, "
+    "channels int, image_hash string, updated_at timestamp, category_id int"
+)
+SKU_IMAGES_COLUMNS = tuple(part.split()[0] for part in SKU_IMAGES_DDL.split(", "))
+RESULT_DDL = (
+    "image binary, image_format string, height int, width int, channels int, orig_width int, "
+    "orig_height int, orig_bytes int, image_hash string, status string, detail string"
+)
+RESULT_COLUMNS = tuple(part.split()[0] for part in RESULT_DDL.split(", "))
+_INT_COLUMNS = ("height", "width", "channels", "orig_width", "orig_height", "orig_bytes")
+# Inside mapInPandas, updated_at travels as microseconds since the epoch (no time-zone games).
+_PANDAS_INPUT_DDL = "sku_id long, title string, updated_at_us long, category_id int"
+PREPROCESSED_DDL = f"{_PANDAS_INPUT_DDL}, {RESULT_DDL}"
+
+
+def decode_resize_encode(image_bytes: bytes | None, image_size: int, store_format: str,
+                         max_pixels: int) -> dict[str, Any]:
+    """Decodes one encoded image, square-crops it to RGB ``image_size`` and re-encodes it.
+
+    Never raises for bad input: failures come back as ``status`` ``undecodable_image`` or
+    ``oversized_image`` with a ``detail``. Shared by the Spark UDF and plain loops.
+
+    Args:
+        image_bytes: The encoded image (any PIL format and mode), or None.
+        image_size: Side of the stored square image, in pixels.
+        store_format: ``"PNG"`` (lossless) or ``"JPEG"`` (quality 90).
+        max_pixels: Largest width x height accepted, checked before decoding.
+
+    Returns:
+        A dict with the keys of :data:`RESULT_COLUMNS`; image fields are None on failure.
+    """
+    if image_bytes is None:
+        return _result(None, UNDECODABLE_IMAGE, "no image bytes")
+    data = bytes(image_bytes)
+    out = _result(data, STATUS_OK, None)
+    try:
+        rgb = _decode_square_rgb(data, image_size, max_pixels, out)
+        encoded = _encode(rgb, store_format)
+    except _Oversized as exc:
+        return {**out, "status": OVERSIZED_IMAGE, "detail": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad row, not a crash
+        return {**out, **_bomb_or_undecodable(exc)}
+    return {**out, "image": encoded, "image_format": store_format.upper(), "height": rgb.height,
+            "width": rgb.width, "channels": CHANNELS}
+
+
+class _Oversized(ValueError):
+    """The header declares more pixels than allowed."""
+
+
+def _result(data: bytes | None, status: str, detail: str | None) -> dict[str, Any]:
+    empty = dict.fromkeys(RESULT_COLUMNS)
+    if data is not None:
+        empty.update(orig_bytes=len(data), image_hash=hashlib.sha256(data).hexdigest())
+    return {**empty, "status": status, "detail": detail}
+
+
+def _bomb_or_undecodable(exc: Exception) -> dict[str, str]:
+    from PIL import Image
+
+    status = OVERSIZED_IMAGE if isinstance(exc, Image.DecompressionBombError) else UNDECODABLE_IMAGE
+    return {"status": status, "detail": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def _decode_square_rgb(data: bytes, image_size: int, max_pixels: int, out: dict[str, Any]) -> Any:
+    """Opens lazily, checks the declared size, then decodes (at reduced scale if JPEG)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        out["orig_width"], out["orig_height"] = width, height = img.size
+        if width * height > max_pixels:
+            raise _Oversized(f"{width}x{height} = {width * height} pixels > max_image_pixels {max_pixels}")
+        if img.format == "JPEG":
+            img.draft("RGB", (image_size, image_size))
+        img.load()
+        return _flatten_rgb(_square(_working_mode(img), image_size))
+
+
+def _working_mode(img: Any) -> Any:
+    """RGBA if the image has any transparency, RGB or L as is, anything else as RGB."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        return img.convert("RGBA")
+    return img if img.mode in ("RGB", "L") else img.convert("RGB")
+
+
+def _square(img: Any, image_size: int) -> Any:
+    """Resizes the centre square of ``img`` to ``image_size`` (shorter side, centre crop)."""
+    from PIL import Image
+
+    width, height = img.size
+    side = min(width, height)
+    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+    return img.resize((image_size, image_size), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
+
+
+def _flatten_rgb(img: Any) -> Any:
+    """RGB, with any alpha composited on white."""
+    from PIL import Image
+
+    if img.mode == "RGBA":
+        return Image.alpha_composite(Image.new("RGBA", img.size, WHITE), img).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _encode(img: Any, store_format: str) -> bytes:
+    buffer = io.BytesIO()
+    if store_format.upper() == "JPEG":
+        img.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    else:
+        img.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def preprocess_batches(batches: Iterator[pd.DataFrame], image_size: int, store_format: str,
+                       max_pixels: int) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: replaces ``image`` by the preprocessed image and its facts.
+
+    Args:
+        batches: Catalog batches (``sku_id``, ``title``, ``updated_at_us``, ``category_id``, ``image``).
+        image_size: Side of the stored square image.
+        store_format: ``"PNG"`` or ``"JPEG"``.
+        max_pixels: Largest declared width x height decoded.
+
+    Yields:
+        One frame per batch, same rows, columns of :data:`PREPROCESSED_DDL`.
+    """
+    for batch in batches:
+        results = [decode_resize_encode(b, image_size, store_format, max_pixels) for b in batch["image"]]
+        frame = pd.DataFrame.from_records(results, columns=list(RESULT_COLUMNS), index=batch.index)
+        for name in _INT_COLUMNS:
+            frame[name] = frame[name].astype("Int32")
+        yield pd.concat([batch.drop(columns="image"), frame], axis=1)
+
+
+def preprocess_images(catalog_df: DataFrame, features_cfg: FeaturesConfig,
+                      partitions: int | None = None) -> DataFrame:
+    """Decodes, square-crops and re-encodes every catalog image; keeps every row.
+
+    Args:
+        catalog_df: Raw catalog rows (``category_id`` optional; extra columns dropped).
+        features_cfg: ``image_size``, ``image_store_format``, ``max_image_pixels``.
+        partitions: If given, repartition (round robin) first so all cores decode.
+
+    Returns:
+        The catalog columns plus ``image_format``, ``height``, ``width``, ``channels``,
+        ``orig_width``, ``orig_height``, ``orig_bytes``, ``image_hash``, ``status``, ``detail``.
+    """
+    source = _catalog_columns(catalog_df)
+    if partitions:
+        source = source.repartition(partitions)
+    body = partial(preprocess_batches, image_size=features_cfg.image_size,
+                   store_format=features_cfg.image_store_format, max_pixels=features_cfg.max_image_pixels)
+    decoded = source.mapInPandas(body, PREPROCESSED_DDL)
+    return decoded.withColumn("updated_at", F.timestamp_micros("updated_at_us")).drop("updated_at_us")
+
+
+def _catalog_columns(catalog_df: DataFrame) -> DataFrame:
+    category = F.col("category_id") if "category_id" in catalog_df.columns else F.lit(None)
+    return catalog_df.select(
+        F.col("sku_id").cast("long").alias("sku_id"),
+        F.col("title").cast("string").alias("title"),
+        F.unix_micros(F.col("updated_at").cast("timestamp")).alias("updated_at_us"),
+        category.cast("int").alias("category_id"),
+        F.col("image").cast("binary").alias("image"),
+    )
+
+
+def split_images(preprocessed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Splits preprocessed rows into ``sku_images`` rows and bad rows.
+
+    Decoding runs once per action on ``preprocessed``: persist it when both outputs are used.
+
+    Args:
+        preprocessed: The output of :func:`preprocess_images`.
+
+    Returns:
+        ``(good, bad)``: good has the ``sku_images`` schema, one row per ``sku_id``; bad
+        has ``raw`` (JSON without image bytes), ``reason`` and a null ``input_date``.
+        Their row counts add up to the input's.
+    """
+    checked = preprocessed.withColumn("reason", first_failing_reason(
+        (F.col("sku_id").isNull(), NULL_ID),
+        (F.col("status") == OVERSIZED_IMAGE, OVERSIZED_IMAGE),
+        (F.col("status") != STATUS_OK, UNDECODABLE_IMAGE),
+    ))
+    ranked = _flag_duplicates(checked)
+    good = ranked.where(F.col("reason").isNull()).select(*SKU_IMAGES_COLUMNS)
+    return good, _bad_rows(ranked.where(F.col("reason").isNotNull()))
+
+
+def _flag_duplicates(checked: DataFrame) -> DataFrame:
+    """Marks all but the latest row (then largest hash) of each valid ``sku_id`` as duplicates."""
+    latest_first = Window.partitionBy("sku_id", F.col("reason").isNull()).orderBy(
+        F.col("updated_at").desc_nulls_last(), F.col("image_hash").desc_nulls_last(),
+        F.col("title").desc_nulls_last())
+    duplicate = F.col("reason").isNull() & (F.row_number().over(latest_first) > 1)
+    return checked.withColumns({
+        "detail": F.when(duplicate, F.lit("a later row of this sku_id was kept")).otherwise(F.col("detail")),
+        "reason": F.when(duplicate, F.lit(DUPLICATE_ID)).otherwise(F.col("reason")),
+    })
+
+
+def _bad_rows(bad: DataFrame) -> DataFrame:
+    """Bad rows as ``raw`` JSON (sku_id, title, updated_at, image_bytes, image_hash, detail)."""
+    raw = F.to_json(F.struct(
+        "sku_id", "title", "updated_at", F.col("orig_bytes").alias("image_bytes"), "image_hash", "detail",
+    ), {"ignoreNullFields": "false"})
+    return bad.select(raw.alias("raw"), "reason", F.lit(None).cast("date").alias("input_date"))
+

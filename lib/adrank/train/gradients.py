@@ -1,0 +1,581 @@
+"""The two gradient paths of adrank training, behind one train-step API (TF2, Horovod).
+
+Dense gradients (CNN and tower weights, the LR bias) are averaged with one fused
+``hvd.grouped_allreduce`` and applied with RMSProp. Sparse gradients
+(``tf.IndexedSlices`` from tables read with ``tf.gather`` / ``tf.nn.embedding_lookup``)
+are de-duplicated on each rank (``tf.unique`` + ``tf.math.unsorted_segment_sum``),
+allgathered as (index, row) pairs packed into one int32 tensor per table, divided by
+the number of ranks and applied with the legacy Keras FTRL, whose sparse kernel costs
+O(touched rows). Rows that several ranks touched arrive once per rank; the second
+de-duplication is the optimizer's own (legacy ``apply_gradients`` sums repeated
+indices before its sparse kernel, as its contract says), so it is not done twice.
+The new ``tf.keras.optimizers.Ftrl`` is O(table) per step and is refused here
+(DESIGN.md, "Measured pitfalls").
+
+Which path a sparse table takes is chosen per table from its measured density, and
+every rank takes the same choice: every ``replan_every`` steps the ranks allreduce
+(sum) the number of distinct rows each touched, and a cost model compares the
+allgather path (bytes ~ touched rows of all ranks x (row size + 1)) with the
+allreduce path (bytes ~ table rows x row size). The sum is an exact integer that is
+identical on every rank, so the choice -- and the collectives it implies -- cannot
+differ between ranks. The path is a trace-time constant: each plan has its own
+traced ``tf.function``, so the collectives in a graph never depend on data.
+
+A table sent dense is applied densely by FTRL: after a dense allreduce every row has
+a gradient (zero for untouched rows), and per row the dense FTRL kernel is some
+20-40x cheaper than the sparse one (bench/sparse_dense.py, "ftrl_apply"), so at the
+densities where the dense path wins a dense apply also beats a sparse apply of the
+touched rows. For a row whose weight equals FTRL's closed form of its slots (a
+zero-initialised table, or any row FTRL has updated once) a zero gradient changes
+nothing, so this equals the sparse apply; a never-updated row of a randomly
+initialised table is set to zero by it, as with ``sparse_as_dense``.
+
+Modes, with the same API (:func:`make_train_step`):
+
+- ``"split"`` (default): the above.
+- ``"sparse_as_dense"``: every gradient densified and allreduced, as
+  ``hvd.DistributedGradientTape(sparse_as_dense=True)``.
+- ``"horovod_default"``: ``hvd.DistributedGradientTape`` as it comes: IndexedSlices
+  are allgathered without de-duplication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import horovod.tensorflow as hvd
+import numpy as np
+import tensorflow as tf
+
+from adrank.train.hvd_setup import rank0_logger
+
+Mode = Literal["split", "sparse_as_dense", "horovod_default"]
+MODES: tuple[str, ...] = ("split", "sparse_as_dense", "horovod_default")
+PathPolicy = Literal["auto", "sparse", "dense"]
+PATH_POLICIES: tuple[str, ...] = ("auto", "sparse", "dense")
+SPARSE = "sparse"
+DENSE = "dense"
+Plan = tuple[str, ...]
+
+LegacyOptimizer = tf.keras.optimizers.legacy.Optimizer
+
+_LOG = rank0_logger(__name__)
+
+# Cost of one gathered-and-applied sparse element relative to one allreduced-and-
+# applied dense element: bench/sparse_dense.py ("implied_sparse_element_cost") fitted
+# 5.3-7.1 over four runs on 2 ranks / 2 cores (Gloo over loopback). Across a network
+# the allreduce costs more per element and the constant is smaller: re-run the bench.
+DEFAULT_SPARSE_ELEMENT_COST = 6.5
+
+
+@dataclass(frozen=True)
+class SparseTable:
+    """Static facts about one sparse variable.
+
+    Attributes:
+        name: The variable's name (for logs).
+        rows: Number of rows (first dimension).
+        row_shape: Shape of one row.
+    """
+
+    name: str
+    rows: int
+    row_shape: tuple[int, ...]
+
+    @property
+    def row_size(self) -> int:
+        """Elements per row."""
+        return int(np.prod(self.row_shape, dtype=np.int64))
+
+    @classmethod
+    def of(cls, variable: tf.Variable) -> SparseTable:
+        """Reads the table facts from a variable with a fully known shape."""
+        shape = variable.shape
+        if shape.rank is None or shape.rank < 1 or not shape.is_fully_defined():
+            raise ValueError(f"sparse variable {variable.name} needs a known shape [rows, ...]")
+        if shape[0] >= 2**31:
+            raise ValueError(f"sparse variable {variable.name} has more than 2^31 rows")
+        return cls(name=variable.name, rows=int(shape[0]), row_shape=tuple(shape[1:]))
+
+
+@dataclass(frozen=True)
+class PathCostModel:
+    """Chooses the cheaper path for one table from the rows touched per step.
+
+    Costs are in units of one dense element (allreduced, then applied by dense FTRL).
+
+    Attributes:
+        sparse_element_cost: Cost of one sparse element (allgathered with its index,
+            de-duplicated, then applied by sparse FTRL) in dense-element units.
+    """
+
+    sparse_element_cost: float = DEFAULT_SPARSE_ELEMENT_COST
+
+    def sparse_cost(self, touched_rows_all_ranks: int, table: SparseTable) -> float:
+        """Allgather path: every rank receives each rank's distinct rows with an index."""
+        return self.sparse_element_cost * touched_rows_all_ranks * (table.row_size + 1)
+
+    def dense_cost(self, table: SparseTable) -> float:
+        """Allreduce path: the whole table moves and is applied."""
+        return float(table.rows * table.row_size)
+
+    def choose(self, touched_rows_all_ranks: int, table: SparseTable) -> str:
+        """``"dense"`` or ``"sparse"``, whichever the model says is cheaper.
+
+        Args:
+            touched_rows_all_ranks: Sum over ranks of the distinct rows each touched.
+            table: The table.
+        """
+        dense = self.dense_cost(table) < self.sparse_cost(touched_rows_all_ranks, table)
+        return DENSE if dense else SPARSE
+
+
+# ----------------------------------------------------------------------------------
+# Building blocks (graph-safe, usable inside tf.function)
+# ----------------------------------------------------------------------------------
+
+
+def as_indexed_slices(gradient: Any, variable: tf.Variable) -> tf.IndexedSlices:
+    """The gradient of a sparse variable as IndexedSlices with int32 indices.
+
+    A missing gradient becomes zero rows; a dense one (the table was also used by a
+    dense op) becomes all rows, which is correct but costs O(table).
+
+    Args:
+        gradient: What the tape returned for ``variable``.
+        variable: The sparse variable.
+    """
+    dense_shape = tf.shape(variable, out_type=tf.int64)
+    if gradient is None:
+        empty = tf.zeros([0, *variable.shape[1:]], variable.dtype)
+        return tf.IndexedSlices(empty, tf.zeros([0], tf.int32), dense_shape)
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values, tf.cast(gradient.indices, tf.int32), dense_shape)
+    _LOG.warning("variable %s got a dense gradient; sending all its rows", variable.name)
+    rows = tf.range(tf.shape(gradient)[0], dtype=tf.int32)
+    return tf.IndexedSlices(gradient, rows, dense_shape)
+
+
+def deduplicate(indices: tf.Tensor, values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Sums the rows of repeated indices.
+
+    Args:
+        indices: [n] row indices, possibly repeated.
+        values: [n, ...] one gradient row per index.
+
+    Returns:
+        ([u] distinct indices in order of first appearance, [u, ...] summed rows).
+    """
+    unique_indices, positions = tf.unique(indices)
+    summed = tf.math.unsorted_segment_sum(values, positions, tf.size(unique_indices))
+    return unique_indices, summed
+
+
+def densify(indices: tf.Tensor, values: tf.Tensor, rows: int) -> tf.Tensor:
+    """Scatters (index, row) pairs into a dense [rows, ...] tensor, summing repeats."""
+    return tf.math.unsorted_segment_sum(values, indices, rows)
+
+
+def pack_rows(indices: tf.Tensor, values: tf.Tensor, row_size: int) -> tf.Tensor:
+    """Packs int32 indices and float32 rows into one int32 [u, 1 + row_size] tensor.
+
+    The float bits travel unchanged (``tf.bitcast``), so one allgather carries both
+    and the values come back bit-exact.
+    """
+    bits = tf.reshape(tf.bitcast(values, tf.int32), [-1, row_size])
+    return tf.concat([tf.reshape(indices, [-1, 1]), bits], axis=1)
+
+
+def unpack_rows(packed: tf.Tensor, row_shape: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Inverse of :func:`pack_rows`: ([u] int32 indices, [u, *row_shape] float32 rows)."""
+    values = tf.bitcast(packed[:, 1:], tf.float32)
+    return packed[:, 0], tf.reshape(values, [-1, *row_shape])
+
+
+def allgather_rows(
+    local_rows: Sequence[tuple[tf.Tensor, tf.Tensor]],
+    tables: Sequence[SparseTable],
+    name: str = "adrank_sparse_rows",
+) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """Allgathers each table's (indices, rows) from every rank in one grouped call.
+
+    float32 tables travel packed as one tensor each; other dtypes as two.
+
+    Args:
+        local_rows: Per table, this rank's ([u] int32 indices, [u, ...] rows).
+        tables: The matching tables.
+        name: Horovod name of the collective (the same on every rank).
+
+    Returns:
+        Per table, the concatenation over ranks of (indices, rows).
+    """
+    if not local_rows:
+        return []
+    to_send: list[tf.Tensor] = []
+    for (indices, values), table in zip(local_rows, tables):
+        if values.dtype == tf.float32:
+            to_send.append(pack_rows(indices, values, table.row_size))
+        else:
+            to_send.extend([indices, values])
+    received = iter(hvd.grouped_allgather(to_send, name=name))
+    gathered = []
+    for (_, values), table in zip(local_rows, tables):
+        if values.dtype == tf.float32:
+            gathered.append(unpack_rows(next(received), table.row_shape))
+        else:
+            gathered.append((next(received), next(received)))
+    return gathered
+
+
+def grouped_allreduce_average(
+    tensors: Sequence[tf.Tensor], name: str = "adrank_dense_grads"
+) -> list[tf.Tensor]:
+    """Averages dense tensors over ranks in one fused grouped allreduce."""
+    if not tensors:
+        return []
+    return list(hvd.grouped_allreduce(list(tensors), op=hvd.Average, name=name))
+
+
+def agree_on_plan(
+    local_touched_rows: Sequence[int] | tf.Tensor,
+    tables: Sequence[SparseTable],
+    cost_model: PathCostModel,
+) -> tuple[Plan, np.ndarray]:
+    """Chooses every table's path from counts summed over ranks (call on every rank).
+
+    The sum of integers is exact and the same on every rank, so every rank gets the
+    same plan however different its own batch is.
+
+    Args:
+        local_touched_rows: Per table, the distinct rows this rank touched.
+        tables: The tables.
+        cost_model: Compares the two paths.
+
+    Returns:
+        (the plan, the summed counts).
+    """
+    local = tf.cast(tf.reshape(local_touched_rows, [-1]), tf.int64)
+    summed = hvd.allreduce(local, op=hvd.Sum, name="adrank_touched_rows").numpy()
+    plan = tuple(cost_model.choose(int(count), table) for count, table in zip(summed, tables))
+    return plan, summed
+
+
+# ----------------------------------------------------------------------------------
+# The train step
+# ----------------------------------------------------------------------------------
+
+LossFn = Callable[..., tf.Tensor]
+
+
+class TrainStep:
+    """One distributed training step; call it with a batch, get this rank's loss.
+
+    Holds the optimizers and, in ``"split"`` mode, the current per-table plan. Each
+    plan gets its own traced ``tf.function`` (built once, then cached), so
+    switching plans retraces at most once per distinct plan. Steps after which
+    the plan is re-chosen (step 1, then every ``replan_every``) run a variant that
+    also counts the distinct rows of dense-path tables.
+
+    Attributes:
+        mode: ``"split"``, ``"sparse_as_dense"`` or ``"horovod_default"``.
+        dense_optimizer: RMSProp (legacy Keras) for the dense variables.
+        sparse_optimizer: FTRL (legacy Keras) for the sparse variables.
+        tables: Static facts about the sparse variables.
+        steps: Steps run so far.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        dense_vars: Sequence[tf.Variable],
+        sparse_vars: Sequence[tf.Variable],
+        mode: Mode,
+        dense_optimizer: Any,
+        sparse_optimizer: LegacyOptimizer,
+        path_policy: PathPolicy = "auto",
+        replan_every: int = 50,
+        cost_model: PathCostModel | None = None,
+    ) -> None:
+        self.loss_fn = loss_fn
+        self.dense_vars = list(dense_vars)
+        self.sparse_vars = list(sparse_vars)
+        self.mode = mode
+        self.dense_optimizer = dense_optimizer
+        self.sparse_optimizer = sparse_optimizer
+        self.path_policy = path_policy
+        self.replan_every = replan_every
+        self.cost_model = cost_model or PathCostModel()
+        self.tables = [SparseTable.of(v) for v in self.sparse_vars]
+        self.steps = 0
+        self.last_touched_rows: np.ndarray | None = None
+        initial = DENSE if path_policy == DENSE else SPARSE
+        self._plan: Plan = tuple(initial for _ in self.tables)
+        self._functions: dict[tuple[Plan, bool], Callable[..., Any]] = {}
+
+    @property
+    def plan(self) -> Plan:
+        """Per sparse variable, the path of the next step (``"sparse"``/``"dense"``)."""
+        return self._plan
+
+    @property
+    def last_density(self) -> list[float] | None:
+        """Per table, the mean over ranks of (distinct rows touched / rows) at the last plan."""
+        if self.last_touched_rows is None:
+            return None
+        size = hvd.size()
+        return [float(n) / (size * t.rows) for n, t in zip(self.last_touched_rows, self.tables)]
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        """Dense then sparse variables."""
+        return self.dense_vars + self.sparse_vars
+
+    @property
+    def optimizers(self) -> list[Any]:
+        """Dense then sparse optimizer."""
+        return [self.dense_optimizer, self.sparse_optimizer]
+
+    def __call__(self, *batch: Any) -> tf.Tensor:
+        """Runs one step on this rank's batch (every rank must call it together).
+
+        Args:
+            *batch: Passed to the loss closure unchanged.
+
+        Returns:
+            This rank's loss (not averaged over ranks).
+        """
+        measure = self._replan_due(self.steps + 1)
+        loss, touched = self.function_for(self._plan, measure)(*batch)
+        self.steps += 1
+        if measure:
+            self._replan(touched)
+        return loss
+
+    def function_for(self, plan: Plan, measure: bool = False) -> Callable[..., Any]:
+        """The traced step for a plan: batch -> (loss, [tables] local touched rows).
+
+        Args:
+            plan: Per table, ``"sparse"`` or ``"dense"``.
+            measure: Also count the distinct rows of dense-path tables (sparse-path
+                tables are counted anyway); uncounted ones report -1.
+        """
+        key = (plan, measure)
+        if key not in self._functions:
+            body = self._split_step if self.mode == "split" else self._tape_step
+            self._functions[key] = tf.function(
+                lambda *batch: body(plan, measure, *batch), reduce_retracing=True
+            )
+        return self._functions[key]
+
+    def _replan_due(self, step_number: int) -> bool:
+        """Whether the plan is re-chosen after step ``step_number`` (1-based)."""
+        if self.mode != "split" or self.path_policy != "auto" or not self.tables:
+            return False
+        return step_number == 1 or step_number % self.replan_every == 0
+
+    def _replan(self, local_touched_rows: tf.Tensor) -> None:
+        plan, summed = agree_on_plan(local_touched_rows, self.tables, self.cost_model)
+        self.last_touched_rows = summed
+        if plan != self._plan:
+            _LOG.info("step %d: sparse paths %s (touched rows, all ranks: %s)",
+                      self.steps, dict(zip((t.name for t in self.tables), plan)), summed.tolist())
+        self._plan = plan
+
+    def _local_gradients(self, batch: tuple[Any, ...]) -> tuple[tf.Tensor, list[Any], list[Any]]:
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(*batch)
+        grads = tape.gradient(loss, self.variables)
+        return loss, grads[: len(self.dense_vars)], grads[len(self.dense_vars):]
+
+    def _split_step(self, plan: Plan, measure: bool, *batch: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        loss, dense_grads, sparse_grads = self._local_gradients(batch)
+        dense_grads = [_dense_or_zeros(g, v) for g, v in zip(dense_grads, self.dense_vars)]
+        slices = [as_indexed_slices(g, v) for g, v in zip(sparse_grads, self.sparse_vars)]
+        # The sparse path always de-duplicates; the dense path sums repeats when it
+        # densifies, so it only de-duplicates on steps that measure density.
+        dedup = [path == SPARSE or measure for path in plan]
+        local_rows = [deduplicate(s.indices, s.values) if d else (s.indices, s.values)
+                      for s, d in zip(slices, dedup)]
+        dense_avg, table_grads = self._exchange(plan, dense_grads, local_rows)
+        self._apply(dense_avg, table_grads)
+        touched = [tf.size(rows[0]) if d else tf.constant(-1) for rows, d in zip(local_rows, dedup)]
+        return loss, tf.stack(touched) if touched else tf.zeros([0], tf.int32)
+
+    def _exchange(
+        self,
+        plan: Plan,
+        dense_grads: list[tf.Tensor],
+        local_rows: list[tuple[tf.Tensor, tf.Tensor]],
+    ) -> tuple[list[tf.Tensor], list[Any]]:
+        """One fused allreduce (dense grads + dense-path tables), one grouped allgather.
+
+        Returns:
+            (averaged dense gradients, per table its averaged gradient: a dense tensor
+            or IndexedSlices whose repeated indices the optimizer sums).
+        """
+        by_dense = [k for k, path in enumerate(plan) if path == DENSE]
+        by_sparse = [k for k, path in enumerate(plan) if path == SPARSE]
+        # Names carry the plan, so one name always means the same list of tensors.
+        tag = "".join(path[0] for path in plan)
+        to_reduce = dense_grads + [densify(*local_rows[k], self.tables[k].rows) for k in by_dense]
+        reduced = grouped_allreduce_average(to_reduce, name=f"adrank_dense_grads_{tag}")
+        gathered = allgather_rows([local_rows[k] for k in by_sparse],
+                                  [self.tables[k] for k in by_sparse],
+                                  name=f"adrank_sparse_rows_{tag}")
+        table_grads: dict[int, Any] = dict(zip(by_dense, reduced[len(dense_grads):]))
+        for k, (indices, values) in zip(by_sparse, gathered):
+            dense_shape = tf.shape(self.sparse_vars[k], out_type=tf.int64)
+            table_grads[k] = tf.IndexedSlices(values / hvd.size(), indices, dense_shape)
+        return reduced[: len(dense_grads)], [table_grads[k] for k in range(len(plan))]
+
+    def _tape_step(self, plan: Plan, measure: bool, *batch: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        del plan, measure  # the tape modes have no per-table choice
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(*batch)
+        tape = hvd.DistributedGradientTape(tape, sparse_as_dense=self.mode == "sparse_as_dense")
+        grads = tape.gradient(loss, self.variables)
+        self._apply(grads[: len(self.dense_vars)], grads[len(self.dense_vars):])
+        return loss, tf.zeros([0], tf.int32)
+
+    def _apply(self, dense_grads: Sequence[Any], sparse_grads: Sequence[Any]) -> None:
+        for optimizer, grads, variables in (
+            (self.dense_optimizer, dense_grads, self.dense_vars),
+            (self.sparse_optimizer, sparse_grads, self.sparse_vars),
+        ):
+            pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+            if pairs:
+                optimizer.apply_gradients(pairs)
+
+
+def _dense_or_zeros(gradient: Any, variable: tf.Variable) -> tf.Tensor:
+    """A dense variable's gradient as a dense tensor (zeros when missing)."""
+    if gradient is None:
+        return tf.zeros_like(variable)
+    return tf.convert_to_tensor(gradient)
+
+
+def _require_legacy_sparse(optimizer: Any) -> None:
+    """Refuses sparse optimizers whose per-step cost grows with the table."""
+    if not isinstance(optimizer, LegacyOptimizer):
+        raise TypeError(
+            "the sparse optimizer must be a tf.keras.optimizers.legacy optimizer, got "
+            f"{type(optimizer).__name__}: the new Keras optimizers update whole tables "
+            "per step (tf.keras.optimizers.Ftrl is O(table), DESIGN.md)"
+        )
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    dense_vars: Sequence[tf.Variable],
+    sparse_vars: Sequence[tf.Variable],
+    mode: Mode = "split",
+    dense_lr: float = 1e-3,
+    ftrl_lr: float = 0.05,
+    *,
+    scale_dense_lr_by_size: bool = True,
+    path_policy: PathPolicy = "auto",
+    replan_every: int = 50,
+    cost_model: PathCostModel | None = None,
+    rmsprop_kwargs: dict[str, Any] | None = None,
+    ftrl_kwargs: dict[str, Any] | None = None,
+    dense_optimizer: Any | None = None,
+    sparse_optimizer: LegacyOptimizer | None = None,
+) -> TrainStep:
+    """Builds the distributed train step for any model (call after ``hvd.init()``).
+
+    Args:
+        loss_fn: Closure ``loss_fn(*batch) -> scalar loss`` over this rank's batch;
+            it reads ``dense_vars`` and ``sparse_vars`` (the latter via
+            ``tf.gather`` / ``tf.nn.embedding_lookup``).
+        dense_vars: Variables with dense gradients: RMSProp, fused allreduce.
+        sparse_vars: Tables with ``tf.IndexedSlices`` gradients: FTRL.
+        mode: ``"split"``, ``"sparse_as_dense"`` or ``"horovod_default"``.
+        dense_lr: RMSProp learning rate for one process.
+        ftrl_lr: FTRL learning rate (not scaled: FTRL's per-coordinate rate already
+            adapts to the averaged gradient).
+        scale_dense_lr_by_size: Multiply ``dense_lr`` by ``hvd.size()`` (the
+            Horovod convention).
+        path_policy: In ``"split"`` mode, ``"auto"`` chooses each table's path
+            from measured density; ``"sparse"``/``"dense"`` force one path.
+        replan_every: In ``"auto"``, re-measure after step 1 and every this many
+            steps.
+        cost_model: The path chooser; calibrated defaults when omitted.
+        rmsprop_kwargs: Extra arguments for ``tf.keras.optimizers.legacy.RMSprop``.
+        ftrl_kwargs: Extra arguments for ``tf.keras.optimizers.legacy.Ftrl``.
+        dense_optimizer: A ready optimizer instead of RMSProp.
+        sparse_optimizer: A ready legacy optimizer instead of FTRL.
+
+    Returns:
+        The step; call ``broadcast_initial_state(step.variables, step.optimizers)``
+        after its first call.
+
+    Raises:
+        ValueError: On an unknown mode or policy, or before ``hvd.init()``.
+        TypeError: If the sparse optimizer is not a legacy Keras optimizer.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if path_policy not in PATH_POLICIES:
+        raise ValueError(f"path_policy must be one of {PATH_POLICIES}, got {path_policy!r}")
+    if not hvd.is_initialized():
+        raise ValueError("call hvd.init() (adrank.train.hvd_setup.init_horovod) first")
+    if replan_every < 1:
+        raise ValueError(f"replan_every must be >= 1, got {replan_every}")
+    lr = dense_lr * hvd.size() if scale_dense_lr_by_size else dense_lr
+    dense_optimizer = dense_optimizer or tf.keras.optimizers.legacy.RMSprop(
+        learning_rate=lr, **(rmsprop_kwargs or {}))
+    sparse_optimizer = sparse_optimizer or tf.keras.optimizers.legacy.Ftrl(
+        learning_rate=ftrl_lr, **(ftrl_kwargs or {}))
+    _require_legacy_sparse(sparse_optimizer)
+    return TrainStep(loss_fn, dense_vars, sparse_vars, mode, dense_optimizer, sparse_optimizer,
+                     path_policy=path_policy, replan_every=replan_every, cost_model=cost_model)
+
+
+def optimizer_variables(optimizer: Any) -> list[tf.Variable]:
+    """An optimizer's own state (iterations, hyperparameters, slots), legacy or new."""
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
+
+
+def broadcast_initial_state(
+    variables: Sequence[tf.Variable], optimizers: Sequence[Any], root_rank: int = 0
+) -> None:
+    """Copies model variables and optimizer state from ``root_rank`` to every rank.
+
+    Call on every rank after the first step, once the optimizers have made their
+    slots (slot order is the same on every rank: same code, same variables).
+
+    Args:
+        variables: Model variables.
+        optimizers: Optimizers whose slots, iteration counters and hyperparameters
+            follow.
+        root_rank: The rank whose state wins.
+    """
+    state = list(variables)
+    for optimizer in optimizers:
+        state.extend(optimizer_variables(optimizer))
+    hvd.broadcast_variables(state, root_rank=root_rank)
+
+
+__all__ = [
+    "DENSE",
+    "MODES",
+    "PATH_POLICIES",
+    "SPARSE",
+    "PathCostModel",
+    "SparseTable",
+    "TrainStep",
+    "agree_on_plan",
+    "allgather_rows",
+    "as_indexed_slices",
+    "broadcast_initial_state",
+    "deduplicate",
+    "densify",
+    "grouped_allreduce_average",
+    "make_train_step",
+    "optimizer_variables",
+    "pack_rows",
+    "unpack_rows",
+]

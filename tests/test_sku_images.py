@@ -1,0 +1,302 @@
+"""The sku_images table: any format/mode decodes to a square RGB image, broken rows are
+quarantined, the MERGE rewrites only changed SKUs (seen in the Change Data Feed), and
+the independent delta-rs reader sees what Spark wrote."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import io
+import json
+
+import deltalake
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from PIL import Image
+from pyspark.sql import functions as F
+
+from adrank.config import FeaturesConfig
+from adrank.features.images import (
+    SKU_IMAGES_DDL,
+    decode_resize_encode,
+    preprocess_images,
+    split_images,
+)
+from adrank.features.quarantine import (
+    DUPLICATE_ID,
+    NULL_ID,
+    OVERSIZED_IMAGE,
+    QUARANTINE_DDL,
+    UNDECODABLE_IMAGE,
+    quarantine_rows,
+)
+from adrank.tables import USER_METADATA_CONF, read_delta, upsert_sku_images
+
+CATALOG_DDL = "sku_id long, title string, image binary, updated_at timestamp, category_id int"
+RAW_DDL = "sku_id long, title string, updated_at timestamp, image_bytes int, image_hash string, detail string"
+T0 = dt.datetime(2026, 11, 1, 12, 0)
+RED, GREEN, BLUE, WHITE = (220, 20, 20), (20, 200, 40), (30, 40, 210), (255, 255, 255)
+
+
+def encode(img: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def solid(color, size=(96, 72), fmt="PNG", mode="RGB") -> bytes:
+    return encode(Image.new(mode, size, color), fmt)
+
+
+def noisy_jpeg(seed: int, size=(96, 80)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels), "JPEG", quality=90)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decoded(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def assert_color(img: Image.Image, expected, tolerance=14):
+    """Every pixel (so also the corners: the centre crop kept no border) is near ``expected``."""
+    pixels = np.asarray(img, dtype=np.int16)
+    assert np.abs(pixels - np.array(expected)).max() <= tolerance, (pixels.min((0, 1)), pixels.max((0, 1)))
+
+
+def catalog(spark, rows):
+    return spark.createDataFrame(
+        [(sku, f"title {sku}", image, when, 3) for sku, image, when in rows], CATALOG_DDL)
+
+
+# --- decoding every format and mode ---------------------------------------------------
+
+def striped_png() -> bytes:
+    """200 x 100: green 50-px borders left and right of a red 100 x 100 centre."""
+    img = Image.new("RGB", (200, 100), GREEN)
+    img.paste(Image.new("RGB", (100, 100), RED), (50, 0))
+    return encode(img, "PNG")
+
+
+FORMAT_CASES = {
+    1: ("JPEG RGB", solid(RED, (120, 80), "JPEG"), RED, (120, 80)),
+    2: ("PNG RGBA transparent", solid((200, 0, 0, 0), (100, 100), mode="RGBA"), WHITE, (100, 100)),
+    3: ("PNG L", solid(128, (70, 90), mode="L"), (128, 128, 128), (70, 90)),
+    4: ("WebP", encode(Image.new("RGB", (90, 60), GREEN), "WEBP", lossless=True), GREEN, (90, 60)),
+    5: ("JPEG CMYK", solid((0, 255, 255, 0), (80, 80), "JPEG", mode="CMYK"), (255, 0, 0), (80, 80)),
+    6: ("PNG P", encode(Image.new("RGB", (64, 40), BLUE).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        BLUE, (64, 40)),
+    7: ("PNG wide, centre crop", striped_png(), RED, (200, 100)),
+    8: ("PNG tiny, upscaled", solid(BLUE, (16, 20)), BLUE, (16, 20)),
+    9: ("JPEG large, draft path", solid(GREEN, (1600, 1200), "JPEG"), GREEN, (1600, 1200)),
+}
+
+
+def test_every_format_and_mode_becomes_a_square_rgb_image_of_the_same_content(spark, config):
+    size = config.features.image_size
+    rows = [(sku, image, T0) for sku, (_, image, _, _) in FORMAT_CASES.items()]
+    out = preprocess_images(catalog(spark, rows), config.features).cache()
+
+    facts = ["sku_id", "status", "image_format", "height", "width", "channels", "orig_width",
+             "orig_height", "image_hash"]
+    expected = spark.createDataFrame(
+        [(sku, "ok", "PNG", size, size, 3, w, h, sha(image)) for sku, (_, image, _, (w, h)) in FORMAT_CASES.items()],
+        "sku_id long, status string, image_format string, height int, width int, channels int, "
+        "orig_width int, orig_height int, image_hash string")
+    assert_df_equality(out.select(*facts), expected, ignore_row_order=True, ignore_nullable=True)
+
+    for row in out.collect():
+        name, raw, color, _ = FORMAT_CASES[row.sku_id]
+        img = decoded(row.image)
+        assert (img.format, img.mode, img.size) == ("PNG", "RGB", (size, size)), name
+        assert_color(img, color)
+        plain = decode_resize_encode(raw, size, "PNG", config.features.max_image_pixels)
+        assert plain["image"] == row.image, f"{name}: the UDF and the plain function disagree"
+
+
+# --- the plain function: limits, guards, JPEG storage ---------------------------------
+
+def test_declared_pixel_count_is_checked_before_decoding_at_the_exact_limit():
+    at_limit = solid(0, (1000, 1000), mode="L")
+    over_limit = solid(0, (1001, 1000), mode="L")
+    assert decode_resize_encode(at_limit, 32, "PNG", 1_000_000)["status"] == "ok"
+    over = decode_resize_encode(over_limit, 32, "PNG", 1_000_000)
+    assert over["status"] == OVERSIZED_IMAGE
+    assert "1001x1000" in over["detail"]
+    assert (over["image"], over["orig_width"], over["orig_height"]) == (None, 1001, 1000)
+    assert over["image_hash"] == sha(over_limit)
+
+
+def test_pil_decompression_bomb_guard_also_reports_oversized():
+    bomb = encode(Image.new("1", (15_000, 15_000), 0), "PNG")  # 225M pixels, past PIL's own limit
+    result = decode_resize_encode(bomb, 32, "PNG", max_pixels=10**9)
+    assert result["status"] == OVERSIZED_IMAGE
+    assert "DecompressionBombError" in result["detail"]
+
+
+def test_jpeg_storage_and_missing_bytes():
+    stored = decode_resize_encode(solid(RED, (300, 200), "JPEG"), 48, "JPEG", 10**6)
+    img = decoded(stored["image"])
+    assert (stored["image_format"], img.format, img.mode, img.size) == ("JPEG", "JPEG", "RGB", (48, 48))
+    assert_color(img, RED)
+    missing = decode_resize_encode(None, 48, "JPEG", 10**6)
+    assert (missing["status"], missing["detail"], missing["image_hash"]) == (UNDECODABLE_IMAGE, "no image bytes", None)
+
+
+def test_jpeg_store_format_from_config_reaches_the_udf(spark, config):
+    features = dataclasses.replace(config.features, image_store_format="JPEG")
+    out = preprocess_images(catalog(spark, [(1, solid(BLUE, (80, 60)), T0)]), features).collect()
+    assert (out[0].image_format, decoded(out[0].image).format) == ("JPEG", "JPEG")
+    assert_color(decoded(out[0].image), BLUE)
+
+
+# --- broken rows, duplicates, reconciliation --------------------------------------------
+
+@pytest.fixture(scope="module")
+def broken(spark):
+    """A catalog with every kind of broken row, preprocessed once (cached) and split."""
+    img = {name: solid(color) for name, color in
+           [("good", RED), ("old", GREEN), ("new", BLUE), ("tie_a", (1, 2, 3)), ("tie_b", (4, 5, 6))]}
+    img.update(truncated=noisy_jpeg(1)[:1500], garbage=b"definitely not an image" * 10,
+               bomb=encode(Image.new("1", (10_000, 10_000), 0), "PNG"), late_broken=b"\x89PNG broken")
+    later = T0 + dt.timedelta(hours=1)
+    rows = [
+        (1, img["good"], T0), (2, img["garbage"], T0), (3, img["truncated"], T0), (4, img["bomb"], T0),
+        (None, img["good"], T0), (5, None, T0),
+        (6, img["old"], T0), (6, img["new"], later),  # the later row wins
+        (7, img["tie_a"], T0), (7, img["tie_b"], T0),  # same time: the larger hash wins
+        (8, img["late_broken"], later), (8, img["old"], T0),  # a broken later row does not hide a good one
+    ]
+    source = catalog(spark, rows)
+    preprocessed = preprocess_images(source, FeaturesConfig()).cache()
+    good_rows, bad_rows = split_images(preprocessed)
+    yield {"img": img, "later": later, "source": source, "good": good_rows, "bad": bad_rows}
+    preprocessed.unpersist()
+
+
+def test_good_rows_keep_the_latest_valid_row_of_each_sku(spark, broken):
+    img = broken["img"]
+    keep7 = max(sha(img["tie_a"]), sha(img["tie_b"]))
+    expected = [(1, sha(img["good"]), T0), (6, sha(img["new"]), broken["later"]), (7, keep7, T0),
+                (8, sha(img["old"]), T0)]
+    assert_df_equality(
+        broken["good"].select("sku_id", "image_hash", "updated_at"),
+        spark.createDataFrame(expected, "sku_id long, image_hash string, updated_at timestamp"),
+        ignore_row_order=True, ignore_nullable=True)
+
+
+def test_bad_rows_carry_their_reason_and_a_raw_record_without_image_bytes(spark, broken):
+    img = broken["img"]
+    parsed = broken["bad"].select(F.from_json("raw", RAW_DDL).alias("r"), "reason", "input_date")
+
+    def bad(sku, reason, name):
+        return sku, reason, sha(img[name]), len(img[name])
+
+    expected = [
+        bad(2, UNDECODABLE_IMAGE, "garbage"), bad(3, UNDECODABLE_IMAGE, "truncated"),
+        bad(4, OVERSIZED_IMAGE, "bomb"), bad(None, NULL_ID, "good"), (5, UNDECODABLE_IMAGE, None, None),
+        bad(6, DUPLICATE_ID, "old"), (7, DUPLICATE_ID, min(sha(img["tie_a"]), sha(img["tie_b"])), len(img["tie_a"])),
+        bad(8, UNDECODABLE_IMAGE, "late_broken"),
+    ]
+    assert_df_equality(
+        parsed.select("r.sku_id", "reason", "r.image_hash", "r.image_bytes"),
+        spark.createDataFrame(expected, "sku_id long, reason string, image_hash string, image_bytes int"),
+        ignore_row_order=True, ignore_nullable=True)
+    assert parsed.where(F.col("input_date").isNotNull()).count() == 0
+    for row in broken["bad"].collect():
+        assert set(json.loads(row.raw)) == {"sku_id", "title", "updated_at", "image_bytes", "image_hash", "detail"}
+        assert len(row.raw) < 1000  # never the image bytes
+
+
+def test_good_plus_bad_rows_reconcile_with_the_input_and_fit_the_quarantine(broken):
+    good, bad = broken["good"].count(), broken["bad"].count()
+    assert (good, bad) == (4, 8)
+    assert good + bad == broken["source"].count()
+    shaped = quarantine_rows(broken["bad"], "catalog", "run-1")
+    assert [f.name for f in shaped.schema] == [p.split()[0] for p in QUARANTINE_DDL.split(", ")]
+    assert shaped.count() == bad
+
+
+def test_good_rows_have_the_sku_images_schema(spark, config):
+    good_rows, _ = split_images(preprocess_images(catalog(spark, [(1, solid(RED), T0)]), config.features))
+    assert good_rows.schema.simpleString() == spark.createDataFrame([], SKU_IMAGES_DDL).schema.simpleString()
+
+
+# --- the Delta table: MERGE of changes only, Change Data Feed, delta-rs -----------------
+
+@pytest.fixture(scope="module")
+def upserted(spark, tmp_path_factory):
+    """Three runs: create {1, 2, 3}; full snapshot {1 changed, 2 same, 4 new}; partial {4 retitled}."""
+    features = FeaturesConfig()
+    path = str(tmp_path_factory.mktemp("sku_images") / "sku_images")
+    red, blue, green, yellow, white = (solid(c) for c in (RED, BLUE, GREEN, (230, 220, 20), WHITE))
+    later = T0 + dt.timedelta(days=1)
+    runs = [
+        ([(1, red, T0), (2, blue, T0), (3, green, T0)], True),
+        ([(1, yellow, later), (2, blue, later), (4, white, later)], True),
+        ([(4, white, later)], False),
+    ]
+    figures, goods = [], []
+    for number, (rows, full) in enumerate(runs, start=1):
+        source = catalog(spark, rows)
+        if number == 3:
+            source = source.withColumn("title", F.lit("renamed"))
+        good, _ = split_images(preprocess_images(source, features))
+        figures.append(upsert_sku_images(spark, good, path, {"run_id": f"run-{number}"}, full_snapshot=full))
+        goods.append(good)
+    return {"path": path, "figures": figures, "goods": goods}
+
+
+def changes(spark, path, version):
+    return (spark.read.format("delta").option("readChangeFeed", "true")
+            .option("startingVersion", version).option("endingVersion", version).load(path))
+
+
+def test_first_upsert_creates_the_table_with_change_data_feed_and_no_deletion_vectors(spark, upserted):
+    first = upserted["figures"][0]
+    assert first == {"version": 1, "rows_inserted": 3, "rows_updated": 0, "rows_deleted": 0, "created": True}
+    properties = spark.sql(f"DESCRIBE DETAIL delta.`{upserted['path']}`").first().properties
+    assert properties["delta.enableChangeDataFeed"] == "true"
+    assert properties["delta.enableDeletionVectors"] == "false"
+
+
+def test_merge_rewrites_only_the_changed_sku_inserts_new_and_deletes_vanished(spark, upserted):
+    path, second = upserted["path"], upserted["figures"][1]
+    assert second == {"version": 2, "rows_inserted": 1, "rows_updated": 1, "rows_deleted": 1, "created": False}
+    assert_df_equality(
+        changes(spark, path, second["version"]).select("sku_id", "_change_type"),
+        spark.createDataFrame([(1, "update_preimage"), (1, "update_postimage"), (3, "delete"), (4, "insert")],
+                              "sku_id long, _change_type string"),
+        ignore_row_order=True, ignore_nullable=True)
+    unchanged_row_kept_as_was = F.when(F.col("sku_id") == 2, F.lit(T0)).otherwise(F.col("updated_at"))
+    assert_df_equality(read_delta(spark, path, version=2),
+                       upserted["goods"][1].withColumn("updated_at", unchanged_row_kept_as_was),
+                       ignore_row_order=True, ignore_nullable=True)
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").where("version = 2").first()
+    assert json.loads(history.userMetadata) == {"run_id": "run-2"}
+    assert spark.conf.get(USER_METADATA_CONF, None) is None
+
+
+def test_partial_catalog_updates_without_deleting(spark, upserted):
+    path, third = upserted["path"], upserted["figures"][2]
+    assert third == {"version": 3, "rows_inserted": 0, "rows_updated": 1, "rows_deleted": 0, "created": False}
+    assert [tuple(r) for r in changes(spark, path, 3).select("sku_id", "_change_type", "title").collect()
+            if r._change_type == "update_postimage"] == [(4, "update_postimage", "renamed")]
+    assert sorted(r.sku_id for r in read_delta(spark, path).collect()) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_delta_rs_reads_what_spark_wrote(spark, upserted, version):
+    path = upserted["path"]
+    arrow = deltalake.DeltaTable(path, version=version).to_pyarrow_table()
+    theirs = sorted(zip(arrow["sku_id"].to_pylist(), arrow["image_hash"].to_pylist(), arrow["image"].to_pylist()))
+    ours = sorted((r.sku_id, r.image_hash, r.image) for r in read_delta(spark, path, version=version).collect())
+    assert theirs == ours
+    assert len(ours) == 3
