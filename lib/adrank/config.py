@@ -85,6 +85,28 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Horovod training: ranks, towers, batch sizes, steps, optimisers, checkpoints."""
+
+    ranks: int = 2
+    threads_per_rank: int = 1
+    launcher: str = "auto"
+    tower: str = "mini_inception"
+    tower_width: int = 16
+    embedding_dim: int = 32
+    pair_batch_size: int = 64
+    lr_batch_size: int = 1024
+    pair_steps: int = 300
+    lr_steps: int = 300
+    dense_learning_rate: float = 0.001
+    ftrl_learning_rate: float = 0.05
+    gradient_mode: str = "split"
+    checkpoint_every: int = 100
+    holdout_days: int = 1
+    registry_folder: str = "models"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole adrank configuration."""
 
@@ -93,6 +115,7 @@ class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
@@ -228,6 +251,7 @@ def _validate(config: Config) -> None:
     _require(sample.rows_per_partition >= 100, "sample.rows_per_partition", "must be at least 100")
     _check_date(sample.start_date, "sample.start_date")
     _validate_features(config.features)
+    _validate_train(config.train)
     _require(bool(config.storage.root), "storage.root", "must not be empty")
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
     for name in config.spark.conf:
@@ -252,6 +276,21 @@ def _validate_features(features: FeaturesConfig) -> None:
             f"features.crosses[{i}]",
             f"must name two or more features joined by '*', got {cross!r}",
         )
+
+
+def _validate_train(train: TrainConfig) -> None:
+    _require(1 <= train.ranks <= 64, "train.ranks", "must be in 1..64")
+    _require(train.threads_per_rank >= 1, "train.threads_per_rank", "must be at least 1")
+    _require(train.launcher in ("auto", "horovodrun", "spark"), "train.launcher", "must be auto, horovodrun or spark")
+    _require(train.tower in ("mini_inception", "inception_v3"), "train.tower", "must be mini_inception or inception_v3")
+    _require(
+        train.gradient_mode in ("split", "sparse_as_dense", "horovod_default"),
+        "train.gradient_mode",
+        "must be split, sparse_as_dense or horovod_default",
+    )
+    for key in ("pair_batch_size", "lr_batch_size", "pair_steps", "lr_steps", "checkpoint_every", "embedding_dim"):
+        _require(getattr(train, key) >= 1, f"train.{key}", "must be at least 1")
+    _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
 
 
 def _check_date(text: str, key: str) -> None:
