@@ -39,7 +39,8 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     report = submit("pipeline", tmp_path)
     assert report["job"] == "pipeline"
     assert report["generate_data"]["good_rows"]["click_log"] > 0
-    assert "build_tables" in report["not_built"]
+    assert "build_tables" not in report["not_built"] and "train" in report["not_built"]
+    assert report["sources"]["click_log"]["good"] == report["generate_data"]["good_rows"]["click_log"]
     stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report
     assert (tmp_path / "inputs" / "catalog").is_dir()
