@@ -75,9 +75,14 @@ def build_sku_images(
 ) -> tuple[dict[str, int], DataFrame]:
     """Decode the catalog and MERGE it into ``sku_images``; return counts and bad rows."""
     catalog = inputs.read_catalog(spark, config)
-    preprocessed = _persist(preprocess_images(catalog, config.features), cached)
+    cores = spark.sparkContext.defaultParallelism
+    spread = cores if catalog.rdd.getNumPartitions() < cores else None
+    preprocessed = _persist(preprocess_images(catalog, config.features, spread), cached)
     good, bad = split_images(preprocessed)
     input_rows = preprocessed.count()
+    if input_rows == 0:
+        raise ValueError(f"the catalog at {inputs.input_path(config, inputs.CATALOG)} is empty: "
+                         "refusing to MERGE it (it would delete every SKU)")
     figures = tables.upsert_sku_images(
         spark, good, tables.table_path(config, tables.SKU_IMAGES),
         {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},

@@ -28,9 +28,49 @@ def input_path(config: Config, source: str) -> str:
     return join_path(config.inputs.root, source)
 
 
+CATALOG_CSV = "catalog.csv"
+CATALOG_CSV_SCHEMA = "sku_id long, title string, image_path string, updated_at timestamp, category_id int"
+
+
 def read_catalog(spark: SparkSession, config: Config) -> DataFrame:
-    """The catalog as given (Parquet with image bytes)."""
-    return spark.read.parquet(input_path(config, CATALOG))
+    """The catalog as given: a Delta table, Parquet files, or a CSV beside image files.
+
+    ``<inputs.root>/catalog/`` holds one of: a Delta table (``_delta_log``); Parquet with an
+    ``image`` binary column; or ``catalog.csv`` (``sku_id, title, image_path, updated_at,
+    category_id``; ``image_path`` relative to the folder or absolute) plus the image files.
+    A CSV row whose image file does not exist gets a null ``image`` (quarantined later).
+    """
+    folder = input_path(config, CATALOG)
+    if _exists(spark, join_path(folder, "_delta_log")):
+        return spark.read.format("delta").load(folder)
+    if _exists(spark, join_path(folder, CATALOG_CSV)):
+        return _catalog_from_csv(spark, folder)
+    return spark.read.parquet(folder)
+
+
+def _catalog_from_csv(spark: SparkSession, folder: str) -> DataFrame:
+    rows = spark.read.schema(CATALOG_CSV_SCHEMA).option("header", True).csv(join_path(folder, CATALOG_CSV))
+    rows = rows.withColumn("image_path", F.regexp_replace("image_path", "^[.]/", ""))
+    prefix = _qualified(spark, folder).rstrip("/") + "/"
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", True).load(folder)
+    images = files.select(
+        F.expr(f"substring(path, {len(prefix) + 1})").alias("image_path"), F.col("content").alias("image")
+    )
+    joined = rows.join(images, "image_path", "left")
+    return joined.select("sku_id", "title", "image", "updated_at", "category_id")
+
+
+def _qualified(spark: SparkSession, uri: str) -> str:
+    """The fully qualified form of a path, as Spark's file sources report it (``file:/x``)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).makeQualified(path).toString()
+
+
+def _exists(spark: SparkSession, uri: str) -> bool:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path)
 
 
 def read_dated_lines(
