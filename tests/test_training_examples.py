@@ -24,6 +24,7 @@ from adrank.features.quarantine import (
     BAD_TIMESTAMP,
     BAD_TYPE,
     BAD_VALUE,
+    DATE_MISMATCH,
     DUPLICATE_ID,
     MISSING_FIELD,
     UNKNOWN_SKU,
@@ -39,7 +40,7 @@ SKUS_DDL = "sku_id long, category_id int, updated_at timestamp"
 
 def utc(text: str) -> dt.datetime:
     """An aware UTC datetime (a naive one would be read in the machine's local zone)."""
-    return dt.datetime.fromisoformat(text.replace("Z", "")).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(text.replace("Z", "")).replace(tzinfo=dt.UTC)
 
 
 def click(impression_id: str, **fields) -> str:
@@ -143,7 +144,7 @@ def test_duplicate_impressions_keep_exactly_one_good_copy(spark):
     later = click("d1", ts="2026-11-01T11:00:00Z")
     broken_earlier = click("d2", ts="2026-11-01T09:00:00Z", position=0)
     good_later = click("d2", ts="2026-11-01T10:00:00Z")
-    across_days = click("d3")
+    across_days = click("d3")  # its copy in the next day's folder is a misfiled line
     raw_lines = lines(spark, later, first, first, first, broken_earlier, good_later, across_days).unionByName(
         lines(spark, across_days, input_date=NEXT_DAY))
     checked = checked_click_log(raw_lines, catalog(spark)).cache()
@@ -158,7 +159,7 @@ def test_duplicate_impressions_keep_exactly_one_good_copy(spark):
                        ignore_row_order=True, ignore_nullable=True)
     expected_bad = spark.createDataFrame(
         [(first, DUPLICATE_ID, DAY), (first, DUPLICATE_ID, DAY), (later, DUPLICATE_ID, DAY),
-         (broken_earlier, BAD_POSITION, DAY), (across_days, DUPLICATE_ID, NEXT_DAY)],
+         (broken_earlier, BAD_POSITION, DAY), (across_days, DATE_MISMATCH, NEXT_DAY)],
         "raw string, reason string, input_date date",
     )
     assert_df_equality(bad, expected_bad, ignore_row_order=True, ignore_nullable=True)
