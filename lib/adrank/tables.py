@@ -192,3 +192,156 @@ def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, int]:
         "rows_written": int(metrics.get("numOutputRows", 0)),
         "files_written": int(metrics.get("numFiles", 0)),
     }
+
+
+# --------------------------------------------------------------------------------
+# Pinned versions and their live files (what training hands to Petastorm)
+# --------------------------------------------------------------------------------
+
+PAIRS = "stage1_pairs"
+PAIRS_PARTITION = "kind_part"
+NO_DELETION_VECTORS = {"delta.enableDeletionVectors": "false"}
+
+
+class DeletionVectorsError(ValueError):
+    """The table may hold deletion vectors: its live files can still contain deleted rows."""
+
+
+def pin_version(spark: SparkSession | None, path: str, version: int | None = None) -> int:
+    """The Delta version training reads: ``version`` checked to exist, or the latest.
+
+    Args:
+        spark: A session (reads the log through Spark: any Hadoop file system), or None
+            (reads it with ``deltalake``, no JVM).
+        path: Table location.
+        version: A version to pin; None pins the latest.
+
+    Returns:
+        The pinned version.
+
+    Raises:
+        ValueError: ``version`` is not a version of the table (or is no longer readable).
+    """
+    latest = _latest_version(spark, path)
+    if version is None:
+        return latest
+    if not 0 <= version <= latest:
+        raise ValueError(f"{path} has versions 0..{latest}, not {version}")
+    if spark is not None:
+        read_delta(spark, path, version).schema  # noqa: B018 - raises if the version was cleaned up
+    else:
+        from deltalake import DeltaTable
+
+        DeltaTable(path, version=version)
+    return version
+
+
+def _latest_version(spark: SparkSession | None, path: str) -> int:
+    if spark is None:
+        from deltalake import DeltaTable
+
+        return int(DeltaTable(path).version())
+    from delta.tables import DeltaTable as SparkDeltaTable
+
+    return int(SparkDeltaTable.forPath(spark, path).history(1).collect()[0].version)
+
+
+def live_files(
+    spark: SparkSession | None, path: str, version: int, partition: Mapping[str, str] | None = None
+) -> list[str]:
+    """The data files of exactly ``version`` of a Delta table, as sorted URIs.
+
+    A Delta folder also holds the files of older versions (rewritten by UPDATE, DELETE,
+    MERGE, overwrite): reading the folder would read stale and deleted rows; reading
+    this list reads the version. Partition column values are not inside the files.
+
+    Args:
+        spark: None reads the log with ``deltalake`` (``DeltaTable.file_uris()``); a
+            session reads it through Spark (``inputFiles()`` at ``versionAsOf``), for
+            stores ``deltalake`` is not configured for.
+        path: Table location.
+        version: The pinned version (:func:`pin_version`).
+        partition: Optional ``{partition column: value}`` to keep the files of.
+
+    Returns:
+        Sorted URIs (``file:///...`` for local files).
+
+    Raises:
+        DeletionVectorsError: The table supports deletion vectors, so a data file may
+            hold rows deleted at ``version``. Keep ``delta.enableDeletionVectors=false``
+            on tables read this way (or materialise the version with Spark).
+    """
+    if spark is None:
+        files = _live_files_deltalake(path, version, partition)
+    else:
+        files = _live_files_spark(spark, path, version, partition)
+    return sorted(_file_uri(f) for f in files)
+
+
+def _live_files_deltalake(path: str, version: int, partition: Mapping[str, str] | None) -> list[str]:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(path, version=version)
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        raise DeletionVectorsError(_deletion_vectors_message(path, version))
+    filters = [(name, "=", str(value)) for name, value in (partition or {}).items()] or None
+    return list(table.file_uris(partition_filters=filters))
+
+
+def _live_files_spark(
+    spark: SparkSession, path: str, version: int, partition: Mapping[str, str] | None
+) -> list[str]:
+    from delta.tables import DeltaTable as SparkDeltaTable
+    from pyspark.sql import functions as F
+
+    features = SparkDeltaTable.forPath(spark, path).detail().collect()[0].asDict().get("tableFeatures") or []
+    if "deletionVectors" in features:  # table features are never dropped: latest covers older versions
+        raise DeletionVectorsError(_deletion_vectors_message(path, version))
+    frame = read_delta(spark, path, version)
+    for name, value in (partition or {}).items():
+        frame = frame.where(F.col(name) == F.lit(value))
+    return list(frame.inputFiles())
+
+
+def _deletion_vectors_message(path: str, version: int) -> str:
+    return (f"{path} supports deletion vectors: the data files of version {version} may still hold "
+            "deleted rows; recreate it with delta.enableDeletionVectors=false or materialise the version")
+
+
+def _file_uri(path_or_uri: str) -> str:
+    """``/a/b`` and ``file:/a/b`` -> ``file:///a/b``; other URIs unchanged."""
+    if path_or_uri.startswith("file:"):
+        return "file://" + "/" + path_or_uri.removeprefix("file:").lstrip("/")
+    if "://" in path_or_uri:
+        return path_or_uri
+    return "file://" + str(Path(path_or_uri).resolve())
+
+
+def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files_per_kind: int = 4) -> int:
+    """Writes stage-1 pairs as a Delta table (overwrite, deletion vectors off).
+
+    The table is partitioned by :data:`PAIRS_PARTITION` (a copy of ``kind``), so the
+    files of one kind hold that kind only and training lists them with
+    ``live_files(..., partition={"kind_part": kind})``; ``kind`` and ``date`` stay inside
+    the files as data columns. Each kind is written as about ``files_per_kind`` files
+    (Petastorm shards by row group: at least as many files as ranks keeps every shard
+    its own rows).
+
+    Args:
+        spark: The session.
+        pairs_df: Rows of ``adrank.features.pairs.PAIRS_DDL``.
+        path: Table location.
+        files_per_kind: Files written per kind (one row group each at these sizes).
+
+    Returns:
+        The version written: pin it for training.
+    """
+    from pyspark.sql import functions as F
+
+    frame = pairs_df.withColumn(PAIRS_PARTITION, F.col("kind")).repartition(files_per_kind)
+    writer = (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+              .partitionBy(PAIRS_PARTITION))
+    for key, value in NO_DELETION_VECTORS.items():
+        writer = writer.option(key, value)
+    writer.save(path)
+    return last_commit_metrics(spark, path)["version"]
