@@ -315,3 +315,14 @@ def get_value(config: Config, dotted: str) -> Any:
             raise ConfigError(f"unknown config key '{dotted}'")
         node = getattr(node, part)
     return node
+
+
+def config_as_dict(config: Any) -> Any:
+    """A loaded config as plain JSON-able dicts, lists and scalars (for metadata)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_as_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, collections.abc.Mapping):
+        return {str(k): config_as_dict(v) for k, v in config.items()}
+    if isinstance(config, tuple | list):
+        return [config_as_dict(v) for v in config]
+    return config

@@ -40,10 +40,18 @@ def build_tables(spark: SparkSession, config: Config, report: RunReport) -> None
     build_all_dates(spark, config, report, None)
 
 
+def train_stage1_and_lr(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Stage 1 (pairwise CNN) and the LR baseline on the latest training examples."""
+    from adrank.training import train
+
+    for stage in ("pairwise", "lr"):
+        train(spark, config, report, stage, None)
+
+
 STEPS: tuple[Step, ...] = (
     Step("generate_data", generate_data),
     Step("build_tables", build_tables),
-    Step("train", None, "not built yet (training engine: issue 4)"),
+    Step("train", train_stage1_and_lr),
     Step("embed_catalog", None, "not built yet (incremental embedding: issue 5)"),
     Step("recommend", None, "not built yet"),
 )

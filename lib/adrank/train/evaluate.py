@@ -1,0 +1,263 @@
+"""Offline evaluation of the trained models (numpy + TensorFlow; no Spark, no files).
+
+Stage 1 (pairwise CNN):
+
+- :func:`evaluate_pairs`: pairwise accuracy (the positive outranks the negative) and
+  loss on held-out triplet batches (the integrator passes batches of the last
+  ``train.holdout_days`` days; :func:`split_holdout_dates` picks those days).
+- :func:`precision_at_k` / :func:`catalog_precision`: embed every catalog image with
+  the model's ``sku_embedding``, find each SKU's ``k`` nearest other SKUs by cosine
+  similarity, and average the fraction of them that share its ``category_id``. SKUs
+  without a category (negative or NaN) are left out, as queries and as neighbours.
+
+LR:
+
+- :func:`auc`: the rank-based (Mann-Whitney) AUC with tied scores given their average
+  rank, so a constant score has AUC 0.5. NaN when only one class is present.
+- :func:`log_loss`: mean binary cross-entropy, probabilities clipped to
+  ``[eps, 1 - eps]``.
+- :func:`lr_metrics` / :func:`evaluate_lr`: both overall and on cold-start
+  impressions: rows flagged ``is_cold_start_ad``, or whose ``ad_sku_id`` never
+  appeared in training (:func:`cold_start_mask`).
+
+Every function returns a dict of plain floats (and ints for counts).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+DEFAULT_K = 10
+EPSILON = 1e-7
+
+
+# --------------------------------------------------------------------------------
+# Ranking metrics on arrays
+# --------------------------------------------------------------------------------
+
+
+def auc(labels: Any, scores: Any) -> float:
+    """Area under the ROC curve from ranks (ties get their average rank).
+
+    Args:
+        labels: 0/1 (or bool) array ``[n]``.
+        scores: Array ``[n]``; higher means more likely positive.
+
+    Returns:
+        The AUC in [0, 1]; NaN when all labels are equal (or there are none).
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = _average_ranks(scores)
+    rank_sum = ranks[labels].sum()
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], values.size]
+    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks start+1 .. end
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def log_loss(labels: Any, probabilities: Any, eps: float = EPSILON) -> float:
+    """Mean binary cross-entropy; NaN for no rows."""
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    p = np.clip(np.asarray(probabilities, dtype=np.float64).ravel(), eps, 1 - eps)
+    if labels.size == 0:
+        return float("nan")
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def cold_start_mask(is_cold_start_ad: Any = None, ad_sku_ids: Any = None,
+                    seen_ad_skus: Iterable[int] | None = None) -> np.ndarray:
+    """Rows that are cold-start impressions: flagged, or an ad SKU unseen in training.
+
+    Args:
+        is_cold_start_ad: Bool array ``[n]`` (the ``training_examples`` column) or None.
+        ad_sku_ids: Int array ``[n]`` or None.
+        seen_ad_skus: Ad SKU ids that occur in the training rows; None skips that test.
+    """
+    if is_cold_start_ad is None and ad_sku_ids is None:
+        raise ValueError("cold_start_mask needs is_cold_start_ad or ad_sku_ids")
+    n = len(is_cold_start_ad if is_cold_start_ad is not None else ad_sku_ids)
+    mask = np.zeros(n, dtype=bool)
+    if is_cold_start_ad is not None:
+        mask |= np.asarray(is_cold_start_ad).astype(bool).ravel()
+    if ad_sku_ids is not None and seen_ad_skus is not None:
+        seen = np.fromiter(seen_ad_skus, dtype=np.int64)
+        mask |= ~np.isin(np.asarray(ad_sku_ids, dtype=np.int64).ravel(), seen)
+    return mask
+
+
+def lr_metrics(labels: Any, probabilities: Any, cold: Any = None) -> dict[str, float]:
+    """AUC and log loss, overall and on the ``cold`` rows.
+
+    Returns:
+        ``auc``, ``log_loss``, ``rows``, ``cold_auc``, ``cold_log_loss``, ``cold_rows``
+        (cold figures NaN when there are no cold rows or no ``cold`` mask).
+    """
+    labels = np.asarray(labels).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    result = {"auc": auc(labels, probabilities), "log_loss": log_loss(labels, probabilities),
+              "rows": int(labels.size)}
+    cold = np.zeros(labels.size, bool) if cold is None else np.asarray(cold, bool).ravel()
+    result.update({"cold_auc": auc(labels[cold], probabilities[cold]) if cold.any() else float("nan"),
+                   "cold_log_loss": log_loss(labels[cold], probabilities[cold]),
+                   "cold_rows": int(cold.sum())})
+    return result
+
+
+def evaluate_lr(score_fn: Callable[[Mapping[str, Any]], Any], batches: Iterable[Mapping[str, Any]],
+                seen_ad_skus: Iterable[int] | None = None) -> dict[str, float]:
+    """Scores held-out example batches and computes :func:`lr_metrics`.
+
+    Args:
+        score_fn: Batch -> click probabilities ``[B]`` (e.g. ``lambda b:
+            tf.sigmoid(lr_model(b, training=False))``, or the ``lr_score`` signature).
+        batches: Dicts with ``sparse_ids``, ``num_sparse_ids``, ``label`` and
+            optionally ``is_cold_start_ad`` / ``ad_sku_id`` (for the cold figures).
+        seen_ad_skus: Ad SKUs of the training rows (for "never seen" cold start).
+    """
+    seen = None if seen_ad_skus is None else np.fromiter(seen_ad_skus, dtype=np.int64)
+    labels, probabilities, cold = [], [], []
+    for batch in batches:
+        labels.append(_numpy(batch["label"]).ravel())
+        probabilities.append(_numpy(score_fn(batch)).ravel())
+        flags = batch.get("is_cold_start_ad")
+        ids = batch.get("ad_sku_id")
+        if flags is None and ids is None:
+            cold.append(np.zeros(labels[-1].size, bool))
+        else:
+            cold.append(cold_start_mask(None if flags is None else _numpy(flags),
+                                        None if ids is None else _numpy(ids), seen))
+    if not labels:
+        return lr_metrics(np.zeros(0), np.zeros(0))
+    return lr_metrics(np.concatenate(labels), np.concatenate(probabilities), np.concatenate(cold))
+
+
+# --------------------------------------------------------------------------------
+# Stage 1: pairs and the catalog
+# --------------------------------------------------------------------------------
+
+
+def evaluate_pairs(model: Any, batches: Iterable[Mapping[str, Any]],
+                   scale: float = 10.0) -> dict[str, float]:
+    """Pairwise accuracy and loss of a PairwiseModel on held-out triplet batches.
+
+    Args:
+        model: Called as ``model(batch, training=False) -> (sim_pos, sim_neg)``.
+        batches: Triplet batches (``context_image`` or ``query``, ``pos_image``,
+            ``neg_image``), detail and search mixed freely.
+        scale: The loss's similarity scale (as in training).
+
+    Returns:
+        ``pairwise_accuracy`` (ties count as wrong), ``pairwise_loss``, ``pairs``.
+    """
+    positives, negatives = [], []
+    for batch in batches:
+        sim_pos, sim_neg = model(batch, training=False)
+        positives.append(_numpy(sim_pos).ravel())
+        negatives.append(_numpy(sim_neg).ravel())
+    return pair_metrics(np.concatenate(positives) if positives else np.zeros(0),
+                        np.concatenate(negatives) if negatives else np.zeros(0), scale)
+
+
+def pair_metrics(sim_pos: Any, sim_neg: Any, scale: float = 10.0) -> dict[str, float]:
+    """Accuracy (``sim_pos > sim_neg``) and logistic pairwise loss from similarities."""
+    sim_pos = np.asarray(sim_pos, np.float64)
+    sim_neg = np.asarray(sim_neg, np.float64)
+    if sim_pos.size == 0:
+        return {"pairwise_accuracy": float("nan"), "pairwise_loss": float("nan"), "pairs": 0}
+    margin = -scale * (sim_pos - sim_neg)
+    return {"pairwise_accuracy": float(np.mean(sim_pos > sim_neg)),
+            "pairwise_loss": float(np.mean(np.logaddexp(0.0, margin))),
+            "pairs": int(sim_pos.size)}
+
+
+def precision_at_k(embeddings: Any, categories: Any, k: int = DEFAULT_K) -> dict[str, float]:
+    """Mean fraction of each SKU's ``k`` cosine nearest neighbours in its category.
+
+    The SKU itself is never its own neighbour; with fewer than ``k + 1`` SKUs, all
+    the others are the neighbours. Rows whose category is negative or NaN are left
+    out. Exact (blocked brute force): fine for catalogs up to some 10^5 SKUs.
+
+    Returns:
+        ``precision_at_<k>`` (NaN for fewer than 2 SKUs), ``skus``, ``k``.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    categories = np.asarray(categories, dtype=np.float64).ravel()
+    keep = np.isfinite(categories) & (categories >= 0)
+    vectors, labels = embeddings[keep], categories[keep]
+    n = len(labels)
+    name = f"precision_at_{k}"
+    if n < 2:
+        return {name: float("nan"), "skus": n, "k": k}
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.maximum(norms, 1e-12)
+    neighbours = min(k, n - 1)
+    hits = 0.0
+    block = 1024
+    for begin in range(0, n, block):
+        sims = vectors[begin:begin + block] @ vectors.T
+        rows = np.arange(begin, min(begin + block, n))
+        sims[rows - begin, rows] = -np.inf
+        top = np.argpartition(-sims, neighbours - 1, axis=1)[:, :neighbours]
+        hits += float((labels[top] == labels[rows, None]).mean(axis=1).sum())
+    return {name: hits / n, "skus": n, "k": k}
+
+
+def catalog_precision(embed_fn: Callable[[Any], Any], batches: Iterable[Mapping[str, Any]],
+                      k: int = DEFAULT_K) -> dict[str, float]:
+    """Embeds catalog batches and computes :func:`precision_at_k`.
+
+    Args:
+        embed_fn: uint8 images ``[B, S, S, 3]`` -> embeddings ``[B, D]`` (e.g.
+            ``model.embed_sku`` or ``lambda x: loaded.signatures["sku_embedding"](
+            image=x)["embedding"]``).
+        batches: Dicts with ``image`` and ``category_id``.
+        k: Neighbours per SKU.
+    """
+    embeddings, categories = [], []
+    for batch in batches:
+        embeddings.append(_numpy(embed_fn(batch["image"])))
+        categories.append(_numpy(batch["category_id"]).astype(np.float64).ravel())
+    if not embeddings:
+        return precision_at_k(np.zeros((0, 1)), np.zeros(0), k)
+    return precision_at_k(np.concatenate(embeddings), np.concatenate(categories), k)
+
+
+def split_holdout_dates(dates: Sequence[Any], holdout_days: int) -> tuple[list[Any], list[Any]]:
+    """(training dates, held-out dates): the last ``holdout_days`` distinct dates are held out.
+
+    Dates may be ``datetime.date`` or ISO strings; at least one date stays for training.
+    """
+    distinct = sorted({d if isinstance(d, datetime.date) else datetime.date.fromisoformat(str(d))
+                       for d in dates})
+    held = max(0, min(holdout_days, len(distinct) - 1))
+    cut = len(distinct) - held
+    return distinct[:cut], distinct[cut:]
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """Tensors (anything with ``.numpy()``) and array-likes -> numpy."""
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+__all__ = ["auc", "catalog_precision", "cold_start_mask", "evaluate_lr", "evaluate_pairs",
+           "log_loss", "lr_metrics", "pair_metrics", "precision_at_k", "split_holdout_dates"]

@@ -1,0 +1,173 @@
+"""Starts a training stage on Horovod ranks: horovodrun's Python API or Spark executors.
+
+:func:`launch` runs :func:`adrank.train.loop.train_stage` on ``train.ranks`` processes
+(Gloo, no MPI) and returns rank 0's metrics:
+
+- ``launcher: horovodrun``: ``horovod.runner.run`` on this machine
+  (``hosts="localhost:<ranks>"``); each rank caps TensorFlow at
+  ``train.threads_per_rank`` threads (and ``OMP_NUM_THREADS`` is set for the ranks).
+- ``launcher: spark``: ``horovod.spark.run`` on the active SparkSession's executors
+  (one Spark task per rank; each executor's Python (``PYSPARK_PYTHON``) needs
+  horovod, TensorFlow and adrank installed, and ``settings["checkpoint_root"]`` must be
+  a folder the executors and the driver share). Checked on ``local[2]``: the same
+  metrics as ``horovodrun``, and a SIGKILLed rank fails the job the same way.
+- ``launcher: auto``: ``spark`` when a SparkSession is active and its master is not
+  ``local[...]``; otherwise ``horovodrun``.
+
+Failure: with Gloo, ``horovod.runner.run`` terminates every other rank as soon as one
+exits non-zero or is killed (checked: a SIGKILLed rank ends the job in seconds), then
+raises. A rank that hangs without dying is ended by the loop's per-rank watchdog
+(``settings["step_timeout_s"]``). Either way :func:`launch` raises a
+:class:`TrainingFailed` (a RuntimeError) whose one-line message names the stage and
+the last checkpoint step; launching again with the same settings resumes from it.
+
+horovodrun starts its ranks through ``multiprocessing`` (spawn): the calling script
+must guard its entry point (``if __name__ == "__main__": main()``, as ``jobs/`` do).
+
+This is the one module of ``adrank.train`` allowed to import pyspark (lazily, only to
+find the SparkSession and to call ``horovod.spark.run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from adrank.train.loop import (
+    DatasetFn,
+    StepHook,
+    checkpoint_dir,
+    clear_failures,
+    last_checkpoint_step,
+    recorded_failures,
+    stage_spec,
+)
+
+LAUNCHERS: tuple[str, ...] = ("horovodrun", "spark")
+DEFAULT_START_TIMEOUT_S = 120
+SHUTDOWN_ECHO = "Horovod has been shut down"
+
+
+class TrainingFailed(RuntimeError):
+    """A training stage failed on some rank; the message says where to resume."""
+
+
+def launch(stage: str, settings: Mapping[str, Any], config: Any, *,
+           dataset_fn: DatasetFn | None = None, on_step: StepHook | None = None,
+           start_timeout: int = DEFAULT_START_TIMEOUT_S) -> dict[str, Any]:
+    """Runs ``train_stage(stage, settings, dataset_fn, on_step)`` on every rank.
+
+    Args:
+        stage: A training stage (``"pairwise"``, ``"lr"``).
+        settings: From :func:`adrank.train.loop.make_settings`.
+        config: The :class:`adrank.config.Config` (``train.launcher``, ``train.ranks``,
+            ``train.threads_per_rank``) or just its ``TrainConfig``.
+        dataset_fn: Passed to the ranks (pickled with cloudpickle); None = Petastorm.
+        on_step: Passed to the ranks: ``on_step(step, rank)`` after every step.
+        start_timeout: Seconds for the ranks to start and rendezvous.
+
+    Returns:
+        Rank 0's metrics dict.
+
+    Raises:
+        TrainingFailed: A rank failed or died; names the stage and last checkpoint.
+        ValueError: Unknown stage or launcher.
+    """
+    stage_spec(stage)
+    train = getattr(config, "train", config)
+    launcher = resolve_launcher(train.launcher)
+    args = (stage, dict(settings), dataset_fn, on_step)
+    from adrank.train.loop import train_stage
+
+    clear_failures(stage, settings)
+    try:
+        if launcher == "spark":
+            results = _run_on_spark(train_stage, args, train.ranks, start_timeout)
+        else:
+            results = _run_with_horovodrun(train_stage, args, train.ranks,
+                                           train.threads_per_rank, start_timeout)
+    except Exception as exc:  # noqa: BLE001 - every runner error becomes one clear line
+        raise TrainingFailed(failure_message(stage, settings, launcher, exc)) from exc
+    if not results or results[0] is None:
+        raise TrainingFailed(failure_message(stage, settings, launcher, "rank 0 returned nothing"))
+    return results[0]
+
+
+def failure_message(stage: str, settings: Mapping[str, Any], launcher: str, cause: Any) -> str:
+    """One line: the stage, the cause's first line, the last checkpoint step."""
+    step = last_checkpoint_step(stage, settings)
+    text = str(cause)
+    rank = re.search(r"Process name:\s*(\S+)\s+Exit code:\s*(-?\d+)", text)
+    reasons = recorded_failures(stage, settings)
+    # A rank whose peer died fails too ("Horovod has been shut down"): an echo, not a cause.
+    causes = {r: line for r, line in reasons.items() if SHUTDOWN_ECHO not in line}
+    reasons = causes or reasons
+    if rank:
+        code = int(rank.group(2))
+        signal_number = -code if code < 0 else code - 128 if code > 128 else 0
+        how = f"was killed by signal {signal_number}" if signal_number else f"exited with status {code}"
+        first = f"rank {rank.group(1)} {how} (the launcher stopped the other ranks)"
+    else:
+        first = (text.strip().splitlines() or [type(cause).__name__])[0][:300]
+    if reasons:
+        first += "; " + "; ".join(f"rank {r}: {line[:200]}" for r, line in sorted(reasons.items()))
+    where = (f"last checkpoint at step {step} ({checkpoint_dir(stage, settings)}); "
+             "launch again to resume from it") if step is not None else "no checkpoint yet"
+    return f"training stage '{stage}' failed ({launcher}): {first}; {where}"
+
+
+def resolve_launcher(launcher: str) -> str:
+    """``horovodrun`` or ``spark``; ``auto`` looks at the active SparkSession's master."""
+    if launcher in LAUNCHERS:
+        return launcher
+    if launcher != "auto":
+        raise ValueError(f"train.launcher must be auto, horovodrun or spark, got {launcher!r}")
+    master = _active_spark_master()
+    return "spark" if master and not master.startswith("local") else "horovodrun"
+
+
+def _active_spark_master() -> str | None:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    session = SparkSession.getActiveSession()
+    return session.sparkContext.master if session is not None else None
+
+
+def _run_with_horovodrun(fn: Any, args: tuple, ranks: int, threads: int,
+                         start_timeout: int) -> list[Any]:
+    import horovod.runner
+
+    with _rank_thread_env(threads):
+        return horovod.runner.run(fn, args=args, num_proc=ranks, hosts=f"localhost:{ranks}",
+                                  use_gloo=True, start_timeout=start_timeout)
+
+
+def _run_on_spark(fn: Any, args: tuple, ranks: int, start_timeout: int) -> list[Any]:
+    import horovod.spark
+
+    return horovod.spark.run(fn, args=args, num_proc=ranks, use_gloo=True,
+                             start_timeout=start_timeout, verbose=1)
+
+
+@contextlib.contextmanager
+def _rank_thread_env(threads: int) -> Iterator[None]:
+    """Thread caps for the rank processes (they inherit this process's environment)."""
+    names = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(threads) for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+__all__ = ["LAUNCHERS", "TrainingFailed", "failure_message", "launch", "resolve_launcher"]

@@ -1,0 +1,189 @@
+"""The model registry: versioned SavedModels in a folder, with metadata and a pointer.
+
+Layout (``root`` = ``<storage.root>/<train.registry_folder>``, see
+:func:`registry_root`)::
+
+    <root>/<stage>/v1/               SavedModel (saved_model.pb, variables/) + metadata.json
+    <root>/<stage>/v2/
+    <root>/<stage>/latest            "v2": written last, atomically
+
+:func:`export_model` writes a new version into a hidden temporary folder next to the
+versions, then renames it to ``v<N>`` (``N`` = the highest existing version + 1; a
+rename onto an existing version fails, so two exporters racing get different
+numbers), then replaces ``latest`` (write a temporary file, ``os.replace``). A reader
+that follows ``latest`` therefore never sees a half-written model.
+
+The SavedModel's signatures are :func:`adrank.train.models.export_signatures`:
+``sku_embedding`` and ``query_embedding`` (when a pairwise model is given) and
+``lr_score`` (when an LR model is given). ``metadata.json`` holds ``stage``,
+``version``, ``data_version``, ``config``, ``metrics``, ``created_at`` (UTC ISO-8601),
+``run_id``, ``signatures`` and ``image_size``.
+
+Local paths only (``/path`` or ``file:///path``): the rename and pointer steps rely
+on a POSIX file system. On cluster object storage (s3a://, abfss://, gs://) export to
+a local temporary folder and copy it with the Hadoop FileSystem API
+(``FileSystem.copyFromLocalFile``), writing ``latest`` last; object stores have no
+atomic directory rename, so the pointer file is what makes a version visible there.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+LATEST = "latest"
+METADATA = "metadata.json"
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+def registry_root(config: Any) -> str:
+    """``<storage.root>/<train.registry_folder>`` of an :class:`adrank.config.Config`."""
+    return "/".join([config.storage.root.rstrip("/"), config.train.registry_folder.strip("/")])
+
+
+def _local(root: str | os.PathLike) -> Path:
+    text = str(root)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif "://" in text:
+        raise ValueError(f"the model registry needs a local path, got {text!r} "
+                         "(export locally, then copy with the Hadoop FileSystem API)")
+    return Path(text)
+
+
+def versions(root: str | os.PathLike, stage: str) -> list[int]:
+    """The version numbers of a stage, ascending (``[]`` when none)."""
+    folder = _local(root) / stage
+    if not folder.is_dir():
+        return []
+    found = (_VERSION.match(p.name) for p in folder.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = None,
+                 linear_model: Any = None, image_size: int, data_version: Any,
+                 config: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                 run_id: str = "") -> tuple[int, str]:
+    """Saves a new version of a stage's model and points ``latest`` at it.
+
+    Args:
+        root: The registry folder (local; see the module docstring).
+        stage: E.g. ``"pairwise"`` or ``"lr"``.
+        pairwise_model: A :class:`~adrank.train.models.PairwiseModel` (gives
+            ``sku_embedding`` and, with a query tower, ``query_embedding``).
+        linear_model: A :class:`~adrank.train.models.LinearModel` (gives ``lr_score``).
+        image_size: Side of the ``sku_embedding`` input images.
+        data_version: The Delta version(s) the model was trained on.
+        config: The training config (JSON-able), stored in the metadata.
+        metrics: Training / evaluation figures, stored in the metadata.
+        run_id: The training job's run id.
+
+    Returns:
+        ``(version, path)`` of the new version.
+
+    Raises:
+        ValueError: Neither model given, or a non-local root.
+    """
+    import tensorflow as tf
+
+    if pairwise_model is None and linear_model is None:
+        raise ValueError("export_model needs a pairwise model, a linear model or both")
+    folder = _local(root) / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".tmp-{uuid.uuid4().hex}"
+    signatures = _signatures(pairwise_model, linear_model, image_size)
+    try:
+        from adrank.train.models import serving_module
+
+        tf.saved_model.save(serving_module(pairwise_model, linear_model), str(temporary),
+                            signatures=signatures)
+        metadata = {
+            "stage": stage, "data_version": data_version, "config": dict(config or {}),
+            "metrics": dict(metrics or {}), "run_id": run_id, "image_size": image_size,
+            "signatures": sorted(signatures),
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        }
+        version = _publish(folder, temporary, metadata)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    path = folder / f"v{version}"
+    _write_atomically(folder / LATEST, f"v{version}\n")
+    return version, str(path)
+
+
+def _signatures(pairwise_model: Any, linear_model: Any, image_size: int) -> dict[str, Any]:
+    """export_signatures when there is a pairwise model; else the LR signature alone."""
+    import tensorflow as tf
+
+    from adrank.train.models import export_signatures
+
+    if pairwise_model is not None:
+        return export_signatures(pairwise_model, linear_model, image_size)
+    return {"lr_score": tf.function(
+        lambda sparse_ids, num_sparse_ids: {"probability": tf.sigmoid(linear_model(
+            {"sparse_ids": sparse_ids, "num_sparse_ids": num_sparse_ids}, training=False))},
+        input_signature=[tf.TensorSpec([None, None], tf.int64, "sparse_ids"),
+                         tf.TensorSpec([None], tf.int32, "num_sparse_ids")])}
+
+
+def _publish(folder: Path, temporary: Path, metadata: dict[str, Any]) -> int:
+    """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
+    for _ in range(100):
+        version = max(versions(folder.parent, folder.name), default=0) + 1
+        metadata["version"] = version
+        (temporary / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True,
+                                                     default=str) + "\n")
+        try:
+            os.rename(temporary, folder / f"v{version}")
+            return version
+        except OSError:
+            if not (folder / f"v{version}").exists():
+                raise
+    raise RuntimeError(f"could not claim a version number in {folder}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def latest_model(root: str | os.PathLike, stage: str) -> tuple[int, str, dict[str, Any]]:
+    """The version ``latest`` points at: ``(version, path, metadata)``.
+
+    Raises:
+        FileNotFoundError: The stage has no exported version.
+    """
+    folder = _local(root) / stage
+    try:
+        name = (folder / LATEST).read_text().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model of stage {stage!r} in {folder}") from None
+    match = _VERSION.match(name)
+    if not match:
+        raise ValueError(f"{folder / LATEST} holds {name!r}, not v<N>")
+    path = folder / name
+    metadata = json.loads((path / METADATA).read_text())
+    return int(match.group(1)), str(path), metadata
+
+
+def load_model(root: str | os.PathLike, stage: str, version: int | None = None) -> Any:
+    """``tf.saved_model.load`` of a version (``latest`` when None); use ``.signatures``."""
+    import tensorflow as tf
+
+    if version is None:
+        _, path, _ = latest_model(root, stage)
+    else:
+        path = str(_local(root) / stage / f"v{version}")
+    return tf.saved_model.load(path)
+
+
+__all__ = ["LATEST", "METADATA", "export_model", "latest_model", "load_model", "registry_root",
+           "versions"]

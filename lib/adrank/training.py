@@ -1,0 +1,211 @@
+"""The ``train`` job's driver side: pin data, hand file lists to Horovod ranks, evaluate, register.
+
+For a stage (``pairwise`` = stage 1, ``lr`` = the LR baseline):
+
+1. pin one Delta version of ``training_examples`` (latest, or ``--version``) and split its
+   dates into training dates and the held-out last ``train.holdout_days``;
+2. ``pairwise``: build the stage-1 pairs of each split from that version and
+   ``sku_images``, materialise them as Delta tables and pin those versions too;
+   ``lr``: use the examples table's own live files of the training dates;
+3. give the ranks (``adrank.train.launch``: horovodrun locally, ``horovod.spark.run`` on
+   a cluster) the live file lists of the pinned versions; rank 0 checkpoints, a rerun
+   resumes from the latest checkpoint;
+4. evaluate on the held-out dates in the driver and export a versioned SavedModel with
+   the metrics and data versions into the model registry.
+
+TensorFlow is imported inside functions: the Spark side stays importable without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from adrank import tables
+from adrank.config import Config
+from adrank.runs import RunReport
+
+STAGES = ("pairwise", "lr")
+PAIRS_TRAIN = "stage1_pairs_train"
+PAIRS_HOLDOUT = "stage1_pairs_holdout"
+EVAL_BATCH = 256
+
+
+def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> None:
+    """Train, evaluate and register one stage on a pinned version of ``training_examples``."""
+    from adrank.train.evaluate import split_holdout_dates
+
+    examples_path = tables.table_path(config, tables.TRAINING_EXAMPLES)
+    pinned = tables.pin_version(spark, examples_path, version)
+    examples = tables.read_delta(spark, examples_path, pinned)
+    dates = [r.date for r in examples.select("date").distinct().collect()]
+    train_dates, holdout_dates = split_holdout_dates(dates, config.train.holdout_days)
+    split = {"train_dates": [str(d) for d in train_dates], "holdout_dates": [str(d) for d in holdout_dates]}
+    figures = report.figures.setdefault(stage, {})
+    figures.update({"training_examples_version": pinned, **split})
+    run = PAIRWISE if stage == "pairwise" else LR
+    with report.timed(f"{stage}_total"):
+        run(spark, config, report, examples, pinned, train_dates, holdout_dates, figures)
+
+
+def _launch(config: Config, report: RunReport, stage: str, data_version: Any, files: dict) -> dict:
+    from adrank.train.launch import launch
+    from adrank.train.loop import make_settings
+
+    settings = make_settings(
+        config, data_version=data_version, files=files, run_id=report.run_id,
+        checkpoint_root=tables.join_path(config.storage.root, "_checkpoints"),
+    )
+    with report.timed(f"{stage}_training"):
+        result = launch(stage, settings, config)
+    report.figures[stage]["training"] = {
+        k: result[k] for k in ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks")
+        if k in result
+    }
+    return settings
+
+
+def train_pairwise(
+    spark: SparkSession, config: Config, report: RunReport, examples: DataFrame, pinned: int,
+    train_dates: list, holdout_dates: list, figures: dict,
+) -> None:
+    """Stage 1: pairs from the pinned examples, 2 ranks, held-out pairwise accuracy, P@10."""
+    from adrank.train.evaluate import catalog_precision, evaluate_pairs
+    from adrank.train.loop import load_trained
+    from adrank.train.registry import export_model, registry_root
+
+    images = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES))
+    pair_versions = {}
+    for name, dates in ((PAIRS_TRAIN, train_dates), (PAIRS_HOLDOUT, holdout_dates)):
+        pair_versions[name], figures[f"{name}_dropped_without_image"] = _materialise_pairs(
+            spark, config, examples.where(F.col("date").isin(dates)), images, name)
+    files = _pair_files(spark, config, PAIRS_TRAIN, pair_versions[PAIRS_TRAIN])
+    figures["pair_rows"] = {kind: _rows(spark, config, PAIRS_TRAIN, kind) for kind in files}
+    data_version = {"training_examples": pinned, **pair_versions}
+    settings = _launch(config, report, "pairwise", data_version, files)
+    model = load_trained("pairwise", settings)["pairwise"]
+    with report.timed("pairwise_evaluation"):
+        holdout = tables.read_delta(spark, tables.table_path(config, PAIRS_HOLDOUT))
+        metrics = evaluate_pairs(model, _pair_batches(holdout, config.features.image_size))
+        metrics.update(catalog_precision(model.embed_sku, _catalog_batches(images)))
+    figures["metrics"] = metrics
+    figures["model_version"], _ = export_model(
+        registry_root(config), "pairwise", pairwise_model=model, image_size=config.features.image_size,
+        data_version=data_version, config=_plain_config(config), metrics=metrics, run_id=report.run_id,
+    )
+
+
+def train_lr(
+    spark: SparkSession, config: Config, report: RunReport, examples: DataFrame, pinned: int,
+    train_dates: list, holdout_dates: list, figures: dict,
+) -> None:
+    """The LR baseline over hashed ids; AUC and log loss overall and on cold-start ads."""
+    import tensorflow as tf
+
+    from adrank.train.evaluate import evaluate_lr
+    from adrank.train.loop import load_trained
+    from adrank.train.registry import export_model, registry_root
+
+    path = tables.table_path(config, tables.TRAINING_EXAMPLES)
+    files = [f for d in train_dates for f in tables.live_files(spark, path, pinned, {"date": str(d)})]
+    settings = _launch(config, report, "lr", pinned, {"examples": files})
+    model = load_trained("lr", settings)["lr"]
+    with report.timed("lr_evaluation"):
+        trained = examples.where(F.col("date").isin(train_dates))
+        seen = [r.ad_sku_id for r in trained.select("ad_sku_id").distinct().collect()]
+        holdout = examples.where(F.col("date").isin(holdout_dates))
+        metrics = evaluate_lr(lambda b: tf.sigmoid(model(b, training=False)), _example_batches(holdout), seen)
+    figures["metrics"] = metrics
+    figures["model_version"], _ = export_model(
+        registry_root(config), "lr", linear_model=model, image_size=config.features.image_size,
+        data_version={"training_examples": pinned}, config=_plain_config(config), metrics=metrics,
+        run_id=report.run_id,
+    )
+
+
+PAIRWISE = train_pairwise
+LR = train_lr
+
+
+def _materialise_pairs(
+    spark: SparkSession, config: Config, examples: DataFrame, images: DataFrame, name: str
+) -> tuple[int, int]:
+    from adrank.features.pairs import stage1_pairs, with_images
+
+    pairs, dropped = with_images(stage1_pairs(examples, images), images)
+    version = tables.materialise_pairs(spark, pairs, tables.table_path(config, name))
+    return version, dropped
+
+
+def _pair_files(spark: SparkSession, config: Config, name: str, version: int) -> dict[str, list[str]]:
+    path = tables.table_path(config, name)
+    files = {kind: tables.live_files(spark, path, version, {tables.PAIRS_PARTITION: kind})
+             for kind in ("detail", "search")}
+    return {kind: listed for kind, listed in files.items() if listed}
+
+
+def _rows(spark: SparkSession, config: Config, name: str, kind: str) -> int:
+    table = tables.read_delta(spark, tables.table_path(config, name))
+    return table.where(F.col(tables.PAIRS_PARTITION) == kind).count()
+
+
+def _decode(images: Any) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
+
+
+def _pandas_chunks(frame: DataFrame, size: int = EVAL_BATCH) -> Iterator[Any]:
+    """The rows of ``frame`` as pandas chunks, streamed to the driver (memory per chunk)."""
+    rows = []
+    for row in frame.toLocalIterator():
+        rows.append(row.asDict())
+        if len(rows) == size:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def _pair_batches(holdout: DataFrame, image_size: int) -> Iterator[dict]:
+    for kind in ("detail", "search"):
+        frame = holdout.where(F.col("kind") == kind)
+        for rows in _pandas_chunks(frame):
+            batch = {"pos_image": _decode([r["pos_image"] for r in rows]),
+                     "neg_image": _decode([r["neg_image"] for r in rows])}
+            if kind == "detail":
+                batch["context_image"] = _decode([r["context_image"] for r in rows])
+            else:
+                batch["query"] = np.array([r["query"] for r in rows], dtype=object)
+            yield batch
+
+
+def _catalog_batches(images: DataFrame) -> Iterator[dict]:
+    frame = images.select("image", F.coalesce("category_id", F.lit(-1)).alias("category_id"))
+    for rows in _pandas_chunks(frame):
+        yield {"image": _decode([r["image"] for r in rows]),
+               "category_id": np.array([r["category_id"] for r in rows])}
+
+
+def _example_batches(holdout: DataFrame) -> Iterator[dict]:
+    frame = holdout.select("sparse_ids", "num_sparse_ids", "label", "is_cold_start_ad", "ad_sku_id")
+    for rows in _pandas_chunks(frame, 4096):
+        yield {
+            "sparse_ids": np.array([r["sparse_ids"] for r in rows], dtype=np.int64),
+            "num_sparse_ids": np.array([r["num_sparse_ids"] for r in rows], dtype=np.int32),
+            "label": np.array([r["label"] for r in rows], dtype=np.float32),
+            "is_cold_start_ad": np.array([r["is_cold_start_ad"] for r in rows], dtype=bool),
+            "ad_sku_id": np.array([r["ad_sku_id"] for r in rows], dtype=np.int64),
+        }
+
+
+def _plain_config(config: Config) -> dict:
+    from adrank.config import config_as_dict
+
+    return config_as_dict(config)
