@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from adrank.build import DateRange, build_tables
 from adrank.cli import job_parser, parse_job_args

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from adrank.cli import job_parser, parse_job_args
 from adrank.pipeline import generate_data

@@ -235,7 +235,7 @@ def test_every_impression_has_features_and_an_as_of_snapshot(tiny: Sample) -> No
 
 def iso_date(epoch_seconds: float) -> str:
     """The UTC date of an epoch second."""
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).date().isoformat()
 
 
 def test_good_images_decode_in_mixed_formats(tiny: Sample) -> None:

@@ -39,7 +39,11 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     report = submit("pipeline", tmp_path)
     assert report["job"] == "pipeline"
     assert report["generate_data"]["good_rows"]["click_log"] > 0
-    assert "build_tables" not in report["not_built"] and "train" in report["not_built"]
+    assert set(report["not_built"]) == {"embed_catalog", "recommend"}
+    assert 0.0 <= report["pairwise"]["metrics"]["pairwise_accuracy"] <= 1.0
+    assert report["pairwise"]["training"]["final_step"] == 6
+    assert 0.0 <= report["lr"]["metrics"]["auc"] <= 1.0
+    assert (tmp_path / "tables" / "models" / "pairwise" / "v1" / "saved_model.pb").is_file()
     assert report["sources"]["click_log"]["good"] == report["generate_data"]["good_rows"]["click_log"]
     stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report

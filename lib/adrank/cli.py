@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from adrank.config import Config, ConfigError, get_value, load_config, resolve_config_path
 

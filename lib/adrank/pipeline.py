@@ -7,8 +7,8 @@ and the pipeline says so plainly in its report instead of pretending.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pyspark.sql import SparkSession
 

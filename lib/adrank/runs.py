@@ -10,9 +10,10 @@ import datetime
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -23,7 +24,7 @@ from adrank.tables import RUNS_FOLDER, join_path, write_text_file
 
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus a short random suffix."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 

@@ -7,8 +7,9 @@ given) as Delta commit metadata, so ``DESCRIBE HISTORY`` tells which run wrote w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 

@@ -85,7 +85,7 @@ def cross_tokens(tokens: Column, cross: str) -> Column:
     for name in names[1:]:
         values = _values_of(tokens, name)
         crossed = F.flatten(F.transform(
-            crossed, lambda left: F.transform(values, lambda right: F.concat(left, F.lit("&"), right))
+            crossed, lambda left: F.transform(values, lambda right: F.concat(left, F.lit("&"), right))  # noqa: B023 (applied at once)
         ))
     return crossed
 

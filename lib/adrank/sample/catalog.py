@@ -91,7 +91,7 @@ def broken_catalog_rows(world: World, per_kind: int) -> list[tuple]:
         per_kind: Rows of each kind.
     """
     rng = block_rng(world.seed, Stream.BROKEN, 0)
-    updated_at = dt.datetime.fromtimestamp(int(world.day_starts[0]) - 3600, dt.timezone.utc)
+    updated_at = dt.datetime.fromtimestamp(int(world.day_starts[0]) - 3600, dt.UTC)
     rows = []
     for kind_number, kind in enumerate(CATALOG_BROKEN_KINDS):
         for j in range(per_kind):

@@ -132,13 +132,13 @@ def category_attributes(num_categories: int) -> tuple[np.ndarray, np.ndarray, np
 
 def day_starts(start_date: str, num_days: int) -> np.ndarray:
     """Returns the epoch seconds of 00:00 UTC of each day."""
-    first = dt.datetime.fromisoformat(start_date).replace(tzinfo=dt.timezone.utc)
+    first = dt.datetime.fromisoformat(start_date).replace(tzinfo=dt.UTC)
     return int(first.timestamp()) + SECONDS_PER_DAY * np.arange(num_days, dtype=np.int64)
 
 
 def iso_date(epoch_seconds: int) -> str:
     """Returns the ISO date (UTC) of an epoch second."""
-    return dt.datetime.fromtimestamp(int(epoch_seconds), dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(int(epoch_seconds), dt.UTC).date().isoformat()
 
 
 def pick_cold_skus(rng: np.random.Generator, sku_category: np.ndarray, fraction: float) -> np.ndarray:
