@@ -37,6 +37,13 @@ def test_bad_values_name_the_key(tmp_path, override, message):
     assert message in str(info.value)
 
 
+def test_relative_local_roots_become_absolute_and_uris_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(TINY_CONF, ["storage.root=rel/tables", "inputs.root=s3a://bucket/in"])
+    assert config.storage.root == str(tmp_path / "rel" / "tables")
+    assert config.inputs.root == "s3a://bucket/in"
+
+
 def test_missing_required_key(tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text("inputs:\n  root: x\n")

@@ -137,7 +137,21 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
         _apply_override(raw, item)
     config = _build(Config, raw, prefix="")
     _validate(config)
-    return config
+    return _with_absolute_local_roots(config)
+
+
+def _with_absolute_local_roots(config: Config) -> Config:
+    """Local roots become absolute (relative to the current directory) once, at load time,
+    so every reader and writer (Spark, Delta, delta-rs, Horovod ranks) sees the same path."""
+
+    def absolute(root: str) -> str:
+        return root if "://" in root or root.startswith("file:") else os.path.abspath(root)
+
+    return dataclasses.replace(
+        config,
+        storage=dataclasses.replace(config.storage, root=absolute(config.storage.root)),
+        inputs=dataclasses.replace(config.inputs, root=absolute(config.inputs.root)),
+    )
 
 
 def resolve_config_path(path: str) -> Path:
