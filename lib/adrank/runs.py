@@ -66,14 +66,22 @@ JobBody = Callable[[SparkSession, Config, RunReport], None]
 def run_job(job: str, config: Config, body: JobBody) -> int:
     """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
 
-    A session that already existed (a platform's, or a test's) is left running.
+    A failing run still publishes its report, with ``status: failed`` and the error's
+    first line, then re-raises. A session that already existed (a platform's, or a
+    test's) is left running.
     """
     report = RunReport(job)
     session_was_active = SparkSession.getActiveSession() is not None
     spark = build_spark(config.spark, f"adrank-{job}")
     try:
-        with report.timed("total"):
-            body(spark, config, report)
+        try:
+            with report.timed("total"):
+                body(spark, config, report)
+        except Exception as exc:
+            report.figures.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+            publish_report(spark, config, report)
+            raise
+        report.figures["status"] = "succeeded"
         publish_report(spark, config, report)
     finally:
         if not session_was_active:
