@@ -168,6 +168,43 @@ def skewed_train_step_run(model: Any) -> dict[str, Any]:
     return {"plans": plans, "table": table.numpy()}
 
 
+def dedup_choice_run() -> dict[str, Any]:
+    """Local de-dup decided from summed counts: skewed ranks, then all-distinct ids.
+
+    Skewed: rank 0 reads 64 distinct rows (alone it would skip de-dup), rank 1 row 5
+    64 times; summed, 65 of 128 rows are distinct, so both ranks de-duplicate.
+    Distinct: both ranks read distinct rows, so both send raw rows; the table must
+    then equal a ``horovod_default`` run on the same ids.
+    """
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    from adrank.train.gradients import PathCostModel, make_train_step
+
+    model = PathCostModel()
+    out: dict[str, Any] = {"alone_skewed": model.dedup_pays(64, 64) if hvd.rank() == 0
+                           else model.dedup_pays(1, 64)}
+    cases = {"skewed": tf.range(64) if hvd.rank() == 0 else tf.fill([64], 5),
+             "distinct": tf.range(64) * 2 + hvd.rank()}
+    for case, ids in cases.items():
+        for mode in ("split", "horovod_default"):
+            table = tf.Variable(tf.zeros((LARGE_ROWS, DIM)))
+
+            def loss_fn(table=table, ids=ids) -> tf.Tensor:
+                rows = tf.gather(table, ids)
+                return tf.reduce_sum(rows**2 - rows * tf.cast(ids[:, None] % 3, tf.float32))
+
+            step = make_train_step(loss_fn, [], [table], mode, cost_model=model,
+                                   replan_every=1)
+            dedups, plans = [], []
+            for _ in range(3):
+                step()
+                dedups.append(step.dedup)
+                plans.append(step.plan)
+            out[f"{case}_{mode}"] = {"dedup": dedups, "plans": plans, "table": table.numpy()}
+    return out
+
+
 def broadcast_run() -> dict[str, Any]:
     """Rank-dependent initial values, one step, broadcast: state must match rank 0."""
     import horovod.tensorflow as hvd
@@ -201,6 +238,7 @@ def rank_worker() -> dict[str, Any]:
     init_horovod(intra_op_threads=1, inter_op_threads=1)
     results = {name: distributed_run(*args) for name, args in SCENARIOS.items()}
     results["skewed_plan"] = skewed_plan_run()
+    results["dedup_choice"] = dedup_choice_run()
     results["broadcast"] = broadcast_run()
     return results
 
@@ -260,6 +298,20 @@ def test_skewed_batches_give_one_plan_and_one_state_through_the_train_step(ranks
     assert runs[0]["plans"] == runs[1]["plans"] == [("dense",), ("dense",)]
     np.testing.assert_allclose(runs[0]["table"], runs[1]["table"], rtol=TOLERANCE, atol=TOLERANCE)
     assert np.count_nonzero(runs[0]["table"].any(axis=1)) == 64  # all rows moved
+
+
+def test_dedup_choice_is_the_same_on_both_ranks_and_raw_rows_stay_exact(ranks):
+    runs = [result["dedup_choice"] for result in ranks]
+    assert runs[0]["alone_skewed"] != runs[1]["alone_skewed"]  # alone, they would differ
+    for case, dedup in (("skewed", (True,)), ("distinct", (False,))):
+        split = [run[f"{case}_split"] for run in runs]
+        assert split[0]["dedup"] == split[1]["dedup"] == [dedup] * 3
+        assert split[0]["plans"] == split[1]["plans"] == [("sparse",)] * 3
+        for run in runs:
+            np.testing.assert_allclose(run[f"{case}_split"]["table"],
+                                       run[f"{case}_horovod_default"]["table"],
+                                       rtol=TOLERANCE, atol=TOLERANCE)
+        assert np.count_nonzero(split[0]["table"].any(axis=1)) > 0
 
 
 def test_broadcast_after_first_step_copies_variables_and_slots(ranks):

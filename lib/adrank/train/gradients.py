@@ -18,7 +18,12 @@ every rank takes the same choice: every ``replan_every`` steps the ranks allredu
 allgather path (bytes ~ touched rows of all ranks x (row size + 1)) with the
 allreduce path (bytes ~ table rows x row size). The sum is an exact integer that is
 identical on every rank, so the choice -- and the collectives it implies -- cannot
-differ between ranks. The path is a trace-time constant: each plan has its own
+differ between ranks. The same allreduce also sums the raw (repeated) row count: a
+sparse-path table whose distinct/raw ratio over all ranks exceeds
+``PathCostModel.dedup_max_unique_ratio`` (uniform ids into a large table) skips the
+local de-duplication and the packing, and sends its raw (index, row) pairs as two
+tensors, like ``horovod_default``: there ``tf.unique`` would remove almost nothing
+and the optimizer de-duplicates anyway. The path is a trace-time constant: each plan has its own
 traced ``tf.function``, so the collectives in a graph never depend on data.
 
 A table sent dense is applied densely by FTRL: after a dense allreduce every row has
@@ -112,6 +117,18 @@ class PathCostModel:
     """
 
     sparse_element_cost: float = DEFAULT_SPARSE_ELEMENT_COST
+    dedup_max_unique_ratio: float = 0.9
+
+    def dedup_pays(self, distinct_rows_all_ranks: int, raw_rows_all_ranks: int) -> bool:
+        """Whether local de-duplication removes enough rows to pay for ``tf.unique``.
+
+        Args:
+            distinct_rows_all_ranks: Sum over ranks of the distinct rows each touched.
+            raw_rows_all_ranks: Sum over ranks of the gradient rows (with repeats).
+        """
+        if raw_rows_all_ranks <= 0:
+            return False
+        return distinct_rows_all_ranks <= self.dedup_max_unique_ratio * raw_rows_all_ranks
 
     def sparse_cost(self, touched_rows_all_ranks: int, table: SparseTable) -> float:
         """Allgather path: every rank receives each rank's distinct rows with an index."""
@@ -147,7 +164,7 @@ def as_indexed_slices(gradient: Any, variable: tf.Variable) -> tf.IndexedSlices:
         gradient: What the tape returned for ``variable``.
         variable: The sparse variable.
     """
-    dense_shape = tf.shape(variable, out_type=tf.int64)
+    dense_shape = _dense_shape(variable)
     if gradient is None:
         empty = tf.zeros([0, *variable.shape[1:]], variable.dtype)
         return tf.IndexedSlices(empty, tf.zeros([0], tf.int32), dense_shape)
@@ -198,34 +215,39 @@ def allgather_rows(
     local_rows: Sequence[tuple[tf.Tensor, tf.Tensor]],
     tables: Sequence[SparseTable],
     name: str = "adrank_sparse_rows",
+    pack: Sequence[bool] | None = None,
 ) -> list[tuple[tf.Tensor, tf.Tensor]]:
     """Allgathers each table's (indices, rows) from every rank in one grouped call.
 
-    float32 tables travel packed as one tensor each; other dtypes as two.
+    float32 tables travel packed as one tensor each in one grouped call (unless
+    ``pack`` says not); the others as two plain allgathers each.
 
     Args:
         local_rows: Per table, this rank's ([u] int32 indices, [u, ...] rows).
         tables: The matching tables.
         name: Horovod name of the collective (the same on every rank).
+        pack: Per table, whether a float32 table is packed (default: all); must be
+            the same on every rank.
 
     Returns:
         Per table, the concatenation over ranks of (indices, rows).
     """
     if not local_rows:
         return []
-    to_send: list[tf.Tensor] = []
-    for (indices, values), table in zip(local_rows, tables):
-        if values.dtype == tf.float32:
-            to_send.append(pack_rows(indices, values, table.row_size))
-        else:
-            to_send.extend([indices, values])
-    received = iter(hvd.grouped_allgather(to_send, name=name))
+    packed = [values.dtype == tf.float32 and (pack is None or bool(pack[k]))
+              for k, (_, values) in enumerate(local_rows)]
+    # Grouped allgather needs one dtype: packed tables go in one grouped call, the
+    # others as two plain allgathers each (as horovod_default sends IndexedSlices).
+    to_send = [pack_rows(indices, values, table.row_size)
+               for (indices, values), table, p in zip(local_rows, tables, packed) if p]
+    received = iter(hvd.grouped_allgather(to_send, name=name) if to_send else [])
     gathered = []
-    for (_, values), table in zip(local_rows, tables):
-        if values.dtype == tf.float32:
+    for k, ((indices, values), table, p) in enumerate(zip(local_rows, tables, packed)):
+        if p:
             gathered.append(unpack_rows(next(received), table.row_shape))
         else:
-            gathered.append((next(received), next(received)))
+            gathered.append((hvd.allgather(indices, name=f"{name}_{k}_indices"),
+                             hvd.allgather(values, name=f"{name}_{k}_values")))
     return gathered
 
 
@@ -262,11 +284,43 @@ def agree_on_plan(
     return plan, summed
 
 
+def agree_on_paths(
+    local_touched_rows: Sequence[int] | tf.Tensor,
+    local_raw_rows: Sequence[int] | tf.Tensor,
+    tables: Sequence[SparseTable],
+    cost_model: PathCostModel,
+) -> tuple[Plan, tuple[bool, ...], np.ndarray, np.ndarray]:
+    """Chooses every table's path and local de-dup from counts summed over ranks.
+
+    One allreduce (sum) of exact integers, so every rank gets the same choices. A
+    table whose de-dup does not pay sends its raw rows, which the sparse cost counts.
+
+    Args:
+        local_touched_rows: Per table, the distinct rows this rank touched.
+        local_raw_rows: Per table, this rank's gradient rows counting repeats.
+        tables: The tables.
+        cost_model: Compares the paths and says when de-dup pays.
+
+    Returns:
+        (the plan, per table whether to de-dup, summed distinct rows, summed raw rows).
+    """
+    n = len(tables)
+    local = tf.concat([tf.cast(tf.reshape(local_touched_rows, [-1]), tf.int64),
+                       tf.cast(tf.reshape(local_raw_rows, [-1]), tf.int64)], axis=0)
+    summed = hvd.allreduce(local, op=hvd.Sum, name="adrank_touched_and_raw_rows").numpy()
+    distinct, raw = summed[:n], summed[n:]
+    dedup = tuple(cost_model.dedup_pays(int(u), int(r)) for u, r in zip(distinct, raw))
+    plan = tuple(cost_model.choose(int(u if d else r), table)
+                 for u, r, d, table in zip(distinct, raw, dedup, tables))
+    return plan, dedup, distinct, raw
+
+
 # ----------------------------------------------------------------------------------
 # The train step
 # ----------------------------------------------------------------------------------
 
 LossFn = Callable[..., tf.Tensor]
+Dedup = tuple[bool, ...]
 
 
 class TrainStep:
@@ -312,12 +366,19 @@ class TrainStep:
         self.last_touched_rows: np.ndarray | None = None
         initial = DENSE if path_policy == DENSE else SPARSE
         self._plan: Plan = tuple(initial for _ in self.tables)
-        self._functions: dict[tuple[Plan, bool], Callable[..., Any]] = {}
+        self._dedup: Dedup = tuple(True for _ in self.tables)
+        self.last_raw_rows: np.ndarray | None = None
+        self._functions: dict[tuple[Plan, Dedup, bool], Callable[..., Any]] = {}
 
     @property
     def plan(self) -> Plan:
         """Per sparse variable, the path of the next step (``"sparse"``/``"dense"``)."""
         return self._plan
+
+    @property
+    def dedup(self) -> Dedup:
+        """Per sparse variable, whether a sparse-path table is de-duplicated locally."""
+        return self._dedup
 
     @property
     def last_density(self) -> list[float] | None:
@@ -347,25 +408,31 @@ class TrainStep:
             This rank's loss (not averaged over ranks).
         """
         measure = self._replan_due(self.steps + 1)
-        loss, touched = self.function_for(self._plan, measure)(*batch)
+        loss, touched = self.function_for(self._plan, measure, self._dedup)(*batch)
         self.steps += 1
         if measure:
             self._replan(touched)
         return loss
 
-    def function_for(self, plan: Plan, measure: bool = False) -> Callable[..., Any]:
-        """The traced step for a plan: batch -> (loss, [tables] local touched rows).
+    def function_for(
+        self, plan: Plan, measure: bool = False, dedup: Dedup | None = None
+    ) -> Callable[..., Any]:
+        """The traced step for a plan: batch -> (loss, [2, tables] local row counts).
 
         Args:
             plan: Per table, ``"sparse"`` or ``"dense"``.
-            measure: Also count the distinct rows of dense-path tables (sparse-path
-                tables are counted anyway); uncounted ones report -1.
+            measure: Count every table's distinct (row 0) and raw (row 1) rows; on
+                other steps only de-duplicated tables report their distinct rows and
+                the rest report -1.
+            dedup: Per table, whether a sparse-path table is de-duplicated before
+                the allgather (default: all).
         """
-        key = (plan, measure)
+        dedup = tuple(True for _ in plan) if dedup is None else tuple(dedup)
+        key = (plan, dedup, measure)
         if key not in self._functions:
             body = self._split_step if self.mode == "split" else self._tape_step
             self._functions[key] = tf.function(
-                lambda *batch: body(plan, measure, *batch), reduce_retracing=True
+                lambda *batch: body(plan, dedup, measure, *batch), reduce_retracing=True
             )
         return self._functions[key]
 
@@ -375,13 +442,17 @@ class TrainStep:
             return False
         return step_number == 1 or step_number % self.replan_every == 0
 
-    def _replan(self, local_touched_rows: tf.Tensor) -> None:
-        plan, summed = agree_on_plan(local_touched_rows, self.tables, self.cost_model)
-        self.last_touched_rows = summed
-        if plan != self._plan:
-            _LOG.info("step %d: sparse paths %s (touched rows, all ranks: %s)",
-                      self.steps, dict(zip((t.name for t in self.tables), plan)), summed.tolist())
+    def _replan(self, local_counts: tf.Tensor) -> None:
+        plan, dedup, distinct, raw = agree_on_paths(
+            local_counts[0], local_counts[1], self.tables, self.cost_model)
+        self.last_touched_rows = distinct
+        self.last_raw_rows = raw
+        if (plan, dedup) != (self._plan, self._dedup):
+            _LOG.info("step %d: sparse paths %s, local de-dup %s (distinct/raw rows, all "
+                      "ranks: %s/%s)", self.steps, dict(zip((t.name for t in self.tables), plan)),
+                      list(dedup), distinct.tolist(), raw.tolist())
         self._plan = plan
+        self._dedup = dedup
 
     def _local_gradients(self, batch: tuple[Any, ...]) -> tuple[tf.Tensor, list[Any], list[Any]]:
         with tf.GradientTape() as tape:
@@ -389,25 +460,36 @@ class TrainStep:
         grads = tape.gradient(loss, self.variables)
         return loss, grads[: len(self.dense_vars)], grads[len(self.dense_vars):]
 
-    def _split_step(self, plan: Plan, measure: bool, *batch: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    def _split_step(
+        self, plan: Plan, dedup: Dedup, measure: bool, *batch: Any
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         loss, dense_grads, sparse_grads = self._local_gradients(batch)
         dense_grads = [_dense_or_zeros(g, v) for g, v in zip(dense_grads, self.dense_vars)]
         slices = [as_indexed_slices(g, v) for g, v in zip(sparse_grads, self.sparse_vars)]
-        # The sparse path always de-duplicates; the dense path sums repeats when it
-        # densifies, so it only de-duplicates on steps that measure density.
-        dedup = [path == SPARSE or measure for path in plan]
-        local_rows = [deduplicate(s.indices, s.values) if d else (s.indices, s.values)
-                      for s, d in zip(slices, dedup)]
-        dense_avg, table_grads = self._exchange(plan, dense_grads, local_rows)
+        # A sparse-path table is de-duplicated when that pays (the agreed ``dedup``);
+        # the dense path sums repeats when it densifies. Tables sent raw only run
+        # ``tf.unique`` (to count, not to sum) on steps that measure.
+        local_rows, distinct = [], []
+        for s, path, d in zip(slices, plan, dedup):
+            if path == SPARSE and d:
+                rows = deduplicate(s.indices, s.values)
+                local_rows.append(rows)
+                distinct.append(tf.size(rows[0]))
+            else:
+                local_rows.append((s.indices, s.values))
+                distinct.append(tf.size(tf.unique(s.indices)[0]) if measure else tf.constant(-1))
+        raw = [tf.size(s.indices) if measure else tf.constant(-1) for s in slices]
+        dense_avg, table_grads = self._exchange(plan, dense_grads, local_rows, dedup)
         self._apply(dense_avg, table_grads)
-        touched = [tf.size(rows[0]) if d else tf.constant(-1) for rows, d in zip(local_rows, dedup)]
-        return loss, tf.stack(touched) if touched else tf.zeros([0], tf.int32)
+        counts = tf.stack([tf.stack(distinct), tf.stack(raw)]) if slices else tf.zeros([2, 0], tf.int32)
+        return loss, counts
 
     def _exchange(
         self,
         plan: Plan,
         dense_grads: list[tf.Tensor],
         local_rows: list[tuple[tf.Tensor, tf.Tensor]],
+        dedup: Dedup,
     ) -> tuple[list[tf.Tensor], list[Any]]:
         """One fused allreduce (dense grads + dense-path tables), one grouped allgather.
 
@@ -417,27 +499,31 @@ class TrainStep:
         """
         by_dense = [k for k, path in enumerate(plan) if path == DENSE]
         by_sparse = [k for k, path in enumerate(plan) if path == SPARSE]
-        # Names carry the plan, so one name always means the same list of tensors.
-        tag = "".join(path[0] for path in plan)
+        # Names carry the plan and the packing, so one name always means the same
+        # list of tensors ("d" dense, "s" sparse packed, "r" sparse raw).
+        tag = "".join("d" if p == DENSE else "s" if d else "r" for p, d in zip(plan, dedup))
         to_reduce = dense_grads + [densify(*local_rows[k], self.tables[k].rows) for k in by_dense]
         reduced = grouped_allreduce_average(to_reduce, name=f"adrank_dense_grads_{tag}")
         gathered = allgather_rows([local_rows[k] for k in by_sparse],
                                   [self.tables[k] for k in by_sparse],
-                                  name=f"adrank_sparse_rows_{tag}")
+                                  name=f"adrank_sparse_rows_{tag}",
+                                  pack=[dedup[k] for k in by_sparse])
         table_grads: dict[int, Any] = dict(zip(by_dense, reduced[len(dense_grads):]))
         for k, (indices, values) in zip(by_sparse, gathered):
-            dense_shape = tf.shape(self.sparse_vars[k], out_type=tf.int64)
+            dense_shape = _dense_shape(self.sparse_vars[k])
             table_grads[k] = tf.IndexedSlices(values / hvd.size(), indices, dense_shape)
         return reduced[: len(dense_grads)], [table_grads[k] for k in range(len(plan))]
 
-    def _tape_step(self, plan: Plan, measure: bool, *batch: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        del plan, measure  # the tape modes have no per-table choice
+    def _tape_step(
+        self, plan: Plan, dedup: Dedup, measure: bool, *batch: Any
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        del plan, dedup, measure  # the tape modes have no per-table choice
         with tf.GradientTape() as tape:
             loss = self.loss_fn(*batch)
         tape = hvd.DistributedGradientTape(tape, sparse_as_dense=self.mode == "sparse_as_dense")
         grads = tape.gradient(loss, self.variables)
         self._apply(grads[: len(self.dense_vars)], grads[len(self.dense_vars):])
-        return loss, tf.zeros([0], tf.int32)
+        return loss, tf.zeros([2, 0], tf.int32)
 
     def _apply(self, dense_grads: Sequence[Any], sparse_grads: Sequence[Any]) -> None:
         for optimizer, grads, variables in (
@@ -447,6 +533,13 @@ class TrainStep:
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
             if pairs:
                 optimizer.apply_gradients(pairs)
+
+
+def _dense_shape(variable: tf.Variable) -> tf.Tensor:
+    """A variable's shape as int64, a constant when static (no read of the variable)."""
+    if variable.shape.is_fully_defined():
+        return tf.constant(variable.shape.as_list(), tf.int64)
+    return tf.shape(variable, out_type=tf.int64)
 
 
 def _dense_or_zeros(gradient: Any, variable: tf.Variable) -> tf.Tensor:
@@ -567,6 +660,7 @@ __all__ = [
     "PathCostModel",
     "SparseTable",
     "TrainStep",
+    "agree_on_paths",
     "agree_on_plan",
     "allgather_rows",
     "as_indexed_slices",
