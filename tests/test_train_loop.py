@@ -426,3 +426,20 @@ def test_pair_metrics_and_holdout_dates():
     train, held = evaluate.split_holdout_dates(["2026-11-03", "2026-11-01", "2026-11-02", "2026-11-03"], 1)
     assert [str(d) for d in train] == ["2026-11-01", "2026-11-02"] and [str(d) for d in held] == ["2026-11-03"]
     assert evaluate.split_holdout_dates(["2026-11-01"], 2)[1] == []
+
+
+def test_spark_launcher_runs_the_same_training_function_as_horovodrun(spark, tmp_path):
+    """``horovod.spark.run`` on the session's executors (local[2]) trains like horovodrun."""
+    def spark_jobs() -> int:
+        """Jobs that horovod.spark.run started (its job groups are horovod.spark.run.<n>)."""
+        tracker = spark.sparkContext.statusTracker()
+        return sum(len(tracker.getJobIdsForGroup(f"horovod.spark.run.{n}")) for n in range(64))
+
+    config, on_spark = tiny(tmp_path / "spark", "train.launcher=spark", "train.lr_steps=2")
+    before = spark_jobs()
+    from_spark = run("lr", config, on_spark)
+    assert spark_jobs() > before, "the ranks did not run as Spark tasks"
+    config, local = tiny(tmp_path / "local", "train.launcher=horovodrun", "train.lr_steps=2")
+    from_horovodrun = run("lr", config, local)
+    assert (from_spark["ranks"], from_spark["final_step"]) == (2, 2)
+    assert from_spark["variable_checksums"] == pytest.approx(from_horovodrun["variable_checksums"])
