@@ -47,9 +47,8 @@ def train(spark: SparkSession, config: Config, report: RunReport, stage: str, ve
     split = {"train_dates": [str(d) for d in train_dates], "holdout_dates": [str(d) for d in holdout_dates]}
     figures = report.figures.setdefault(stage, {})
     figures.update({"training_examples_version": pinned, **split})
-    run = PAIRWISE if stage == "pairwise" else LR
     with report.timed(f"{stage}_total"):
-        run(spark, config, report, examples, pinned, train_dates, holdout_dates, figures)
+        STAGE_RUNNERS[stage](spark, config, report, examples, pinned, train_dates, holdout_dates, figures)
 
 
 def _launch(config: Config, report: RunReport, stage: str, data_version: Any, files: dict) -> dict:
@@ -84,7 +83,7 @@ def train_pairwise(
         pair_versions[name], figures[f"{name}_dropped_without_image"] = _materialise_pairs(
             spark, config, examples.where(F.col("date").isin(dates)), images, name)
     files = _pair_files(spark, config, PAIRS_TRAIN, pair_versions[PAIRS_TRAIN])
-    figures["pair_rows"] = {kind: _rows(spark, config, PAIRS_TRAIN, kind) for kind in files}
+    figures["pair_rows"] = _rows_per_kind(spark, config, PAIRS_TRAIN)
     data_version = {"training_examples": pinned, **pair_versions}
     settings = _launch(config, report, "pairwise", data_version, files)
     model = load_trained("pairwise", settings)["pairwise"]
@@ -127,8 +126,7 @@ def train_lr(
     )
 
 
-PAIRWISE = train_pairwise
-LR = train_lr
+STAGE_RUNNERS = {"pairwise": train_pairwise, "lr": train_lr}
 
 
 def _materialise_pairs(
@@ -148,9 +146,10 @@ def _pair_files(spark: SparkSession, config: Config, name: str, version: int) ->
     return {kind: listed for kind, listed in files.items() if listed}
 
 
-def _rows(spark: SparkSession, config: Config, name: str, kind: str) -> int:
-    table = tables.read_delta(spark, tables.table_path(config, name))
-    return table.where(F.col(tables.PAIRS_PARTITION) == kind).count()
+def _rows_per_kind(spark: SparkSession, config: Config, name: str) -> dict[str, int]:
+    """Rows of each kind in a pairs table, in one aggregation."""
+    counts = tables.read_delta(spark, tables.table_path(config, name)).groupBy(tables.PAIRS_PARTITION).count()
+    return {row[tables.PAIRS_PARTITION]: row["count"] for row in counts.collect()}
 
 
 def _decode(images: Any) -> np.ndarray:
@@ -161,8 +160,8 @@ def _decode(images: Any) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
 
 
-def _pandas_chunks(frame: DataFrame, size: int = EVAL_BATCH) -> Iterator[Any]:
-    """The rows of ``frame`` as pandas chunks, streamed to the driver (memory per chunk)."""
+def _row_chunks(frame: DataFrame, size: int = EVAL_BATCH) -> Iterator[Any]:
+    """The rows of ``frame`` as lists of dicts, streamed to the driver (memory per chunk)."""
     rows = []
     for row in frame.toLocalIterator():
         rows.append(row.asDict())
@@ -176,7 +175,7 @@ def _pandas_chunks(frame: DataFrame, size: int = EVAL_BATCH) -> Iterator[Any]:
 def _pair_batches(holdout: DataFrame, image_size: int) -> Iterator[dict]:
     for kind in ("detail", "search"):
         frame = holdout.where(F.col("kind") == kind)
-        for rows in _pandas_chunks(frame):
+        for rows in _row_chunks(frame):
             batch = {"pos_image": _decode([r["pos_image"] for r in rows]),
                      "neg_image": _decode([r["neg_image"] for r in rows])}
             if kind == "detail":
@@ -188,14 +187,14 @@ def _pair_batches(holdout: DataFrame, image_size: int) -> Iterator[dict]:
 
 def _catalog_batches(images: DataFrame) -> Iterator[dict]:
     frame = images.select("image", F.coalesce("category_id", F.lit(-1)).alias("category_id"))
-    for rows in _pandas_chunks(frame):
+    for rows in _row_chunks(frame):
         yield {"image": _decode([r["image"] for r in rows]),
                "category_id": np.array([r["category_id"] for r in rows])}
 
 
 def _example_batches(holdout: DataFrame) -> Iterator[dict]:
     frame = holdout.select("sparse_ids", "num_sparse_ids", "label", "is_cold_start_ad", "ad_sku_id")
-    for rows in _pandas_chunks(frame, 4096):
+    for rows in _row_chunks(frame, 4096):
         yield {
             "sparse_ids": np.array([r["sparse_ids"] for r in rows], dtype=np.int64),
             "num_sparse_ids": np.array([r["num_sparse_ids"] for r in rows], dtype=np.int32),
