@@ -14,7 +14,10 @@ fixed number of touched rows at every table size (it must not grow like the tabl
 next to the dense apply (which does).
 
 ``split_forced_dense`` at a size where ``split`` chose dense runs the same code as
-``split``: the gap between the two is the noise of the run. ``cost_model`` fits the
+``split``: the gap between the two is the noise of the run. ``split_unsharded`` is
+``split`` with every rank applying FTRL to every gathered row (no owner sharding).
+All modes use the same FTRL (:class:`adrank.train.ftrl.GatherScatterFtrl`); the
+one-process ``ftrl_apply`` section also times TensorFlow's row-at-a-time kernel. ``cost_model`` fits the
 path chooser's constant from the forced-path timings.
 
 Usage: .venv/bin/python bench/sparse_dense.py [--log2-rows 16,18,20,22] [--ids zipf]
@@ -31,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
+# name -> (mode, path policy, sharded sparse updates)
 MODES = {
-    "split": ("split", "auto"),
-    "sparse_as_dense": ("sparse_as_dense", "auto"),
-    "horovod_default": ("horovod_default", "auto"),
-    "split_forced_sparse": ("split", "sparse"),
-    "split_forced_dense": ("split", "dense"),
+    "split": ("split", "auto", True),
+    "sparse_as_dense": ("sparse_as_dense", "auto", True),
+    "horovod_default": ("horovod_default", "auto", True),
+    "split_forced_sparse": ("split", "sparse", True),
+    "split_forced_dense": ("split", "dense", True),
+    "split_unsharded": ("split", "auto", False),
 }
 DISTINCT_BATCHES = 3
 
@@ -51,7 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ids", choices=["uniform", "zipf"], default="uniform")
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--steps", type=int, default=48, help="timed steps per mode")
-    parser.add_argument("--rounds", type=int, default=16, help="interleaved rounds per size")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per size")
+    parser.add_argument("--untimed-per-round", type=int, default=1,
+                        help="steps run but not timed when a round switches to a mode")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--ftrl-touched-rows", type=int, default=65536)
     parser.add_argument("--sparse-element-cost", type=float, default=None)
@@ -68,38 +75,49 @@ def draw_ids(rng: np.random.Generator, kind: str, rows: int, shape: tuple[int, i
 
 
 def time_ftrl_applies(log2_rows: list[int], dim: int, touched: int) -> dict[str, Any]:
-    """Legacy FTRL: sparse apply on ``touched`` distinct rows vs dense apply, per size."""
+    """FTRL sparse applies on ``touched`` distinct rows vs the dense apply, per size.
+
+    Sparse: TensorFlow's kernel (legacy Keras FTRL) and adrank's gather/scatter FTRL.
+    """
     import tensorflow as tf
 
+    from adrank.train.ftrl import GatherScatterFtrl
     from adrank.train.hvd_setup import cap_tf_threads
 
     cap_tf_threads(1, 1)
     rng = np.random.default_rng(0)
-    sparse_ms, dense_ms = [], []
+    sparse_ms, gather_scatter_ms, dense_ms = [], [], []
+    legacy = tf.keras.optimizers.legacy.Ftrl
     for log2 in log2_rows:
         rows = 2**log2
         indices = tf.constant(rng.choice(rows, size=min(touched, rows), replace=False), tf.int32)
         grad_rows = tf.constant(rng.normal(size=(indices.shape[0], dim)).astype(np.float32))
         dense_grad = tf.math.unsorted_segment_sum(grad_rows, indices, rows)
         sparse_grad = tf.IndexedSlices(grad_rows, indices, tf.constant([rows, dim]))
-        for grad, out in ((sparse_grad, sparse_ms), (dense_grad, dense_ms)):
-            out.append(round(median_ms(ftrl_apply_fn(grad, rows, dim), warmup=2, steps=7), 2))
+        for grad, optimizer, out in ((sparse_grad, legacy, sparse_ms),
+                                     (sparse_grad, GatherScatterFtrl, gather_scatter_ms),
+                                     (dense_grad, legacy, dense_ms)):
+            apply = ftrl_apply_fn(grad, rows, dim, optimizer)
+            out.append(round(median_ms(apply, warmup=2, steps=7), 2))
     sparse_growth = sparse_ms[-1] / sparse_ms[0]
     table_growth = 2 ** (log2_rows[-1] - log2_rows[0])
     return {"touched_rows": touched, "log2_rows": log2_rows,
-            "legacy_sparse_apply_ms": sparse_ms, "legacy_dense_apply_ms": dense_ms,
+            "legacy_sparse_apply_ms": sparse_ms, "gather_scatter_sparse_apply_ms": gather_scatter_ms,
+            "legacy_dense_apply_ms": dense_ms,
             "sparse_growth_largest_vs_smallest": round(sparse_growth, 2),
+            "gather_scatter_growth_largest_vs_smallest":
+                round(gather_scatter_ms[-1] / gather_scatter_ms[0], 2),
             "dense_growth_largest_vs_smallest": round(dense_ms[-1] / dense_ms[0], 2),
             "table_growth": table_growth,
             "sparse_apply_o_touched_rows": sparse_growth < 0.1 * table_growth}
 
 
-def ftrl_apply_fn(grad: Any, rows: int, dim: int) -> Any:
-    """A traced legacy-FTRL apply of ``grad`` to a fresh zero [rows, dim] table."""
+def ftrl_apply_fn(grad: Any, rows: int, dim: int, optimizer_class: Any) -> Any:
+    """A traced FTRL apply of ``grad`` to a fresh zero [rows, dim] table."""
     import tensorflow as tf
 
     table = tf.Variable(tf.zeros((rows, dim)))
-    ftrl = tf.keras.optimizers.legacy.Ftrl(0.05)
+    ftrl = optimizer_class(0.05)
 
     @tf.function
     def apply() -> None:
@@ -120,7 +138,8 @@ def median_ms(fn: Any, warmup: int, steps: int) -> float:
     return 1000 * float(np.median(times))
 
 
-def build_mode(mode: str, policy: str, rows: int, dim: int, cost: float | None) -> Any:
+def build_mode(mode: str, policy: str, sharded: bool, rows: int, dim: int,
+               cost: float | None) -> Any:
     """A fresh model (zero table, dense layer) and its train step for one mode."""
     import tensorflow as tf
 
@@ -137,7 +156,7 @@ def build_mode(mode: str, policy: str, rows: int, dim: int, cost: float | None) 
 
     model = PathCostModel() if cost is None else PathCostModel(sparse_element_cost=cost)
     return make_train_step(loss_fn, [w, b], [table], mode, 1e-3, 0.05, path_policy=policy,
-                           replan_every=10**9, cost_model=model)
+                           replan_every=10**9, cost_model=model, shard_sparse_updates=sharded)
 
 
 def bench_rank(options: dict[str, Any]) -> dict[str, Any]:
@@ -158,14 +177,17 @@ def bench_rank(options: dict[str, Any]) -> dict[str, Any]:
         batches = [(tf.constant(draw_ids(rng, options["ids"], rows, shape)),
                     tf.constant(rng.integers(0, 2, options["batch"]).astype(np.float32)))
                    for _ in range(DISTINCT_BATCHES)]
-        steps = {name: build_mode(mode, policy, rows, options["dim"],
+        steps = {name: build_mode(mode, policy, sharded, rows, options["dim"],
                                   options["sparse_element_cost"])
-                 for name, (mode, policy) in MODES.items()}
+                 for name, (mode, policy, sharded) in MODES.items()}
         for step in steps.values():  # traces; step 1 also sets the split plan
             run_steps(step, batches, options["warmup"])
         times: dict[str, list[float]] = {name: [] for name in MODES}
         for _ in range(options["rounds"]):
             for name, step in steps.items():
+                # The first step after a switch pays for the previous mode's memory
+                # churn (its 128 MB dense buffers at 2^22); it is run but not timed.
+                run_steps(step, batches, options["untimed_per_round"])
                 times[name].extend(run_steps(step, batches, options["steps"] // options["rounds"]))
         results.append(summarise(rows, times, steps["split"]))
         del steps
@@ -197,6 +219,7 @@ def summarise(rows: int, times: dict[str, list[float]], split: Any) -> dict[str,
         else "sparse",
         "split_vs_best_other": round(med["split"] / best_other, 2),
         "sparse_as_dense_vs_split": round(med["sparse_as_dense"] / med["split"], 2),
+        "split_unsharded_vs_split": round(med["split_unsharded"] / med["split"], 2),
     }
 
 
@@ -239,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     options = {"log2_rows": log2_rows, "dim": args.dim, "batch": args.batch,
                "ids_per_example": args.ids_per_example, "ids": args.ids, "steps": args.steps,
                "rounds": args.rounds, "warmup": args.warmup,
+               "untimed_per_round": args.untimed_per_round,
                "sparse_element_cost": args.sparse_element_cost}
     load_before = os.getloadavg()[0]
     started = time.time()
@@ -258,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         "shape": {"ranks": args.ranks, "tf_threads_per_rank": [1, 1], "batch_per_rank": args.batch,
                   "ids_per_example": args.ids_per_example, "dim": args.dim, "ids": args.ids,
                   "table_init": "zeros", "timed_steps_per_mode": args.steps,
-                  "rounds": args.rounds, "cores": os.cpu_count()},
+                  "rounds": args.rounds,
+                  "untimed_steps_per_round": args.untimed_per_round, "cores": os.cpu_count()},
         "sizes": sizes,
         "targets": targets(sizes),
         "cost_model": {"sparse_element_cost_used": args.sparse_element_cost or DEFAULT_COST,

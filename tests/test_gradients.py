@@ -89,8 +89,11 @@ def as_numpy(variables: list[Any]) -> list[np.ndarray]:
     return [v.numpy() for v in variables]
 
 
-def reference_run(zero_tables: bool, steps: int, size: int) -> list[np.ndarray]:
-    """One process, batch = all ranks' batches; RMSProp (lr x size) and FTRL, no Horovod."""
+def reference_run(zero_tables: bool, steps: int, size: int, slots: bool = False) -> Any:
+    """One process, batch = all ranks' batches; RMSProp (lr x size) and FTRL, no Horovod.
+
+    Returns the variables, or with ``slots`` (variables, FTRL slots of each table).
+    """
     import tensorflow as tf
 
     variables = make_variables(zero_tables)
@@ -105,7 +108,14 @@ def reference_run(zero_tables: bool, steps: int, size: int) -> list[np.ndarray]:
         grads = tape.gradient(loss, dense + sparse)
         rmsprop.apply_gradients(zip(grads[:2], dense))
         ftrl.apply_gradients(zip(grads[2:], sparse))
+    if slots:
+        return as_numpy(dense + sparse), ftrl_slots(ftrl, sparse)
     return as_numpy(dense + sparse)
+
+
+def ftrl_slots(optimizer: Any, tables: list[Any]) -> list[np.ndarray]:
+    """The accumulator and linear slot of each table, in that order."""
+    return [optimizer.get_slot(t, name).numpy() for t in tables for name in ("accumulator", "linear")]
 
 
 def distributed_run(mode: str, policy: str, zero_tables: bool, steps: int) -> dict[str, Any]:
@@ -126,8 +136,12 @@ def distributed_run(mode: str, policy: str, zero_tables: bool, steps: int) -> di
         plans.append(step.plan)
         batch = make_batch(hvd.rank(), i)
         step(batch["small_ids"], batch["large_ids"], batch["labels"])
-    return {"values": as_numpy(dense + sparse), "plans": plans,
-            "reference": reference_run(zero_tables, steps, hvd.size())}
+    own_slots = ftrl_slots(step.sparse_optimizer, sparse)  # before consolidation
+    step.consolidate_sparse_state()
+    reference, reference_slots = reference_run(zero_tables, steps, hvd.size(), slots=True)
+    return {"values": as_numpy(dense + sparse), "plans": plans, "reference": reference,
+            "sharded": step.sharded, "own_slots": own_slots,
+            "slots": ftrl_slots(step.sparse_optimizer, sparse), "reference_slots": reference_slots}
 
 
 def skewed_plan_run() -> dict[str, Any]:
@@ -209,14 +223,14 @@ def broadcast_run() -> dict[str, Any]:
     """Rank-dependent initial values, one step, broadcast: state must match rank 0."""
     import horovod.tensorflow as hvd
 
-    from adrank.train.gradients import broadcast_initial_state, make_train_step
+    from adrank.train.gradients import make_train_step
 
     variables = make_variables(zero_tables=False, seed=100 + hvd.rank())
     dense, sparse = dense_and_sparse(variables)
     step = make_train_step(make_loss_fn(variables), dense, sparse)
     batch = make_batch(hvd.rank(), 0)
     step(batch["small_ids"], batch["large_ids"], batch["labels"])
-    broadcast_initial_state(step.variables, step.optimizers)
+    step.broadcast_initial_state()
     slots = [v.numpy() for opt in step.optimizers for v in opt.variables()]
     return {"values": as_numpy(step.variables), "slots": slots}
 
@@ -270,6 +284,26 @@ def test_split_matches_single_process_reference_on_both_ranks(ranks, scenario):
     for result in ranks:
         assert_all_close(result[scenario]["values"], result[scenario]["reference"])
     assert_all_close(ranks[0][scenario]["values"], ranks[1][scenario]["values"])
+
+
+@pytest.mark.parametrize("scenario", ["split_sparse_random", "split_auto_zero"])
+def test_sharded_slots_consolidate_to_the_single_process_reference(ranks, scenario):
+    for result in ranks:
+        assert result[scenario]["sharded"]
+        assert_all_close(result[scenario]["slots"], result[scenario]["reference_slots"])
+
+
+def test_each_rank_applies_ftrl_only_to_the_rows_it_owns(ranks):
+    """Large table (sparse path): before consolidation a rank's slots moved only on its rows."""
+    for rank, result in enumerate(ranks):
+        run = result["split_sparse_random"]
+        own_accumulator, reference_accumulator = run["own_slots"][2], run["reference_slots"][2]
+        touched = np.flatnonzero((reference_accumulator != 0.1).any(axis=1))
+        mine = touched[touched % SIZE == rank]
+        theirs = touched[touched % SIZE != rank]
+        assert len(mine) > 0 and len(theirs) > 0
+        np.testing.assert_allclose(own_accumulator[mine], reference_accumulator[mine], rtol=TOLERANCE)
+        assert np.all(own_accumulator[theirs] == 0.1)  # the FTRL initial accumulator
 
 
 def test_auto_policy_sends_small_table_dense_and_large_table_sparse(ranks):

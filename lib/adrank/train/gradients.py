@@ -26,6 +26,23 @@ tensors, like ``horovod_default``: there ``tf.unique`` would remove almost nothi
 and the optimizer de-duplicates anyway. The path is a trace-time constant: each plan has its own
 traced ``tf.function``, so the collectives in a graph never depend on data.
 
+Sparse-path tables are updated by their owners (``shard_sparse_updates``, the
+default): row ``i`` belongs to rank ``i % size``. After the allgather each rank keeps
+only the rows it owns, applies FTRL to them (so each rank does 1/size of the FTRL
+work instead of all of it), and one more grouped allgather hands the updated rows to
+every rank, which scatters them into its copy of the table. The tables stay
+identical on every rank; the FTRL slots are exact only on each row's owner until
+:meth:`TrainStep.consolidate_sparse_state` (one masked allreduce per slot, O(table))
+makes them whole on every rank -- which :meth:`TrainStep.broadcast_initial_state`,
+the training loop before each checkpoint, and a re-plan that sends a table dense do.
+At 2^22 rows with uniform ids the FTRL apply is most of a sparse step
+(bench/sparse_dense.py), so halving it is most of the gain; the extra allgather
+carries only the distinct updated rows.
+
+The FTRL is :class:`adrank.train.ftrl.GatherScatterFtrl`: the legacy Keras FTRL
+with a vectorised gather -> math -> scatter sparse update in place of TensorFlow's
+row-at-a-time kernel, still O(touched rows).
+
 A table sent dense is applied densely by FTRL: after a dense allreduce every row has
 a gradient (zero for untouched rows), and per row the dense FTRL kernel is some
 20-40x cheaper than the sparse one (bench/sparse_dense.py, "ftrl_apply"), so at the
@@ -54,6 +71,7 @@ import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
+from adrank.train.ftrl import GatherScatterFtrl
 from adrank.train.hvd_setup import rank0_logger
 
 Mode = Literal["split", "sparse_as_dense", "horovod_default"]
@@ -323,6 +341,19 @@ LossFn = Callable[..., tf.Tensor]
 Dedup = tuple[bool, ...]
 
 
+def owned_rows(
+    indices: tf.Tensor, values: tf.Tensor, rank: int, size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The (index, row) pairs whose row this rank owns (``index % size == rank``)."""
+    mine = tf.equal(tf.math.floormod(indices, size), rank)
+    return tf.boolean_mask(indices, mine), tf.boolean_mask(values, mine)
+
+
+def owner_mask(rows: int, rank: int, size: int) -> tf.Tensor:
+    """[rows, 1] bool: the rows of a table this rank owns."""
+    return tf.reshape(tf.equal(tf.math.floormod(tf.range(rows), size), rank), [rows, 1])
+
+
 class TrainStep:
     """One distributed training step; call it with a batch, get this rank's loss.
 
@@ -351,6 +382,7 @@ class TrainStep:
         path_policy: PathPolicy = "auto",
         replan_every: int = 50,
         cost_model: PathCostModel | None = None,
+        shard_sparse_updates: bool = True,
     ) -> None:
         self.loss_fn = loss_fn
         self.dense_vars = list(dense_vars)
@@ -362,6 +394,7 @@ class TrainStep:
         self.replan_every = replan_every
         self.cost_model = cost_model or PathCostModel()
         self.tables = [SparseTable.of(v) for v in self.sparse_vars]
+        self.sharded = shard_sparse_updates and mode == "split" and hvd.size() > 1
         self.steps = 0
         self.last_touched_rows: np.ndarray | None = None
         initial = DENSE if path_policy == DENSE else SPARSE
@@ -447,6 +480,8 @@ class TrainStep:
             local_counts[0], local_counts[1], self.tables, self.cost_model)
         self.last_touched_rows = distinct
         self.last_raw_rows = raw
+        if any(old == SPARSE and new == DENSE for old, new in zip(self._plan, plan)):
+            self.consolidate_sparse_state()  # a dense apply reads every row's slots
         if (plan, dedup) != (self._plan, self._dedup):
             _LOG.info("step %d: sparse paths %s, local de-dup %s (distinct/raw rows, all "
                       "ranks: %s/%s)", self.steps, dict(zip((t.name for t in self.tables), plan)),
@@ -481,6 +516,8 @@ class TrainStep:
         raw = [tf.size(s.indices) if measure else tf.constant(-1) for s in slices]
         dense_avg, table_grads = self._exchange(plan, dense_grads, local_rows, dedup)
         self._apply(dense_avg, table_grads)
+        if self.sharded:
+            self._share_owned_rows(plan, table_grads)
         counts = tf.stack([tf.stack(distinct), tf.stack(raw)]) if slices else tf.zeros([2, 0], tf.int32)
         return loss, counts
 
@@ -510,9 +547,54 @@ class TrainStep:
                                   pack=[dedup[k] for k in by_sparse])
         table_grads: dict[int, Any] = dict(zip(by_dense, reduced[len(dense_grads):]))
         for k, (indices, values) in zip(by_sparse, gathered):
+            if self.sharded:  # this rank applies only its rows, each once
+                indices, values = deduplicate(*owned_rows(indices, values, hvd.rank(), hvd.size()))
             dense_shape = _dense_shape(self.sparse_vars[k])
             table_grads[k] = tf.IndexedSlices(values / hvd.size(), indices, dense_shape)
         return reduced[: len(dense_grads)], [table_grads[k] for k in range(len(plan))]
+
+    def _share_owned_rows(self, plan: Plan, table_grads: list[Any]) -> None:
+        """Allgathers every rank's freshly updated own rows and writes them here."""
+        by_sparse = [k for k, path in enumerate(plan) if path == SPARSE]
+        updated = [(table_grads[k].indices, tf.gather(self.sparse_vars[k], table_grads[k].indices))
+                   for k in by_sparse]
+        tag = "".join("d" if p == DENSE else "s" for p in plan)
+        gathered = allgather_rows(updated, [self.tables[k] for k in by_sparse],
+                                  name=f"adrank_owned_rows_{tag}")
+        for k, (indices, rows) in zip(by_sparse, gathered):
+            self.sparse_vars[k].scatter_update(tf.IndexedSlices(rows, indices))
+
+    def consolidate_sparse_state(self) -> None:
+        """Makes every sparse table's FTRL slots whole on every rank (a collective).
+
+        With sharded updates each rank's slots are exact only for the rows it owns;
+        one grouped allreduce (sum) of the slots, each masked to this rank's rows,
+        gives every rank every owner's rows (adding zeros is exact). O(table): call it
+        before checkpoints and broadcasts, not every step. A no-op unless sharded.
+        """
+        if not self.sharded:
+            return
+        slots, masked = [], []
+        for variable, table in zip(self.sparse_vars, self.tables):
+            mine = owner_mask(table.rows, hvd.rank(), hvd.size())
+            for name in self.sparse_optimizer.get_slot_names():
+                slot = self.sparse_optimizer.get_slot(variable, name)
+                slots.append(slot)
+                flat = tf.reshape(slot, [table.rows, -1])
+                masked.append(tf.where(mine, flat, tf.zeros_like(flat)))
+        if not slots:
+            return
+        summed = hvd.grouped_allreduce(masked, op=hvd.Sum, name="adrank_sparse_slots")
+        for slot, value in zip(slots, summed):
+            slot.assign(tf.reshape(value, slot.shape))
+
+    def broadcast_initial_state(self, root_rank: int = 0) -> None:
+        """Consolidates the sparse slots, then copies all state from ``root_rank``.
+
+        Call on every rank after the first step (see :func:`broadcast_initial_state`).
+        """
+        self.consolidate_sparse_state()
+        broadcast_initial_state(self.variables, self.optimizers, root_rank=root_rank)
 
     def _tape_step(
         self, plan: Plan, dedup: Dedup, measure: bool, *batch: Any
@@ -571,6 +653,7 @@ def make_train_step(
     path_policy: PathPolicy = "auto",
     replan_every: int = 50,
     cost_model: PathCostModel | None = None,
+    shard_sparse_updates: bool = True,
     rmsprop_kwargs: dict[str, Any] | None = None,
     ftrl_kwargs: dict[str, Any] | None = None,
     dense_optimizer: Any | None = None,
@@ -595,14 +678,17 @@ def make_train_step(
         replan_every: In ``"auto"``, re-measure after step 1 and every this many
             steps.
         cost_model: The path chooser; calibrated defaults when omitted.
+        shard_sparse_updates: In ``"split"`` mode on several ranks, each rank
+            applies FTRL to the sparse-path rows it owns and shares the results
+            (see the module docstring); ``False`` applies every row on every rank.
         rmsprop_kwargs: Extra arguments for ``tf.keras.optimizers.legacy.RMSprop``.
         ftrl_kwargs: Extra arguments for ``tf.keras.optimizers.legacy.Ftrl``.
         dense_optimizer: A ready optimizer instead of RMSProp.
         sparse_optimizer: A ready legacy optimizer instead of FTRL.
 
     Returns:
-        The step; call ``broadcast_initial_state(step.variables, step.optimizers)``
-        after its first call.
+        The step; call ``step.broadcast_initial_state()`` after its first call, and
+        ``step.consolidate_sparse_state()`` (every rank) before saving slots.
 
     Raises:
         ValueError: On an unknown mode or policy, or before ``hvd.init()``.
@@ -619,11 +705,12 @@ def make_train_step(
     lr = dense_lr * hvd.size() if scale_dense_lr_by_size else dense_lr
     dense_optimizer = dense_optimizer or tf.keras.optimizers.legacy.RMSprop(
         learning_rate=lr, **(rmsprop_kwargs or {}))
-    sparse_optimizer = sparse_optimizer or tf.keras.optimizers.legacy.Ftrl(
+    sparse_optimizer = sparse_optimizer or GatherScatterFtrl(
         learning_rate=ftrl_lr, **(ftrl_kwargs or {}))
     _require_legacy_sparse(sparse_optimizer)
     return TrainStep(loss_fn, dense_vars, sparse_vars, mode, dense_optimizer, sparse_optimizer,
-                     path_policy=path_policy, replan_every=replan_every, cost_model=cost_model)
+                     path_policy=path_policy, replan_every=replan_every, cost_model=cost_model,
+                     shard_sparse_updates=shard_sparse_updates)
 
 
 def optimizer_variables(optimizer: Any) -> list[tf.Variable]:
@@ -670,6 +757,8 @@ __all__ = [
     "grouped_allreduce_average",
     "make_train_step",
     "optimizer_variables",
+    "owned_rows",
+    "owner_mask",
     "pack_rows",
     "unpack_rows",
 ]

@@ -477,13 +477,11 @@ class _RankRun:
             self._steps(datasets, on_step, watchdog)
 
     def _steps(self, datasets: dict[str, Any], on_step: StepHook | None, watchdog: _Watchdog) -> None:
-        from adrank.train.gradients import broadcast_initial_state
-
         for step in range(self.start, self.total):
             role = role_schedule(self.roles, step)
             loss = self.train_step(_next_batch(datasets[role], role, step, self.info.rank))
             if step == self.start:
-                broadcast_initial_state(self.train_step.variables, self.train_step.optimizers)
+                self.train_step.broadcast_initial_state()
             self.step_var.assign(step + 1)
             self._log_and_checkpoint(step + 1, role, loss)
             watchdog.beat()
@@ -503,6 +501,7 @@ class _RankRun:
                           self.loss)
         if done % int(self.settings["train"]["checkpoint_every"]) == 0 or done == self.total:
             _average_non_trainable(self.models)
+            self.train_step.consolidate_sparse_state()
             if self.manager is not None:
                 self.manager.save(checkpoint_number=done)
             self.last_saved = done
