@@ -9,8 +9,9 @@ run once per module (fixtures) and the tests check their results:
 
 - pairwise: one step (smoke), then the same settings again (a finished run: no step);
 - lr: one step (smoke) with a checkpoint at 1, then 6 steps (resumes from 1);
-  6 steps with rank 1 SIGKILLing itself after step 3 (checkpoint at 2), then the
-  same again (resumes from 2), against an uninterrupted 6-step run; a dataset_fn with
+  6 steps on Parquet files read by Petastorm with rank 1 SIGKILLing itself after
+  step 3 (checkpoint at 2), then the same again (resumes from 2), against an
+  uninterrupted 6-step run on the same files; a dataset_fn with
   data on rank 0 only (every rank must fail, with the reason in the message);
 - lr on real Parquet files through the default input (``adrank.train.input``).
 """
@@ -129,6 +130,18 @@ def tiny(root: Path, *overrides: str):
     return config, settings
 
 
+def tiny_on_files(root: Path):
+    """:func:`tiny`, reading ``training_examples``-like Parquet files with Petastorm."""
+    from adrank.train.loop import make_settings
+
+    config, _ = tiny(root)
+    settings = make_settings(config, data_version=7, checkpoint_root=str(root / "checkpoints"),
+                             files={"examples": write_example_files(root / "examples")},
+                             run_id="test", seed=3, log_every=1, step_timeout_s=60,
+                             deterministic=True)
+    return config, settings
+
+
 def run(stage: str, config, settings, **kwargs) -> dict[str, Any]:
     from adrank.train.launch import launch
 
@@ -163,16 +176,20 @@ def lr_runs(tmp_path_factory, _pickle_this_module_by_value) -> dict[str, Any]:
     results["extended"] = run("lr", config, settings)
     results["settings"] = settings
 
-    config, killed = tiny(tmp_path_factory.mktemp("lr_killed"))
+    # The kill and its rerun read real Parquet files through Petastorm (the default
+    # input), as the train job does.
+    from adrank.train.launch import launch
+
+    config, killed = tiny_on_files(tmp_path_factory.mktemp("lr_killed"))
     started = time.perf_counter()
     with pytest.raises(RuntimeError) as failure:
-        run("lr", config, killed, on_step=kill_rank_after(KILL_STEP))
+        launch("lr", killed, config, on_step=kill_rank_after(KILL_STEP))
     results["failure"] = str(failure.value)
     results["failure_seconds"] = time.perf_counter() - started
-    results["resumed"] = run("lr", config, killed)
+    results["resumed"] = launch("lr", killed, config)
 
-    config, straight = tiny(tmp_path_factory.mktemp("lr_straight"))
-    results["uninterrupted"] = run("lr", config, straight)
+    config, straight = tiny_on_files(tmp_path_factory.mktemp("lr_straight"))
+    results["uninterrupted"] = launch("lr", straight, config)
 
     config, broken = tiny(tmp_path_factory.mktemp("lr_broken"))
     with pytest.raises(RuntimeError) as failure:
