@@ -1,0 +1,526 @@
+"""Serving export: versioned, read-optimised snapshots of ``sku_embeddings`` for online use.
+
+Layout under ``serving_root``::
+
+    <serving_root>/v1/sku_ids.npy      int64 [n], sorted ascending, unique
+    <serving_root>/v1/embeddings.npy   float32 [n, d]; row i belongs to sku_ids[i]
+    <serving_root>/v1/manifest.json    versions, rows, dim, created_at, sha256 of each file
+    <serving_root>/v2/...
+    <serving_root>/CURRENT             "v2": replaced atomically, after v2 is complete
+
+:func:`publish_serving_snapshot` (the Spark side; it never imports TensorFlow) first checks
+the DataFrame in one aggregation (row count, embedding length, null or non-finite
+embeddings) and refuses bad input with a one-line ``ValueError``. It then streams the
+rows in ``sku_id`` order, one range partition at a time (``repartitionByRange`` +
+``mapInArrow`` packing each Arrow batch into two byte strings + ``toLocalIterator``),
+straight into ``np.lib.format.open_memmap`` files in a hidden temporary folder: the driver
+holds at most two partitions of about :data:`PARTITION_BYTES` each, whatever the table's
+size. Duplicate ids are caught on that sorted stream; any error removes the temporary
+folder, so nothing is published. The folder is then renamed to ``v<N>`` (``N`` = highest
+existing version + 1; a rename onto an existing, non-empty version fails, so racing
+publishers take different numbers: the approach of :mod:`adrank.train.registry`),
+``CURRENT`` is replaced (temporary file + ``os.replace``) and versions beyond the newest
+``keep`` are deleted, never the one ``CURRENT`` names. Pointer moves and pruning run
+under an exclusive ``flock`` on ``<serving_root>/.lock``, and ``CURRENT`` only ever moves
+forward, so a slow publisher cannot roll it back.
+
+An empty table publishes a valid 0-row snapshot (``dim`` 0): serving mirrors the table.
+
+:func:`load_serving_snapshot` follows ``CURRENT`` (or opens a given version), checks the
+manifest against the arrays (rows, dim, dtypes; the sha256 sums too with
+``verify=True``, which reads every byte) and maps the arrays with
+``np.load(mmap_mode="r")``. A reader keeps working on the version it opened after newer
+versions are published, even once that version is pruned (a deleted file stays mapped).
+A serving process swaps by loading again and replacing its reference.
+
+Local paths only (``/path`` or ``file:///path``): renames, ``flock`` and ``os.replace``
+need a POSIX file system. On an object store (s3a://, abfss://, gs://) there is no
+atomic directory rename: publish to a local folder, upload the version's files under
+``v<N>/`` (with a conditional "create only if absent" put on ``manifest.json`` to claim
+``N``), and write ``CURRENT`` last; the pointer is what makes a version visible there,
+readers must only follow it, and pruning must wait until no reader can still be
+fetching the old version's files (object stores have no open-file semantics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+IDS_FILE = "sku_ids.npy"
+EMBEDDINGS_FILE = "embeddings.npy"
+FORMAT = 1
+PARTITION_BYTES = 64 << 20
+"""Target size of one streamed range partition (the driver holds at most two)."""
+STALE_TEMPORARY_SECONDS = 24 * 3600
+"""Hidden temporaries older than this are left-overs of a crashed publisher: removed."""
+
+_VERSION = re.compile(r"^v(\d+)$")
+_TEMPORARY = ".tmp-"
+_TRASH = ".del-"
+_LOCK = ".lock"
+_PACKED_SCHEMA = "rows long, valid boolean, sku_ids binary, embeddings binary"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ServingSnapshot:
+    """One published snapshot, memory-mapped read-only.
+
+    Attributes:
+        version: The snapshot version ``N`` (folder ``v<N>``).
+        sku_ids: Sorted, unique int64 ids, shape ``[n]``.
+        embeddings: float32 ``[n, d]``; row ``i`` belongs to ``sku_ids[i]``.
+        manifest: The parsed ``manifest.json``.
+        path: The snapshot's folder.
+    """
+
+    version: int
+    sku_ids: np.ndarray
+    embeddings: np.ndarray
+    manifest: dict[str, Any]
+    path: str = ""
+
+    @property
+    def dim(self) -> int:
+        """Embedding length ``d``."""
+        return int(self.embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.sku_ids.shape[0])
+
+    def lookup(self, sku_ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """The embeddings of ``sku_ids``, in the order given.
+
+        Args:
+            sku_ids: Ids to look up (any order, repeats allowed).
+
+        Returns:
+            A float32 array ``[len(sku_ids), d]`` (a copy, not a view of the file).
+
+        Raises:
+            KeyError: Some ids are not in the snapshot; the message names them.
+        """
+        wanted = np.asarray(sku_ids if isinstance(sku_ids, np.ndarray) else list(sku_ids),
+                            dtype=np.int64).reshape(-1)
+        if len(self):
+            rows = np.minimum(np.searchsorted(self.sku_ids, wanted), len(self) - 1)
+            found = self.sku_ids[rows] == wanted
+        else:
+            rows, found = np.zeros_like(wanted), np.zeros(wanted.shape, dtype=bool)
+        if not found.all():
+            missing = np.unique(wanted[~found])
+            shown = ", ".join(str(i) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise KeyError(f"{len(missing)} sku_id(s) not in serving snapshot v{self.version}: {shown}")
+        return np.asarray(self.embeddings[rows], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- publish
+
+
+def publish_serving_snapshot(spark: SparkSession, embeddings_df: DataFrame, serving_root: str | os.PathLike,
+                             *, table_version: int, model_version: int, keep: int = 3) -> dict[str, Any]:
+    """Publishes the embeddings as the next snapshot version and points ``CURRENT`` at it.
+
+    Args:
+        spark: The session ``embeddings_df`` belongs to (unused; library functions take it).
+        embeddings_df: At least ``sku_id`` (long) and ``embedding`` (array of float or
+            double); e.g. ``sku_embeddings`` read with ``versionAsOf=table_version``. It
+            is read twice (check, then stream), so it must be pinned: rows that change
+            in between are refused.
+        serving_root: Local folder of the snapshots (see the module docstring).
+        table_version: The ``sku_embeddings`` Delta version read, stored in the manifest.
+        model_version: The embedding model's registry version, stored in the manifest.
+        keep: How many of the newest versions to keep (>= 1); ``CURRENT``'s is always kept.
+
+    Returns:
+        ``{"snapshot_version": N, "path": folder, "rows": n, "dim": d}``.
+
+    Raises:
+        ValueError: Bad ``keep`` or root, missing columns, duplicate or null ``sku_id``,
+            null / ragged / empty / non-finite embeddings, or rows that changed while
+            streaming. Nothing is published then.
+    """
+    del spark
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    root = _local(serving_root)
+    columns = _serving_columns(embeddings_df)
+    rows, dim = _checked_shape(columns)
+    root.mkdir(parents=True, exist_ok=True)
+    temporary = root / f"{_TEMPORARY}{uuid.uuid4().hex}"
+    temporary.mkdir()
+    try:
+        _write_arrays(_stream_sorted(columns, rows, dim), temporary, rows, dim)
+        manifest = _manifest(temporary, rows, dim, table_version, model_version)
+        version = _claim_version(root, temporary, manifest)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    with _locked(root):
+        _advance_pointer(root, version)
+        _prune(root, keep)
+    return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": rows, "dim": dim}
+
+
+def _serving_columns(df: DataFrame) -> DataFrame:
+    """``sku_id`` as long and ``embedding`` as array<float>; one-line error if absent."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, NumericType
+
+    missing = [name for name in ("sku_id", "embedding") if name not in df.columns]
+    if missing:
+        raise ValueError(f"cannot publish serving snapshot: missing column(s) {missing}")
+    kind = df.schema["embedding"].dataType
+    if not (isinstance(kind, ArrayType) and isinstance(kind.elementType, NumericType)):
+        raise ValueError(f"cannot publish serving snapshot: embedding must be an array of numbers, "
+                         f"got {kind.simpleString()}")
+    return df.select(F.col("sku_id").cast("long").alias("sku_id"),
+                     F.col("embedding").cast("array<float>").alias("embedding"))
+
+
+def _row_problems() -> dict[str, Column]:
+    """Row conditions that make a snapshot unpublishable, by what the error calls them."""
+    from pyspark.sql import functions as F
+
+    embedding = F.col("embedding")
+    return {
+        "null sku_id": F.col("sku_id").isNull(),
+        "null embedding": embedding.isNull(),
+        "null value in embedding": F.exists(embedding, lambda x: x.isNull()),
+        "non-finite value in embedding": F.exists(
+            embedding, lambda x: F.isnan(x) | (F.abs(x) == F.lit(float("inf")))),
+    }
+
+
+def _checked_shape(columns: DataFrame) -> tuple[int, int]:
+    """``(rows, dim)`` from one aggregation (no shuffle); ValueError naming every problem found.
+
+    Duplicate ids are caught later, by :func:`_write_arrays`, on the sorted stream (the
+    sort is needed anyway; a ``count_distinct`` here would shuffle the table once more).
+    """
+    from pyspark.sql import functions as F
+
+    problems = _row_problems()
+    size = F.when(F.col("embedding").isNotNull(), F.size("embedding"))
+    stats = columns.agg(
+        F.count(F.lit(1)).alias("rows"), F.min(size).alias("min_dim"), F.max(size).alias("max_dim"),
+        *[F.sum(cond.cast("long")).alias(f"p{i}") for i, cond in enumerate(problems.values())],
+    ).first()
+    found = []
+    for i, (name, cond) in enumerate(problems.items()):
+        if stats[f"p{i}"]:
+            found.append(f"{stats[f'p{i}']} row(s) with {name}{_examples(columns.where(cond))}")
+    if stats["min_dim"] != stats["max_dim"]:
+        found.append(f"embedding lengths differ ({stats['min_dim']} to {stats['max_dim']})")
+    elif stats["rows"] and stats["min_dim"] == 0:
+        found.append("embeddings are empty (length 0)")
+    if found:
+        raise ValueError("cannot publish serving snapshot: " + "; ".join(found))
+    return int(stats["rows"]), int(stats["max_dim"] or 0)
+
+
+def _examples(df: DataFrame, limit: int = 5) -> str:
+    """`` (e.g. sku_id 3, 7)`` for the first few ``sku_id`` of ``df``."""
+    ids = [row["sku_id"] for row in df.select("sku_id").limit(limit).collect()]
+    return f" (e.g. sku_id {', '.join(str(i) for i in ids)})" if ids else ""
+
+
+def _stream_sorted(columns: DataFrame, rows: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields ``(sku_ids int64 [k], embeddings float32 [k, dim])`` chunks in sku_id order."""
+    if rows == 0:
+        return
+    partitions = max(1, math.ceil(rows * (8 + 4 * dim) / PARTITION_BYTES))
+    ordered = columns.repartitionByRange(partitions, "sku_id").sortWithinPartitions("sku_id")
+    packed = ordered.mapInArrow(functools.partial(_pack_batches, dim=dim), _PACKED_SCHEMA)
+    for chunk in packed.toLocalIterator(prefetchPartitions=True):
+        if not chunk["valid"]:
+            raise ValueError("cannot publish serving snapshot: null or ragged embeddings appeared "
+                             "while streaming (the DataFrame changed after it was checked)")
+        ids = np.frombuffer(chunk["sku_ids"], dtype="<i8")
+        yield ids, np.frombuffer(chunk["embeddings"], dtype="<f4").reshape(len(ids), dim)
+
+
+def _pack_batches(batches: Iterator[Any], dim: int) -> Iterator[Any]:
+    """Executor side of :func:`_stream_sorted`: each Arrow batch as two little-endian blobs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = pa.schema([("rows", pa.int64()), ("valid", pa.bool_()),
+                        ("sku_ids", pa.binary()), ("embeddings", pa.binary())])
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        ids, embeddings = batch.column(0), batch.column(1)
+        values = embeddings.flatten()
+        valid = (ids.null_count == 0 and embeddings.null_count == 0 and values.null_count == 0
+                 and pc.all(pc.equal(pc.list_value_length(embeddings), dim)).as_py() is not False)
+        yield pa.RecordBatch.from_pylist([{
+            "rows": batch.num_rows, "valid": bool(valid),
+            "sku_ids": ids.to_numpy(zero_copy_only=False).astype("<i8").tobytes(),
+            "embeddings": values.to_numpy(zero_copy_only=False).astype("<f4").tobytes() if valid else b"",
+        }], schema=schema)
+
+
+def _write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path, rows: int, dim: int) -> None:
+    """Writes the chunks into ``sku_ids.npy`` / ``embeddings.npy``, checking strict id order."""
+    ids_out = np.lib.format.open_memmap(folder / IDS_FILE, mode="w+", dtype=np.int64, shape=(rows,))
+    embeddings_out = np.lib.format.open_memmap(folder / EMBEDDINGS_FILE, mode="w+", dtype=np.float32,
+                                               shape=(rows, dim))
+    offset, last = 0, None
+    for ids, embeddings in chunks:
+        end = offset + len(ids)
+        if end > rows:
+            raise ValueError(f"cannot publish serving snapshot: more than the {rows} rows counted "
+                             "(the DataFrame changed after it was checked)")
+        _check_increasing(ids, last)
+        ids_out[offset:end] = ids
+        embeddings_out[offset:end] = embeddings
+        offset, last = end, (ids[-1] if len(ids) else last)
+    if offset != rows:
+        raise ValueError(f"cannot publish serving snapshot: streamed {offset} rows, counted {rows} "
+                         "(the DataFrame changed after it was checked)")
+    for array in (ids_out, embeddings_out):
+        array.flush()
+    del ids_out, embeddings_out
+    for name in (IDS_FILE, EMBEDDINGS_FILE):
+        _fsync(folder / name)
+
+
+def _check_increasing(ids: np.ndarray, last: int | None) -> None:
+    """ValueError on the first ``sku_id`` of the sorted stream that does not exceed the one before."""
+    joined = ids if last is None else np.concatenate(([last], ids))
+    bad = np.flatnonzero(joined[1:] <= joined[:-1])
+    if bad.size:
+        before, after = joined[bad[0]], joined[bad[0] + 1]
+        if before == after:
+            raise ValueError(f"cannot publish serving snapshot: duplicate sku_id {after}")
+        raise ValueError("cannot publish serving snapshot: sku_id not increasing while streaming "
+                         "(the DataFrame changed after it was checked)")
+
+
+def _manifest(folder: Path, rows: int, dim: int, table_version: int, model_version: int) -> dict[str, Any]:
+    """The manifest of a complete temporary folder (``snapshot_version`` set on claim)."""
+    return {
+        "format": FORMAT, "snapshot_version": None, "table_version": int(table_version),
+        "model_version": int(model_version), "rows": rows, "dim": dim,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "files": {name: {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
+                  for name in (IDS_FILE, EMBEDDINGS_FILE)},
+    }
+
+
+def _claim_version(root: Path, temporary: Path, manifest: dict[str, Any]) -> int:
+    """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
+    for _ in range(100):
+        version = max(_versions(root), default=0) + 1
+        manifest["snapshot_version"] = version
+        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _fsync(temporary / MANIFEST)
+        try:
+            os.rename(temporary, root / f"v{version}")
+            return version
+        except OSError:
+            if not (root / f"v{version}").exists():
+                raise
+    raise RuntimeError(f"could not claim a serving snapshot version in {root}")
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<root>/.lock`` (pointer moves and pruning)."""
+    with open(root / _LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _advance_pointer(root: Path, version: int) -> None:
+    """Points ``CURRENT`` at ``v<version>`` unless it already names a newer version."""
+    try:
+        current = _pointer(root)
+    except (FileNotFoundError, ValueError):
+        current = None
+    if current is None or version > current:
+        temporary = root / f"{_TEMPORARY}{CURRENT}-{uuid.uuid4().hex}"
+        temporary.write_text(f"v{version}\n")
+        _fsync(temporary)
+        os.replace(temporary, root / CURRENT)
+
+
+def _prune(root: Path, keep: int) -> None:
+    """Deletes versions older than the newest ``keep`` (never ``CURRENT``'s), and left-overs."""
+    existing = _versions(root)
+    kept = set(existing[-keep:])
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        kept.add(_pointer(root))
+    for version in existing:
+        if version not in kept:
+            trash = root / f"{_TRASH}v{version}-{uuid.uuid4().hex}"
+            os.rename(root / f"v{version}", trash)
+            shutil.rmtree(trash, ignore_errors=True)
+    _remove_leftovers(root)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Removes half-deleted versions and temporaries older than STALE_TEMPORARY_SECONDS."""
+    for path in root.iterdir():
+        if path.name.startswith(_TRASH) or (path.name.startswith(_TEMPORARY)
+                                            and _age_seconds(path) > STALE_TEMPORARY_SECONDS):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _age_seconds(path: Path) -> float:
+    """Seconds since ``path`` last changed (0 if it is gone: a publisher just renamed it)."""
+    try:
+        return time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def load_serving_snapshot(serving_root: str | os.PathLike, version: int | None = None, *,
+                          verify: bool = False) -> ServingSnapshot:
+    """Opens a snapshot (the one ``CURRENT`` names by default), memory-mapped read-only.
+
+    Args:
+        serving_root: The folder :func:`publish_serving_snapshot` wrote.
+        version: A snapshot version; ``None`` follows ``CURRENT``.
+        verify: Also check the files' sha256 against the manifest (reads every byte).
+
+    Returns:
+        The :class:`ServingSnapshot`.
+
+    Raises:
+        FileNotFoundError: No ``CURRENT``, or the version does not exist (one line).
+        ValueError: A corrupt snapshot: unreadable files or manifest, or arrays that
+            do not match it (one line).
+    """
+    root = _local(serving_root)
+    if version is not None:
+        return _load(root, int(version), verify)
+    for _ in range(3):
+        current = _pointer(root)
+        try:
+            return _load(root, current, verify)
+        except FileNotFoundError:
+            if _pointer(root) == current:  # not a pointer that moved on while we opened
+                raise
+    return _load(root, _pointer(root), verify)
+
+
+def _load(root: Path, version: int, verify: bool) -> ServingSnapshot:
+    folder = root / f"v{version}"
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{MANIFEST} is not a JSON object")
+        if verify:
+            _verify_digests(folder, manifest)
+        ids = np.load(folder / IDS_FILE, mmap_mode="r")
+        embeddings = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"serving snapshot v{version} in {root} is missing "
+                                f"({Path(error.filename or folder).name} not found)") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"serving snapshot {folder} is corrupt: {_one_line(error)}") from None
+    _check_arrays(folder, version, manifest, ids, embeddings)
+    return ServingSnapshot(version, ids, embeddings, manifest, str(folder))
+
+
+def _check_arrays(folder: Path, version: int, manifest: dict[str, Any], ids: np.ndarray,
+                  embeddings: np.ndarray) -> None:
+    """ValueError (one line) unless the arrays have the manifest's version, rows, dim and dtypes."""
+    expected = (version, (manifest.get("rows"),), (manifest.get("rows"), manifest.get("dim")))
+    actual = (manifest.get("snapshot_version"), ids.shape, embeddings.shape)
+    if expected != actual or ids.dtype != np.int64 or embeddings.dtype != np.float32:
+        raise ValueError(f"serving snapshot {folder} is corrupt: manifest says version {version}, rows "
+                         f"{manifest.get('rows')}, dim {manifest.get('dim')} (int64 ids, float32 "
+                         f"embeddings) but found version {manifest.get('snapshot_version')}, ids "
+                         f"{ids.dtype}{list(ids.shape)}, embeddings {embeddings.dtype}{list(embeddings.shape)}")
+
+
+def _verify_digests(folder: Path, manifest: dict[str, Any]) -> None:
+    for name in (IDS_FILE, EMBEDDINGS_FILE):
+        if _sha256(folder / name) != manifest["files"][name]["sha256"]:
+            raise ValueError(f"sha256 of {name} does not match the manifest")
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _local(root: str | os.PathLike) -> Path:
+    text = os.fspath(root)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif "://" in text:
+        raise ValueError(f"serving snapshots need a local path, got {text!r} "
+                         "(see adrank.embed.serving's docstring for object stores)")
+    return Path(text)
+
+
+def _versions(root: Path) -> list[int]:
+    """Complete versions in ``root``, ascending (hidden temporaries never match)."""
+    if not root.is_dir():
+        return []
+    found = (_VERSION.match(p.name) for p in root.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def _pointer(root: Path) -> int:
+    """The version ``CURRENT`` names; one-line FileNotFoundError / ValueError."""
+    try:
+        text = (root / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no serving snapshot in {root} (no {CURRENT} file)") from None
+    match = _VERSION.match(text)
+    if not match:
+        raise ValueError(f"{root / CURRENT} holds {text[:40]!r}, not v<N>")
+    return int(match.group(1))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+__all__ = ["CURRENT", "MANIFEST", "ServingSnapshot", "load_serving_snapshot", "publish_serving_snapshot"]
