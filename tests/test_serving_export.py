@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
+from adrank import versioned
 from adrank.embed import serving
 from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
 
@@ -192,7 +193,7 @@ def test_missing_columns_and_remote_roots_are_refused(spark, tmp_path):
     frame = spark.createDataFrame([(1, "h")], "sku_id long, image_hash string")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['embedding'\]"):
         publish_serving_snapshot(spark, frame, str(tmp_path), table_version=1, model_version=1)
-    with pytest.raises(ValueError, match="need a local path"):
+    with pytest.raises(ValueError, match="only local paths are supported"):
         publish(spark, random_vectors(range(2), 4), "s3a://bucket/serving")
     assert listing(tmp_path) == []
 
@@ -218,9 +219,9 @@ def test_half_written_temporaries_are_ignored_and_stale_ones_removed(spark, tmp_
 def test_a_racing_publisher_takes_the_next_number_without_overwriting(spark, tmp_path, monkeypatch):
     publish(spark, random_vectors(range(5), 4), tmp_path)
     first = (tmp_path / "v1" / "embeddings.npy").read_bytes()
-    versions = serving._versions
+    versions = versioned.versions_in
     calls = iter([[]])  # the first scan misses v1, as if it were renamed just after the scan
-    monkeypatch.setattr(serving, "_versions", lambda root: next(calls, None) or versions(root))
+    monkeypatch.setattr(versioned, "versions_in", lambda root: next(calls, None) or versions(root))
 
     result = publish(spark, random_vectors(range(5), 4, seed=3), tmp_path, seed=3)
 

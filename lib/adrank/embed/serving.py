@@ -53,7 +53,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 import uuid
@@ -62,6 +61,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from adrank import versioned
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -76,7 +77,6 @@ PARTITION_BYTES = 64 << 20
 STALE_TEMPORARY_SECONDS = 24 * 3600
 """Hidden temporaries older than this are left-overs of a crashed publisher: removed."""
 
-_VERSION = re.compile(r"^v(\d+)$")
 _TEMPORARY = ".tmp-"
 _TRASH = ".del-"
 _LOCK = ".lock"
@@ -331,18 +331,12 @@ def _manifest(folder: Path, rows: int, dim: int, table_version: int, model_versi
 
 def _claim_version(root: Path, temporary: Path, manifest: dict[str, Any]) -> int:
     """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
-    for _ in range(100):
-        version = max(_versions(root), default=0) + 1
+    def write_manifest(version: int) -> None:
         manifest["snapshot_version"] = version
         (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _fsync(temporary / MANIFEST)
-        try:
-            os.rename(temporary, root / f"v{version}")
-            return version
-        except OSError:
-            if not (root / f"v{version}").exists():
-                raise
-    raise RuntimeError(f"could not claim a serving snapshot version in {root}")
+
+    return versioned.claim_next_version(root, temporary, write_manifest)
 
 
 @contextlib.contextmanager
@@ -363,10 +357,7 @@ def _advance_pointer(root: Path, version: int) -> None:
     except (FileNotFoundError, ValueError):
         current = None
     if current is None or version > current:
-        temporary = root / f"{_TEMPORARY}{CURRENT}-{uuid.uuid4().hex}"
-        temporary.write_text(f"v{version}\n")
-        _fsync(temporary)
-        os.replace(temporary, root / CURRENT)
+        versioned.write_atomically(root / CURRENT, f"v{version}\n")
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -476,33 +467,20 @@ def _verify_digests(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def _local(root: str | os.PathLike) -> Path:
-    text = os.fspath(root)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    elif "://" in text:
-        raise ValueError(f"serving snapshots need a local path, got {text!r} "
-                         "(see adrank.embed.serving's docstring for object stores)")
-    return Path(text)
+    return versioned.local_folder(root, "serving snapshots")
 
 
 def _versions(root: Path) -> list[int]:
     """Complete versions in ``root``, ascending (hidden temporaries never match)."""
-    if not root.is_dir():
-        return []
-    found = (_VERSION.match(p.name) for p in root.iterdir() if p.is_dir())
-    return sorted(int(m.group(1)) for m in found if m)
+    return versioned.versions_in(root)
 
 
 def _pointer(root: Path) -> int:
     """The version ``CURRENT`` names; one-line FileNotFoundError / ValueError."""
     try:
-        text = (root / CURRENT).read_text().strip()
+        return versioned.read_pointer(root / CURRENT)
     except FileNotFoundError:
         raise FileNotFoundError(f"no serving snapshot in {root} (no {CURRENT} file)") from None
-    match = _VERSION.match(text)
-    if not match:
-        raise ValueError(f"{root / CURRENT} holds {text[:40]!r}, not v<N>")
-    return int(match.group(1))
 
 
 def _sha256(path: Path) -> str:

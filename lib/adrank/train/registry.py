@@ -31,16 +31,16 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from adrank import versioned
+
 LATEST = "latest"
 METADATA = "metadata.json"
-_VERSION = re.compile(r"^v(\d+)$")
 
 
 def registry_root(config: Any) -> str:
@@ -49,22 +49,12 @@ def registry_root(config: Any) -> str:
 
 
 def _local(root: str | os.PathLike) -> Path:
-    text = str(root)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    elif "://" in text:
-        raise ValueError(f"the model registry needs a local path, got {text!r} "
-                         "(export locally, then copy with the Hadoop FileSystem API)")
-    return Path(text)
+    return versioned.local_folder(root, "the model registry")
 
 
 def versions(root: str | os.PathLike, stage: str) -> list[int]:
     """The version numbers of a stage, ascending (``[]`` when none)."""
-    folder = _local(root) / stage
-    if not folder.is_dir():
-        return []
-    found = (_VERSION.match(p.name) for p in folder.iterdir() if p.is_dir())
-    return sorted(int(m.group(1)) for m in found if m)
+    return versioned.versions_in(_local(root) / stage)
 
 
 def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = None,
@@ -114,7 +104,7 @@ def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = N
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     path = folder / f"v{version}"
-    _write_atomically(folder / LATEST, f"v{version}\n")
+    versioned.write_atomically(folder / LATEST, f"v{version}\n")
     return version, str(path)
 
 
@@ -135,24 +125,12 @@ def _signatures(pairwise_model: Any, linear_model: Any, image_size: int) -> dict
 
 def _publish(folder: Path, temporary: Path, metadata: dict[str, Any]) -> int:
     """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
-    for _ in range(100):
-        version = max(versions(folder.parent, folder.name), default=0) + 1
+    def write_metadata(version: int) -> None:
         metadata["version"] = version
         (temporary / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True,
                                                      default=str) + "\n")
-        try:
-            os.rename(temporary, folder / f"v{version}")
-            return version
-        except OSError:
-            if not (folder / f"v{version}").exists():
-                raise
-    raise RuntimeError(f"could not claim a version number in {folder}")
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    return versioned.claim_next_version(folder, temporary, write_metadata)
 
 
 def latest_model(root: str | os.PathLike, stage: str) -> tuple[int, str, dict[str, Any]]:
@@ -163,15 +141,12 @@ def latest_model(root: str | os.PathLike, stage: str) -> tuple[int, str, dict[st
     """
     folder = _local(root) / stage
     try:
-        name = (folder / LATEST).read_text().strip()
+        version = versioned.read_pointer(folder / LATEST)
     except FileNotFoundError:
         raise FileNotFoundError(f"no model of stage {stage!r} in {folder}") from None
-    match = _VERSION.match(name)
-    if not match:
-        raise ValueError(f"{folder / LATEST} holds {name!r}, not v<N>")
-    path = folder / name
+    path = folder / f"v{version}"
     metadata = json.loads((path / METADATA).read_text())
-    return int(match.group(1)), str(path), metadata
+    return version, str(path), metadata
 
 
 def load_model(root: str | os.PathLike, stage: str, version: int | None = None) -> Any:
