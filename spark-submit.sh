@@ -10,7 +10,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
-PLANNED_JOBS="embed_catalog recommend"
+PLANNED_JOBS="recommend"
 
 usage() {
   echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]" >&2

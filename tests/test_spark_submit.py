@@ -39,11 +39,16 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     report = submit("pipeline", tmp_path)
     assert report["job"] == "pipeline"
     assert report["generate_data"]["good_rows"]["click_log"] > 0
-    assert set(report["not_built"]) == {"embed_catalog", "recommend"}
+    assert set(report["not_built"]) == {"recommend"}
     assert 0.0 <= report["pairwise"]["metrics"]["pairwise_accuracy"] <= 1.0
     assert report["pairwise"]["training"]["final_step"] == 6
     assert 0.0 <= report["lr"]["metrics"]["auc"] <= 1.0
     assert (tmp_path / "tables" / "models" / "pairwise" / "v1" / "saved_model.pb").is_file()
+    embedded = report["embed_catalog"]
+    assert (embedded["mode"], embedded["model_version"]) == ("full", report["pairwise"]["model_version"])
+    assert embedded["skus_embedded"] == embedded["skus_total"] == report["sku_images"]["rows_inserted"] > 0
+    assert embedded["serving_snapshot"]["rows"] == embedded["skus_total"]
+    assert (tmp_path / "tables" / "serving" / "sku_embeddings" / "CURRENT").is_file()
     assert report["sources"]["click_log"]["good"] == report["generate_data"]["good_rows"]["click_log"]
     stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report

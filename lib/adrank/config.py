@@ -108,6 +108,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    """embed_catalog: the CNN's batch size, the Spark partitions it runs in, serving snapshots."""
+
+    batch_size: int = 256
+    partitions: int = 0
+    serving_folder: str = "serving/sku_embeddings"
+    serving_keep: int = 3
+    staging_folder: str = "_staging"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole adrank configuration."""
 
@@ -117,6 +128,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
@@ -267,6 +279,7 @@ def _validate(config: Config) -> None:
     _check_date(sample.start_date, "sample.start_date")
     _validate_features(config.features)
     _validate_train(config.train)
+    _validate_embed(config.embed)
     _require(bool(config.storage.root), "storage.root", "must not be empty")
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
     for name in config.spark.conf:
@@ -306,6 +319,16 @@ def _validate_train(train: TrainConfig) -> None:
     for key in ("pair_batch_size", "lr_batch_size", "pair_steps", "lr_steps", "checkpoint_every", "embedding_dim"):
         _require(getattr(train, key) >= 1, f"train.{key}", "must be at least 1")
     _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
+
+
+def _validate_embed(embed: EmbedConfig) -> None:
+    _require(1 <= embed.batch_size <= 65536, "embed.batch_size", "must be in 1..65536")
+    _require(embed.partitions >= 0, "embed.partitions", "must be 0 (one per core) or more")
+    _require(embed.serving_keep >= 1, "embed.serving_keep", "must be at least 1")
+    for key in ("serving_folder", "staging_folder"):
+        folder = getattr(embed, key)
+        _require(bool(folder.strip("/")) and ".." not in folder.split("/") and "://" not in folder,
+                 f"embed.{key}", f"must be a folder below storage.root, got {folder!r}")
 
 
 def _check_date(text: str, key: str) -> None:

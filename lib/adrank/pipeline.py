@@ -48,11 +48,18 @@ def train_stage1_and_lr(spark: SparkSession, config: Config, report: RunReport) 
         train(spark, config, report, stage, None)
 
 
+def embed_catalog(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Stage 2: embed the catalog with the stage-1 model (incremental after the first run)."""
+    from adrank.embed.catalog import embed_catalog as embed
+
+    embed(spark, config, report)
+
+
 STEPS: tuple[Step, ...] = (
     Step("generate_data", generate_data),
     Step("build_tables", build_tables),
     Step("train", train_stage1_and_lr),
-    Step("embed_catalog", None, "not built yet (incremental embedding: issue 5)"),
+    Step("embed_catalog", embed_catalog),
     Step("recommend", None, "not built yet"),
 )
 

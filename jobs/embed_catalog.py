@@ -1,0 +1,33 @@
+"""spark-submit job: embed new and changed SKU images with the registered CNN, MERGE into sku_embeddings."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from pyspark.sql import SparkSession
+
+from adrank.cli import job_parser, parse_job_args
+from adrank.config import Config
+from adrank.embed.catalog import EmbedError, embed_catalog
+from adrank.runs import RunReport, run_job
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Embed what changed in sku_images since the last run (everything with ``--full``)."""
+    parser = job_parser("embed_catalog", "Keep sku_embeddings fresh and publish a serving snapshot.")
+    parser.add_argument("--full", action="store_true", help="re-embed every SKU, whatever changed")
+    args, config = parse_job_args(parser, argv)
+
+    def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
+        embed_catalog(spark, cfg, report, full=args.full)
+
+    try:
+        return run_job("embed_catalog", config, body)
+    except EmbedError as error:
+        print(f"embed_catalog: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The ``embed_catalog`` run: keep ``sku_embeddings`` equal to the CNN over ``sku_images``.
+
+One run (:func:`embed_catalog`):
+
+1. resolve the registered stage-1 model (``latest`` of ``<registry>/pairwise``) and pin
+   the latest version ``to`` of ``sku_images``, once;
+2. read the record of the last committed run from the history of ``sku_embeddings``
+   (:func:`adrank.embed.store.last_processed`) and choose the mode
+   (:func:`choose_mode`): **full** on the first run, with ``--full`` or when the model
+   version changed; **incremental** otherwise, over the Change Data Feed of versions
+   ``source_version + 1 .. to``; **fallback** (a full diff by ``sku_id, image_hash``)
+   when that range cannot be read;
+3. embed the SKUs to (re-)embed (:mod:`adrank.embed.udf`) and write them, with the SKUs
+   to delete, to a staging Parquet folder ``<storage.root>/<embed.staging_folder>/
+   embed_catalog/<run id>``: the CNN runs once, however often the MERGE scans its source;
+4. MERGE the staged rows by ``sku_id`` in one commit whose ``userMetadata`` records
+   ``source_version = to`` and the model version, then delete the staging folder;
+5. publish a serving snapshot of the version just written (:mod:`adrank.embed.serving`).
+
+Crash safety: nothing but the MERGE commit changes the table or the record, and the
+two go together. A run killed before it leaves the table and record as they were (the
+rerun redoes the same work); a run killed after it is complete (the rerun finds nothing
+new and only publishes the snapshot if that step was lost). Every SKU is therefore
+embedded exactly once, with its current image and the model named in the record.
+
+The driver never holds the catalog: it reads counts, the history and a few figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from adrank import tables
+from adrank.config import Config
+from adrank.embed import incremental, store
+from adrank.embed.udf import SIGNATURE, with_embeddings
+from adrank.runs import RunReport
+
+STAGE = "pairwise"
+STALE_STAGING_S = 24 * 3600
+ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+class EmbedError(RuntimeError):
+    """A problem the user must fix before embedding (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """The registered model version a run embeds with."""
+
+    version: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The mode of a run and the ``sku_images`` versions it reads."""
+
+    mode: str
+    reason: str
+    to_version: int
+    previous_version: int | None = None  # source_version of the last committed run
+
+    @property
+    def from_version(self) -> int | None:
+        """First Change Data Feed version read (incremental); None: the table at ``to_version``."""
+        return self.previous_version + 1 if self.mode == "incremental" else None
+
+    @property
+    def has_work(self) -> bool:
+        """False for an incremental run with no new ``sku_images`` version."""
+        return self.mode != "incremental" or self.previous_version < self.to_version
+
+    def figures(self) -> dict[str, Any]:
+        """The mode, its reason and the versions read, for the report."""
+        return {"mode": self.mode, "reason": self.reason, "sku_images": {
+            "from_version": self.from_version, "to_version": self.to_version,
+            "previous_source_version": self.previous_version}}
+
+    def fallback(self, reason: str) -> Plan:
+        """The same run as a full diff."""
+        return Plan("fallback", reason, self.to_version, self.previous_version)
+
+
+def serving_root(config: Config) -> str:
+    """``<storage.root>/<embed.serving_folder>``: where serving snapshots are published."""
+    return tables.join_path(config.storage.root, config.embed.serving_folder)
+
+
+def registered_model(config: Config) -> Model:
+    """The ``latest`` stage-1 model, checked against the config; EmbedError if unusable."""
+    from adrank.train.registry import latest_model, registry_root
+
+    root = registry_root(config)
+    try:
+        version, path, metadata = latest_model(root, STAGE)
+    except (FileNotFoundError, ValueError) as error:
+        raise EmbedError(f"no registered {STAGE} model to embed with ({error}): "
+                         "run `./spark-submit.sh train --stage pairwise` first") from None
+    if SIGNATURE not in metadata.get("signatures", []):
+        raise EmbedError(f"{STAGE} model v{version} at {path} has no '{SIGNATURE}' signature")
+    if metadata.get("image_size") != config.features.image_size:
+        raise EmbedError(f"{STAGE} model v{version} takes {metadata.get('image_size')}px images but "
+                         f"features.image_size is {config.features.image_size}: retrain, or rebuild sku_images")
+    return Model(version, path)
+
+
+def choose_mode(previous: store.Processed | None, to_version: int, model_version: int, full: bool) -> Plan:
+    """The mode of a run, from the last committed record (pure: no I/O)."""
+    if previous is None:
+        return Plan("full", "first run", to_version)
+    last = previous.source_version
+    if full:
+        return Plan("full", "requested (--full)", to_version, last)
+    if previous.model_version != model_version:
+        return Plan("full", f"new model version {model_version} (was {previous.model_version})", to_version, last)
+    if last > to_version:
+        return Plan("fallback", f"sku_images is at version {to_version}, behind the processed version "
+                    f"{last} (table recreated?)", to_version, last)
+    return Plan("incremental", "change data feed", to_version, last)
+
+
+def embed_catalog(
+    spark: SparkSession, config: Config, report: RunReport, *, full: bool = False,
+    before_commit: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Bring ``sku_embeddings`` up to date with ``sku_images`` and publish a serving snapshot.
+
+    Args:
+        spark: The session.
+        config: The loaded config (``embed``, ``storage``, ``train.registry_folder``).
+        report: The run report; figures land in ``report.figures["embed_catalog"]``.
+        full: Re-embed every SKU whatever changed.
+        before_commit: Test hook, called after the staged rows are written and before
+            the MERGE (raise in it to simulate a crash).
+
+    Returns:
+        The figures (also in the report).
+
+    Raises:
+        EmbedError: No usable registered model, or no ``sku_images`` table.
+    """
+    model = registered_model(config)
+    images_path = tables.table_path(config, tables.SKU_IMAGES)
+    path = tables.table_path(config, tables.SKU_EMBEDDINGS)
+    figures = report.figures.setdefault("embed_catalog", {})
+    with report.timed("embed_plan"):
+        plan = _plan(spark, config, images_path, path, model, full)
+    figures.update(model_version=model.version, **plan.figures())
+    written = {"skus_embedded": 0, "skus_deleted": 0, "sku_embeddings_version": None}
+    if plan.has_work:
+        plan, written = _embed_and_merge(spark, config, report, plan, model, before_commit)
+        figures.update(plan.figures())
+    figures.update(written)
+    with report.timed("embed_serving"):
+        figures["serving_snapshot"] = _publish_if_behind(spark, config, path, model.version)
+    total = figures["serving_snapshot"]["rows"]  # the snapshot is of the table's latest version
+    figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
+    return figures
+
+
+def _plan(spark: SparkSession, config: Config, images_path: str, path: str, model: Model, full: bool) -> Plan:
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, images_path):
+        raise EmbedError(f"no sku_images table at {images_path}: run `./spark-submit.sh build_tables` first")
+    to_version = tables.pin_version(spark, images_path)
+    store.ensure_table(spark, path)
+    return choose_mode(store.last_processed(spark, path), to_version, model.version, full)
+
+
+def _embed_and_merge(
+    spark: SparkSession, config: Config, report: RunReport, plan: Plan, model: Model,
+    before_commit: Callable[[], None] | None,
+) -> tuple[Plan, dict[str, Any]]:
+    """Stage the work once, MERGE it with the run's record, drop the staging folder.
+
+    Returns:
+        The plan as run (incremental may have become fallback) and the figures written.
+    """
+    staging_parent = tables.join_path(config.storage.root, config.embed.staging_folder, store.JOB)
+    store.remove_stale_folders(spark, staging_parent, STALE_STAGING_S)
+    staged_path = tables.join_path(staging_parent, report.run_id)
+    with report.timed("embed_cnn"):
+        plan = _stage(spark, config, plan, model, staged_path, report.figures["embed_catalog"])
+    if before_commit is not None:
+        before_commit()
+    record = store.Processed(report.run_id, plan.to_version, model.version, plan.mode)
+    path = tables.table_path(config, tables.SKU_EMBEDDINGS)
+    with report.timed("embed_merge"):
+        merged = store.merge_staged(spark, path, staged_path, record)
+        if merged is None:  # nothing to change: record the versions all the same
+            merged = {"version": store.record_without_rows(spark, path, record),
+                      "rows_inserted": 0, "rows_updated": 0, "rows_deleted": 0}
+    store.remove_folder(spark, staged_path)
+    embedded = merged["rows_inserted"] + merged["rows_updated"]  # = the staged upserts
+    return plan, {"skus_embedded": embedded, "skus_deleted": merged["rows_deleted"],
+                  "sku_embeddings_version": merged["version"]}
+
+
+def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str,
+           figures: dict[str, Any]) -> Plan:
+    """Write the staged rows of ``plan`` (switching to fallback if its changes are unreadable)."""
+    to_embed, deletions, plan = _work(spark, config, plan, model, figures)
+    embedded = with_embeddings(to_embed, model.path, config.embed.batch_size)
+    staged = incremental.staged_rows(embedded, deletions, model.version)
+    with store.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
+        store.write_staged(staged, staged_path)
+    return plan
+
+
+def _work(spark: SparkSession, config: Config, plan: Plan, model: Model,
+          figures: dict[str, Any]) -> tuple[DataFrame, DataFrame, Plan]:
+    """``(images to embed, sku_ids to delete, plan)``; an unreadable change feed -> fallback."""
+    images_path = tables.table_path(config, tables.SKU_IMAGES)
+    embedded = tables.read_delta(spark, tables.table_path(config, tables.SKU_EMBEDDINGS))
+    parts = config.embed.partitions or spark.sparkContext.defaultParallelism
+    if plan.mode == "incremental":
+        changes = store.read_changes(spark, images_path, plan.from_version, plan.to_version)
+        try:
+            figures["changes_read"] = store.count_changes(changes)
+        except store.ChangeFeedUnavailable as error:
+            plan = plan.fallback(f"change data feed unavailable: {error}")
+        else:
+            latest = incremental.latest_changes(changes)
+            to_embed = incremental.changed_images(latest, embedded, model.version)
+            return to_embed.repartition(parts, "sku_id"), incremental.deleted_skus(latest), plan
+    images = tables.read_delta(spark, images_path, plan.to_version)
+    deletions = incremental.vanished_skus(images, embedded)
+    if plan.mode == "fallback":
+        to_embed = incremental.unembedded_images(images, embedded, model.version).repartition(parts, "sku_id")
+        return to_embed, deletions, plan
+    to_embed = images.select(*incremental.IMAGE_COLUMNS)
+    if to_embed.rdd.getNumPartitions() < parts:
+        to_embed = to_embed.repartition(parts, "sku_id")
+    return to_embed, deletions, plan
+
+
+def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_version: int) -> dict[str, Any]:
+    """Publish the table's latest version unless ``CURRENT`` already serves it."""
+    from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
+
+    version = store.table_version(spark, path)
+    root = serving_root(config)
+    try:
+        current = load_serving_snapshot(root)
+    except FileNotFoundError:
+        current = None
+    if current is not None and current.manifest.get("table_version") == version:
+        return {"snapshot_version": current.version, "path": current.path, "rows": len(current),
+                "dim": current.dim, "published": False}
+    published = publish_serving_snapshot(
+        spark, tables.read_delta(spark, path, version), root, table_version=version,
+        model_version=model_version, keep=config.embed.serving_keep)
+    return {**published, "published": True}

@@ -1,0 +1,216 @@
+"""Delta I/O of embed_catalog: the ``sku_embeddings`` table, its run records, the staging area.
+
+``sku_embeddings`` (:data:`adrank.embed.incremental.SKU_EMBEDDINGS_DDL`) is written only
+by MERGE from a staged Parquet folder, in one commit whose ``userMetadata`` is the run's
+record (:class:`Processed`): ``{"job": "embed_catalog", "run_id", "source_version",
+"model_version", "mode"}``. The record is the only place the processed ``sku_images``
+version lives, so it is committed atomically with the rows it describes; the next run
+reads it back from the table history (:func:`last_processed`). A run with nothing to
+write (only titles changed) records its versions in a commit that changes a table
+property instead (:func:`record_without_rows`): a MERGE or append with no rows makes no
+Delta commit at all.
+
+Deletion vectors are ON for ``sku_embeddings`` (off for the tables Petastorm reads): a
+MERGE that updates 1% of the SKUs marks their old rows deleted in a small deletion
+vector and writes only the new rows, instead of rewriting every file that holds one of
+them. Read it with Spark (or a deletion-vector-aware reader), or use the serving
+snapshot; :func:`adrank.tables.live_files` refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, UPSERT
+from adrank.tables import USER_METADATA_CONF
+
+JOB = "embed_catalog"
+SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
+RECORD_PROPERTY = "adrank.embed_catalog.sourceVersion"
+CHANGE_FEED_UNAVAILABLE = (
+    "DELTA_MISSING_CHANGE_DATA", "DELTA_TRUNCATED_TRANSACTION_LOG", "DELTA_FILE_NOT_FOUND",
+    "FILE_NOT_EXIST", "FileNotFoundException", "VersionNotFoundException",
+)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What a committed run embedded: ``sku_images`` up to ``source_version`` with a model."""
+
+    run_id: str
+    source_version: int
+    model_version: int
+    mode: str
+
+    def metadata(self) -> str:
+        """The commit's ``userMetadata`` (JSON, sorted keys)."""
+        return json.dumps({"job": JOB, **asdict(self)}, sort_keys=True)
+
+
+class ChangeFeedUnavailable(RuntimeError):
+    """The Change Data Feed of the wanted range cannot be read (its message says why)."""
+
+
+@contextmanager
+def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set SQL confs for the block, then restore the previous values (or unset them)."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def ensure_table(spark: SparkSession, path: str) -> bool:
+    """Create the empty ``sku_embeddings`` table (deletion vectors on) unless it exists."""
+    from delta.tables import DeltaTable
+
+    if DeltaTable.isDeltaTable(spark, path):
+        return False
+    builder = (DeltaTable.createIfNotExists(spark).location(path)
+               .addColumns(spark.createDataFrame([], SKU_EMBEDDINGS_DDL).schema))
+    for key, value in SKU_EMBEDDINGS_PROPERTIES.items():
+        builder = builder.property(key, value)
+    builder.execute()
+    return True
+
+
+def table_version(spark: SparkSession, path: str) -> int:
+    """The latest version of a Delta table."""
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).collect()[0].version)
+
+
+def last_processed(spark: SparkSession, path: str) -> Processed | None:
+    """The record of the latest committed run in the history of ``sku_embeddings`` (None: none)."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, path).history()
+    row = (history.where(F.get_json_object("userMetadata", "$.job") == JOB)
+           .orderBy(F.col("version").desc()).select("userMetadata").first())
+    if row is None:
+        return None
+    record = json.loads(row.userMetadata)
+    return Processed(str(record["run_id"]), int(record["source_version"]), int(record["model_version"]),
+                     str(record.get("mode", "")))
+
+
+def read_changes(spark: SparkSession, path: str, start: int, end: int) -> DataFrame:
+    """The Change Data Feed of ``sku_images`` for versions ``start..end`` (inclusive)."""
+    return (spark.read.format("delta").option("readChangeFeed", "true")
+            .option("startingVersion", start).option("endingVersion", end).load(path))
+
+
+def count_changes(changes: DataFrame) -> int:
+    """Read the whole range once, narrowly (``sku_id``): its row count.
+
+    Raises:
+        ChangeFeedUnavailable: Change data was not recorded for a version of the range,
+            its files were vacuumed, or the log was truncated.
+    """
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        return int(changes.agg(F.count("sku_id").alias("n")).first()["n"])
+    except (PySparkException, Py4JJavaError) as error:
+        text = str(error)
+        if any(marker in text for marker in CHANGE_FEED_UNAVAILABLE):
+            reason = next(line for line in text.splitlines() if line.strip())
+            raise ChangeFeedUnavailable(reason.strip()[:300]) from None
+        raise
+
+
+def write_staged(staged: DataFrame, path: str) -> None:
+    """Materialise the staged rows once (Parquet), so the MERGE never re-runs the CNN."""
+    staged.write.mode("overwrite").parquet(path)
+
+
+def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Processed) -> dict[str, int] | None:
+    """MERGE the staged rows into ``sku_embeddings`` in one commit carrying ``record``.
+
+    Returns:
+        ``version``, ``rows_inserted``, ``rows_updated``, ``rows_deleted`` of the commit;
+        None when the MERGE changed nothing (Delta then makes no commit).
+    """
+    from delta.tables import DeltaTable
+
+    staged = spark.read.parquet(staged_path)
+    values = {c: f"s.{c}" for c in SKU_EMBEDDINGS_COLUMNS}
+    with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
+        (DeltaTable.forPath(spark, path).alias("t")
+         .merge(staged.alias("s"), "t.sku_id = s.sku_id")
+         .whenMatchedDelete(condition=f"s.op = '{DELETE}'")
+         .whenMatchedUpdate(condition=f"s.op = '{UPSERT}'", set=values)
+         .whenNotMatchedInsert(condition=f"s.op = '{UPSERT}'", values=values)
+         .execute())
+    return _commit_figures(spark, path, record)
+
+
+def record_without_rows(spark: SparkSession, path: str, record: Processed) -> int:
+    """Commit ``record`` with no row change (a table property); return the version."""
+    with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+                  f"('{RECORD_PROPERTY}' = '{record.source_version}')")
+    figures = _commit_figures(spark, path, record)
+    if figures is None:
+        raise RuntimeError(f"no commit with this run's record in the history of {path}")
+    return figures["version"]
+
+
+def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[str, int] | None:
+    """Figures of the commit carrying ``record`` (another writer may have committed after it)."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, path).history(20)
+    row = history.where(history.userMetadata == record.metadata()).select("version", "operationMetrics").first()
+    if row is None:
+        return None
+    metrics = row.operationMetrics or {}
+    return {
+        "version": int(row.version),
+        "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
+        "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
+        "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
+    }
+
+
+def remove_folder(spark: SparkSession, uri: str) -> None:
+    """Delete a folder (recursively) on any Hadoop file system; no error if absent."""
+    path, fs = _hadoop_path(spark, uri)
+    fs.delete(path, True)
+
+
+def remove_stale_folders(spark: SparkSession, parent: str, older_than_s: float) -> list[str]:
+    """Delete the sub-folders of ``parent`` not modified for ``older_than_s`` seconds."""
+    import time
+
+    path, fs = _hadoop_path(spark, parent)
+    if not fs.exists(path):
+        return []
+    cutoff_ms = (time.time() - older_than_s) * 1000
+    removed = []
+    for status in fs.listStatus(path):
+        if status.isDirectory() and status.getModificationTime() < cutoff_ms:
+            fs.delete(status.getPath(), True)
+            removed.append(status.getPath().getName())
+    return removed
+
+
+def _hadoop_path(spark: SparkSession, uri: str):  # noqa: ANN202 - py4j objects
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
