@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, UPSERT
+from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
 from adrank.tables import USER_METADATA_CONF
 
 JOB = "embed_catalog"
@@ -148,7 +148,7 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
     """
     from delta.tables import DeltaTable
 
-    staged = spark.read.parquet(staged_path)
+    staged = spark.read.schema(STAGED_DDL).parquet(staged_path)
     values = {c: f"s.{c}" for c in SKU_EMBEDDINGS_COLUMNS}
     with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
         (DeltaTable.forPath(spark, path).alias("t")
