@@ -230,6 +230,25 @@ def test_the_serving_snapshot_matches_the_table(scenario):
     np.testing.assert_array_equal(snapshot.embeddings, np.array([state[s][2] for s in sorted(state)], np.float32))
 
 
+def test_latest_changes_keeps_the_last_change_of_each_sku(spark):
+    from chispa import assert_df_equality
+
+    from adrank.embed.incremental import latest_changes
+
+    ddl = "sku_id long, image_hash string, image binary, _change_type string, _commit_version long"
+    changes = spark.createDataFrame([
+        (1, "a", b"a", "update_preimage", 3), (1, "b", b"b", "update_postimage", 3),  # updated
+        (2, "c", b"c", "insert", 2), (2, "c", b"c", "delete", 4),                       # deleted at last
+        (3, "d", b"d", "delete", 5), (3, "e", b"e", "insert", 5),                       # overwrite: kept
+        (4, "f", b"f", "update_postimage", 2), (4, "g", b"g", "update_postimage", 6),   # twice: last wins
+        (4, "f", b"f", "update_preimage", 6),
+    ], ddl)
+    expected = spark.createDataFrame(
+        [(1, "b", b"b", False), (2, "c", b"c", True), (3, "e", b"e", False), (4, "g", b"g", False)],
+        "sku_id long, image_hash string, image binary, deleted boolean")
+    assert_df_equality(latest_changes(changes), expected, ignore_row_order=True, ignore_nullable=True)
+
+
 def test_choose_mode():
     last = Processed("r", source_version=5, model_version=2, mode="incremental")
     assert choose_mode(None, 7, 2, False).mode == "full"

@@ -221,8 +221,8 @@ def _work(spark: SparkSession, config: Config, plan: Plan, model: Model,
     embedded = tables.read_delta(spark, tables.table_path(config, tables.SKU_EMBEDDINGS))
     parts = config.embed.partitions or spark.sparkContext.defaultParallelism
     if plan.mode == "incremental":
-        changes = store.read_changes(spark, images_path, plan.from_version, plan.to_version)
         try:
+            changes = store.read_changes(spark, images_path, plan.from_version, plan.to_version)
             figures["changes_read"] = store.count_changes(changes)
         except store.ChangeFeedUnavailable as error:
             plan = plan.fallback(f"change data feed unavailable: {error}")

@@ -44,12 +44,15 @@ def latest_changes(changes: DataFrame) -> DataFrame:
     Returns:
         ``sku_id``, ``image_hash``, ``image`` and ``deleted`` (the last change is a delete),
         one row per changed SKU. Update pre-images never win: they describe the old row.
+        Within one commit an insert wins over a delete of the same SKU (an overwrite
+        deletes every old row and inserts the new ones in one version).
     """
-    last_first = Window.partitionBy("sku_id").orderBy(F.col("_commit_version").desc())
+    deleted = F.col("_change_type") == "delete"
+    last_first = Window.partitionBy("sku_id").orderBy(F.col("_commit_version").desc(), deleted.asc())
     return (changes.where(F.col("_change_type") != "update_preimage")
             .withColumn("_rank", F.row_number().over(last_first))
             .where(F.col("_rank") == 1)
-            .select(*IMAGE_COLUMNS, (F.col("_change_type") == "delete").alias("deleted")))
+            .select(*IMAGE_COLUMNS, deleted.alias("deleted")))
 
 
 def changed_images(latest: DataFrame, embedded: DataFrame, model_version: int) -> DataFrame:

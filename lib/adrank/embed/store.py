@@ -109,9 +109,14 @@ def last_processed(spark: SparkSession, path: str) -> Processed | None:
 
 
 def read_changes(spark: SparkSession, path: str, start: int, end: int) -> DataFrame:
-    """The Change Data Feed of ``sku_images`` for versions ``start..end`` (inclusive)."""
-    return (spark.read.format("delta").option("readChangeFeed", "true")
-            .option("startingVersion", start).option("endingVersion", end).load(path))
+    """The Change Data Feed of ``sku_images`` for versions ``start..end`` (inclusive).
+
+    Raises:
+        ChangeFeedUnavailable: See :func:`count_changes` (some cases surface here).
+    """
+    with _change_feed_errors():
+        return (spark.read.format("delta").option("readChangeFeed", "true")
+                .option("startingVersion", start).option("endingVersion", end).load(path))
 
 
 def count_changes(changes: DataFrame) -> int:
@@ -121,11 +126,18 @@ def count_changes(changes: DataFrame) -> int:
         ChangeFeedUnavailable: Change data was not recorded for a version of the range,
             its files were vacuumed, or the log was truncated.
     """
+    with _change_feed_errors():
+        return int(changes.agg(F.count("sku_id").alias("n")).first()["n"])
+
+
+@contextmanager
+def _change_feed_errors() -> Iterator[None]:
+    """Turn Spark/Delta errors that mean "this range is unreadable" into ChangeFeedUnavailable."""
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
     try:
-        return int(changes.agg(F.count("sku_id").alias("n")).first()["n"])
+        yield
     except (PySparkException, Py4JJavaError) as error:
         text = str(error)
         if any(marker in text for marker in CHANGE_FEED_UNAVAILABLE):
