@@ -30,13 +30,14 @@ fi
 
 CONF_FILE="$ROOT/conf/local.yaml"
 JOB_ARGS=()
+SET_ARGS=()  # the --set overrides alone: what the config check before Spark understands
 SUBMIT_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --conf-file) [ $# -ge 2 ] || usage; CONF_FILE="$2"; shift 2 ;;
     --conf-file=*) CONF_FILE="${1#*=}"; shift ;;
-    --set) [ $# -ge 2 ] || usage; JOB_ARGS+=(--set "$2"); shift 2 ;;
-    --set=*) JOB_ARGS+=(--set "${1#*=}"); shift ;;
+    --set) [ $# -ge 2 ] || usage; JOB_ARGS+=(--set "$2"); SET_ARGS+=(--set "$2"); shift 2 ;;
+    --set=*) JOB_ARGS+=(--set "${1#*=}"); SET_ARGS+=(--set "${1#*=}"); shift ;;
     --) shift; SUBMIT_ARGS=("$@"); break ;;
     *) JOB_ARGS+=("$1"); shift ;;
   esac
@@ -47,7 +48,7 @@ CONF_FILE="$(cd "$(dirname "$CONF_FILE")" && pwd)/$(basename "$CONF_FILE")"
 bash "$ROOT/scripts/bootstrap.sh"
 
 # Validate the whole config (exit 2 naming the key) and read the master, before Spark starts.
-MASTER="$("$VENV/bin/python" -m adrank.cli get spark.master --conf-file "$CONF_FILE" "${JOB_ARGS[@]}")" || exit 2
+MASTER="$("$VENV/bin/python" -m adrank.cli get spark.master --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
 has_master=false
 for arg in "${SUBMIT_ARGS[@]}"; do
   case "$arg" in --master|--master=*) has_master=true ;; esac
