@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ids-per-example", type=int, default=20)
     parser.add_argument("--ids", choices=["uniform", "zipf"], default="uniform")
     parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=48, help="timed steps per mode")
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per size")
+    parser.add_argument("--steps", type=int, default=96, help="timed steps per mode")
+    parser.add_argument("--rounds", type=int, default=16, help="interleaved rounds per size")
     parser.add_argument("--untimed-per-round", type=int, default=1,
                         help="steps run but not timed when a round switches to a mode")
     parser.add_argument("--warmup", type=int, default=2)

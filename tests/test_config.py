@@ -72,7 +72,7 @@ def test_spark_submit_sh_rejects_bad_config_and_unbuilt_jobs(tmp_path):
     assert bad.returncode == 2
     assert "config key 'sample.num_days' must be int" in bad.stderr
     unbuilt = subprocess.run(
-        [str(REPO / "spark-submit.sh"), "embed_catalog"], capture_output=True, text=True, timeout=60
+        [str(REPO / "spark-submit.sh"), "recommend"], capture_output=True, text=True, timeout=60
     )
     assert unbuilt.returncode == 2
     assert "not built yet" in unbuilt.stderr

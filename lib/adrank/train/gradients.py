@@ -88,9 +88,11 @@ _LOG = rank0_logger(__name__)
 
 # Cost of one gathered-and-applied sparse element relative to one allreduced-and-
 # applied dense element: bench/sparse_dense.py ("implied_sparse_element_cost") fitted
-# 5.3-7.1 over four runs on 2 ranks / 2 cores (Gloo over loopback). Across a network
-# the allreduce costs more per element and the constant is smaller: re-run the bench.
-DEFAULT_SPARSE_ELEMENT_COST = 6.5
+# 4.04 on 2 ranks / 2 cores (Gloo over loopback) with the owner-sharded gather/scatter
+# FTRL (it was 5.3-7.1 with every rank running TensorFlow's FTRL kernel on every row).
+# Across a network the allreduce costs more per element and the constant is smaller:
+# re-run the bench.
+DEFAULT_SPARSE_ELEMENT_COST = 4.0
 
 
 @dataclass(frozen=True)
