@@ -3,14 +3,13 @@
 Dense gradients (CNN and tower weights, the LR bias) are averaged with one fused
 ``hvd.grouped_allreduce`` and applied with RMSProp. Sparse gradients
 (``tf.IndexedSlices`` from tables read with ``tf.gather`` / ``tf.nn.embedding_lookup``)
-are de-duplicated on each rank (``tf.unique`` + ``tf.math.unsorted_segment_sum``),
-allgathered as (index, row) pairs packed into one int32 tensor per table, divided by
-the number of ranks and applied with the legacy Keras FTRL, whose sparse kernel costs
-O(touched rows). Rows that several ranks touched arrive once per rank; the second
-de-duplication is the optimizer's own (legacy ``apply_gradients`` sums repeated
-indices before its sparse kernel, as its contract says), so it is not done twice.
-The new ``tf.keras.optimizers.Ftrl`` is O(table) per step and is refused here
-(DESIGN.md, "Measured pitfalls").
+are de-duplicated on each rank when that pays (``tf.unique`` +
+``tf.math.unsorted_segment_sum``), sent as (index, row) pairs packed into one int32
+tensor to the rank that owns each row, de-duplicated there, divided by the number of
+ranks and applied with FTRL whose sparse update costs O(touched rows); the owners'
+updated rows then go to every rank (details below). The new
+``tf.keras.optimizers.Ftrl`` is O(table) per step and is refused here (DESIGN.md,
+"Measured pitfalls").
 
 Which path a sparse table takes is chosen per table from its measured density, and
 every rank takes the same choice: every ``replan_every`` steps the ranks allreduce
@@ -27,9 +26,9 @@ and the optimizer de-duplicates anyway. The path is a trace-time constant: each 
 traced ``tf.function``, so the collectives in a graph never depend on data.
 
 Sparse-path tables are updated by their owners (``shard_sparse_updates``, the
-default): row ``i`` belongs to rank ``i % size``. After the allgather each rank keeps
-only the rows it owns, applies FTRL to them (so each rank does 1/size of the FTRL
-work instead of all of it), and one more grouped allgather hands the updated rows to
+default): row ``i`` belongs to rank ``i % size``. Instead of the allgather, one
+``hvd.alltoall`` sends each (index, row) pair to its owner, which de-duplicates and applies FTRL to them (so each rank does 1/size of the
+FTRL work instead of all of it), and one grouped allgather hands the updated rows to
 every rank, which scatters them into its copy of the table. The tables stay
 identical on every rank; the FTRL slots are exact only on each row's owner until
 :meth:`TrainStep.consolidate_sparse_state` (one masked allreduce per slot, O(table))
@@ -351,6 +350,26 @@ def owned_rows(
     return tf.boolean_mask(indices, mine), tf.boolean_mask(values, mine)
 
 
+def send_rows_to_owners(
+    indices: tf.Tensor, values: tf.Tensor, table: SparseTable, name: str
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Sends each (index, row) pair to the rank that owns the row (one ``hvd.alltoall``).
+
+    Returns the pairs this rank owns, from every rank (repeats not summed). A float32
+    table travels packed (:func:`pack_rows`) in one alltoall; others are allgathered
+    and filtered (:func:`owned_rows`).
+    """
+    rank, size = hvd.rank(), hvd.size()
+    if values.dtype != tf.float32:
+        (indices, values), = allgather_rows([(indices, values)], [table], name=name)
+        return owned_rows(indices, values, rank, size)
+    owner = tf.math.floormod(indices, size)
+    parts = tf.dynamic_partition(pack_rows(indices, values, table.row_size), owner, size)
+    splits = tf.stack([tf.shape(part)[0] for part in parts])
+    received, _ = hvd.alltoall(tf.concat(parts, axis=0), splits=splits, name=name)
+    return unpack_rows(received, table.row_shape)
+
+
 def owner_mask(rows: int, rank: int, size: int) -> tf.Tensor:
     """[rows, 1] bool: the rows of a table this rank owns."""
     return tf.reshape(tf.equal(tf.math.floormod(tf.range(rows), size), rank), [rows, 1])
@@ -543,14 +562,17 @@ class TrainStep:
         tag = "".join("d" if p == DENSE else "s" if d else "r" for p, d in zip(plan, dedup))
         to_reduce = dense_grads + [densify(*local_rows[k], self.tables[k].rows) for k in by_dense]
         reduced = grouped_allreduce_average(to_reduce, name=f"adrank_dense_grads_{tag}")
-        gathered = allgather_rows([local_rows[k] for k in by_sparse],
-                                  [self.tables[k] for k in by_sparse],
-                                  name=f"adrank_sparse_rows_{tag}",
-                                  pack=[dedup[k] for k in by_sparse])
+        if self.sharded:  # each rank receives the rows it owns and applies them once
+            gathered = [deduplicate(*send_rows_to_owners(*local_rows[k], self.tables[k],
+                                                         name=f"adrank_owned_grads_{tag}_{k}"))
+                        for k in by_sparse]
+        else:
+            gathered = allgather_rows([local_rows[k] for k in by_sparse],
+                                      [self.tables[k] for k in by_sparse],
+                                      name=f"adrank_sparse_rows_{tag}",
+                                      pack=[dedup[k] for k in by_sparse])
         table_grads: dict[int, Any] = dict(zip(by_dense, reduced[len(dense_grads):]))
         for k, (indices, values) in zip(by_sparse, gathered):
-            if self.sharded:  # this rank applies only its rows, each once
-                indices, values = deduplicate(*owned_rows(indices, values, hvd.rank(), hvd.size()))
             dense_shape = _dense_shape(self.sparse_vars[k])
             table_grads[k] = tf.IndexedSlices(values / hvd.size(), indices, dense_shape)
         return reduced[: len(dense_grads)], [table_grads[k] for k in range(len(plan))]
@@ -761,6 +783,7 @@ __all__ = [
     "optimizer_variables",
     "owned_rows",
     "owner_mask",
+    "send_rows_to_owners",
     "pack_rows",
     "unpack_rows",
 ]
