@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             (incremental_s - incremental["timings_s"]["embed_serving"])
             / (full_s - full["timings_s"]["embed_serving"]), 3),
         "incremental_mode": incremental["mode"], "incremental_embedded": incremental["skus_embedded"],
+        "incremental_serving_patched_from": incremental["serving_snapshot"]["patched_from"],
         "incremental_embedded_exactly_the_changed": exact,
         "prepare_s": round(prepare_s, 1),
         "load_avg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],

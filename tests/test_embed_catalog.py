@@ -25,7 +25,7 @@ from PIL import Image
 
 from adrank import tables
 from adrank.config import ConfigError
-from adrank.embed.catalog import EmbedError, choose_mode, embed_catalog, serving_root
+from adrank.embed.catalog import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
 from adrank.embed.store import Processed
 from adrank.runs import RunReport
 from conftest import REPO, TINY_CONF, tiny_config
@@ -110,10 +110,28 @@ def assert_current(state: dict[int, tuple], config, seeds: dict[int, int], model
         np.testing.assert_allclose(embedding, expected[sku], rtol=1e-4, atol=1e-5, err_msg=f"sku {sku}")
 
 
+def current_snapshot(config) -> dict[str, Any]:
+    """The serving snapshot ``CURRENT`` names, copied out of its files (sha256 checked)."""
+    from adrank.embed.serving import load_serving_snapshot
+
+    snapshot = load_serving_snapshot(serving_root(config), verify=True)
+    return {"version": snapshot.version, "manifest": snapshot.manifest, "sku_ids": snapshot.sku_ids.tolist(),
+            "embeddings": np.array(snapshot.embeddings)}
+
+
+def damage_current_snapshot(config) -> None:
+    """Flip the last byte of the current snapshot's embeddings (its sha256 no longer matches)."""
+    root = Path(serving_root(config))
+    path = root / (root / "CURRENT").read_text().strip() / "embeddings.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 @pytest.fixture(scope="module")
 def scenario(spark, tmp_path_factory) -> dict[str, Any]:
-    """Full run; changes; a crash and its rerun; a no-op; a title-only change; a new model;
-    a range without change data."""
+    """Full run; changes; a crash and its rerun (its snapshot base damaged); a no-op; a title-only
+    change; a new model; a range without change data."""
     config = tiny_config(tmp_path_factory.mktemp("embed"), "embed.batch_size=4")
     out: dict[str, Any] = {"config": config, "model_v1": register_model(config, seed=1)}
     seeds = {sku: sku for sku in range(1, 9)}
@@ -126,17 +144,20 @@ def scenario(spark, tmp_path_factory) -> dict[str, Any]:
                            for sku, seed in {**seeds2, 5: 105}.items()})
     upsert(spark, config, {5: (205, "t5")}, full_snapshot=False)
     out["second"], out["table_second"], out["seeds_second"] = run(spark, config), table(spark, config), seeds2
+    out["snapshot_second"] = current_snapshot(config)
 
     seeds3 = {**seeds2, 6: 106}
     upsert(spark, config, {sku: (seed, "new" if sku == 3 else f"t{sku}") for sku, seed in seeds3.items()})
     with pytest.raises(Crash):
         run(spark, config, before_commit=lambda: (_ for _ in ()).throw(Crash("killed before commit")))
     out["table_crashed"] = table(spark, config)
+    damage_current_snapshot(config)  # the rerun cannot patch it: it publishes the whole table
     out["rerun"], out["table_rerun"], out["seeds_rerun"] = run(spark, config), table(spark, config), seeds3
 
     out["noop"] = run(spark, config)
     upsert(spark, config, {sku: (seed, "renamed") for sku, seed in seeds3.items()})
     out["titles"], out["table_titles"] = run(spark, config), table(spark, config)
+    out["snapshot_titles"] = current_snapshot(config)
 
     out["model_v2"] = register_model(config, seed=2)
     out["new_model"], out["table_new_model"] = run(spark, config), table(spark, config)
@@ -216,12 +237,43 @@ def test_unreadable_change_feed_falls_back_to_a_full_diff(scenario):
     assert_current(after, scenario["config"], scenario["seeds_fallback"], 2)
 
 
+def assert_snapshot_is(snapshot: dict[str, Any], state: dict[int, tuple]) -> None:
+    assert snapshot["sku_ids"] == sorted(state)
+    np.testing.assert_array_equal(snapshot["embeddings"], np.array([state[s][2] for s in sorted(state)], np.float32))
+
+
+def test_an_incremental_run_patches_the_serving_snapshot_and_it_equals_the_table(scenario):
+    first, second = scenario["first"]["serving_snapshot"], scenario["second"]["serving_snapshot"]
+    assert (second["published"], second["patched_from"]) == (True, first["snapshot_version"])
+    assert second["snapshot_version"] == first["snapshot_version"] + 1 and "patch_error" not in second
+    snapshot = scenario["snapshot_second"]
+    assert (snapshot["version"], snapshot["manifest"]["patched_from"]) == (second["snapshot_version"], 1)
+    assert snapshot["manifest"]["table_version"] == scenario["second"]["sku_embeddings_version"]
+    assert second["rows"] == len(scenario["table_second"]) == 8
+    assert_snapshot_is(snapshot, scenario["table_second"])
+
+
+def test_full_runs_and_refused_patches_publish_the_whole_table(scenario):
+    for run_name in ("first", "new_model"):  # full mode: every row is rewritten anyway
+        figures = scenario[run_name]["serving_snapshot"]
+        assert (figures["published"], figures["patched_from"]) == (True, None), run_name
+        assert "patch_error" not in figures
+    rerun = scenario["rerun"]["serving_snapshot"]  # its base was damaged
+    assert (rerun["published"], rerun["patched_from"]) == (True, None)
+    assert "sha256 of embeddings.npy does not match" in rerun["patch_error"]
+    titles = scenario["titles"]["serving_snapshot"]  # nothing written but the run's record: a copy
+    assert titles["patched_from"] == rerun["snapshot_version"]
+    assert scenario["snapshot_titles"]["manifest"]["table_version"] == scenario["titles"]["sku_embeddings_version"]
+    assert_snapshot_is(scenario["snapshot_titles"], scenario["table_titles"])
+
+
 def test_the_serving_snapshot_matches_the_table(scenario):
     from adrank.embed.serving import load_serving_snapshot
 
     last = scenario["fallback"]
-    snapshot = load_serving_snapshot(serving_root(scenario["config"]))
+    snapshot = load_serving_snapshot(serving_root(scenario["config"]), verify=True)
     assert last["serving_snapshot"]["published"] is True
+    assert last["serving_snapshot"]["patched_from"] == scenario["new_model"]["serving_snapshot"]["snapshot_version"]
     assert snapshot.version == last["serving_snapshot"]["snapshot_version"]
     assert (snapshot.manifest["table_version"], snapshot.manifest["model_version"]) == (
         last["sku_embeddings_version"], 2)
@@ -257,6 +309,19 @@ def test_choose_mode():
     assert choose_mode(last, 7, 3, False).mode == "full"
     assert choose_mode(last, 7, 2, True).reason == "requested (--full)"
     assert choose_mode(last, 3, 2, False).mode == "fallback"
+
+
+def test_can_patch():
+    merge = Merge("incremental", version=7, rows_inserted=1, rows_deleted=0, source_rows=1, staged_path="/s")
+    manifest = {"table_version": 6, "model_version": 2}
+    assert can_patch(manifest, 7, 2, merge)
+    assert can_patch(manifest, 7, 2, Merge("fallback", 7, 1, 0, 1, "/s"))
+    assert not can_patch(manifest, 7, 2, Merge("full", 7, 1, 0, 1, "/s"))       # full mode
+    assert not can_patch(manifest, 7, 2, None)                                  # nothing merged (no-op run)
+    assert not can_patch(None, 7, 2, merge)                                     # first run
+    assert not can_patch(manifest, 8, 2, merge)                                 # another commit came after
+    assert not can_patch({**manifest, "table_version": 5}, 7, 2, merge)         # a lost publish
+    assert not can_patch({**manifest, "model_version": 1}, 7, 2, merge)
 
 
 def embed_catalog_job():

@@ -282,3 +282,176 @@ def test_the_stream_writer_catches_duplicates_across_chunks_and_changed_row_coun
         serving._write_arrays([chunk], tmp_path, 3, 3)
     with pytest.raises(ValueError, match="more than the 1 rows counted"):
         serving._write_arrays([chunk], tmp_path, 1, 3)
+
+
+# ---------------------------------------------------------------------------- patch
+
+CHANGES_DDL = "sku_id long, image_hash string, embedding array<float>, op string"
+
+
+def changes_frame(spark, upserts: dict[int, list[float] | None], deletes=(), extra=(), seed: int = 0):
+    """Staged-rows-shaped changes (delete rows carry only sku_id) in shuffled order over 3 partitions."""
+    rows = ([(i, f"hash-{i}", v, "upsert") for i, v in upserts.items()]
+            + [(i, None, None, "delete") for i in deletes] + list(extra))
+    np.random.default_rng(seed).shuffle(rows)
+    return spark.createDataFrame(rows, CHANGES_DDL).repartition(3)
+
+
+def applied(vectors: dict, upserts: dict, deletes=()) -> dict[int, list[float]]:
+    """The table after the changes."""
+    table = {**vectors, **upserts}
+    for i in deletes:
+        table.pop(i, None)
+    return table
+
+
+def patch(spark, root, upserts, deletes=(), base_version: int = 1, **kwargs):
+    kwargs = {"table_version": 8, "model_version": 2, "base_version": base_version, **kwargs}
+    return serving.patch_serving_snapshot(spark, changes_frame(spark, upserts, deletes), str(root), **kwargs)
+
+
+def assert_snapshot(snapshot, table: dict) -> None:
+    ids = sorted(table)
+    assert snapshot.sku_ids.tolist() == ids
+    expected = np.array([table[i] for i in ids], dtype=np.float32).reshape(len(ids), snapshot.dim)
+    np.testing.assert_array_equal(snapshot.embeddings, expected)
+
+
+@pytest.fixture
+def tiny_chunks(spark, monkeypatch):
+    """Blocks of 4 base rows (dim 6), Arrow batches of 2 rows: every patch spans many chunks."""
+    monkeypatch.setattr(serving, "BLOCK_BYTES", 4 * (8 + 4 * 6))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2")
+    yield
+    spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+
+
+def test_a_patch_equals_a_full_publish_of_the_resulting_table(spark, tmp_path, monkeypatch, tiny_chunks):
+    ids = np.random.default_rng(1).choice(np.arange(100, 10_000), size=40, replace=False)
+    vectors = random_vectors(ids, 6)
+    publish(spark, vectors, tmp_path / "patched")
+    ordered = sorted(vectors)
+    updates = random_vectors(ordered[3:30:6], 6, seed=5)
+    inserts = random_vectors([-7, 0, 99, ordered[10] + 1, 20_000, 2**40], 6, seed=6)  # below, between, above all
+    deletes = [ordered[0], ordered[17], ordered[-1], 15_000]  # both ends, and one the base lacks
+    table = applied(vectors, {**updates, **inserts}, deletes)
+    chunks: list[int] = []
+    stream_changes = serving._stream_changes
+    monkeypatch.setattr(serving, "_stream_changes",
+                        lambda *a: (chunks.append(len(c)) or c for c in stream_changes(*a)))
+
+    result = patch(spark, tmp_path / "patched", {**updates, **inserts}, deletes, expected_rows=len(table))
+    publish(spark, table, tmp_path / "full", table_version=8)
+
+    patched = load_serving_snapshot(tmp_path / "patched", verify=True)
+    full = load_serving_snapshot(tmp_path / "full", verify=True)
+    assert result == {"snapshot_version": 2, "path": str(tmp_path / "patched" / "v2"), "rows": len(table),
+                      "dim": 6, "patched_from": 1}
+    assert len(chunks) >= 6 and sum(chunks) == len(updates) + len(inserts) + len(deletes)
+    assert (tmp_path / "patched" / "CURRENT").read_text() == "v2\n"
+    assert_snapshot(patched, table)
+    np.testing.assert_array_equal(patched.sku_ids, full.sku_ids)
+    np.testing.assert_array_equal(patched.embeddings, full.embeddings)
+    different = {"snapshot_version", "created_at", "patched_from"}
+    assert {k: v for k, v in patched.manifest.items() if k not in different} == \
+        {k: v for k, v in full.manifest.items() if k not in different}  # same files, same sha256
+    assert (patched.manifest["patched_from"], full.manifest["patched_from"]) == (1, None)
+
+
+BASE = random_vectors(range(10, 301, 10), 6)
+
+
+@pytest.fixture(scope="module")
+def base_root(spark, tmp_path_factory):
+    """v1: :data:`BASE` (ids 10, 20, ..., 300, dim 6)."""
+    root = tmp_path_factory.mktemp("base")
+    publish(spark, BASE, root)
+    return root
+
+
+@pytest.mark.parametrize("upserts, deletes", [
+    (random_vectors([-5, 1, 9], 6, 7), []),                              # all below the base
+    (random_vectors([301, 10**12], 6, 7), []),                           # all above the base
+    (random_vectors([10, 300], 6, 7), [20, 290]),                        # updates and deletes at both ends
+    ({}, list(range(10, 301, 10))),                                      # everything deleted
+    ({}, []),                                                            # nothing changed: a copy
+    (random_vectors(range(5, 400, 7), 6, 8), [i for i in range(20, 300, 30) if (i - 5) % 7]),  # many
+], ids=["below", "above", "ends", "all-deleted", "no-changes", "many"])
+def test_a_patch_applies_changes_anywhere_in_the_id_range(spark, base_root, tmp_path, tiny_chunks,
+                                                         upserts, deletes):
+    root = tmp_path / "root"
+    shutil.copytree(base_root, root)
+    table = applied(BASE, upserts, deletes)
+
+    result = patch(spark, root, upserts, deletes, expected_rows=len(table),
+                   change_rows=len(upserts) + len(deletes))
+
+    snapshot = load_serving_snapshot(root, verify=True)
+    assert (result["snapshot_version"], result["patched_from"], result["rows"]) == (2, 1, len(table))
+    assert snapshot.dim == (6 if table else 0)  # an empty result has dim 0, as a full publish would
+    assert_snapshot(snapshot, table)
+
+
+def test_patched_blocks_merge_in_bounded_pieces():
+    """The two-way merge on its own: random bases and changes, any block and chunk size."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        ids = np.sort(rng.choice(200, int(rng.integers(1, 40)), replace=False)).astype(np.int64) - 50
+        base = serving.ServingSnapshot(1, ids, rng.standard_normal((len(ids), 3)).astype(np.float32), {})
+        changed = np.sort(rng.choice(np.arange(-60, 160), int(rng.integers(0, 30)), replace=False))
+        upserts = rng.random(len(changed)) < 0.6
+        vectors = rng.standard_normal((int(upserts.sum()), 3)).astype(np.float32)
+        every = serving._Changes(changed.astype(np.int64), upserts, vectors)
+        chunk, block = int(rng.integers(1, 6)), int(rng.integers(1, 8))
+        chunks = [every.rows(i, i + chunk) for i in range(0, len(every), chunk)]
+        table = applied(dict(zip(ids.tolist(), base.embeddings)),
+                        dict(zip(changed[upserts].tolist(), vectors)), changed[~upserts].tolist())
+
+        pieces = list(serving._patched_blocks(base, chunks, block))
+
+        assert all(len(p[0]) <= block + chunk for p in pieces)  # one base block plus one chunk at most
+        merged_ids = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros(0, np.int64)
+        assert merged_ids.tolist() == sorted(table)
+        if table:
+            np.testing.assert_array_equal(np.concatenate([p[1] for p in pieces]),
+                                          np.array([table[i] for i in sorted(table)]))
+
+
+@pytest.mark.parametrize("changes, expected_rows, message", [
+    ({"upserts": {7: [1.0] * 5}}, 31, r"changes to v1: embedding length 5, not the snapshot's dim 6 \(e\.g\. sku_id 7\)$"),
+    ({"upserts": {7: [1.0] * 6}}, 32, r"streamed 31 rows, expected 32 \(v1 with the changes applied\)$"),
+    ({"upserts": {7: [1.0] * 6}}, 30, r"more than the 30 rows expected \(v1 with the changes applied\)$"),
+    ({"upserts": {7: [1.0] * 6}, "deletes": [7]}, 30, r"duplicate sku_id 7$"),
+    ({"upserts": {7: [1.0] * 5 + [float("inf")]}}, 31, r"non-finite value in embedding \(e\.g\. sku_id 7\)$"),
+    ({"upserts": {7: None}}, 31, r"null embedding \(e\.g\. sku_id 7\)$"),
+    ({"extra": [(7, None, [1.0] * 6, "merge")]}, 31, r"op neither upsert nor delete \(e\.g\. sku_id 7\)$"),
+], ids=["dim", "too-few", "too-many", "duplicate", "inf", "null", "op"])
+def test_bad_changes_or_row_counts_are_a_one_line_error_and_publish_nothing(spark, base_root, changes,
+                                                                            expected_rows, message):
+    before = listing(base_root)
+    frame = changes_frame(spark, changes.get("upserts", {}), changes.get("deletes", ()), changes.get("extra", ()))
+
+    with pytest.raises(ValueError, match="^cannot publish serving snapshot: .*" + message) as caught:
+        serving.patch_serving_snapshot(spark, frame, str(base_root), base_version=1, table_version=8,
+                                       model_version=2, expected_rows=expected_rows)
+
+    assert "\n" not in str(caught.value)
+    assert listing(base_root) == before
+    assert (base_root / "CURRENT").read_text() == "v1\n"
+
+
+def test_a_missing_empty_or_damaged_base_is_refused(spark, base_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="serving snapshot v5 .* is missing"):
+        patch(spark, base_root, {}, base_version=5, expected_rows=30)
+    publish_serving_snapshot(spark, spark.createDataFrame([], SCHEMA), str(tmp_path), table_version=0,
+                             model_version=1)
+    with pytest.raises(ValueError, match="v1 is empty, nothing to patch"):
+        patch(spark, tmp_path, random_vectors([1], 6), expected_rows=1)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(base_root, damaged)
+    data = bytearray((damaged / "v1" / "embeddings.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (damaged / "v1" / "embeddings.npy").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 of embeddings.npy does not match"):
+        patch(spark, damaged, {}, expected_rows=30)
+    assert [p for p in listing(damaged) if not p.startswith(".")] == ["CURRENT", "v1"]

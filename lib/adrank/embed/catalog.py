@@ -14,8 +14,13 @@ One run (:func:`embed_catalog`):
    to delete, to a staging Parquet folder ``<storage.root>/<embed.staging_folder>/
    embed_catalog/<run id>``: the CNN runs once, however often the MERGE scans its source;
 4. MERGE the staged rows by ``sku_id`` in one commit whose ``userMetadata`` records
-   ``source_version = to`` and the model version, then delete the staging folder;
-5. publish a serving snapshot of the version just written (:mod:`adrank.embed.serving`).
+   ``source_version = to`` and the model version;
+5. publish a serving snapshot of the version just written (:mod:`adrank.embed.serving`),
+   then delete the staging folder. When ``CURRENT`` serves the version just before this
+   run's MERGE (and that MERGE is the table's latest version), an incremental or fallback
+   run *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
+   otherwise (first run, full mode, a lost publish, a refused patch) it exports the whole
+   table. ``serving_snapshot.patched_from`` in the figures says which.
 
 Crash safety: nothing but the MERGE commit changes the table or the record, and the
 two go together. A run killed before it leaves the table and record as they were (the
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -39,6 +44,9 @@ from adrank.config import Config
 from adrank.embed import incremental, store
 from adrank.embed.udf import SIGNATURE, with_embeddings
 from adrank.runs import RunReport
+
+if TYPE_CHECKING:
+    from adrank.embed.serving import ServingSnapshot
 
 STAGE = "pairwise"
 STALE_STAGING_S = 24 * 3600
@@ -55,6 +63,18 @@ class Model:
 
     version: int
     path: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """What a run's MERGE committed, and where its staged rows are until the serving export."""
+
+    mode: str
+    version: int
+    rows_inserted: int
+    rows_deleted: int
+    source_rows: int | None  # staged rows the MERGE read (None: no MERGE commit)
+    staged_path: str
 
 
 @dataclass(frozen=True)
@@ -153,12 +173,17 @@ def embed_catalog(
         plan = _plan(spark, config, images_path, path, model, full)
     figures.update(model_version=model.version, **plan.figures())
     written = {"skus_embedded": 0, "skus_deleted": 0, "sku_embeddings_version": None}
+    merge = None
     if plan.has_work:
-        plan, written = _embed_and_merge(spark, config, report, plan, model, before_commit)
+        plan, written, merge = _embed_and_merge(spark, config, report, plan, model, before_commit)
         figures.update(plan.figures())
     figures.update(written)
-    with report.timed("embed_serving"):
-        figures["serving_snapshot"] = _publish_if_behind(spark, config, path, model.version)
+    try:
+        with report.timed("embed_serving"):
+            figures["serving_snapshot"] = _publish_if_behind(spark, config, path, model.version, merge)
+    finally:
+        if merge is not None:
+            store.remove_folder(spark, merge.staged_path)
     total = figures["serving_snapshot"]["rows"]  # the snapshot is of the table's latest version
     figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
     return figures
@@ -177,11 +202,12 @@ def _plan(spark: SparkSession, config: Config, images_path: str, path: str, mode
 def _embed_and_merge(
     spark: SparkSession, config: Config, report: RunReport, plan: Plan, model: Model,
     before_commit: Callable[[], None] | None,
-) -> tuple[Plan, dict[str, Any]]:
-    """Stage the work once, MERGE it with the run's record, drop the staging folder.
+) -> tuple[Plan, dict[str, Any], Merge]:
+    """Stage the work once and MERGE it with the run's record (the caller drops the staging folder).
 
     Returns:
-        The plan as run (incremental may have become fallback) and the figures written.
+        The plan as run (incremental may have become fallback), the figures written and
+        the MERGE's figures with the staging folder (the serving export reads it).
     """
     staging_parent = tables.join_path(config.storage.root, config.embed.staging_folder, store.JOB)
     store.remove_stale_folders(spark, staging_parent, STALE_STAGING_S)
@@ -197,10 +223,11 @@ def _embed_and_merge(
         if merged is None:  # nothing to change: record the versions all the same
             merged = {"version": store.record_without_rows(spark, path, record),
                       "rows_inserted": 0, "rows_updated": 0, "rows_deleted": 0}
-    store.remove_folder(spark, staged_path)
     embedded = merged["rows_inserted"] + merged["rows_updated"]  # = the staged upserts
+    merge = Merge(plan.mode, merged["version"], merged["rows_inserted"], merged["rows_deleted"],
+                  merged.get("source_rows"), staged_path)
     return plan, {"skus_embedded": embedded, "skus_deleted": merged["rows_deleted"],
-                  "sku_embeddings_version": merged["version"]}
+                  "sku_embeddings_version": merged["version"]}, merge
 
 
 def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str,
@@ -241,8 +268,13 @@ def _work(spark: SparkSession, config: Config, plan: Plan, model: Model,
     return to_embed, deletions, plan
 
 
-def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_version: int) -> dict[str, Any]:
-    """Publish the table's latest version unless ``CURRENT`` already serves it."""
+def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_version: int,
+                       merge: Merge | None) -> dict[str, Any]:
+    """Publish the table's latest version unless ``CURRENT`` already serves it.
+
+    Patches ``CURRENT`` with this run's staged rows when :func:`can_patch` says so; exports
+    the whole table otherwise, or when the patch is refused (``patch_error`` says why).
+    """
     from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
 
     version = store.table_version(spark, path)
@@ -253,8 +285,40 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
         current = None
     if current is not None and current.manifest.get("table_version") == version:
         return {"snapshot_version": current.version, "path": current.path, "rows": len(current),
-                "dim": current.dim, "published": False}
+                "dim": current.dim, "published": False, "patched_from": None}
+    refused = {}
+    if can_patch(None if current is None else current.manifest, version, model_version, merge):
+        try:
+            return {**_patch(spark, config, current, version, model_version, merge), "published": True}
+        except (ValueError, FileNotFoundError) as error:
+            refused = {"patch_error": str(error)}
     published = publish_serving_snapshot(
         spark, tables.read_delta(spark, path, version), root, table_version=version,
         model_version=model_version, keep=config.embed.serving_keep)
-    return {**published, "published": True}
+    return {**published, "published": True, "patched_from": None, **refused}
+
+
+def can_patch(manifest: dict[str, Any] | None, table_version: int, model_version: int,
+              merge: Merge | None) -> bool:
+    """Whether the snapshot of ``manifest`` plus this run's staged rows is the table's latest version.
+
+    True when this run MERGEd (not in full mode: that rewrites every row anyway), its
+    commit is the latest version and the snapshot is of the version just before it, with
+    the same model (pure: no I/O).
+    """
+    return (merge is not None and manifest is not None and merge.mode != "full"
+            and merge.version == table_version
+            and manifest.get("table_version") == merge.version - 1
+            and manifest.get("model_version") == model_version)
+
+
+def _patch(spark: SparkSession, config: Config, current: ServingSnapshot, version: int, model_version: int,
+           merge: Merge) -> dict[str, Any]:
+    """``current`` patched with the staged rows as the next snapshot (ValueError if they disagree)."""
+    from adrank.embed.serving import patch_serving_snapshot
+
+    return patch_serving_snapshot(
+        spark, store.read_staged(spark, merge.staged_path), serving_root(config),
+        base_version=current.version, table_version=version, model_version=model_version,
+        expected_rows=len(current) + merge.rows_inserted - merge.rows_deleted,
+        keep=config.embed.serving_keep, change_rows=merge.source_rows)

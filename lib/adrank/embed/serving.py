@@ -26,6 +26,21 @@ forward, so a slow publisher cannot roll it back.
 
 An empty table publishes a valid 0-row snapshot (``dim`` 0): serving mirrors the table.
 
+:func:`patch_serving_snapshot` publishes the next snapshot from a published one (the
+*base*) and a run's changes (rows of ``sku_id``, ``embedding``, ``op`` in {"upsert",
+"delete"}; delete rows carry only ``sku_id``) instead of re-exporting the whole table: the
+changes are streamed in ``sku_id`` order exactly as above (one Spark job, no shuffle of
+the table), and the new arrays are a chunked two-way sorted merge of the memory-mapped base
+(fixed blocks of about :data:`BLOCK_BYTES`) and the change stream: base rows whose id is
+upserted or deleted are dropped, upserts are inserted in order. Its cost is O(changed
+rows) on Spark plus one sequential copy of the base; the driver holds one base block and
+at most two partitions of changes at a time. It refuses (one-line ``ValueError``, nothing published)
+changes with null ids, unknown ops, duplicate ids, null / non-finite embeddings or another
+dim than the base's, an empty base, and a result whose row count is not
+``expected_rows`` (the caller's count of the table it mirrors, e.g. from the MERGE's
+metrics): the caller then publishes in full. The manifest names the base
+(``patched_from``; ``null`` for a full publish).
+
 :func:`load_serving_snapshot` follows ``CURRENT`` (or opens a given version), checks the
 manifest against the arrays (rows, dim, dtypes; the sha256 sums too with
 ``verify=True``, which reads every byte) and maps the arrays with
@@ -56,7 +71,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,13 +89,15 @@ EMBEDDINGS_FILE = "embeddings.npy"
 FORMAT = 1
 PARTITION_BYTES = 64 << 20
 """Target size of one streamed range partition (the driver holds at most two)."""
+BLOCK_BYTES = 16 << 20
+"""Size of one block of the base snapshot that a patch merges with the changes at a time."""
 STALE_TEMPORARY_SECONDS = 24 * 3600
 """Hidden temporaries older than this are left-overs of a crashed publisher: removed."""
 
 _TEMPORARY = ".tmp-"
 _TRASH = ".del-"
 _LOCK = ".lock"
-_PACKED_SCHEMA = "rows long, valid boolean, sku_ids binary, embeddings binary"
+_PACKED_SCHEMA = "rows long, problem string, sku_ids binary, upserts binary, embeddings binary"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -162,40 +179,138 @@ def publish_serving_snapshot(spark: SparkSession, embeddings_df: DataFrame, serv
             streaming. Nothing is published then.
     """
     del spark
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
+    _check_keep(keep)
     root = _local(serving_root)
     columns = _serving_columns(embeddings_df)
     rows, dim = _checked_shape(columns)
+    version = _publish(root, lambda folder: _write_arrays(_stream_sorted(columns, rows, dim), folder, rows, dim),
+                       _Shape(rows, dim, table_version, model_version), keep)
+    return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": rows, "dim": dim}
+
+
+def patch_serving_snapshot(spark: SparkSession, changes_df: DataFrame, serving_root: str | os.PathLike, *,
+                           base_version: int, table_version: int, model_version: int, expected_rows: int,
+                           keep: int = 3, change_rows: int | None = None) -> dict[str, Any]:
+    """Publishes snapshot ``base_version`` with ``changes_df`` applied as the next version.
+
+    Args:
+        spark: The session ``changes_df`` belongs to (unused; library functions take it).
+        changes_df: One row per changed SKU: ``sku_id`` (long), ``op`` ("upsert" or
+            "delete") and ``embedding`` (array of numbers; ignored for deletes), e.g. the
+            staged rows of an embed_catalog run (:data:`adrank.embed.incremental.STAGED_DDL`).
+            A delete of an id the base lacks is a no-op. Read once.
+        serving_root: Local folder of the snapshots (see the module docstring).
+        base_version: The published snapshot to patch (memory-mapped; its sha256 sums are
+            checked first, so a damaged base is never carried forward).
+        table_version: The ``sku_embeddings`` Delta version the result mirrors (manifest).
+        model_version: The embedding model's registry version (manifest).
+        expected_rows: Rows of that table version; the result must have exactly as many.
+        keep: How many of the newest versions to keep (>= 1); ``CURRENT``'s is always kept.
+        change_rows: The number of rows of ``changes_df`` if known (it only sizes the
+            streamed partitions); None counts them (one more Spark job).
+
+    Returns:
+        ``{"snapshot_version": N, "path": folder, "rows": n, "dim": d, "patched_from": base_version}``.
+
+    Raises:
+        ValueError: Bad ``keep`` or root, a corrupt or empty base, missing columns, bad
+            changes (null id, unknown op, duplicate id, null / non-finite embedding, a
+            dim other than the base's) or a result of other than ``expected_rows`` rows.
+            Nothing is published then.
+        FileNotFoundError: Snapshot ``base_version`` does not exist (e.g. pruned).
+    """
+    del spark
+    _check_keep(keep)
+    if expected_rows < 0:
+        raise ValueError(f"cannot publish serving snapshot: expected_rows must be >= 0, got {expected_rows}")
+    root = _local(serving_root)
+    base = _patch_base(root, base_version)
+    columns = _change_columns(changes_df)
+    counted = columns.count() if change_rows is None else change_rows
+    partitions = _partitions(counted, 9 + 4 * base.dim)
+    dim = base.dim if expected_rows else 0  # an empty result has dim 0, as a full publish of it would
+    block_rows = max(1, BLOCK_BYTES // (8 + 4 * base.dim))
+
+    def write(folder: Path) -> None:
+        changes = _stream_changes(columns, partitions, base)
+        _write_arrays(_patched_blocks(base, changes, block_rows), folder, expected_rows, dim,
+                      counted="expected", why=f"v{base.version} with the changes applied")
+
+    shape = _Shape(expected_rows, dim, table_version, model_version, patched_from=base.version)
+    version = _publish(root, write, shape, keep)
+    return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": expected_rows, "dim": dim,
+            "patched_from": base.version}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What a new snapshot's manifest records besides its files."""
+
+    rows: int
+    dim: int
+    table_version: int
+    model_version: int
+    patched_from: int | None = None
+
+
+def _check_keep(keep: int) -> None:
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+
+
+def _publish(root: Path, write: Callable[[Path], None], shape: _Shape, keep: int) -> int:
+    """Writes a hidden temporary folder with ``write``, claims the next version, moves ``CURRENT``, prunes.
+
+    Any error in ``write`` removes the temporary folder: nothing is published.
+    """
     root.mkdir(parents=True, exist_ok=True)
     temporary = root / f"{_TEMPORARY}{uuid.uuid4().hex}"
     temporary.mkdir()
     try:
-        _write_arrays(_stream_sorted(columns, rows, dim), temporary, rows, dim)
-        manifest = _manifest(temporary, rows, dim, table_version, model_version)
-        version = _claim_version(root, temporary, manifest)
+        write(temporary)
+        version = _claim_version(root, temporary, _manifest(temporary, shape))
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     with _locked(root):
         _advance_pointer(root, version)
         _prune(root, keep)
-    return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": rows, "dim": dim}
+    return version
 
 
 def _serving_columns(df: DataFrame) -> DataFrame:
     """``sku_id`` as long and ``embedding`` as array<float>; one-line error if absent."""
     from pyspark.sql import functions as F
+
+    _check_columns(df, ("sku_id", "embedding"))
+    return df.select(F.col("sku_id").cast("long").alias("sku_id"),
+                     F.col("embedding").cast("array<float>").alias("embedding"))
+
+
+def _change_columns(df: DataFrame) -> DataFrame:
+    """``sku_id`` long, ``embedding`` array<float> (null unless an upsert), ``upsert`` boolean
+    (null for an op that is neither upsert nor delete)."""
+    from pyspark.sql import functions as F
+
+    from adrank.embed.incremental import DELETE, UPSERT
+
+    _check_columns(df, ("sku_id", "embedding", "op"))
+    upsert = F.when(F.col("op") == UPSERT, True).when(F.col("op") == DELETE, False)
+    return df.select(F.col("sku_id").cast("long").alias("sku_id"),
+                     F.when(upsert, F.col("embedding").cast("array<float>")).alias("embedding"),
+                     upsert.alias("upsert"))
+
+
+def _check_columns(df: DataFrame, names: tuple[str, ...]) -> None:
+    """One-line ValueError unless ``df`` has ``names`` and ``embedding`` is an array of numbers."""
     from pyspark.sql.types import ArrayType, NumericType
 
-    missing = [name for name in ("sku_id", "embedding") if name not in df.columns]
+    missing = [name for name in names if name not in df.columns]
     if missing:
         raise ValueError(f"cannot publish serving snapshot: missing column(s) {missing}")
     kind = df.schema["embedding"].dataType
     if not (isinstance(kind, ArrayType) and isinstance(kind.elementType, NumericType)):
         raise ValueError(f"cannot publish serving snapshot: embedding must be an array of numbers, "
                          f"got {kind.simpleString()}")
-    return df.select(F.col("sku_id").cast("long").alias("sku_id"),
-                     F.col("embedding").cast("array<float>").alias("embedding"))
 
 
 def _row_problems() -> dict[str, Column]:
@@ -245,60 +360,112 @@ def _examples(df: DataFrame, limit: int = 5) -> str:
     return f" (e.g. sku_id {', '.join(str(i) for i in ids)})" if ids else ""
 
 
+def _partitions(rows: int, row_bytes: int) -> int:
+    """Range partitions of about :data:`PARTITION_BYTES` for ``rows`` rows (at least one)."""
+    return max(1, math.ceil(rows * row_bytes / PARTITION_BYTES))
+
+
+def _stream_packed(columns: DataFrame, partitions: int, dim: int) -> Iterator[Any]:
+    """Rows of :data:`_PACKED_SCHEMA` in sku_id order, one range partition at a time."""
+    ordered = columns.repartitionByRange(partitions, "sku_id").sortWithinPartitions("sku_id")
+    packed = ordered.mapInArrow(functools.partial(_pack_batches, dim=dim), _PACKED_SCHEMA)
+    return packed.toLocalIterator(prefetchPartitions=True)
+
+
 def _stream_sorted(columns: DataFrame, rows: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields ``(sku_ids int64 [k], embeddings float32 [k, dim])`` chunks in sku_id order."""
     if rows == 0:
         return
-    partitions = max(1, math.ceil(rows * (8 + 4 * dim) / PARTITION_BYTES))
-    ordered = columns.repartitionByRange(partitions, "sku_id").sortWithinPartitions("sku_id")
-    packed = ordered.mapInArrow(functools.partial(_pack_batches, dim=dim), _PACKED_SCHEMA)
-    for chunk in packed.toLocalIterator(prefetchPartitions=True):
-        if not chunk["valid"]:
-            raise ValueError("cannot publish serving snapshot: null or ragged embeddings appeared "
-                             "while streaming (the DataFrame changed after it was checked)")
+    for chunk in _stream_packed(columns, _partitions(rows, 8 + 4 * dim), dim):
+        if chunk["problem"]:
+            raise ValueError(f"cannot publish serving snapshot: {chunk['problem']} appeared while streaming "
+                             "(the DataFrame changed after it was checked)")
         ids = np.frombuffer(chunk["sku_ids"], dtype="<i8")
         yield ids, np.frombuffer(chunk["embeddings"], dtype="<f4").reshape(len(ids), dim)
 
 
 def _pack_batches(batches: Iterator[Any], dim: int) -> Iterator[Any]:
-    """Executor side of :func:`_stream_sorted`: each Arrow batch as two little-endian blobs."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """Executor side of :func:`_stream_packed`: each Arrow batch as little-endian blobs.
 
-    schema = pa.schema([("rows", pa.int64()), ("valid", pa.bool_()),
-                        ("sku_ids", pa.binary()), ("embeddings", pa.binary())])
+    Columns: ``sku_id``, ``embedding`` and, for changes, ``upsert`` (only the upserts'
+    embeddings are packed). A batch with a problem is packed as its description alone.
+    """
+    import pyarrow as pa
+
+    schema = pa.schema([("rows", pa.int64()), ("problem", pa.string()), ("sku_ids", pa.binary()),
+                        ("upserts", pa.binary()), ("embeddings", pa.binary())])
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        ids, embeddings = batch.column(0), batch.column(1)
-        values = embeddings.flatten()
-        valid = (ids.null_count == 0 and embeddings.null_count == 0 and values.null_count == 0
-                 and pc.all(pc.equal(pc.list_value_length(embeddings), dim)).as_py() is not False)
-        yield pa.RecordBatch.from_pylist([{
-            "rows": batch.num_rows, "valid": bool(valid),
-            "sku_ids": ids.to_numpy(zero_copy_only=False).astype("<i8").tobytes(),
-            "embeddings": values.to_numpy(zero_copy_only=False).astype("<f4").tobytes() if valid else b"",
-        }], schema=schema)
+        columns = (batch.column(0), batch.column(1), batch.column(2) if batch.num_columns > 2 else None)
+        problem = _batch_problem(*columns, dim)
+        blobs = {"sku_ids": b"", "upserts": b"", "embeddings": b""} if problem else _blobs(*columns)
+        yield pa.RecordBatch.from_pylist([{"rows": batch.num_rows, "problem": problem, **blobs}], schema=schema)
 
 
-def _write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path, rows: int, dim: int) -> None:
-    """Writes the chunks into ``sku_ids.npy`` / ``embeddings.npy``, checking strict id order."""
+def _batch_problem(ids: Any, embeddings: Any, upserts: Any | None, dim: int) -> str:
+    """What makes an Arrow batch unpublishable ("" if nothing): ids, ops, embeddings of upserts."""
+    import pyarrow.compute as pc
+
+    if ids.null_count:
+        return "null sku_id"
+    if upserts is not None:
+        if upserts.null_count:
+            return f"op neither upsert nor delete (e.g. sku_id {ids.filter(pc.is_null(upserts))[0].as_py()})"
+        ids, embeddings = ids.filter(upserts), embeddings.filter(upserts)
+    if embeddings.null_count:
+        return f"null embedding (e.g. sku_id {ids.filter(pc.is_null(embeddings))[0].as_py()})"
+    lengths = pc.list_value_length(embeddings)
+    wrong = pc.not_equal(lengths, dim)
+    if pc.any(wrong).as_py():
+        return (f"embedding length {lengths.filter(wrong)[0].as_py()}, not the snapshot's dim {dim} "
+                f"(e.g. sku_id {ids.filter(wrong)[0].as_py()})")
+    values = embeddings.flatten()
+    if values.null_count:
+        row = pc.list_parent_indices(embeddings).filter(pc.is_null(values))[0].as_py()
+        return f"null value in embedding (e.g. sku_id {ids[row].as_py()})"
+    return ""
+
+
+def _blobs(ids: Any, embeddings: Any, upserts: Any | None) -> dict[str, bytes]:
+    """The ids, the upsert flags (uint8; none for a publish) and the (upserts') embeddings as bytes."""
+    if upserts is not None:
+        embeddings = embeddings.filter(upserts)
+    return {
+        "sku_ids": ids.to_numpy(zero_copy_only=False).astype("<i8").tobytes(),
+        "upserts": b"" if upserts is None else upserts.to_numpy(zero_copy_only=False).astype(np.uint8).tobytes(),
+        "embeddings": embeddings.flatten().to_numpy(zero_copy_only=False).astype("<f4").tobytes(),
+    }
+
+
+def _write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path, rows: int, dim: int, *,
+                  counted: str = "counted", why: str = "the DataFrame changed after it was checked") -> None:
+    """Writes the chunks into ``sku_ids.npy`` / ``embeddings.npy``, checking strict id order.
+
+    Args:
+        chunks: ``(sku_ids [k], embeddings [k, dim])`` in id order.
+        folder: Where the files go.
+        rows: The exact number of rows the chunks must hold.
+        dim: Embedding length.
+        counted: How ``rows`` was found ("counted", "expected"), for the error text.
+        why: What a mismatch means, for the error text.
+    """
     ids_out = np.lib.format.open_memmap(folder / IDS_FILE, mode="w+", dtype=np.int64, shape=(rows,))
     embeddings_out = np.lib.format.open_memmap(folder / EMBEDDINGS_FILE, mode="w+", dtype=np.float32,
                                                shape=(rows, dim))
     offset, last = 0, None
     for ids, embeddings in chunks:
+        if not len(ids):
+            continue
         end = offset + len(ids)
         if end > rows:
-            raise ValueError(f"cannot publish serving snapshot: more than the {rows} rows counted "
-                             "(the DataFrame changed after it was checked)")
+            raise ValueError(f"cannot publish serving snapshot: more than the {rows} rows {counted} ({why})")
         _check_increasing(ids, last)
         ids_out[offset:end] = ids
         embeddings_out[offset:end] = embeddings
-        offset, last = end, (ids[-1] if len(ids) else last)
+        offset, last = end, ids[-1]
     if offset != rows:
-        raise ValueError(f"cannot publish serving snapshot: streamed {offset} rows, counted {rows} "
-                         "(the DataFrame changed after it was checked)")
+        raise ValueError(f"cannot publish serving snapshot: streamed {offset} rows, {counted} {rows} ({why})")
     for array in (ids_out, embeddings_out):
         array.flush()
     del ids_out, embeddings_out
@@ -318,11 +485,105 @@ def _check_increasing(ids: np.ndarray, last: int | None) -> None:
                          "(the DataFrame changed after it was checked)")
 
 
-def _manifest(folder: Path, rows: int, dim: int, table_version: int, model_version: int) -> dict[str, Any]:
+# ---------------------------------------------------------------------------- patch
+
+
+@dataclasses.dataclass(frozen=True)
+class _Changes:
+    """Sorted changes: their ids, which are upserts, and the upserts' embeddings in id order."""
+
+    ids: np.ndarray
+    upserts: np.ndarray
+    embeddings: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def rows(self, begin: int, end: int | None = None) -> _Changes:
+        """The changes at positions ``begin..end`` (to the last one when ``end`` is None)."""
+        end = len(self) if end is None else end
+        first, last = (int(np.count_nonzero(self.upserts[:i])) for i in (begin, end))
+        return _Changes(self.ids[begin:end], self.upserts[begin:end], self.embeddings[first:last])
+
+
+def _patch_base(root: Path, version: int) -> ServingSnapshot:
+    """Snapshot ``version``, its sha256 sums checked; ValueError if it is empty (no dim to keep)."""
+    base = load_serving_snapshot(root, version, verify=True)
+    if not len(base):
+        raise ValueError(f"cannot publish serving snapshot: v{version} is empty, nothing to patch")
+    return base
+
+
+def _stream_changes(columns: DataFrame, partitions: int, base: ServingSnapshot) -> Iterator[_Changes]:
+    """The changes in sku_id order, in chunks (one Arrow batch each), checked against ``base``."""
+    last = None
+    for chunk in _stream_packed(columns, partitions, base.dim):
+        if chunk["problem"]:
+            raise ValueError(f"cannot publish serving snapshot: changes to v{base.version}: {chunk['problem']}")
+        ids = np.frombuffer(chunk["sku_ids"], dtype="<i8")
+        upserts = np.frombuffer(chunk["upserts"], dtype=np.uint8).astype(bool)
+        embeddings = np.frombuffer(chunk["embeddings"], dtype="<f4").reshape(int(upserts.sum()), base.dim)
+        _check_increasing(ids, last)
+        finite = np.isfinite(embeddings).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"cannot publish serving snapshot: changes to v{base.version}: non-finite value "
+                             f"in embedding (e.g. sku_id {ids[upserts][~finite][0]})")
+        last = ids[-1]
+        yield _Changes(ids, upserts, embeddings)
+
+
+def _patched_blocks(base: ServingSnapshot, changes: Iterable[_Changes],
+                    block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The base's rows with the changes applied, in sku_id order.
+
+    A two-way merge: each chunk of changes takes the base rows up to its last id, in
+    blocks of at most ``block_rows``; each block carries the changes that fall within it.
+    """
+    start = 0
+    for chunk in changes:
+        stop = int(np.searchsorted(base.sku_ids, chunk.ids[-1], side="right"))
+        yield from _merged_range(base, start, stop, chunk, block_rows)
+        start = stop
+    for begin in range(start, len(base), block_rows):
+        yield base.sku_ids[begin:begin + block_rows], base.embeddings[begin:begin + block_rows]
+
+
+def _merged_range(base: ServingSnapshot, start: int, stop: int, chunk: _Changes,
+                  block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Base rows ``start..stop`` (ids up to ``chunk``'s last) merged with ``chunk``, block by block."""
+    done = 0
+    for begin in range(start, stop, block_rows):
+        end = min(begin + block_rows, stop)
+        block_ids = base.sku_ids[begin:end]
+        cut = len(chunk) if end == stop else int(np.searchsorted(chunk.ids, block_ids[-1], side="right"))
+        yield _apply(block_ids, base.embeddings[begin:end], chunk.rows(done, cut))
+        done = cut
+    if done < len(chunk):  # the base has no rows in this range
+        yield _apply(base.sku_ids[stop:stop], base.embeddings[stop:stop], chunk.rows(done))
+
+
+def _apply(ids: np.ndarray, embeddings: np.ndarray, changes: _Changes) -> tuple[np.ndarray, np.ndarray]:
+    """One block of base rows without the changed ids, with the upserts inserted in id order."""
+    if not len(changes):
+        return ids, embeddings
+    at = np.minimum(np.searchsorted(changes.ids, ids), len(changes) - 1)
+    kept = changes.ids[at] != ids
+    kept_ids = ids[kept]
+    new_ids = changes.ids[changes.upserts]
+    where = np.searchsorted(kept_ids, new_ids)
+    return (np.insert(kept_ids, where, new_ids),
+            np.insert(np.asarray(embeddings)[kept], where, changes.embeddings, axis=0))
+
+
+# ---------------------------------------------------------------------------- manifest, version, pointer
+
+
+def _manifest(folder: Path, shape: _Shape) -> dict[str, Any]:
     """The manifest of a complete temporary folder (``snapshot_version`` set on claim)."""
     return {
-        "format": FORMAT, "snapshot_version": None, "table_version": int(table_version),
-        "model_version": int(model_version), "rows": rows, "dim": dim,
+        "format": FORMAT, "snapshot_version": None, "table_version": int(shape.table_version),
+        "model_version": int(shape.model_version), "rows": shape.rows, "dim": shape.dim,
+        "patched_from": shape.patched_from,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "files": {name: {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in (IDS_FILE, EMBEDDINGS_FILE)},
@@ -501,4 +762,5 @@ def _one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-__all__ = ["CURRENT", "MANIFEST", "ServingSnapshot", "load_serving_snapshot", "publish_serving_snapshot"]
+__all__ = ["CURRENT", "MANIFEST", "ServingSnapshot", "load_serving_snapshot", "patch_serving_snapshot",
+           "publish_serving_snapshot"]

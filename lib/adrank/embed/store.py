@@ -151,6 +151,11 @@ def write_staged(staged: DataFrame, path: str) -> None:
     staged.write.mode("overwrite").parquet(path)
 
 
+def read_staged(spark: SparkSession, staged_path: str) -> DataFrame:
+    """The staged rows (:data:`STAGED_DDL`) of a run, e.g. for the serving export's patch."""
+    return spark.read.schema(STAGED_DDL).parquet(staged_path)
+
+
 def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Processed) -> dict[str, int] | None:
     """MERGE the staged rows into ``sku_embeddings`` in one commit carrying ``record``.
 
@@ -197,6 +202,7 @@ def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[s
         "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
         "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
+        "source_rows": int(metrics.get("numSourceRows", 0)),
     }
 
 
