@@ -9,7 +9,8 @@ ids uniform over the table (``--ids zipf`` for Zipf(1.1) ranks over a shuffled t
 Per table size, in the same run: the median step time (after warm-up) of ``split``
 (its automatic per-table choice, and each path forced), ``sparse_as_dense`` and
 ``horovod_default``. Modes are interleaved in rounds so that machine noise hits them
-alike. Before the ranks start, one process times the legacy FTRL sparse apply on a
+alike; each round starts with the next mode (no mode always follows the same one),
+and the first step after a switch is not timed. Before the ranks start, one process times the legacy FTRL sparse apply on a
 fixed number of touched rows at every table size (it must not grow like the table)
 next to the dense apply (which does).
 
@@ -183,8 +184,12 @@ def bench_rank(options: dict[str, Any]) -> dict[str, Any]:
         for step in steps.values():  # traces; step 1 also sets the split plan
             run_steps(step, batches, options["warmup"])
         times: dict[str, list[float]] = {name: [] for name in MODES}
-        for _ in range(options["rounds"]):
-            for name, step in steps.items():
+        names = list(steps)
+        for round_number in range(options["rounds"]):
+            # Each round starts with the next mode, so no mode always follows another.
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                step = steps[name]
                 # The first step after a switch pays for the previous mode's memory
                 # churn (its 128 MB dense buffers at 2^22); it is run but not timed.
                 run_steps(step, batches, options["untimed_per_round"])

@@ -279,7 +279,7 @@ def assert_all_close(actual: list[np.ndarray], expected: list[np.ndarray]) -> No
 
 
 @pytest.mark.parametrize("scenario", ["split_sparse_random", "split_dense_zero",
-                                      "split_auto_zero", "split_auto_random"])
+                                      "split_auto_zero"])
 def test_split_matches_single_process_reference_on_both_ranks(ranks, scenario):
     for result in ranks:
         assert_all_close(result[scenario]["values"], result[scenario]["reference"])
@@ -304,6 +304,22 @@ def test_each_rank_applies_ftrl_only_to_the_rows_it_owns(ranks):
         assert len(mine) > 0 and len(theirs) > 0
         np.testing.assert_allclose(own_accumulator[mine], reference_accumulator[mine], rtol=TOLERANCE)
         assert np.all(own_accumulator[theirs] == 0.1)  # the FTRL initial accumulator
+
+
+def test_random_table_on_the_dense_path_keeps_touched_rows_and_zeroes_the_rest(ranks):
+    """Auto sends the small table dense from step 1: FTRL's dense apply is exact on the
+    rows the batch touched and resets never-updated rows of a random table to 0 (its
+    closed form), as sparse_as_dense does; the large table (sparse path) stays exact."""
+    for result in ranks:
+        run = result["split_auto_random"]
+        assert run["plans"] == [("sparse", "sparse")]  # the attribute before step 1
+        small, reference_small = run["values"][2], run["reference"][2]
+        touched = np.unique(make_batch(0, 0)["small_ids"].tolist() + make_batch(1, 0)["small_ids"].tolist())
+        untouched = np.setdiff1d(np.arange(SMALL_ROWS), touched)
+        assert len(untouched) > 0
+        np.testing.assert_allclose(small[touched], reference_small[touched], rtol=TOLERANCE, atol=TOLERANCE)
+        assert np.all(small[untouched] == 0) and np.all(reference_small[untouched] != 0)
+        assert_all_close(run["values"][3:], run["reference"][3:])
 
 
 def test_auto_policy_sends_small_table_dense_and_large_table_sparse(ranks):

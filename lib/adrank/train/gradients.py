@@ -380,9 +380,14 @@ class TrainStep:
 
     Holds the optimizers and, in ``"split"`` mode, the current per-table plan. Each
     plan gets its own traced ``tf.function`` (built once, then cached), so
-    switching plans retraces at most once per distinct plan. Steps after which
-    the plan is re-chosen (step 1, then every ``replan_every``) run a variant that
-    also counts the distinct rows of dense-path tables.
+    switching plans retraces at most once per distinct plan. A step that re-chooses
+    the plan (step 1, then every ``replan_every``) runs in two traced halves: the
+    local gradients and their row counts, then -- once the ranks have agreed on the
+    plan from those counts -- the exchange and apply in that plan. So step 1 already
+    takes the chosen path: a table that belongs on the dense path never sees a
+    sparse update (a sparse op puts TensorFlow variables in copy-on-read mode, after
+    which every dense update of them copies the whole table: about 15% slower steps
+    at 2^16-2^18 rows in bench/sparse_dense.py).
 
     Attributes:
         mode: ``"split"``, ``"sparse_as_dense"`` or ``"horovod_default"``.
@@ -415,6 +420,8 @@ class TrainStep:
         self.replan_every = replan_every
         self.cost_model = cost_model or PathCostModel()
         self.tables = [SparseTable.of(v) for v in self.sparse_vars]
+        if mode != "horovod_default" and path_policy != SPARSE:
+            _warn_unless_zero(self.sparse_vars)
         self.sharded = shard_sparse_updates and mode == "split" and hvd.size() > 1
         self.steps = 0
         self.last_touched_rows: np.ndarray | None = None
@@ -422,7 +429,8 @@ class TrainStep:
         self._plan: Plan = tuple(initial for _ in self.tables)
         self._dedup: Dedup = tuple(True for _ in self.tables)
         self.last_raw_rows: np.ndarray | None = None
-        self._functions: dict[tuple[Plan, Dedup, bool], Callable[..., Any]] = {}
+        self._functions: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self._measuring: Callable[..., Any] | None = None
 
     @property
     def plan(self) -> Plan:
@@ -461,37 +469,64 @@ class TrainStep:
         Returns:
             This rank's loss (not averaged over ranks).
         """
-        measure = self._replan_due(self.steps + 1)
-        loss, touched = self.function_for(self._plan, measure, self._dedup)(*batch)
+        if self._replan_due(self.steps + 1):
+            loss = self._measured_step(batch)
+        else:
+            loss = self.function_for(self._plan, self._dedup)(*batch)
         self.steps += 1
-        if measure:
-            self._replan(touched)
         return loss
 
-    def function_for(
-        self, plan: Plan, measure: bool = False, dedup: Dedup | None = None
-    ) -> Callable[..., Any]:
-        """The traced step for a plan: batch -> (loss, [2, tables] local row counts).
+    def function_for(self, plan: Plan, dedup: Dedup | None = None) -> Callable[..., Any]:
+        """The traced step for a plan: batch -> this rank's loss.
 
         Args:
             plan: Per table, ``"sparse"`` or ``"dense"``.
-            measure: Count every table's distinct (row 0) and raw (row 1) rows; on
-                other steps only de-duplicated tables report their distinct rows and
-                the rest report -1.
             dedup: Per table, whether a sparse-path table is de-duplicated before
-                the allgather (default: all).
+                it is sent (default: all).
         """
         dedup = tuple(True for _ in plan) if dedup is None else tuple(dedup)
-        key = (plan, dedup, measure)
+        key = (plan, dedup)
         if key not in self._functions:
-            body = self._split_step if self.mode == "split" else self._tape_step
-            self._functions[key] = tf.function(
-                lambda *batch: body(plan, dedup, measure, *batch), reduce_retracing=True
-            )
+            if self.mode == "split":
+                def step(*batch: Any) -> tf.Tensor:
+                    loss, dense_grads, slices = self._local_gradients(batch)
+                    self._exchange_and_apply(plan, dedup, dense_grads, slices)
+                    return loss
+            else:
+                step = self._tape_step
+            self._functions[key] = tf.function(step, reduce_retracing=True)
         return self._functions[key]
 
+    def _measured_step(self, batch: tuple[Any, ...]) -> tf.Tensor:
+        """Local gradients and row counts; agree on the plan; exchange and apply in it."""
+        if self._measuring is None:
+            self._measuring = tf.function(self._gradients_and_counts, reduce_retracing=True)
+        loss, dense_grads, indices, values, counts = self._measuring(*batch)
+        self._replan(counts)
+        slices = [tf.IndexedSlices(v, i, _dense_shape(var))
+                  for i, v, var in zip(indices, values, self.sparse_vars)]
+        self._apply_function(self._plan, self._dedup)(dense_grads, slices)
+        return loss
+
+    def _apply_function(self, plan: Plan, dedup: Dedup) -> Callable[..., Any]:
+        """The traced second half of a measured step, per plan."""
+        key = ("apply", plan, dedup)
+        if key not in self._functions:
+            self._functions[key] = tf.function(
+                lambda dense_grads, slices: self._exchange_and_apply(plan, dedup, dense_grads, slices),
+                reduce_retracing=True)
+        return self._functions[key]
+
+    def _gradients_and_counts(self, *batch: Any) -> tuple[Any, ...]:
+        """(loss, dense grads, per table indices and rows, [2, tables] distinct/raw rows)."""
+        loss, dense_grads, slices = self._local_gradients(batch)
+        distinct = [tf.size(tf.unique(s.indices)[0]) for s in slices]
+        raw = [tf.size(s.indices) for s in slices]
+        counts = tf.stack([tf.stack(distinct), tf.stack(raw)]) if slices else tf.zeros([2, 0], tf.int32)
+        return (loss, dense_grads, [s.indices for s in slices], [s.values for s in slices], counts)
+
     def _replan_due(self, step_number: int) -> bool:
-        """Whether the plan is re-chosen after step ``step_number`` (1-based)."""
+        """Whether the plan is re-chosen before step ``step_number`` (1-based)."""
         if self.mode != "split" or self.path_policy != "auto" or not self.tables:
             return False
         return step_number == 1 or step_number % self.replan_every == 0
@@ -501,46 +536,34 @@ class TrainStep:
             local_counts[0], local_counts[1], self.tables, self.cost_model)
         self.last_touched_rows = distinct
         self.last_raw_rows = raw
-        if any(old == SPARSE and new == DENSE for old, new in zip(self._plan, plan)):
+        if any(old == SPARSE and new == DENSE for old, new in zip(self._plan, plan)) and self.steps:
             self.consolidate_sparse_state()  # a dense apply reads every row's slots
         if (plan, dedup) != (self._plan, self._dedup):
             _LOG.info("step %d: sparse paths %s, local de-dup %s (distinct/raw rows, all "
-                      "ranks: %s/%s)", self.steps, dict(zip((t.name for t in self.tables), plan)),
+                      "ranks: %s/%s)", self.steps + 1, dict(zip((t.name for t in self.tables), plan)),
                       list(dedup), distinct.tolist(), raw.tolist())
         self._plan = plan
         self._dedup = dedup
 
-    def _local_gradients(self, batch: tuple[Any, ...]) -> tuple[tf.Tensor, list[Any], list[Any]]:
+    def _local_gradients(self, batch: tuple[Any, ...]) -> tuple[tf.Tensor, list[tf.Tensor], list[Any]]:
+        """(loss, dense gradients as tensors, sparse gradients as int32 IndexedSlices)."""
         with tf.GradientTape() as tape:
             loss = self.loss_fn(*batch)
         grads = tape.gradient(loss, self.variables)
-        return loss, grads[: len(self.dense_vars)], grads[len(self.dense_vars):]
+        dense = [_dense_or_zeros(g, v) for g, v in zip(grads[: len(self.dense_vars)], self.dense_vars)]
+        slices = [as_indexed_slices(g, v)
+                  for g, v in zip(grads[len(self.dense_vars):], self.sparse_vars)]
+        return loss, dense, slices
 
-    def _split_step(
-        self, plan: Plan, dedup: Dedup, measure: bool, *batch: Any
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        loss, dense_grads, sparse_grads = self._local_gradients(batch)
-        dense_grads = [_dense_or_zeros(g, v) for g, v in zip(dense_grads, self.dense_vars)]
-        slices = [as_indexed_slices(g, v) for g, v in zip(sparse_grads, self.sparse_vars)]
-        # A sparse-path table is de-duplicated when that pays (the agreed ``dedup``);
-        # the dense path sums repeats when it densifies. Tables sent raw only run
-        # ``tf.unique`` (to count, not to sum) on steps that measure.
-        local_rows, distinct = [], []
-        for s, path, d in zip(slices, plan, dedup):
-            if path == SPARSE and d:
-                rows = deduplicate(s.indices, s.values)
-                local_rows.append(rows)
-                distinct.append(tf.size(rows[0]))
-            else:
-                local_rows.append((s.indices, s.values))
-                distinct.append(tf.size(tf.unique(s.indices)[0]) if measure else tf.constant(-1))
-        raw = [tf.size(s.indices) if measure else tf.constant(-1) for s in slices]
+    def _exchange_and_apply(self, plan: Plan, dedup: Dedup, dense_grads: list[tf.Tensor],
+                            slices: list[tf.IndexedSlices]) -> None:
+        """De-duplicate where agreed, exchange, apply; share owners' rows when sharded."""
+        local_rows = [deduplicate(s.indices, s.values) if path == SPARSE and d else (s.indices, s.values)
+                      for s, path, d in zip(slices, plan, dedup)]
         dense_avg, table_grads = self._exchange(plan, dense_grads, local_rows, dedup)
         self._apply(dense_avg, table_grads)
         if self.sharded:
             self._share_owned_rows(plan, table_grads)
-        counts = tf.stack([tf.stack(distinct), tf.stack(raw)]) if slices else tf.zeros([2, 0], tf.int32)
-        return loss, counts
 
     def _exchange(
         self,
@@ -620,16 +643,14 @@ class TrainStep:
         self.consolidate_sparse_state()
         broadcast_initial_state(self.variables, self.optimizers, root_rank=root_rank)
 
-    def _tape_step(
-        self, plan: Plan, dedup: Dedup, measure: bool, *batch: Any
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        del plan, dedup, measure  # the tape modes have no per-table choice
+    def _tape_step(self, *batch: Any) -> tf.Tensor:
+        """``hvd.DistributedGradientTape`` as it comes (the comparison modes)."""
         with tf.GradientTape() as tape:
             loss = self.loss_fn(*batch)
         tape = hvd.DistributedGradientTape(tape, sparse_as_dense=self.mode == "sparse_as_dense")
         grads = tape.gradient(loss, self.variables)
         self._apply(grads[: len(self.dense_vars)], grads[len(self.dense_vars):])
-        return loss, tf.zeros([2, 0], tf.int32)
+        return loss
 
     def _apply(self, dense_grads: Sequence[Any], sparse_grads: Sequence[Any]) -> None:
         for optimizer, grads, variables in (
@@ -639,6 +660,15 @@ class TrainStep:
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
             if pairs:
                 optimizer.apply_gradients(pairs)
+
+
+def _warn_unless_zero(tables: Sequence[tf.Variable]) -> None:
+    """Warns about non-zero sparse tables: a dense FTRL apply zeroes their untouched rows."""
+    for table in tables:
+        if bool(tf.reduce_any(tf.not_equal(table, 0))):
+            _LOG.warning("sparse table %s is not zero-initialised: on the dense path FTRL resets "
+                         "the rows a step does not touch to 0 (its closed form), as "
+                         "sparse_as_dense does; initialise FTRL tables with zeros", table.name)
 
 
 def _dense_shape(variable: tf.Variable) -> tf.Tensor:
