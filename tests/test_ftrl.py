@@ -68,3 +68,26 @@ def test_untouched_rows_and_their_slots_stay_put():
     assert moved.tolist() == [3, 7]
     accumulator = optimizer.get_slot(table, "accumulator").numpy()
     assert np.flatnonzero((accumulator != 0.1).any(axis=1)).tolist() == [3, 7]
+
+
+def test_distinct_indices_promise_skips_the_sum_and_still_matches():
+    import tensorflow as tf
+
+    from adrank.train.ftrl import GatherScatterFtrl
+
+    gradient = tf.IndexedSlices(tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), tf.constant([5, 9]),
+                                tf.constant([ROWS, WIDTH]))
+    tables = [tf.Variable(tf.zeros((ROWS, WIDTH))) for _ in range(2)]
+    plain, promised = GatherScatterFtrl(0.1), GatherScatterFtrl(0.1)
+    plain.apply_gradients([(gradient, tables[0])])
+    with promised.indices_are_distinct():
+        promised.apply_gradients([(gradient, tables[1])])
+    np.testing.assert_allclose(tables[1].numpy(), tables[0].numpy(), rtol=1e-6)
+    repeated = tf.IndexedSlices(tf.ones((2, WIDTH)), tf.constant([3, 3]), tf.constant([ROWS, WIDTH]))
+    summed = tf.Variable(tf.zeros((ROWS, WIDTH)))
+    plain.apply_gradients([(repeated, summed)])
+    assert promised._distinct_indices is False  # the promise ended with the block
+    once = tf.Variable(tf.zeros((ROWS, WIDTH)))
+    GatherScatterFtrl(0.1).apply_gradients([(tf.IndexedSlices(2 * tf.ones((1, WIDTH)), tf.constant([3]),
+                                                              tf.constant([ROWS, WIDTH])), once)])
+    np.testing.assert_allclose(summed.numpy(), once.numpy(), rtol=1e-6)  # repeats summed by default

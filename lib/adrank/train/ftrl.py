@@ -14,11 +14,15 @@ rows of a 4M x 8 table it is about 1.5x faster (bench/sparse_dense.py,
 
 The indices reaching ``_resource_apply_sparse`` are unique: the legacy base class
 sums repeated indices first (``_resource_apply_sparse_duplicate_indices``), which a
-scatter needs.
+scatter needs. A caller that has already de-duplicated (the owner-sharded path of
+:mod:`adrank.train.gradients`) traces its apply inside
+:meth:`GatherScatterFtrl.indices_are_distinct` to skip that second ``tf.unique``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -30,6 +34,29 @@ class GatherScatterFtrl(tf.keras.optimizers.legacy.Ftrl):
     Takes the same arguments as ``tf.keras.optimizers.legacy.Ftrl`` and gives the
     same results (to float rounding) on dense and sparse gradients.
     """
+
+    _distinct_indices = False
+
+    @contextlib.contextmanager
+    def indices_are_distinct(self) -> Iterator[None]:
+        """Within the block, sparse gradients are applied without summing repeats.
+
+        A trace-time promise: only for ``apply_gradients`` calls (traced or eager)
+        whose ``IndexedSlices`` have distinct indices; a repeat would then keep one of
+        its rows' updates instead of their sum.
+        """
+        self._distinct_indices = True
+        try:
+            yield
+        finally:
+            self._distinct_indices = False
+
+    def _resource_apply_sparse_duplicate_indices(
+        self, grad: tf.Tensor, handle: tf.Variable, indices: tf.Tensor, **kwargs: Any
+    ) -> tf.Operation:
+        if self._distinct_indices:
+            return self._resource_apply_sparse(grad, handle, indices, **kwargs)
+        return super()._resource_apply_sparse_duplicate_indices(grad, handle, indices, **kwargs)
 
     def _resource_apply_sparse(
         self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: Any = None

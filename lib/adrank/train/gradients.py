@@ -62,6 +62,7 @@ Modes, with the same API (:func:`make_train_step`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -658,7 +659,12 @@ class TrainStep:
             (self.sparse_optimizer, sparse_grads, self.sparse_vars),
         ):
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-            if pairs:
+            if not pairs:
+                continue
+            # Sharded: every IndexedSlices here was de-duplicated by its owner.
+            distinct = (self.sharded and optimizer is self.sparse_optimizer
+                        and isinstance(optimizer, GatherScatterFtrl))
+            with optimizer.indices_are_distinct() if distinct else contextlib.nullcontext():
                 optimizer.apply_gradients(pairs)
 
 
