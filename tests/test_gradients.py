@@ -149,14 +149,14 @@ def skewed_plan_run() -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from adrank.train.gradients import PathCostModel, SparseTable, agree_on_plan
+    from adrank.train.gradients import PathCostModel, SparseTable, agree_on_paths
 
     rows = 1000
     table = SparseTable(name="t", rows=rows, row_shape=(8,))
     model = PathCostModel(sparse_element_cost=1.0)
     touched = rows if hvd.rank() == 0 else 1
     local_choice = model.choose(touched * hvd.size(), table)  # if each rank chose alone
-    plan, summed = agree_on_plan(tf.constant([touched]), [table], model)
+    plan, _, summed, _ = agree_on_paths(tf.constant([touched]), tf.constant([touched]), [table], model)
     return {"local_choice": local_choice, "plan": plan, "summed": summed.tolist(),
             "train_step": skewed_train_step_run(model)}
 

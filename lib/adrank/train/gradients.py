@@ -14,22 +14,25 @@ updated rows then go to every rank (details below). The new
 Which path a sparse table takes is chosen per table from its measured density, and
 every rank takes the same choice: every ``replan_every`` steps the ranks allreduce
 (sum) the number of distinct rows each touched, and a cost model compares the
-allgather path (bytes ~ touched rows of all ranks x (row size + 1)) with the
+sparse path (bytes ~ touched rows of all ranks x (row size + 1)) with the
 allreduce path (bytes ~ table rows x row size). The sum is an exact integer that is
 identical on every rank, so the choice -- and the collectives it implies -- cannot
 differ between ranks. The same allreduce also sums the raw (repeated) row count: a
 sparse-path table whose distinct/raw ratio over all ranks exceeds
 ``PathCostModel.dedup_max_unique_ratio`` (uniform ids into a large table) skips the
-local de-duplication and the packing, and sends its raw (index, row) pairs as two
-tensors, like ``horovod_default``: there ``tf.unique`` would remove almost nothing
-and the optimizer de-duplicates anyway. The path is a trace-time constant: each plan has its own
-traced ``tf.function``, so the collectives in a graph never depend on data.
+local de-duplication and sends its raw (index, row) pairs: there ``tf.unique`` would
+remove almost nothing, and the receiving side de-duplicates anyway. The path is a
+trace-time constant: each plan has its own traced ``tf.function``, so the
+collectives in a graph never depend on data.
 
 Sparse-path tables are updated by their owners (``shard_sparse_updates``, the
-default): row ``i`` belongs to rank ``i % size``. Instead of the allgather, one
-``hvd.alltoall`` sends each (index, row) pair to its owner, which de-duplicates and applies FTRL to them (so each rank does 1/size of the
-FTRL work instead of all of it), and one grouped allgather hands the updated rows to
-every rank, which scatters them into its copy of the table. The tables stay
+default): row ``i`` belongs to rank ``i % size``. One ``hvd.alltoall`` sends each
+(index, row) pair to its owner, which de-duplicates and applies FTRL to them (so
+each rank does 1/size of the FTRL work instead of all of it), and one grouped
+allgather hands the updated rows to every rank, which scatters them into its copy
+of the table. Without sharding (one rank, or ``shard_sparse_updates=False``) every
+rank allgathers every rank's rows (packed into one int32 tensor when de-duplicated,
+as two tensors when raw) and applies all of them. The tables stay
 identical on every rank; the FTRL slots are exact only on each row's owner until
 :meth:`TrainStep.consolidate_sparse_state` (one masked allreduce per slot, O(table))
 makes them whole on every rank -- which :meth:`TrainStep.broadcast_initial_state`,
@@ -278,30 +281,6 @@ def grouped_allreduce_average(
     if not tensors:
         return []
     return list(hvd.grouped_allreduce(list(tensors), op=hvd.Average, name=name))
-
-
-def agree_on_plan(
-    local_touched_rows: Sequence[int] | tf.Tensor,
-    tables: Sequence[SparseTable],
-    cost_model: PathCostModel,
-) -> tuple[Plan, np.ndarray]:
-    """Chooses every table's path from counts summed over ranks (call on every rank).
-
-    The sum of integers is exact and the same on every rank, so every rank gets the
-    same plan however different its own batch is.
-
-    Args:
-        local_touched_rows: Per table, the distinct rows this rank touched.
-        tables: The tables.
-        cost_model: Compares the two paths.
-
-    Returns:
-        (the plan, the summed counts).
-    """
-    local = tf.cast(tf.reshape(local_touched_rows, [-1]), tf.int64)
-    summed = hvd.allreduce(local, op=hvd.Sum, name="adrank_touched_rows").numpy()
-    plan = tuple(cost_model.choose(int(count), table) for count, table in zip(summed, tables))
-    return plan, summed
 
 
 def agree_on_paths(
@@ -573,7 +552,8 @@ class TrainStep:
         local_rows: list[tuple[tf.Tensor, tf.Tensor]],
         dedup: Dedup,
     ) -> tuple[list[tf.Tensor], list[Any]]:
-        """One fused allreduce (dense grads + dense-path tables), one grouped allgather.
+        """One fused allreduce (dense grads + dense-path tables); sparse-path rows to their
+        owners (one alltoall per table) or, unsharded, one grouped allgather.
 
         Returns:
             (averaged dense gradients, per table its averaged gradient: a dense tensor
@@ -808,7 +788,6 @@ __all__ = [
     "SparseTable",
     "TrainStep",
     "agree_on_paths",
-    "agree_on_plan",
     "allgather_rows",
     "as_indexed_slices",
     "broadcast_initial_state",
