@@ -26,7 +26,7 @@ from PIL import Image
 from adrank import tables
 from adrank.config import ConfigError
 from adrank.embed.catalog import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
-from adrank.embed.store import Processed
+from adrank.embed.store import Processed, ensure_table, last_processed, record_without_rows
 from adrank.runs import RunReport
 from conftest import REPO, TINY_CONF, tiny_config
 
@@ -185,7 +185,7 @@ def test_incremental_run_rewrites_exactly_the_changed_skus_and_leaves_the_rest_b
     assert (second["mode"], second["sku_images"]["from_version"], second["sku_images"]["to_version"]) == (
         "incremental", 2, 3)
     assert (second["skus_embedded"], second["skus_deleted"], second["skus_unchanged"]) == (3, 1, 5)
-    assert second["changes_read"] == 10  # pre- and post-images of 2, 3, 5, 5; 4 deleted; 9 inserted
+    assert second["rows_staged"] == 4  # upserts of 2, 5 and 9, the delete of 4: 3's new title is not staged
     changed = {sku for sku in after if after[sku] != before.get(sku)}
     assert changed == {2, 5, 9}
     assert set(before) - set(after) == {4}
@@ -299,6 +299,21 @@ def test_latest_changes_keeps_the_last_change_of_each_sku(spark):
         [(1, "b", b"b", False), (2, "c", b"c", True), (3, "e", b"e", False), (4, "g", b"g", False)],
         "sku_id long, image_hash string, image binary, deleted boolean")
     assert_df_equality(latest_changes(changes), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_last_processed_reads_the_newest_commits_first_and_the_whole_history_only_if_needed(spark, tmp_path):
+    path = str(tmp_path / "sku_embeddings")
+    assert ensure_table(spark, path) and last_processed(spark, path, page=2) is None
+    record = Processed("run-1", source_version=4, model_version=2, mode="full")
+    assert record_without_rows(spark, path, record) == 1
+    assert last_processed(spark, path, page=2) == record
+    for n in range(3):  # commits of another writer, no record: the record is now 4 commits back
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('other.writer' = '{n}')")
+    assert last_processed(spark, path, page=2) == record  # not in the newest 2: read the history
+    assert last_processed(spark, path) == record
+    newer = Processed("run-2", source_version=6, model_version=2, mode="incremental")
+    record_without_rows(spark, path, newer)
+    assert last_processed(spark, path, page=2) == newer
 
 
 def test_choose_mode():

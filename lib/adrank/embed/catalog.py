@@ -17,8 +17,7 @@ One run (:func:`embed_catalog`):
    ``source_version = to`` and the model version;
 5. publish a serving snapshot of the version just written (:mod:`adrank.embed.serving`),
    then delete the staging folder. When ``CURRENT`` serves the version just before this
-   run's MERGE (and that MERGE is the table's latest version), an incremental or fallback
-   run *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
+   run's MERGE, an incremental or fallback run *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
    otherwise (first run, full mode, a lost publish, a refused patch) it exports the whole
    table. ``serving_snapshot.patched_from`` in the figures says which.
 
@@ -34,6 +33,7 @@ The driver never holds the catalog: it reads counts, the history and a few figur
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,7 +172,7 @@ def embed_catalog(
     with report.timed("embed_plan"):
         plan = _plan(spark, config, images_path, path, model, full)
     figures.update(model_version=model.version, **plan.figures())
-    written = {"skus_embedded": 0, "skus_deleted": 0, "sku_embeddings_version": None}
+    written = {"skus_embedded": 0, "skus_deleted": 0, "rows_staged": 0, "sku_embeddings_version": None}
     merge = None
     if plan.has_work:
         plan, written, merge = _embed_and_merge(spark, config, report, plan, model, before_commit)
@@ -184,7 +184,7 @@ def embed_catalog(
     finally:
         if merge is not None:
             store.remove_folder(spark, merge.staged_path)
-    total = figures["serving_snapshot"]["rows"]  # the snapshot is of the table's latest version
+    total = figures["serving_snapshot"]["rows"]  # the snapshot is of the version this run left
     figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
     return figures
 
@@ -213,7 +213,7 @@ def _embed_and_merge(
     store.remove_stale_folders(spark, staging_parent, STALE_STAGING_S)
     staged_path = tables.join_path(staging_parent, report.run_id)
     with report.timed("embed_cnn"):
-        plan = _stage(spark, config, plan, model, staged_path, report.figures["embed_catalog"])
+        plan = _stage(spark, config, plan, model, staged_path)
     if before_commit is not None:
         before_commit()
     record = store.Processed(report.run_id, plan.to_version, model.version, plan.mode)
@@ -227,57 +227,64 @@ def _embed_and_merge(
     merge = Merge(plan.mode, merged["version"], merged["rows_inserted"], merged["rows_deleted"],
                   merged.get("source_rows"), staged_path)
     return plan, {"skus_embedded": embedded, "skus_deleted": merged["rows_deleted"],
+                  "rows_staged": merged.get("source_rows", 0),
                   "sku_embeddings_version": merged["version"]}, merge
 
 
-def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str,
-           figures: dict[str, Any]) -> Plan:
-    """Write the staged rows of ``plan`` (switching to fallback if its changes are unreadable)."""
-    to_embed, deletions, plan = _work(spark, config, plan, model, figures)
+def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str) -> Plan:
+    """Write the staged rows of ``plan``; an unreadable change feed restages them as a fallback.
+
+    The change feed is read once, by the staging write itself: a range Delta cannot serve
+    (not recorded, vacuumed, truncated log) fails that write, which is then redone as a
+    full diff (``overwrite``: nothing of the failed attempt is kept).
+    """
+    try:
+        with store.change_feed_errors() if plan.mode == "incremental" else nullcontext():
+            _write_staged(spark, config, plan, model, staged_path)
+    except store.ChangeFeedUnavailable as error:
+        plan = plan.fallback(f"change data feed unavailable: {error}")
+        _write_staged(spark, config, plan, model, staged_path)
+    return plan
+
+
+def _write_staged(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str) -> None:
+    to_embed, deletions = _work(spark, config, plan, model)
     embedded = with_embeddings(to_embed, model.path, config.embed.batch_size)
     staged = incremental.staged_rows(embedded, deletions, model.version)
     with store.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
         store.write_staged(staged, staged_path)
-    return plan
 
 
-def _work(spark: SparkSession, config: Config, plan: Plan, model: Model,
-          figures: dict[str, Any]) -> tuple[DataFrame, DataFrame, Plan]:
-    """``(images to embed, sku_ids to delete, plan)``; an unreadable change feed -> fallback."""
+def _work(spark: SparkSession, config: Config, plan: Plan, model: Model) -> tuple[DataFrame, DataFrame]:
+    """``(images to embed, sku_ids to delete)`` of ``plan`` (lazy: nothing is read yet)."""
     images_path = tables.table_path(config, tables.SKU_IMAGES)
     embedded = tables.read_delta(spark, tables.table_path(config, tables.SKU_EMBEDDINGS))
     parts = config.embed.partitions or spark.sparkContext.defaultParallelism
     if plan.mode == "incremental":
-        try:
-            changes = store.read_changes(spark, images_path, plan.from_version, plan.to_version)
-            figures["changes_read"] = store.count_changes(changes)
-        except store.ChangeFeedUnavailable as error:
-            plan = plan.fallback(f"change data feed unavailable: {error}")
-        else:
-            latest = incremental.latest_changes(changes)
-            to_embed = incremental.changed_images(latest, embedded, model.version)
-            return to_embed.repartition(parts, "sku_id"), incremental.deleted_skus(latest), plan
+        latest = incremental.latest_changes(
+            store.read_changes(spark, images_path, plan.from_version, plan.to_version))
+        to_embed = incremental.changed_images(latest, embedded, model.version)
+        return to_embed.repartition(parts, "sku_id"), incremental.deleted_skus(latest)
     images = tables.read_delta(spark, images_path, plan.to_version)
     deletions = incremental.vanished_skus(images, embedded)
     if plan.mode == "fallback":
-        to_embed = incremental.unembedded_images(images, embedded, model.version).repartition(parts, "sku_id")
-        return to_embed, deletions, plan
+        return incremental.unembedded_images(images, embedded, model.version).repartition(parts, "sku_id"), deletions
     to_embed = images.select(*incremental.IMAGE_COLUMNS)
     if to_embed.rdd.getNumPartitions() < parts:
         to_embed = to_embed.repartition(parts, "sku_id")
-    return to_embed, deletions, plan
+    return to_embed, deletions
 
 
 def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_version: int,
                        merge: Merge | None) -> dict[str, Any]:
-    """Publish the table's latest version unless ``CURRENT`` already serves it.
+    """Publish the version this run wrote (else the table's latest) unless ``CURRENT`` serves it.
 
     Patches ``CURRENT`` with this run's staged rows when :func:`can_patch` says so; exports
     the whole table otherwise, or when the patch is refused (``patch_error`` says why).
     """
     from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
 
-    version = store.table_version(spark, path)
+    version = merge.version if merge is not None else store.table_version(spark, path)
     root = serving_root(config)
     try:
         current = load_serving_snapshot(root)
@@ -300,11 +307,11 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
 
 def can_patch(manifest: dict[str, Any] | None, table_version: int, model_version: int,
               merge: Merge | None) -> bool:
-    """Whether the snapshot of ``manifest`` plus this run's staged rows is the table's latest version.
+    """Whether the snapshot of ``manifest`` plus this run's staged rows is ``table_version``.
 
     True when this run MERGEd (not in full mode: that rewrites every row anyway), its
-    commit is the latest version and the snapshot is of the version just before it, with
-    the same model (pure: no I/O).
+    commit is ``table_version`` (the version to publish) and the snapshot is of the version
+    just before it, with the same model (pure: no I/O).
     """
     return (merge is not None and manifest is not None and merge.mode != "full"
             and merge.version == table_version

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
 from adrank.tables import USER_METADATA_CONF
@@ -33,6 +32,7 @@ from adrank.tables import USER_METADATA_CONF
 JOB = "embed_catalog"
 SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
 RECORD_PROPERTY = "adrank.embed_catalog.sourceVersion"
+HISTORY_PAGE = 50  # newest commits read first for the last run's record
 CHANGE_FEED_UNAVAILABLE = (
     "DELTA_MISSING_CHANGE_DATA", "DELTA_TRUNCATED_TRANSACTION_LOG", "DELTA_FILE_NOT_FOUND",
     "FILE_NOT_EXIST", "FileNotFoundException", "VersionNotFoundException",
@@ -94,45 +94,64 @@ def table_version(spark: SparkSession, path: str) -> int:
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0].version)
 
 
-def last_processed(spark: SparkSession, path: str) -> Processed | None:
-    """The record of the latest committed run in the history of ``sku_embeddings`` (None: none)."""
+def last_processed(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> Processed | None:
+    """The record of the latest committed run in the history of ``sku_embeddings`` (None: none).
+
+    Reads the newest ``page`` commits first (every run commits a record, so it is almost
+    always there) and the whole history only when they hold none: the cost of a run does
+    not grow with the age of the table.
+    """
     from delta.tables import DeltaTable
 
-    history = DeltaTable.forPath(spark, path).history()
-    row = (history.where(F.get_json_object("userMetadata", "$.job") == JOB)
-           .orderBy(F.col("version").desc()).select("userMetadata").first())
-    if row is None:
+    table = DeltaTable.forPath(spark, path)
+    newest = table.history(page).select("version", "userMetadata").collect()
+    record = _newest_record(newest)
+    if record is None and len(newest) == page:  # older commits exist: read them all
+        record = _newest_record(table.history().select("version", "userMetadata").collect())
+    if record is None:
         return None
-    record = json.loads(row.userMetadata)
     return Processed(str(record["run_id"]), int(record["source_version"]), int(record["model_version"]),
                      str(record.get("mode", "")))
+
+
+def _newest_record(history: list) -> dict | None:
+    """The ``userMetadata`` (parsed) of the newest commit of this job among ``history`` rows."""
+    for row in sorted(history, key=lambda r: r.version, reverse=True):
+        record = _parse_record(row.userMetadata)
+        if record is not None:
+            return record
+    return None
+
+
+def _parse_record(metadata: str | None) -> dict | None:
+    if not metadata:
+        return None
+    try:
+        record = json.loads(metadata)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("job") == JOB else None
 
 
 def read_changes(spark: SparkSession, path: str, start: int, end: int) -> DataFrame:
     """The Change Data Feed of ``sku_images`` for versions ``start..end`` (inclusive).
 
     Raises:
-        ChangeFeedUnavailable: See :func:`count_changes` (some cases surface here).
+        ChangeFeedUnavailable: See :func:`change_feed_errors` (some cases surface here,
+            the others when the frame is read).
     """
-    with _change_feed_errors():
+    with change_feed_errors():
         return (spark.read.format("delta").option("readChangeFeed", "true")
                 .option("startingVersion", start).option("endingVersion", end).load(path))
 
 
-def count_changes(changes: DataFrame) -> int:
-    """Read the whole range once, narrowly (``sku_id``): its row count.
-
-    Raises:
-        ChangeFeedUnavailable: Change data was not recorded for a version of the range,
-            its files were vacuumed, or the log was truncated.
-    """
-    with _change_feed_errors():
-        return int(changes.agg(F.count("sku_id").alias("n")).first()["n"])
-
-
 @contextmanager
-def _change_feed_errors() -> Iterator[None]:
-    """Turn Spark/Delta errors that mean "this range is unreadable" into ChangeFeedUnavailable."""
+def change_feed_errors() -> Iterator[None]:
+    """Turn Spark/Delta errors that mean "this range is unreadable" into ChangeFeedUnavailable.
+
+    Wrap whatever reads a :func:`read_changes` frame: change data was not recorded for a
+    version of the range, its files were vacuumed, or the log was truncated.
+    """
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
