@@ -305,7 +305,7 @@ def test_last_processed_reads_the_newest_commits_first_and_the_whole_history_onl
     path = str(tmp_path / "sku_embeddings")
     assert ensure_table(spark, path) and last_processed(spark, path, page=2) is None
     record = Processed("run-1", source_version=4, model_version=2, mode="full")
-    assert record_without_rows(spark, path, record) == 1
+    assert record_without_rows(spark, path, record)["version"] == 1
     assert last_processed(spark, path, page=2) == record
     for n in range(3):  # commits of another writer, no record: the record is now 4 commits back
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('other.writer' = '{n}')")
@@ -327,16 +327,21 @@ def test_choose_mode():
 
 
 def test_can_patch():
-    merge = Merge("incremental", version=7, rows_inserted=1, rows_deleted=0, source_rows=1, staged_path="/s")
+    merge = Merge("incremental", version=7, read_version=6, rows_inserted=1, rows_deleted=0, source_rows=1,
+                  staged_path="/s")
     manifest = {"table_version": 6, "model_version": 2}
     assert can_patch(manifest, 7, 2, merge)
-    assert can_patch(manifest, 7, 2, Merge("fallback", 7, 1, 0, 1, "/s"))
-    assert not can_patch(manifest, 7, 2, Merge("full", 7, 1, 0, 1, "/s"))       # full mode
+    assert can_patch(manifest, 7, 2, Merge("fallback", 7, 6, 1, 0, 1, "/s"))
+    assert not can_patch(manifest, 7, 2, Merge("full", 7, 6, 1, 0, 1, "/s"))    # full mode
     assert not can_patch(manifest, 7, 2, None)                                  # nothing merged (no-op run)
     assert not can_patch(None, 7, 2, merge)                                     # first run
     assert not can_patch(manifest, 8, 2, merge)                                 # another commit came after
     assert not can_patch({**manifest, "table_version": 5}, 7, 2, merge)         # a lost publish
     assert not can_patch({**manifest, "model_version": 1}, 7, 2, merge)
+    concurrent = dataclasses.replace(merge, read_version=5)  # a commit landed between its read and commit
+    assert not can_patch(manifest, 7, 2, concurrent)
+    assert not can_patch({**manifest, "table_version": 5}, 7, 2, concurrent)
+    assert not can_patch(manifest, 7, 2, dataclasses.replace(merge, read_version=None))
 
 
 def embed_catalog_job():

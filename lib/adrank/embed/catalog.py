@@ -71,9 +71,10 @@ class Merge:
 
     mode: str
     version: int
+    read_version: int | None  # the table version the MERGE read (None: unknown)
     rows_inserted: int
     rows_deleted: int
-    source_rows: int | None  # staged rows the MERGE read (None: no MERGE commit)
+    source_rows: int | None  # staged rows the MERGE read (0 for a record-only commit; None: unknown)
     staged_path: str
 
 
@@ -221,13 +222,12 @@ def _embed_and_merge(
     with report.timed("embed_merge"):
         merged = store.merge_staged(spark, path, staged_path, record)
         if merged is None:  # nothing to change: record the versions all the same
-            merged = {"version": store.record_without_rows(spark, path, record),
-                      "rows_inserted": 0, "rows_updated": 0, "rows_deleted": 0}
+            merged = store.record_without_rows(spark, path, record)
     embedded = merged["rows_inserted"] + merged["rows_updated"]  # = the staged upserts
-    merge = Merge(plan.mode, merged["version"], merged["rows_inserted"], merged["rows_deleted"],
-                  merged.get("source_rows"), staged_path)
+    merge = Merge(plan.mode, merged["version"], merged["read_version"], merged["rows_inserted"],
+                  merged["rows_deleted"], merged["source_rows"], staged_path)
     return plan, {"skus_embedded": embedded, "skus_deleted": merged["rows_deleted"],
-                  "rows_staged": merged.get("source_rows", 0),
+                  "rows_staged": merged["source_rows"],
                   "sku_embeddings_version": merged["version"]}, merge
 
 
@@ -310,12 +310,13 @@ def can_patch(manifest: dict[str, Any] | None, table_version: int, model_version
     """Whether the snapshot of ``manifest`` plus this run's staged rows is ``table_version``.
 
     True when this run MERGEd (not in full mode: that rewrites every row anyway), its
-    commit is ``table_version`` (the version to publish) and the snapshot is of the version
-    just before it, with the same model (pure: no I/O).
+    commit is ``table_version`` (the version to publish), it read the version just before
+    it (no other commit came in between) and the snapshot is of that version, with the
+    same model (pure: no I/O).
     """
     return (merge is not None and manifest is not None and merge.mode != "full"
-            and merge.version == table_version
-            and manifest.get("table_version") == merge.version - 1
+            and merge.version == table_version and merge.read_version == merge.version - 1
+            and manifest.get("table_version") == merge.read_version
             and manifest.get("model_version") == model_version)
 
 

@@ -175,11 +175,12 @@ def read_staged(spark: SparkSession, staged_path: str) -> DataFrame:
     return spark.read.schema(STAGED_DDL).parquet(staged_path)
 
 
-def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Processed) -> dict[str, int] | None:
+def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Processed) -> dict[str, int | None] | None:
     """MERGE the staged rows into ``sku_embeddings`` in one commit carrying ``record``.
 
     Returns:
-        ``version``, ``rows_inserted``, ``rows_updated``, ``rows_deleted`` of the commit;
+        ``version``, ``read_version`` (the version the MERGE read), ``rows_inserted``,
+        ``rows_updated``, ``rows_deleted`` and ``source_rows`` of the commit;
         None when the MERGE changed nothing (Delta then makes no commit).
     """
     from delta.tables import DeltaTable
@@ -196,28 +197,30 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
     return _commit_figures(spark, path, record)
 
 
-def record_without_rows(spark: SparkSession, path: str, record: Processed) -> int:
-    """Commit ``record`` with no row change (a table property); return the version."""
+def record_without_rows(spark: SparkSession, path: str, record: Processed) -> dict[str, int | None]:
+    """Commit ``record`` with no row change (a table property); its figures as :func:`merge_staged`'s."""
     with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
                   f"('{RECORD_PROPERTY}' = '{record.source_version}')")
     figures = _commit_figures(spark, path, record)
     if figures is None:
         raise RuntimeError(f"no commit with this run's record in the history of {path}")
-    return figures["version"]
+    return figures
 
 
-def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[str, int] | None:
+def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[str, int | None] | None:
     """Figures of the commit carrying ``record`` (another writer may have committed after it)."""
     from delta.tables import DeltaTable
 
     history = DeltaTable.forPath(spark, path).history(20)
-    row = history.where(history.userMetadata == record.metadata()).select("version", "operationMetrics").first()
+    row = (history.where(history.userMetadata == record.metadata())
+           .select("version", "readVersion", "operationMetrics").first())
     if row is None:
         return None
     metrics = row.operationMetrics or {}
     return {
         "version": int(row.version),
+        "read_version": None if row.readVersion is None else int(row.readVersion),
         "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
         "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
