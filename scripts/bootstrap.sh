@@ -21,8 +21,8 @@ LOG="$ROOT/.cache/bootstrap.log"
 die() { echo "bootstrap: $*" >&2; exit 1; }
 say() { echo "bootstrap: $*" >&2; }
 
-inputs_digest() {
-  cat "$ROOT/constraints.txt" "$ROOT/requirements.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -c1-16
+inputs_digest() {  # the checkout's path too: the editable install of adrank points at it
+  { cat "$ROOT/constraints.txt" "$ROOT/requirements.txt" "$ROOT/setup.py" "$0"; echo "$ROOT"; } | sha256sum | cut -c1-16
 }
 
 check_java() {

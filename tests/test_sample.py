@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from adrank.config import SampleConfig
 from adrank.sample import generate_inputs
-from adrank.sample.storage import write_text_file
+from adrank.tables import write_text_file
 
 TINY = SampleConfig(
     num_skus=120, num_users=40, num_impressions=4000, num_days=3, num_categories=8,
@@ -264,3 +264,13 @@ def test_text_file_written_through_a_hadoop_uri(spark: SparkSession, tmp_path: P
     target = tmp_path / "nested" / "_manifest.json"
     write_text_file(spark, target.as_uri(), '{"seed": 7}\n')
     assert target.read_text() == '{"seed": 7}\n'
+    write_text_file(spark, f"file:{target}", '{"seed": 8}\n')  # file:/abs, as Spark prints paths
+    assert target.read_text() == '{"seed": 8}\n'
+
+
+def test_text_file_written_to_a_plain_path_replaces_it_without_a_temporary_left(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "_manifest.json"
+    for seed in (1, 2):
+        write_text_file(None, str(target), f'{{"seed": {seed}}}\n')
+    assert target.read_text() == '{"seed": 2}\n'
+    assert [p.name for p in target.parent.iterdir()] == ["_manifest.json"]

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -70,12 +71,17 @@ def read_delta(spark: SparkSession, path: str, version: int | None = None) -> Da
 
 
 def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
-    """Write one small text file to a local path or any Hadoop-supported URI."""
-    if "://" not in uri or uri.startswith("file://"):
-        local = Path(uri.removeprefix("file://"))
+    """Write one small UTF-8 text file, replacing it.
+
+    A path without a scheme is written with Python (to a temporary name, then renamed);
+    a URI (``s3a://``, ``hdfs://``, ``file:``) through the Hadoop FileSystem of the
+    session's JVM, whose configuration holds the credentials.
+    """
+    if not urlparse(uri).scheme:
+        local = Path(uri)
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.tmp")
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(local)
         return
     if spark is None:

@@ -17,8 +17,9 @@ from adrank.sample.clicklog import impression_sources
 from adrank.sample.impressions import CLICK_MODEL
 from adrank.sample.snapshots import snapshot_sources
 from adrank.sample.source import SourceData
-from adrank.sample.storage import write_source, write_text_file
+from adrank.sample.storage import write_source
 from adrank.sample.world import PALETTES, SHAPES, TEXTURES, World, build_world
+from adrank.tables import write_text_file
 
 if TYPE_CHECKING:
     from adrank.config import SampleConfig
