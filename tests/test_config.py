@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
+from adrank import tables
 from adrank.config import ConfigError, load_config
+from adrank.embed.catalog import serving_root
+from adrank.train.registry import registry_root
 from conftest import REPO, TINY_CONF, tiny_config
 
 
@@ -42,6 +45,25 @@ def test_relative_local_roots_become_absolute_and_uris_stay(tmp_path, monkeypatc
     config = load_config(TINY_CONF, ["storage.root=rel/tables", "inputs.root=s3a://bucket/in"])
     assert config.storage.root == str(tmp_path / "rel" / "tables")
     assert config.inputs.root == "s3a://bucket/in"
+
+
+def test_object_store_root_needs_a_local_root_for_registry_checkpoints_and_snapshots(tmp_path):
+    with pytest.raises(ConfigError, match="config key 'storage.local_root' must be set when storage.root is "
+                                         "'s3a://bucket/tables'"):
+        tiny_config(tmp_path, "storage.root=s3a://bucket/tables")
+    with pytest.raises(ConfigError, match="config key 'storage.local_root' must be an absolute local path"):
+        tiny_config(tmp_path, "storage.root=s3a://bucket/tables", "storage.local_root=rel/models")
+    config = tiny_config(tmp_path, "storage.root=s3a://bucket/tables", f"storage.local_root={tmp_path}/shared")
+    assert (registry_root(config), serving_root(config)) == (f"{tmp_path}/shared/models",
+                                                            f"{tmp_path}/shared/serving/sku_embeddings")
+    assert tables.table_path(config, tables.SKU_IMAGES) == "s3a://bucket/tables/sku_images"
+    local = tiny_config(tmp_path)  # a local root holds everything
+    assert registry_root(local) == f"{local.storage.root}/models"
+
+
+def test_the_cluster_example_config_loads():
+    config = load_config(REPO / "conf" / "cluster.yaml")
+    assert config.storage.root.startswith("s3a://") and config.storage.local == "/mnt/adrank"
 
 
 def test_missing_required_key(tmp_path):

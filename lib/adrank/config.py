@@ -43,9 +43,22 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """Where Delta tables live: ``<root>/<table>``; job reports under ``<root>/_runs``."""
+    """Where Delta tables live: ``<root>/<table>``; job reports under ``<root>/_runs``.
+
+    ``local_root`` holds what is not a table and is read and written with plain file
+    operations (atomic renames, ``flock``, TensorFlow's own I/O): the model registry,
+    training checkpoints and serving snapshots. It must be an absolute path mounted at the
+    same place on the driver and every executor (e.g. NFS). Empty: ``root``, which must
+    then be local; an object-store ``root`` (``s3a://``...) requires it.
+    """
 
     root: str
+    local_root: str = ""
+
+    @property
+    def local(self) -> str:
+        """The folder of the registry, checkpoints and serving snapshots (see the class doc)."""
+        return self.local_root or self.root
 
 
 @dataclass(frozen=True)
@@ -281,6 +294,7 @@ def _validate(config: Config) -> None:
     _validate_train(config.train)
     _validate_embed(config.embed)
     _require(bool(config.storage.root), "storage.root", "must not be empty")
+    _validate_local_root(config.storage)
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
     for name in config.spark.conf:
         _require(
@@ -321,6 +335,22 @@ def _validate_train(train: TrainConfig) -> None:
     _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
 
 
+def _validate_local_root(storage: StorageConfig) -> None:
+    if storage.local_root:
+        _require(os.path.isabs(storage.local_root) and "://" not in storage.local_root, "storage.local_root",
+                 f"must be an absolute local path (mounted on the driver and every executor), "
+                 f"got {storage.local_root!r}")
+        return
+    _require(not _is_remote(storage.root), "storage.local_root",
+             f"must be set when storage.root is {storage.root!r}: the model registry, checkpoints and "
+             "serving snapshots need an absolute path mounted on the driver and every executor (e.g. NFS)")
+
+
+def _is_remote(root: str) -> bool:
+    """A URI other than ``file:`` (``s3a://``, ``abfss://``, ``hdfs://``...)."""
+    return "://" in root and not root.startswith("file:")
+
+
 def _validate_embed(embed: EmbedConfig) -> None:
     _require(1 <= embed.batch_size <= 65536, "embed.batch_size", "must be in 1..65536")
     _require(embed.partitions >= 0, "embed.partitions", "must be 0 (one per core) or more")
@@ -328,7 +358,7 @@ def _validate_embed(embed: EmbedConfig) -> None:
     for key in ("serving_folder", "staging_folder"):
         folder = getattr(embed, key)
         _require(bool(folder.strip("/")) and ".." not in folder.split("/") and "://" not in folder,
-                 f"embed.{key}", f"must be a folder below storage.root, got {folder!r}")
+                 f"embed.{key}", f"must be a relative folder (below storage.root or storage.local_root), got {folder!r}")
 
 
 def _check_date(text: str, key: str) -> None:

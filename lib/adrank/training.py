@@ -57,7 +57,7 @@ def _launch(config: Config, report: RunReport, stage: str, data_version: Any, fi
 
     settings = make_settings(
         config, data_version=data_version, files=files, run_id=report.run_id,
-        checkpoint_root=tables.join_path(config.storage.root, "_checkpoints"),
+        checkpoint_root=tables.join_path(config.storage.local, "_checkpoints"),
     )
     with report.timed(f"{stage}_training"):
         result = launch(stage, settings, config)

@@ -109,8 +109,8 @@ class Plan:
 
 
 def serving_root(config: Config) -> str:
-    """``<storage.root>/<embed.serving_folder>``: where serving snapshots are published."""
-    return tables.join_path(config.storage.root, config.embed.serving_folder)
+    """``<storage.local>/<embed.serving_folder>``: where serving snapshots are published."""
+    return tables.join_path(config.storage.local, config.embed.serving_folder)
 
 
 def registered_model(config: Config) -> Model:

@@ -1,6 +1,6 @@
 """The model registry: versioned SavedModels in a folder, with metadata and a pointer.
 
-Layout (``root`` = ``<storage.root>/<train.registry_folder>``, see
+Layout (``root`` = ``<storage.local>/<train.registry_folder>``, see
 :func:`registry_root`)::
 
     <root>/<stage>/v1/               SavedModel (saved_model.pb, variables/) + metadata.json
@@ -44,8 +44,11 @@ METADATA = "metadata.json"
 
 
 def registry_root(config: Any) -> str:
-    """``<storage.root>/<train.registry_folder>`` of an :class:`adrank.config.Config`."""
-    return "/".join([config.storage.root.rstrip("/"), config.train.registry_folder.strip("/")])
+    """``<storage.local>/<train.registry_folder>`` of an :class:`adrank.config.Config`.
+
+    ``storage.local`` is ``storage.local_root``, else ``storage.root`` (local).
+    """
+    return "/".join([config.storage.local.rstrip("/"), config.train.registry_folder.strip("/")])
 
 
 def _local(root: str | os.PathLike) -> Path:
