@@ -342,6 +342,39 @@ def test_can_patch():
     assert not can_patch(manifest, 7, 2, concurrent)
     assert not can_patch({**manifest, "table_version": 5}, 7, 2, concurrent)
     assert not can_patch(manifest, 7, 2, dataclasses.replace(merge, read_version=None))
+    older = {**manifest, "table_version": 4}  # versions 5 and 6 only compacted files or set properties
+    assert can_patch(older, 7, 2, merge, same_data_from=4)
+    assert not can_patch(older, 7, 2, merge, same_data_from=5)                   # version 5 changed rows
+    assert not can_patch(older, 7, 2, merge)
+
+
+def test_compaction_keeps_the_rows_and_the_next_run_still_patches_the_snapshot(spark, tmp_path):
+    from adrank.embed.store import file_count
+
+    config = tiny_config(tmp_path, "embed.batch_size=4", "embed.compact_above_files=1")
+    register_model(config, seed=1)
+    seeds = {sku: sku for sku in range(1, 7)}
+    upsert(spark, config, {sku: (seed, f"t{sku}") for sku, seed in seeds.items()})
+    first = run(spark, config)
+    path = tables.table_path(config, tables.SKU_EMBEDDINGS)
+    assert first["compaction"]["files_before"] > 1 and first["compaction"]["files_after"] == file_count(spark, path) == 1
+    assert first["compaction"]["version"] == first["sku_embeddings_version"] + 1
+    before = table(spark, config)
+
+    seeds = {**seeds, 2: 102, 7: 7}
+    upsert(spark, config, {sku: (seed, f"t{sku}") for sku, seed in seeds.items()})
+    second = run(spark, config)
+    assert second["mode"] == "incremental" and second["skus_embedded"] == 2
+    assert second["serving_snapshot"]["patched_from"] == first["serving_snapshot"]["snapshot_version"]
+    after = table(spark, config)
+    assert {sku for sku in after if after[sku] != before.get(sku)} == {2, 7}
+    assert second["compaction"]["files_after"] == 1
+    snapshot = current_snapshot(config)
+    assert snapshot["manifest"]["table_version"] == second["sku_embeddings_version"]
+    assert snapshot["sku_ids"] == sorted(after)
+    for row, sku in enumerate(snapshot["sku_ids"]):
+        np.testing.assert_array_equal(snapshot["embeddings"][row], np.array(after[sku][2], dtype=np.float32))
+    assert_current(after, config, seeds, 1)
 
 
 def embed_catalog_job():
@@ -378,7 +411,7 @@ def test_a_model_for_another_image_size_is_refused(spark, tmp_path):
     ("embed.batch_size=0", "config key 'embed.batch_size' must be in 1..65536"),
     ("embed.batch_size=big", "config key 'embed.batch_size' must be int, got str 'big'"),
     ("embed.serving_keep=0", "config key 'embed.serving_keep' must be at least 1"),
-    ("embed.serving_folder=../out", "config key 'embed.serving_folder' must be a folder below storage.root"),
+    ("embed.serving_folder=../out", "config key 'embed.serving_folder' must be a folder below storage.local_root"),
     ("embed.partitions=-1", "config key 'embed.partitions' must be 0 (one per core) or more"),
     ("embed.bogus=1", "unknown config key 'embed.bogus'"),
 ])

@@ -122,13 +122,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """embed_catalog: the CNN's batch size, the Spark partitions it runs in, serving snapshots."""
+    """embed_catalog: the CNN's batch size, the Spark partitions it runs in, serving snapshots,
+    and when ``sku_embeddings`` is compacted (OPTIMIZE once it has more data files than
+    ``compact_above_files``; 0 = never)."""
 
     batch_size: int = 256
     partitions: int = 0
     serving_folder: str = "serving/sku_embeddings"
     serving_keep: int = 3
     staging_folder: str = "_staging"
+    compact_above_files: int = 64
 
 
 @dataclass(frozen=True)
@@ -355,10 +358,11 @@ def _validate_embed(embed: EmbedConfig) -> None:
     _require(1 <= embed.batch_size <= 65536, "embed.batch_size", "must be in 1..65536")
     _require(embed.partitions >= 0, "embed.partitions", "must be 0 (one per core) or more")
     _require(embed.serving_keep >= 1, "embed.serving_keep", "must be at least 1")
-    for key in ("serving_folder", "staging_folder"):
+    _require(embed.compact_above_files >= 0, "embed.compact_above_files", "must be 0 (never compact) or more")
+    for key, base in (("serving_folder", "storage.local_root"), ("staging_folder", "storage.root")):
         folder = getattr(embed, key)
         _require(bool(folder.strip("/")) and ".." not in folder.split("/") and "://" not in folder,
-                 f"embed.{key}", f"must be a relative folder (below storage.root or storage.local_root), got {folder!r}")
+                 f"embed.{key}", f"must be a folder below {base}, got {folder!r}")
 
 
 def _check_date(text: str, key: str) -> None:

@@ -19,7 +19,9 @@ One run (:func:`embed_catalog`):
    then delete the staging folder. When ``CURRENT`` serves the version just before this
    run's MERGE, an incremental or fallback run *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
    otherwise (first run, full mode, a lost publish, a refused patch) it exports the whole
-   table. ``serving_snapshot.patched_from`` in the figures says which.
+   table. ``serving_snapshot.patched_from`` in the figures says which;
+6. compact ``sku_embeddings`` (OPTIMIZE) once it has more than ``embed.compact_above_files``
+   data files. That commit changes no row, so the next run still patches the snapshot.
 
 Crash safety: nothing but the MERGE commit changes the table or the record, and the
 two go together. A run killed before it leaves the table and record as they were (the
@@ -185,6 +187,8 @@ def embed_catalog(
     finally:
         if merge is not None:
             store.remove_folder(spark, merge.staged_path)
+    with report.timed("embed_compaction"):
+        figures["compaction"] = _compact_if_many_files(spark, config, path) if merge is not None else None
     total = figures["serving_snapshot"]["rows"]  # the snapshot is of the version this run left
     figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
     return figures
@@ -294,7 +298,8 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
         return {"snapshot_version": current.version, "path": current.path, "rows": len(current),
                 "dim": current.dim, "published": False, "patched_from": None}
     refused = {}
-    if can_patch(None if current is None else current.manifest, version, model_version, merge):
+    manifest = None if current is None else current.manifest
+    if can_patch(manifest, version, model_version, merge, _same_data_from(spark, path, manifest, merge)):
         try:
             return {**_patch(spark, config, current, version, model_version, merge), "published": True}
         except (ValueError, FileNotFoundError) as error:
@@ -305,18 +310,45 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     return {**published, "published": True, "patched_from": None, **refused}
 
 
+def _same_data_from(spark: SparkSession, path: str, manifest: dict[str, Any] | None,
+                    merge: Merge | None) -> int | None:
+    """For a snapshot older than the version the MERGE read: the oldest version with its rows."""
+    if manifest is None or merge is None or merge.read_version is None:
+        return None
+    if not isinstance(manifest.get("table_version"), int) or manifest["table_version"] >= merge.read_version:
+        return None
+    return store.same_data_since(spark, path, merge.read_version)
+
+
+def _compact_if_many_files(spark: SparkSession, config: Config, path: str) -> dict[str, int] | None:
+    """OPTIMIZE ``sku_embeddings`` once it has more than ``embed.compact_above_files`` files.
+
+    Each incremental MERGE adds a few small files and deletion vectors; compaction keeps
+    the next runs' scans (and a full export) from slowing down. It runs after the
+    snapshot is published and changes no row, so the next run still patches that snapshot
+    (:func:`adrank.embed.store.same_data_since`).
+    """
+    limit = config.embed.compact_above_files
+    if limit == 0 or store.file_count(spark, path) <= limit:
+        return None
+    return store.compact(spark, path)
+
+
 def can_patch(manifest: dict[str, Any] | None, table_version: int, model_version: int,
-              merge: Merge | None) -> bool:
+              merge: Merge | None, same_data_from: int | None = None) -> bool:
     """Whether the snapshot of ``manifest`` plus this run's staged rows is ``table_version``.
 
     True when this run MERGEd (not in full mode: that rewrites every row anyway), its
     commit is ``table_version`` (the version to publish), it read the version just before
-    it (no other commit came in between) and the snapshot is of that version, with the
-    same model (pure: no I/O).
+    it (no other commit came in between) and the snapshot holds the rows of that version,
+    with the same model: it is of that version, or of one from ``same_data_from`` on
+    (only compaction or property commits came after it). Pure: no I/O.
     """
-    return (merge is not None and manifest is not None and merge.mode != "full"
-            and merge.version == table_version and merge.read_version == merge.version - 1
-            and manifest.get("table_version") == merge.read_version
+    if merge is None or manifest is None or merge.read_version is None:
+        return False
+    oldest = merge.read_version if same_data_from is None else same_data_from
+    return (merge.mode != "full" and merge.version == table_version and merge.read_version == merge.version - 1
+            and oldest <= manifest.get("table_version", -1) <= merge.read_version
             and manifest.get("model_version") == model_version)
 
 

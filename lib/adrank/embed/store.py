@@ -33,6 +33,8 @@ JOB = "embed_catalog"
 SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
 RECORD_PROPERTY = "adrank.embed_catalog.sourceVersion"
 HISTORY_PAGE = 50  # newest commits read first for the last run's record
+# Commits after which the table holds the same rows as before (a snapshot of either serves both).
+DATA_PRESERVING_OPERATIONS = ("OPTIMIZE", "REORG", "SET TBLPROPERTIES", "VACUUM START", "VACUUM END")
 CHANGE_FEED_UNAVAILABLE = (
     "DELTA_MISSING_CHANGE_DATA", "DELTA_TRUNCATED_TRANSACTION_LOG", "DELTA_FILE_NOT_FOUND",
     "FILE_NOT_EXIST", "FileNotFoundException", "VersionNotFoundException",
@@ -226,6 +228,44 @@ def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[s
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
         "source_rows": int(metrics.get("numSourceRows", 0)),
     }
+
+
+def same_data_since(spark: SparkSession, path: str, version: int, page: int = HISTORY_PAGE) -> int:
+    """The oldest version whose rows are those of ``version``.
+
+    Walks back from ``version`` over commits that only reorganise files or set
+    properties (:data:`DATA_PRESERVING_OPERATIONS`), within the newest ``page`` commits.
+    """
+    from delta.tables import DeltaTable
+
+    operations = {row.version: row.operation
+                  for row in DeltaTable.forPath(spark, path).history(page).select("version", "operation").collect()}
+    oldest = version
+    while operations.get(oldest) in DATA_PRESERVING_OPERATIONS:
+        oldest -= 1
+    return oldest
+
+
+def compact(spark: SparkSession, path: str) -> dict[str, int]:
+    """OPTIMIZE the table: bin-pack small files; files with many deleted rows are rewritten
+    without them (and their deletion vectors). Rows do not change.
+
+    Returns:
+        ``files_before``, ``files_after`` and the ``version`` of the OPTIMIZE commit.
+    """
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forPath(spark, path)
+    before = file_count(spark, path)
+    table.optimize().executeCompaction()
+    return {"files_before": before, "files_after": file_count(spark, path), "version": table_version(spark, path)}
+
+
+def file_count(spark: SparkSession, path: str) -> int:
+    """The number of data files of the table's latest version."""
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).detail().select("numFiles").first()[0])
 
 
 def remove_folder(spark: SparkSession, uri: str) -> None:
