@@ -348,29 +348,58 @@ def test_can_patch():
     assert not can_patch(older, 7, 2, merge)
 
 
-def test_compaction_keeps_the_rows_and_the_next_run_still_patches_the_snapshot(spark, tmp_path):
-    from adrank.embed.store import file_count
+def data_files(spark, path: str) -> int:
+    from delta.tables import DeltaTable
 
-    config = tiny_config(tmp_path, "embed.batch_size=4", "embed.compact_above_files=1")
+    return int(DeltaTable.forPath(spark, path).detail().first().numFiles)
+
+
+def test_files_added_since_compaction_and_same_data_since_read_the_history():
+    from collections import namedtuple
+
+    from adrank.embed.store import files_added_since_compaction, same_data_since
+
+    Commit = namedtuple("Commit", "version operation userMetadata operationMetrics")
+    newest = [Commit(6, "MERGE", None, {"numTargetFilesAdded": "2"}),
+              Commit(5, "SET TBLPROPERTIES", None, {}),
+              Commit(4, "OPTIMIZE", None, {"numAddedFiles": "1"}),
+              Commit(3, "MERGE", None, {"numTargetFilesAdded": "5"}),
+              Commit(2, "MERGE", None, {"numTargetFilesAdded": "4"})]
+    assert files_added_since_compaction(newest, page=10) == 2
+    assert files_added_since_compaction(newest[3:], page=10) == 9   # no OPTIMIZE: everything since creation
+    assert files_added_since_compaction(newest[3:], page=2) is None  # a full page without OPTIMIZE
+    assert same_data_since(newest, 5) == 3  # 5 set a property, 4 compacted: 3's rows
+    assert same_data_since(newest, 6) == 6 and same_data_since(newest, 3) == 3
+    assert same_data_since(newest[:2], 5) == 4  # version 4 is not in the page: the walk stops
+
+
+def test_compaction_keeps_the_rows_and_the_next_run_still_patches_the_snapshot(spark, tmp_path):
+    config = tiny_config(tmp_path, "embed.batch_size=4", "embed.compact_after_files_added=3")
     register_model(config, seed=1)
     seeds = {sku: sku for sku in range(1, 7)}
     upsert(spark, config, {sku: (seed, f"t{sku}") for sku, seed in seeds.items()})
     first = run(spark, config)
     path = tables.table_path(config, tables.SKU_EMBEDDINGS)
-    assert first["compaction"]["files_before"] > 1 and first["compaction"]["files_after"] == file_count(spark, path) == 1
-    assert first["compaction"]["version"] == first["sku_embeddings_version"] + 1
-    before = table(spark, config)
+    assert first["compaction"] is None and data_files(spark, path) == 2  # 2 added < 3
 
     seeds = {**seeds, 2: 102, 7: 7}
     upsert(spark, config, {sku: (seed, f"t{sku}") for sku, seed in seeds.items()})
     second = run(spark, config)
-    assert second["mode"] == "incremental" and second["skus_embedded"] == 2
-    assert second["serving_snapshot"]["patched_from"] == first["serving_snapshot"]["snapshot_version"]
+    assert second["compaction"]["files_removed"] >= 3 and second["compaction"]["files_added"] == 1
+    assert second["compaction"]["version"] == second["sku_embeddings_version"] + 1
+    assert data_files(spark, path) == 1
+    before = table(spark, config)
+
+    seeds = {**seeds, 3: 103}
+    upsert(spark, config, {sku: (seed, f"t{sku}") for sku, seed in seeds.items()})
+    third = run(spark, config)
+    assert third["mode"] == "incremental" and third["skus_embedded"] == 1
+    assert third["compaction"] is None  # 1 file added since the compaction
+    assert third["serving_snapshot"]["patched_from"] == second["serving_snapshot"]["snapshot_version"]
     after = table(spark, config)
-    assert {sku for sku in after if after[sku] != before.get(sku)} == {2, 7}
-    assert second["compaction"]["files_after"] == 1
+    assert {sku for sku in after if after[sku] != before.get(sku)} == {3}
     snapshot = current_snapshot(config)
-    assert snapshot["manifest"]["table_version"] == second["sku_embeddings_version"]
+    assert snapshot["manifest"]["table_version"] == third["sku_embeddings_version"]
     assert snapshot["sku_ids"] == sorted(after)
     for row, sku in enumerate(snapshot["sku_ids"]):
         np.testing.assert_array_equal(snapshot["embeddings"][row], np.array(after[sku][2], dtype=np.float32))

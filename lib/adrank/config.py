@@ -123,15 +123,15 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EmbedConfig:
     """embed_catalog: the CNN's batch size, the Spark partitions it runs in, serving snapshots,
-    and when ``sku_embeddings`` is compacted (OPTIMIZE once it has more data files than
-    ``compact_above_files``; 0 = never)."""
+    and when ``sku_embeddings`` is compacted (OPTIMIZE once the runs since the last one added
+    ``compact_after_files_added`` data files; 0 = never)."""
 
     batch_size: int = 256
     partitions: int = 0
     serving_folder: str = "serving/sku_embeddings"
     serving_keep: int = 3
     staging_folder: str = "_staging"
-    compact_above_files: int = 64
+    compact_after_files_added: int = 64
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,8 @@ def _validate_embed(embed: EmbedConfig) -> None:
     _require(1 <= embed.batch_size <= 65536, "embed.batch_size", "must be in 1..65536")
     _require(embed.partitions >= 0, "embed.partitions", "must be 0 (one per core) or more")
     _require(embed.serving_keep >= 1, "embed.serving_keep", "must be at least 1")
-    _require(embed.compact_above_files >= 0, "embed.compact_above_files", "must be 0 (never compact) or more")
+    _require(embed.compact_after_files_added >= 0, "embed.compact_after_files_added",
+             "must be 0 (never compact) or more")
     for key, base in (("serving_folder", "storage.local_root"), ("staging_folder", "storage.root")):
         folder = getattr(embed, key)
         _require(bool(folder.strip("/")) and ".." not in folder.split("/") and "://" not in folder,

@@ -20,8 +20,9 @@ One run (:func:`embed_catalog`):
    run's MERGE, an incremental or fallback run *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
    otherwise (first run, full mode, a lost publish, a refused patch) it exports the whole
    table. ``serving_snapshot.patched_from`` in the figures says which;
-6. compact ``sku_embeddings`` (OPTIMIZE) once it has more than ``embed.compact_above_files``
-   data files. That commit changes no row, so the next run still patches the snapshot.
+6. compact ``sku_embeddings`` (OPTIMIZE) once the runs since the last compaction added
+   ``embed.compact_after_files_added`` data files. That commit changes no row, so the next
+   run still patches the snapshot.
 
 Crash safety: nothing but the MERGE commit changes the table or the record, and the
 two go together. A run killed before it leaves the table and record as they were (the
@@ -78,6 +79,7 @@ class Merge:
     rows_deleted: int
     source_rows: int | None  # staged rows the MERGE read (0 for a record-only commit; None: unknown)
     staged_path: str
+    files_added: int = 0  # data files the MERGE added
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def embed_catalog(
     path = tables.table_path(config, tables.SKU_EMBEDDINGS)
     figures = report.figures.setdefault("embed_catalog", {})
     with report.timed("embed_plan"):
-        plan = _plan(spark, config, images_path, path, model, full)
+        plan, history = _plan(spark, config, images_path, path, model, full)
     figures.update(model_version=model.version, **plan.figures())
     written = {"skus_embedded": 0, "skus_deleted": 0, "rows_staged": 0, "sku_embeddings_version": None}
     merge = None
@@ -183,25 +185,28 @@ def embed_catalog(
     figures.update(written)
     try:
         with report.timed("embed_serving"):
-            figures["serving_snapshot"] = _publish_if_behind(spark, config, path, model.version, merge)
+            figures["serving_snapshot"] = _publish_if_behind(spark, config, path, model.version, merge, history)
     finally:
         if merge is not None:
             store.remove_folder(spark, merge.staged_path)
     with report.timed("embed_compaction"):
-        figures["compaction"] = _compact_if_many_files(spark, config, path) if merge is not None else None
+        figures["compaction"] = _compact_if_due(spark, config, path, merge, history)
     total = figures["serving_snapshot"]["rows"]  # the snapshot is of the version this run left
     figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
     return figures
 
 
-def _plan(spark: SparkSession, config: Config, images_path: str, path: str, model: Model, full: bool) -> Plan:
+def _plan(spark: SparkSession, config: Config, images_path: str, path: str, model: Model,
+          full: bool) -> tuple[Plan, list[Any]]:
+    """The run's plan, and the newest commits of ``sku_embeddings`` (read once, used again later)."""
     from delta.tables import DeltaTable
 
     if not DeltaTable.isDeltaTable(spark, images_path):
         raise EmbedError(f"no sku_images table at {images_path}: run `./spark-submit.sh build_tables` first")
     to_version = tables.pin_version(spark, images_path)
     store.ensure_table(spark, path)
-    return choose_mode(store.last_processed(spark, path), to_version, model.version, full)
+    history = store.recent_history(spark, path)
+    return choose_mode(store.last_processed(spark, path, history), to_version, model.version, full), history
 
 
 def _embed_and_merge(
@@ -229,7 +234,7 @@ def _embed_and_merge(
             merged = store.record_without_rows(spark, path, record)
     embedded = merged["rows_inserted"] + merged["rows_updated"]  # = the staged upserts
     merge = Merge(plan.mode, merged["version"], merged["read_version"], merged["rows_inserted"],
-                  merged["rows_deleted"], merged["source_rows"], staged_path)
+                  merged["rows_deleted"], merged["source_rows"], staged_path, merged["files_added"])
     return plan, {"skus_embedded": embedded, "skus_deleted": merged["rows_deleted"],
                   "rows_staged": merged["source_rows"],
                   "sku_embeddings_version": merged["version"]}, merge
@@ -280,7 +285,7 @@ def _work(spark: SparkSession, config: Config, plan: Plan, model: Model) -> tupl
 
 
 def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_version: int,
-                       merge: Merge | None) -> dict[str, Any]:
+                       merge: Merge | None, history: list[Any]) -> dict[str, Any]:
     """Publish the version this run wrote (else the table's latest) unless ``CURRENT`` serves it.
 
     Patches ``CURRENT`` with this run's staged rows when :func:`can_patch` says so; exports
@@ -299,7 +304,7 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
                 "dim": current.dim, "published": False, "patched_from": None}
     refused = {}
     manifest = None if current is None else current.manifest
-    if can_patch(manifest, version, model_version, merge, _same_data_from(spark, path, manifest, merge)):
+    if can_patch(manifest, version, model_version, merge, _same_data_from(manifest, merge, history)):
         try:
             return {**_patch(spark, config, current, version, model_version, merge), "published": True}
         except (ValueError, FileNotFoundError) as error:
@@ -310,26 +315,31 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     return {**published, "published": True, "patched_from": None, **refused}
 
 
-def _same_data_from(spark: SparkSession, path: str, manifest: dict[str, Any] | None,
-                    merge: Merge | None) -> int | None:
+def _same_data_from(manifest: dict[str, Any] | None, merge: Merge | None, history: list[Any]) -> int | None:
     """For a snapshot older than the version the MERGE read: the oldest version with its rows."""
     if manifest is None or merge is None or merge.read_version is None:
         return None
     if not isinstance(manifest.get("table_version"), int) or manifest["table_version"] >= merge.read_version:
         return None
-    return store.same_data_since(spark, path, merge.read_version)
+    return store.same_data_since(history, merge.read_version)
 
 
-def _compact_if_many_files(spark: SparkSession, config: Config, path: str) -> dict[str, int] | None:
-    """OPTIMIZE ``sku_embeddings`` once it has more than ``embed.compact_above_files`` files.
+def _compact_if_due(spark: SparkSession, config: Config, path: str, merge: Merge | None,
+                    history: list[Any]) -> dict[str, int] | None:
+    """OPTIMIZE ``sku_embeddings`` once the MERGEs since the last OPTIMIZE added at least
+    ``embed.compact_after_files_added`` data files (or no OPTIMIZE is in a full page of history).
 
     Each incremental MERGE adds a few small files and deletion vectors; compaction keeps
-    the next runs' scans (and a full export) from slowing down. It runs after the
-    snapshot is published and changes no row, so the next run still patches that snapshot
+    the next runs' scans (and a full export) from slowing down. The count comes from the
+    commit history the run read anyway (no table listing). It runs after the snapshot is
+    published and changes no row, so the next run still patches that snapshot
     (:func:`adrank.embed.store.same_data_since`).
     """
-    limit = config.embed.compact_above_files
-    if limit == 0 or store.file_count(spark, path) <= limit:
+    limit = config.embed.compact_after_files_added
+    if limit == 0 or merge is None or merge.files_added == 0:
+        return None
+    earlier = store.files_added_since_compaction(history)
+    if earlier is not None and earlier + merge.files_added < limit:
         return None
     return store.compact(spark, path)
 

@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -96,24 +97,65 @@ def table_version(spark: SparkSession, path: str) -> int:
     return int(DeltaTable.forPath(spark, path).history(1).collect()[0].version)
 
 
-def last_processed(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> Processed | None:
+def recent_history(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> list[Any]:
+    """The newest ``page`` commits of the table, newest first (``version``, ``operation``,
+    ``userMetadata``, ``operationMetrics``): one read serves a run's record, its
+    compaction count and its snapshot check."""
+    from delta.tables import DeltaTable
+
+    rows = (DeltaTable.forPath(spark, path).history(page)
+            .select("version", "operation", "userMetadata", "operationMetrics").collect())
+    return sorted(rows, key=lambda r: r.version, reverse=True)
+
+
+def last_processed(spark: SparkSession, path: str, newest: list[Any] | None = None,
+                   page: int = HISTORY_PAGE) -> Processed | None:
     """The record of the latest committed run in the history of ``sku_embeddings`` (None: none).
 
-    Reads the newest ``page`` commits first (every run commits a record, so it is almost
-    always there) and the whole history only when they hold none: the cost of a run does
-    not grow with the age of the table.
+    Looks in ``newest`` (:func:`recent_history`; read when not given) first: every run
+    commits a record, so it is almost always there. The whole history is read only when
+    a full page holds none, so the cost of a run does not grow with the age of the table.
     """
     from delta.tables import DeltaTable
 
-    table = DeltaTable.forPath(spark, path)
-    newest = table.history(page).select("version", "userMetadata").collect()
+    newest = recent_history(spark, path, page) if newest is None else newest
     record = _newest_record(newest)
-    if record is None and len(newest) == page:  # older commits exist: read them all
-        record = _newest_record(table.history().select("version", "userMetadata").collect())
+    if record is None and len(newest) >= page:  # older commits exist: read them all
+        record = _newest_record(DeltaTable.forPath(spark, path).history().select("version", "userMetadata").collect())
     if record is None:
         return None
     return Processed(str(record["run_id"]), int(record["source_version"]), int(record["model_version"]),
                      str(record.get("mode", "")))
+
+
+def files_added_since_compaction(newest: list[Any], page: int = HISTORY_PAGE) -> int | None:
+    """Data files the commits after the latest OPTIMIZE added (None: no OPTIMIZE in a full page).
+
+    Args:
+        newest: :func:`recent_history` rows, newest first.
+        page: The page size they were read with.
+    """
+    added = 0
+    for row in newest:
+        if row.operation == "OPTIMIZE":
+            return added
+        metrics = row.operationMetrics or {}
+        added += int(metrics.get("numTargetFilesAdded") or metrics.get("numFiles") or 0)
+    return None if len(newest) >= page else added
+
+
+def same_data_since(newest: list[Any], version: int) -> int:
+    """The oldest version whose rows are those of ``version``.
+
+    Walks back from ``version`` over the commits of ``newest`` (:func:`recent_history`)
+    that only reorganise files or set properties (:data:`DATA_PRESERVING_OPERATIONS`);
+    a version not among them stops the walk.
+    """
+    operations = {row.version: row.operation for row in newest}
+    oldest = version
+    while operations.get(oldest) in DATA_PRESERVING_OPERATIONS:
+        oldest -= 1
+    return oldest
 
 
 def _newest_record(history: list) -> dict | None:
@@ -227,23 +269,8 @@ def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[s
         "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
         "source_rows": int(metrics.get("numSourceRows", 0)),
+        "files_added": int(metrics.get("numTargetFilesAdded", 0)),
     }
-
-
-def same_data_since(spark: SparkSession, path: str, version: int, page: int = HISTORY_PAGE) -> int:
-    """The oldest version whose rows are those of ``version``.
-
-    Walks back from ``version`` over commits that only reorganise files or set
-    properties (:data:`DATA_PRESERVING_OPERATIONS`), within the newest ``page`` commits.
-    """
-    from delta.tables import DeltaTable
-
-    operations = {row.version: row.operation
-                  for row in DeltaTable.forPath(spark, path).history(page).select("version", "operation").collect()}
-    oldest = version
-    while operations.get(oldest) in DATA_PRESERVING_OPERATIONS:
-        oldest -= 1
-    return oldest
 
 
 def compact(spark: SparkSession, path: str) -> dict[str, int]:
@@ -251,21 +278,13 @@ def compact(spark: SparkSession, path: str) -> dict[str, int]:
     without them (and their deletion vectors). Rows do not change.
 
     Returns:
-        ``files_before``, ``files_after`` and the ``version`` of the OPTIMIZE commit.
+        ``files_removed``, ``files_added`` and the ``version`` of the OPTIMIZE commit.
     """
     from delta.tables import DeltaTable
 
-    table = DeltaTable.forPath(spark, path)
-    before = file_count(spark, path)
-    table.optimize().executeCompaction()
-    return {"files_before": before, "files_after": file_count(spark, path), "version": table_version(spark, path)}
-
-
-def file_count(spark: SparkSession, path: str) -> int:
-    """The number of data files of the table's latest version."""
-    from delta.tables import DeltaTable
-
-    return int(DeltaTable.forPath(spark, path).detail().select("numFiles").first()[0])
+    metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().select("metrics").first()[0]
+    return {"files_removed": int(metrics.numFilesRemoved), "files_added": int(metrics.numFilesAdded),
+            "version": table_version(spark, path)}
 
 
 def remove_folder(spark: SparkSession, uri: str) -> None:
