@@ -16,15 +16,17 @@ Prints ONE JSON line. Not a test. In one run, in a temp folder:
    same batch size, ``local[2]`` (2 tasks, each TF at 1 thread). ``embed_cnn`` is its
    embedding stage (read sku_images, decode, CNN, write the staging Parquet); the job
    adds the plan, the MERGE into ``sku_embeddings`` and the serving snapshot.
-4. ``incremental``: ``--changed`` (1%) SKUs get new images (one partial MERGE into
-   ``sku_images``), then an incremental run; it must embed exactly those SKUs.
+4. ``incremental``, ``--repeats`` times: another ``--changed`` (1%) SKUs get new images
+   (one partial MERGE into ``sku_images``), then an incremental run; each must embed
+   exactly those SKUs. One run of a few seconds on a shared 2-core machine is noisy, so
+   the median and the worst ratio are both reported.
 
-Targets: ``spark_over_plain`` >= 0.8 (embedding stage) and ``incremental_over_full`` <=
-0.15. The tower is mini_inception with ``--tower-width`` (default 32, the demo's is 16):
+Targets: ``spark_over_plain`` >= 0.8 (embedding stage) and ``incremental_over_full``
+(the median run) <= 0.15. The tower is mini_inception with ``--tower-width`` (default 32, the demo's is 16):
 heavier than the demo's so that, as with a production CNN, the model rather than the
 fixed per-run Delta work dominates a full run; the JSON states it.
 
-Usage: ``.venv/bin/python bench/embed.py [--skus N] [--changed K] [--batch B] [--tower-width W]``
+Usage: ``.venv/bin/python bench/embed.py [--skus N] [--changed K] [--batch B] [--tower-width W] [--repeats R]``
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--changed", type=int, default=500)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--tower-width", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="incremental runs, each on another 1%%")
     parser.add_argument("--plain", nargs=3, metavar=("MODEL", "TABLE", "OUT"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -199,11 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         prepare_s = time.perf_counter() - started
         plain = run_plain(model_path, tables.table_path(config, tables.SKU_IMAGES), root, args.batch)
         full, full_s = timed_run(spark, config)
-        changed = spark.range(0, args.skus, args.skus // args.changed)  # every k-th SKU
-        write_images(spark, config, changed, variant=1, full_snapshot=False)
-        incremental, incremental_s = timed_run(spark, config)
-        exact = changed_ids_embedded(spark, config, changed)
+        incrementals = []
+        for repeat in range(args.repeats):
+            changed = spark.range(repeat, args.skus, args.skus // args.changed)  # every k-th SKU, shifted
+            write_images(spark, config, changed, variant=1 + repeat, full_snapshot=False)
+            figures, seconds = timed_run(spark, config)
+            incrementals.append((seconds, figures, changed_ids_embedded(spark, config, changed)))
         spark.stop()
+    seconds = sorted(s for s, _, _ in incrementals)
+    median_s = seconds[len(seconds) // 2]
+    incremental_s, incremental, _ = next(run for run in incrementals if run[0] == median_s)
     spark_embed = args.skus / full["timings_s"]["embed_cnn"]
     print(json.dumps({
         "bench": "embed",
@@ -219,13 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         "spark_job_over_plain": round(args.skus / full_s / plain["images_per_s"], 3),
         "full_s": round(full_s, 2), "full_timings_s": full["timings_s"],
         "incremental_s": round(incremental_s, 2), "incremental_timings_s": incremental["timings_s"],
+        "incremental_runs_s": [round(s, 2) for s, _, _ in incrementals],
         "incremental_over_full": round(incremental_s / full_s, 3),
+        "incremental_over_full_worst": round(seconds[-1] / full_s, 3),
         "incremental_over_full_without_serving_export": round(
             (incremental_s - incremental["timings_s"]["embed_serving"])
             / (full_s - full["timings_s"]["embed_serving"]), 3),
-        "incremental_mode": incremental["mode"], "incremental_embedded": incremental["skus_embedded"],
-        "incremental_serving_patched_from": incremental["serving_snapshot"]["patched_from"],
-        "incremental_embedded_exactly_the_changed": exact,
+        "incremental_modes": sorted({f["mode"] for _, f, _ in incrementals}),
+        "incremental_embedded": [f["skus_embedded"] for _, f, _ in incrementals],
+        "incremental_serving_patched_from": [f["serving_snapshot"]["patched_from"] for _, f, _ in incrementals],
+        "incremental_embedded_exactly_the_changed": all(exact for _, _, exact in incrementals),
         "prepare_s": round(prepare_s, 1),
         "load_avg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }, sort_keys=True))
