@@ -17,7 +17,8 @@ One run (:func:`embed_catalog`):
    ``source_version = to`` and the model version;
 5. publish a serving snapshot of the version just written (:mod:`adrank.embed.serving`),
    then delete the staging folder. When ``CURRENT`` serves the version just before this
-   run's MERGE, an incremental or fallback run *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
+   run's MERGE (or a version with the same rows), an incremental or fallback run
+   *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
    otherwise (first run, full mode, a lost publish, a refused patch) it exports the whole
    table. ``serving_snapshot.patched_from`` in the figures says which;
 6. compact ``sku_embeddings`` (OPTIMIZE) once the runs since the last compaction added
