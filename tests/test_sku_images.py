@@ -301,3 +301,49 @@ def test_delta_rs_reads_what_spark_wrote(spark, upserted, version):
     ours = sorted((r.sku_id, r.image_hash, r.image) for r in read_delta(spark, path, version=version).collect())
     assert theirs == ours
     assert len(ours) == 3
+
+
+# --- a rebuild decodes only new and changed images ------------------------------------
+
+def build_images(spark, config, rows) -> tuple[dict, object]:
+    """Write ``rows`` as the catalog (Parquet) and run build_sku_images; (figures, bad rows)."""
+    from contextlib import ExitStack
+
+    from adrank import build, inputs, tables
+    from adrank.runs import RunReport
+
+    spark.createDataFrame(rows, CATALOG_DDL).write.mode("overwrite").parquet(
+        inputs.input_path(config, inputs.CATALOG))
+    report = RunReport("build_tables")
+    with ExitStack() as cached:
+        counts, bad = build.build_sku_images(spark, config, report, cached)
+        bad_rows = sorted((r.reason, r.raw) for r in bad.collect())
+    assert counts["input"] == counts["good"] + len(bad_rows)  # nothing lost
+    images = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES)).drop("updated_at")
+    return {**report.figures["sku_images"], "table": sorted(images.collect()), "bad": bad_rows}, images
+
+
+def test_a_rebuild_decodes_only_new_and_changed_images_and_stores_what_a_fresh_build_stores(spark, tmp_path):
+    from conftest import tiny_config
+
+    first = [(sku, f"title {sku}", noisy_jpeg(sku), T0, 3) for sku in range(1, 6)]
+    first += [(None, "no id", solid(RED), T0, 3), (9, "broken", b"not an image", T0, 3)]
+    second = [row for row in first if row[0] != 2]
+    second = [(3, "renamed", *row[2:]) if row[0] == 3 else row for row in second]
+    second += [(2, "title 2", noisy_jpeg(102), T0, 3), (6, "title 6", noisy_jpeg(6), T0, 3)]
+
+    config = tiny_config(tmp_path / "incremental")
+    assert build_images(spark, config, first)[0]["images_decoded"] == 7
+    rebuilt, _ = build_images(spark, config, second)
+    assert (rebuilt["images_decoded"], rebuilt["images_reused"]) == (4, 4)  # 2, 6 and the 2 broken rows
+    assert (rebuilt["rows_inserted"], rebuilt["rows_updated"], rebuilt["rows_deleted"]) == (1, 2, 0)
+    fresh, _ = build_images(spark, tiny_config(tmp_path / "fresh"), second)
+    assert fresh["images_reused"] == 0
+    assert rebuilt["table"] == fresh["table"]  # same rows, same stored image bytes
+    assert rebuilt["bad"] == fresh["bad"]
+
+    resized, _ = build_images(spark, tiny_config(tmp_path / "incremental", "features.image_size=48"), second)
+    assert (resized["images_decoded"], resized["images_reused"]) == (8, 0)  # another preprocessing: all again
+    assert {row.height for row in resized["table"]} == {48}
+    again, _ = build_images(spark, tiny_config(tmp_path / "incremental", "features.image_size=48"), second)
+    assert again["images_reused"] == 6  # the new preprocessing was recorded with the table

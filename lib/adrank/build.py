@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from adrank import inputs, tables
 from adrank.config import Config
 from adrank.features.examples import build_examples_with_quarantine
-from adrank.features.images import preprocess_images, split_images
+from adrank.features.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
 from adrank.features.quarantine import quarantine_rows
 from adrank.runs import RunReport
 
@@ -77,18 +77,22 @@ def build_sku_images(
     catalog = inputs.read_catalog(spark, config)
     cores = spark.sparkContext.defaultParallelism
     spread = cores if catalog.rdd.getNumPartitions() < cores else None
-    preprocessed = _persist(preprocess_images(catalog, config.features, spread), cached)
+    path = tables.table_path(config, tables.SKU_IMAGES)
+    fingerprint = preprocessing_fingerprint(config.features)
+    stored = tables.stored_image_keys(spark, path, fingerprint)
+    preprocessed = _persist(preprocess_images(catalog, config.features, spread, stored), cached)
     good, bad = split_images(preprocessed)
     input_rows = preprocessed.count()
     if input_rows == 0:
         raise ValueError(f"the catalog at {inputs.input_path(config, inputs.CATALOG)} is empty: "
                          "refusing to MERGE it (it would delete every SKU)")
+    reused = preprocessed.where(F.col("image").isNull() & (F.col("status") == STATUS_OK)).count() if stored else 0
     figures = tables.upsert_sku_images(
-        spark, good, tables.table_path(config, tables.SKU_IMAGES),
-        {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
+        spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
+        preprocessing=fingerprint,
     )
-    report.figures["sku_images"] = figures
-    written = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES), figures["version"]).count()
+    report.figures["sku_images"] = {**figures, "images_decoded": input_rows - reused, "images_reused": reused}
+    written = tables.read_delta(spark, path, figures["version"]).count()
     return {"input": input_rows, "good": written}, bad
 
 

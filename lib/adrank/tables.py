@@ -98,9 +98,26 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
 
 SKU_IMAGES_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+PREPROCESSING_PROPERTY = "adrank.images.preprocessing"  # what made the stored images
 SKU_IMAGES_CHANGED = " OR ".join(
     f"NOT (t.{c} <=> s.{c})" for c in ("image_hash", "title", "category_id", "image_format", "height", "width")
 )
+
+
+def stored_image_keys(spark: SparkSession, path: str, preprocessing: str) -> DataFrame | None:
+    """``sku_id``, ``image_hash`` of ``sku_images`` if its images were stored by ``preprocessing``.
+
+    None when the table does not exist or records another preprocessing (table property
+    :data:`PREPROCESSING_PROPERTY`): then every image must be decoded again.
+    """
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    table = DeltaTable.forPath(spark, path)
+    if table.detail().first().properties.get(PREPROCESSING_PROPERTY) != preprocessing:
+        return None
+    return table.toDF().select("sku_id", "image_hash")
 
 
 def upsert_sku_images(
@@ -109,12 +126,15 @@ def upsert_sku_images(
     path: str,
     commit_info: Mapping[str, Any] | None,
     full_snapshot: bool = True,
+    preprocessing: str | None = None,
 ) -> dict[str, int | bool]:
     """MERGE the good ``sku_images`` rows into the table, rewriting only changed rows.
 
     The first run creates the table (Change Data Feed on, deletion vectors off). Matched
     rows are updated only when ``image_hash``, ``title``, ``category_id`` or the stored
-    format/size changed, so unchanged SKUs leave no trace in the Change Data Feed.
+    format/size changed, so unchanged SKUs leave no trace in the Change Data Feed. A row
+    with a null ``image`` (its image was not decoded again: the same bytes are stored)
+    keeps the stored image; it is never inserted (the caller's row count then shows it).
 
     Args:
         spark: The session.
@@ -123,6 +143,8 @@ def upsert_sku_images(
         commit_info: JSON-able facts stored as the commits' ``userMetadata``.
         full_snapshot: ``good_df`` is the whole catalog: delete SKUs absent from it.
             Pass False for partial (incremental) catalog drops.
+        preprocessing: What made the images (``preprocessing_fingerprint``), recorded as a
+            table property once the MERGE is committed; None leaves the property alone.
 
     Returns:
         ``version`` of the MERGE commit, ``rows_inserted``, ``rows_updated``,
@@ -132,39 +154,52 @@ def upsert_sku_images(
     previous = spark.conf.get(USER_METADATA_CONF, None)
     spark.conf.set(USER_METADATA_CONF, metadata)
     try:
-        created = _create_sku_images(spark, good_df, path)
+        created = _create_sku_images(spark, good_df, path, preprocessing)
         _merge_sku_images(spark, good_df, path, full_snapshot)
     finally:
         if previous is None:
             spark.conf.unset(USER_METADATA_CONF)
         else:
             spark.conf.set(USER_METADATA_CONF, previous)
-    return {**_merge_figures(spark, path, metadata), "created": created}
+    figures = _merge_figures(spark, path, metadata)
+    if preprocessing is not None and not created:
+        _record_preprocessing(spark, path, preprocessing)
+    return {**figures, "created": created}
+
+
+def _record_preprocessing(spark: SparkSession, path: str, preprocessing: str) -> None:
+    """Set :data:`PREPROCESSING_PROPERTY` after a MERGE that stored images so (if it differs)."""
+    from delta.tables import DeltaTable
+
+    if DeltaTable.forPath(spark, path).detail().first().properties.get(PREPROCESSING_PROPERTY) != preprocessing:
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{PREPROCESSING_PROPERTY}' = '{preprocessing}')")
 
 
 def _merge_sku_images(spark: SparkSession, good_df: DataFrame, path: str, full_snapshot: bool) -> None:
     """One MERGE by ``sku_id``: update changed rows, insert new ones, delete gone ones if asked."""
     from delta.tables import DeltaTable
 
+    values = {c: f"s.{c}" for c in good_df.columns}
     merge = (
         DeltaTable.forPath(spark, path).alias("t")
         .merge(good_df.alias("s"), "t.sku_id = s.sku_id")
-        .whenMatchedUpdate(condition=SKU_IMAGES_CHANGED, set={c: f"s.{c}" for c in good_df.columns})
-        .whenNotMatchedInsertAll()
+        .whenMatchedUpdate(condition=SKU_IMAGES_CHANGED, set={**values, "image": "coalesce(s.image, t.image)"})
+        .whenNotMatchedInsert(condition="s.image IS NOT NULL", values=values)
     )
     if full_snapshot:
         merge = merge.whenNotMatchedBySourceDelete()
     merge.execute()
 
 
-def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str) -> bool:
+def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str, preprocessing: str | None) -> bool:
     """Create the empty table with its properties unless it exists; True if created."""
     from delta.tables import DeltaTable
 
     if DeltaTable.isDeltaTable(spark, path):
         return False
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(good_df.schema)
-    for key, value in SKU_IMAGES_PROPERTIES.items():
+    properties = {**SKU_IMAGES_PROPERTIES, **({PREPROCESSING_PROPERTY: preprocessing} if preprocessing else {})}
+    for key, value in properties.items():
         builder = builder.property(key, value)
     builder.execute()
     return True
