@@ -82,14 +82,15 @@ def build_sku_images(
     stored = tables.stored_image_keys(spark, path, fingerprint)
     preprocessed = _persist(preprocess_images(catalog, config.features, spread, stored), cached)
     good, bad = split_images(preprocessed)
-    input_rows = preprocessed.count()
+    stored_image = F.col("image").isNull() & (F.col("status") == STATUS_OK)  # matched, not decoded
+    counted = preprocessed.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(stored_image, 1)).alias("reused"))
+    input_rows, reused = counted.first()
     if input_rows == 0:
         raise ValueError(f"the catalog at {inputs.input_path(config, inputs.CATALOG)} is empty: "
                          "refusing to MERGE it (it would delete every SKU)")
-    reused = preprocessed.where(F.col("image").isNull() & (F.col("status") == STATUS_OK)).count() if stored else 0
     figures = tables.upsert_sku_images(
         spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
-        preprocessing=fingerprint,
+        preprocessing=fingerprint if stored is None else None,  # record it only where it is not recorded yet
     )
     report.figures["sku_images"] = {**figures, "images_decoded": input_rows - reused, "images_reused": reused}
     written = tables.read_delta(spark, path, figures["version"]).count()

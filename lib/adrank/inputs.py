@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from adrank.config import Config
-from adrank.tables import join_path
+from adrank.tables import hadoop_path, join_path
 
 CATALOG = "catalog"
 CLICK_LOG = "click_log"
@@ -62,15 +62,13 @@ def _catalog_from_csv(spark: SparkSession, folder: str) -> DataFrame:
 
 def _qualified(spark: SparkSession, uri: str) -> str:
     """The fully qualified form of a path, as Spark's file sources report it (``file:/x``)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).makeQualified(path).toString()
+    path, fs = hadoop_path(spark, uri)
+    return fs.makeQualified(path).toString()
 
 
 def _exists(spark: SparkSession, uri: str) -> bool:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path)
+    path, fs = hadoop_path(spark, uri)
+    return fs.exists(path)
 
 
 def read_dated_lines(
@@ -92,8 +90,6 @@ def read_undated_lines(spark: SparkSession, config: Config, source: str) -> Data
 
 def available_dates(spark: SparkSession, config: Config) -> list[datetime.date]:
     """The dates present in the click log, from its ``date=`` folder names (no data scan)."""
-    jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(input_path(config, CLICK_LOG))
-    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    folder, fs = hadoop_path(spark, input_path(config, CLICK_LOG))
     names = [status.getPath().getName() for status in fs.listStatus(folder) if status.isDirectory()]
     return sorted(datetime.date.fromisoformat(n[5:]) for n in names if n.startswith("date="))

@@ -7,7 +7,8 @@ given) as Delta commit metadata, so ``DESCRIBE HISTORY`` tells which run wrote w
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,6 +22,41 @@ TRAINING_EXAMPLES = "training_examples"
 QUARANTINE = "quarantine"
 SKU_EMBEDDINGS = "sku_embeddings"
 RUNS_FOLDER = "_runs"
+
+
+def hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+    """``(org.apache.hadoop.fs.Path, its FileSystem)`` for ``uri``, with the session's Hadoop
+    configuration (which holds the credentials)."""
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(uri)
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+@contextmanager
+def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set SQL confs for the block, then restore the previous values (or unset them)."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def commit_with_metadata(spark: SparkSession, path: str, metadata: str, operation: str | None = None) -> Any:
+    """The newest of the last 20 commits whose ``userMetadata`` is ``metadata`` (and whose
+    operation is ``operation``, if given): ``version``, ``readVersion``, ``operationMetrics``;
+    None if there is none (another writer may have committed after it)."""
+    from delta.tables import DeltaTable
+
+    rows = (DeltaTable.forPath(spark, path).history(20)
+            .select("version", "readVersion", "operation", "userMetadata", "operationMetrics").collect())
+    matching = [r for r in rows if r.userMetadata == metadata and operation in (None, r.operation)]
+    return max(matching, key=lambda r: r.version, default=None)
 
 
 def table_path(config: Config, table: str) -> str:
@@ -86,10 +122,8 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
         return
     if spark is None:
         raise ValueError(f"writing {uri} needs a SparkSession (Hadoop FileSystem)")
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.create(hadoop_path, True)
+    path, fs = hadoop_path(spark, uri)
+    stream = fs.create(path, True)
     try:
         stream.write(bytearray(text.encode("utf-8")))
     finally:
@@ -144,35 +178,22 @@ def upsert_sku_images(
         full_snapshot: ``good_df`` is the whole catalog: delete SKUs absent from it.
             Pass False for partial (incremental) catalog drops.
         preprocessing: What made the images (``preprocessing_fingerprint``), recorded as a
-            table property once the MERGE is committed; None leaves the property alone.
+            table property once the MERGE is committed. Pass it only when the table does
+            not record it yet (:func:`stored_image_keys` gave None); None leaves the
+            property alone.
 
     Returns:
         ``version`` of the MERGE commit, ``rows_inserted``, ``rows_updated``,
         ``rows_deleted`` (from its operationMetrics) and ``created``.
     """
     metadata = json.dumps(dict(commit_info or {}), sort_keys=True)
-    previous = spark.conf.get(USER_METADATA_CONF, None)
-    spark.conf.set(USER_METADATA_CONF, metadata)
-    try:
+    with session_conf(spark, {USER_METADATA_CONF: metadata}):
         created = _create_sku_images(spark, good_df, path, preprocessing)
         _merge_sku_images(spark, good_df, path, full_snapshot)
-    finally:
-        if previous is None:
-            spark.conf.unset(USER_METADATA_CONF)
-        else:
-            spark.conf.set(USER_METADATA_CONF, previous)
     figures = _merge_figures(spark, path, metadata)
     if preprocessing is not None and not created:
-        _record_preprocessing(spark, path, preprocessing)
-    return {**figures, "created": created}
-
-
-def _record_preprocessing(spark: SparkSession, path: str, preprocessing: str) -> None:
-    """Set :data:`PREPROCESSING_PROPERTY` after a MERGE that stored images so (if it differs)."""
-    from delta.tables import DeltaTable
-
-    if DeltaTable.forPath(spark, path).detail().first().properties.get(PREPROCESSING_PROPERTY) != preprocessing:
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{PREPROCESSING_PROPERTY}' = '{preprocessing}')")
+    return {**figures, "created": created}
 
 
 def _merge_sku_images(spark: SparkSession, good_df: DataFrame, path: str, full_snapshot: bool) -> None:
@@ -207,16 +228,12 @@ def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str, prepr
 
 def _merge_figures(spark: SparkSession, path: str, metadata: str) -> dict[str, int]:
     """Figures of the latest MERGE commit carrying ``metadata`` (another writer may follow)."""
-    from delta.tables import DeltaTable
-
-    history = DeltaTable.forPath(spark, path).history(20)
-    rows = (history.where((history.operation == "MERGE") & (history.userMetadata == metadata))
-            .orderBy(history.version.desc()).limit(1).collect())
-    if not rows:
+    row = commit_with_metadata(spark, path, metadata, operation="MERGE")
+    if row is None:
         raise RuntimeError(f"no MERGE commit with this run's metadata in the history of {path}")
-    metrics = rows[0].operationMetrics or {}
+    metrics = row.operationMetrics or {}
     return {
-        "version": int(rows[0].version),
+        "version": int(row.version),
         "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
         "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
@@ -264,7 +281,7 @@ def pin_version(spark: SparkSession | None, path: str, version: int | None = Non
     Raises:
         ValueError: ``version`` is not a version of the table (or is no longer readable).
     """
-    latest = _latest_version(spark, path)
+    latest = latest_version(spark, path)
     if version is None:
         return latest
     if not 0 <= version <= latest:
@@ -278,7 +295,8 @@ def pin_version(spark: SparkSession | None, path: str, version: int | None = Non
     return version
 
 
-def _latest_version(spark: SparkSession | None, path: str) -> int:
+def latest_version(spark: SparkSession | None, path: str) -> int:
+    """The latest version of a Delta table (``spark`` None: read with ``deltalake``)."""
     if spark is None:
         from deltalake import DeltaTable
 

@@ -261,7 +261,7 @@ def _write_staged(spark: SparkSession, config: Config, plan: Plan, model: Model,
     to_embed, deletions = _work(spark, config, plan, model)
     embedded = with_embeddings(to_embed, model.path, config.embed.batch_size)
     staged = incremental.staged_rows(embedded, deletions, model.version)
-    with store.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
+    with tables.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
         store.write_staged(staged, staged_path)
 
 
@@ -294,7 +294,7 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     """
     from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
 
-    version = merge.version if merge is not None else store.table_version(spark, path)
+    version = merge.version if merge is not None else tables.latest_version(spark, path)
     root = serving_root(config)
     try:
         current = load_serving_snapshot(root)

@@ -20,7 +20,7 @@ snapshot; :func:`adrank.tables.live_files` refuses it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
-from adrank.tables import USER_METADATA_CONF
+from adrank.tables import USER_METADATA_CONF, commit_with_metadata, hadoop_path, latest_version, session_conf
 
 JOB = "embed_catalog"
 SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
@@ -60,22 +60,6 @@ class ChangeFeedUnavailable(RuntimeError):
     """The Change Data Feed of the wanted range cannot be read (its message says why)."""
 
 
-@contextmanager
-def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
-    """Set SQL confs for the block, then restore the previous values (or unset them)."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
-
-
 def ensure_table(spark: SparkSession, path: str) -> bool:
     """Create the empty ``sku_embeddings`` table (deletion vectors on) unless it exists."""
     from delta.tables import DeltaTable
@@ -88,13 +72,6 @@ def ensure_table(spark: SparkSession, path: str) -> bool:
         builder = builder.property(key, value)
     builder.execute()
     return True
-
-
-def table_version(spark: SparkSession, path: str) -> int:
-    """The latest version of a Delta table."""
-    from delta.tables import DeltaTable
-
-    return int(DeltaTable.forPath(spark, path).history(1).collect()[0].version)
 
 
 def recent_history(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> list[Any]:
@@ -254,11 +231,7 @@ def record_without_rows(spark: SparkSession, path: str, record: Processed) -> di
 
 def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[str, int | None] | None:
     """Figures of the commit carrying ``record`` (another writer may have committed after it)."""
-    from delta.tables import DeltaTable
-
-    history = DeltaTable.forPath(spark, path).history(20)
-    row = (history.where(history.userMetadata == record.metadata())
-           .select("version", "readVersion", "operationMetrics").first())
+    row = commit_with_metadata(spark, path, record.metadata())
     if row is None:
         return None
     metrics = row.operationMetrics or {}
@@ -284,12 +257,12 @@ def compact(spark: SparkSession, path: str) -> dict[str, int]:
 
     metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().select("metrics").first()[0]
     return {"files_removed": int(metrics.numFilesRemoved), "files_added": int(metrics.numFilesAdded),
-            "version": table_version(spark, path)}
+            "version": latest_version(spark, path)}
 
 
 def remove_folder(spark: SparkSession, uri: str) -> None:
     """Delete a folder (recursively) on any Hadoop file system; no error if absent."""
-    path, fs = _hadoop_path(spark, uri)
+    path, fs = hadoop_path(spark, uri)
     fs.delete(path, True)
 
 
@@ -297,7 +270,7 @@ def remove_stale_folders(spark: SparkSession, parent: str, older_than_s: float) 
     """Delete the sub-folders of ``parent`` not modified for ``older_than_s`` seconds."""
     import time
 
-    path, fs = _hadoop_path(spark, parent)
+    path, fs = hadoop_path(spark, parent)
     if not fs.exists(path):
         return []
     cutoff_ms = (time.time() - older_than_s) * 1000
@@ -307,9 +280,3 @@ def remove_stale_folders(spark: SparkSession, parent: str, older_than_s: float) 
             fs.delete(status.getPath(), True)
             removed.append(status.getPath().getName())
     return removed
-
-
-def _hadoop_path(spark: SparkSession, uri: str):  # noqa: ANN202 - py4j objects
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())

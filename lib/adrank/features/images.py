@@ -259,9 +259,9 @@ def _split_stored(source: DataFrame, stored_keys: DataFrame,
     hashed = source.withColumn("image_hash", F.sha2("image", 256))
     facts = hashed.select("sku_id", "title", "updated_at_us", "category_id", "image_hash",
                           F.length("image").alias("orig_bytes"))
-    stored = stored_keys.select(*keys).distinct()
+    stored = stored_keys.select(*keys)  # one row per sku_id (a sku_images key)
     matchable = F.col("sku_id").isNotNull() & F.col("image_hash").isNotNull()
-    changed = facts.where(matchable).select(*keys).join(stored, keys, "left_anti").distinct()
+    changed = facts.where(matchable).select(*keys).join(stored, keys, "left_anti")  # repeats: harmless in a semi join
     to_decode = (hashed.where(~matchable)
                  .unionByName(hashed.where(matchable).join(changed, keys, "left_semi"))
                  .drop("image_hash"))
