@@ -32,9 +32,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--date", type=iso, help="build one date (YYYY-MM-DD)")
     parser.add_argument("--from", dest="start", type=iso, help="first date of a range")
     parser.add_argument("--to", dest="end", type=iso, help="last date of a range (inclusive)")
+    parser.add_argument(
+        "--allow-empty-dates", action="store_true",
+        help="days without click-log or LR-feature lines are really empty: replace their rows with "
+        "nothing (without it such a day is an error and no table is touched)",
+    )
     args, config = parse_job_args(parser, argv)
     dates = date_range(args, parser)
-    return run_job("build_tables", config, lambda spark, cfg, report: build_tables(spark, cfg, report, dates))
+    return run_job(
+        "build_tables", config,
+        lambda spark, cfg, report: build_tables(spark, cfg, report, dates, args.allow_empty_dates),
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 """``build_tables``: raw inputs -> ``sku_images``, ``training_examples`` and ``quarantine``.
 
-The order of one run, each table written in one Delta commit carrying the run id and the
+Before anything is read, the plan (:mod:`adrank.build_plan`) refuses stray and future
+input folders; before anything is written, days to replace without input lines are
+refused. The order of one run, each table written in one Delta commit carrying the run id and the
 input counts:
 
 1. the catalog is decoded and resized, and MERGEd into ``sku_images`` (only changed rows
    are rewritten; Change Data Feed on); broken images are quarantined;
 2. the click log and LR feature records of the chosen dates, and all user/SKU snapshots,
    become ``training_examples`` (point-in-time join, hashed ids); those dates' partitions
-   are replaced with ``replaceWhere``, so re-running a date gives the same table;
+   are replaced with ``replaceWhere``, so re-running a date gives the same table; the
+   click log of earlier dates is read too, so that an ``impression_id`` is unique across
+   the whole table whatever dates a run covers (:mod:`adrank.build_plan`);
 3. every bad row lands in ``quarantine``, replacing what an earlier run of the same
    dates (or whole-source inputs) put there.
 
@@ -26,13 +30,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from adrank import inputs, tables
+from adrank.build_plan import BuildPlan, DateRange, check_days_have_lines, plan_build
 from adrank.config import Config
 from adrank.features.examples import build_examples_with_quarantine
 from adrank.features.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
 from adrank.features.quarantine import quarantine_rows
 from adrank.runs import RunReport
 
-DateRange = tuple[datetime.date, datetime.date]
 WHOLE_SOURCES = (inputs.CATALOG, inputs.USER_SNAPSHOTS, inputs.SKU_SNAPSHOTS)
 
 
@@ -40,18 +44,41 @@ class ReconciliationError(RuntimeError):
     """Input rows != good rows + quarantined rows for some source."""
 
 
-def build_tables(spark: SparkSession, config: Config, report: RunReport, dates: DateRange | None) -> None:
-    """Build all feature tables for ``dates`` (inclusive; None = every date in the click log)."""
-    dates = dates or _all_dates(spark, config)
-    report.figures["dates"] = [str(dates[0]), str(dates[1])]
+def build_tables(
+    spark: SparkSession,
+    config: Config,
+    report: RunReport,
+    dates: DateRange | None,
+    allow_empty_dates: bool = False,
+    today: datetime.date | None = None,
+) -> None:
+    """Build all feature tables for ``dates`` (inclusive; None = every date in the click log).
+
+    Nothing is written unless the plan holds (:mod:`adrank.build_plan`): no stray or future
+    input folder, and lines on every day replaced unless ``allow_empty_dates``.
+
+    Args:
+        spark: The session.
+        config: The run's config.
+        report: Where the figures go.
+        dates: First and last day to replace, or None for every click-log date.
+        allow_empty_dates: Days without input lines may be replaced by nothing.
+        today: Today's UTC date (tests pin it; default: now).
+    """
+    today = today or datetime.datetime.now(datetime.UTC).date()
+    listings = {source: inputs.list_dated_folders(spark, config, source) for source in inputs.DATED_SOURCES}
+    plan = plan_build(listings, dates, today, allow_empty_dates)
+    report.figures["dates"] = [str(plan.dates[0]), str(plan.dates[1])]
+    report.figures["history_dates"] = len(plan.history)
     with ExitStack() as cached:
+        lines, input_counts = read_checked_lines(spark, config, plan, cached)
         with report.timed("sku_images"):
             catalog_counts, catalog_bad = build_sku_images(spark, config, report, cached)
         with report.timed("training_examples"):
-            counts, bad = build_training_examples(spark, config, report, dates, cached)
+            counts, bad = build_training_examples(spark, config, report, plan, lines, input_counts)
         with report.timed("quarantine"):
             bad[inputs.CATALOG] = catalog_bad
-            quarantined = write_quarantine(spark, config, report.run_id, bad, dates)
+            quarantined = write_quarantine(spark, config, report.run_id, bad, plan.dates)
     counts[inputs.CATALOG] = catalog_counts
     report.figures["sources"] = reconcile(counts, quarantined)
 
@@ -63,11 +90,34 @@ def _persist(frame: DataFrame, cached: ExitStack) -> DataFrame:
     return frame
 
 
-def _all_dates(spark: SparkSession, config: Config) -> DateRange:
-    dates = inputs.available_dates(spark, config)
-    if not dates:
-        raise ValueError(f"no date= folders under {inputs.input_path(config, inputs.CLICK_LOG)}")
-    return dates[0], dates[-1]
+def read_checked_lines(
+    spark: SparkSession, config: Config, plan: BuildPlan, cached: ExitStack
+) -> tuple[dict[str, DataFrame], dict[str, int]]:
+    """The raw lines a build reads (persisted) and the input count of each source.
+
+    The click log is read for the plan's days and its history (uniqueness only); the
+    input counts cover the plan's days. Raises :class:`~adrank.errors.InputError` before
+    any write when a day to replace has no lines (see :func:`check_days_have_lines`).
+    """
+    lines = {
+        inputs.CLICK_LOG: inputs.read_dated_lines(spark, config, inputs.CLICK_LOG, plan.history + plan.days),
+        inputs.LR_FEATURES: inputs.read_dated_lines(spark, config, inputs.LR_FEATURES, plan.days),
+        inputs.USER_SNAPSHOTS: inputs.read_undated_lines(spark, config, inputs.USER_SNAPSHOTS),
+        inputs.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, config, inputs.SKU_SNAPSHOTS),
+    }
+    lines = {source: _persist(frame, cached) for source, frame in lines.items()}
+    per_day = {source: _lines_per_day(lines[source], plan) for source in inputs.DATED_SOURCES}
+    check_days_have_lines(plan, per_day)
+    counts = {source: sum(days.values()) for source, days in per_day.items()}
+    for source in (inputs.USER_SNAPSHOTS, inputs.SKU_SNAPSHOTS):
+        counts[source] = lines[source].count()
+    return lines, counts
+
+
+def _lines_per_day(lines: DataFrame, plan: BuildPlan) -> dict[datetime.date, int]:
+    """Line count of each of the plan's days in ``lines`` (days without lines absent)."""
+    on_plan = lines.where(F.col("input_date").between(F.lit(plan.dates[0]), F.lit(plan.dates[1])))
+    return {row["input_date"]: row["count"] for row in on_plan.groupBy("input_date").count().collect()}
 
 
 def build_sku_images(
@@ -98,26 +148,24 @@ def build_sku_images(
 
 
 def build_training_examples(
-    spark: SparkSession, config: Config, report: RunReport, dates: DateRange, cached: ExitStack
+    spark: SparkSession,
+    config: Config,
+    report: RunReport,
+    plan: BuildPlan,
+    lines: dict[str, DataFrame],
+    input_counts: dict[str, int],
 ) -> tuple[dict[str, dict[str, int]], dict[str, DataFrame]]:
-    """Build and write the examples of ``dates``; return per-source counts and bad rows."""
-    lines = {
-        inputs.CLICK_LOG: inputs.read_dated_lines(spark, config, inputs.CLICK_LOG, dates),
-        inputs.LR_FEATURES: inputs.read_dated_lines(spark, config, inputs.LR_FEATURES, dates),
-        inputs.USER_SNAPSHOTS: inputs.read_undated_lines(spark, config, inputs.USER_SNAPSHOTS),
-        inputs.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, config, inputs.SKU_SNAPSHOTS),
-    }
-    lines = {source: _persist(frame, cached) for source, frame in lines.items()}
-    input_counts = {source: frame.count() for source, frame in lines.items()}
+    """Build and write the examples of the plan's days; return per-source counts and bad rows."""
     skus = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES))
     examples, bad = build_examples_with_quarantine(
         lines[inputs.CLICK_LOG], lines[inputs.LR_FEATURES], lines[inputs.USER_SNAPSHOTS],
         lines[inputs.SKU_SNAPSHOTS], skus.select("sku_id", "category_id", "updated_at"), config.features,
+        plan.dates,
     )
     path = tables.table_path(config, tables.TRAINING_EXAMPLES)
     tables.write_delta(
         examples, path, mode="overwrite", partition_by=("date",),
-        replace_where=_date_predicate("date", dates),
+        replace_where=_date_predicate("date", plan.dates),
         commit_info={"run_id": report.run_id, "job": report.job, "input_rows": input_counts},
     )
     written = tables.last_commit_metrics(spark, path)

@@ -8,6 +8,9 @@ quarantine happen in the pure transforms of ``adrank.features``.
 from __future__ import annotations
 
 import datetime
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,6 +24,7 @@ LR_FEATURES = "lr_features"
 USER_SNAPSHOTS = "user_snapshots"
 SKU_SNAPSHOTS = "sku_snapshots"
 DATED_SOURCES = (CLICK_LOG, LR_FEATURES)
+DATE_FOLDER = re.compile(r"date=\d{4}-\d{2}-\d{2}")
 
 
 def input_path(config: Config, source: str) -> str:
@@ -72,14 +76,20 @@ def _exists(spark: SparkSession, uri: str) -> bool:
 
 
 def read_dated_lines(
-    spark: SparkSession, config: Config, source: str, dates: tuple[datetime.date, datetime.date] | None
+    spark: SparkSession, config: Config, source: str, dates: Sequence[datetime.date]
 ) -> DataFrame:
-    """Lines of a ``<source>/date=YYYY-MM-DD/`` folder, with ``input_date``; only ``dates`` if given."""
-    lines = spark.read.option("basePath", input_path(config, source)).text(input_path(config, source))
-    lines = lines.withColumn("input_date", F.col("date").cast("date")).drop("date")
-    if dates is not None:
-        lines = lines.where(F.col("input_date").between(F.lit(dates[0]), F.lit(dates[1])))
-    return lines
+    """Lines of the ``<source>/date=YYYY-MM-DD/`` folders of ``dates``, with ``input_date``.
+
+    Only those folders are listed and read (never the whole history); a date without a
+    folder contributes no line (the build's plan decides whether that is allowed).
+    """
+    root = input_path(config, source)
+    folders = [join_path(root, date_folder_name(d)) for d in sorted(set(dates))]
+    folders = [f for f in folders if _exists(spark, f)]
+    if not folders:
+        return spark.createDataFrame([], "value string, input_date date")
+    lines = spark.read.option("basePath", root).text(folders)
+    return lines.withColumn("input_date", F.col("date").cast("date")).drop("date")
 
 
 def read_undated_lines(spark: SparkSession, config: Config, source: str) -> DataFrame:
@@ -88,8 +98,49 @@ def read_undated_lines(spark: SparkSession, config: Config, source: str) -> Data
     return lines.withColumn("input_date", F.lit(None).cast("date"))
 
 
-def available_dates(spark: SparkSession, config: Config) -> list[datetime.date]:
-    """The dates present in the click log, from its ``date=`` folder names (no data scan)."""
-    folder, fs = hadoop_path(spark, input_path(config, CLICK_LOG))
-    names = [status.getPath().getName() for status in fs.listStatus(folder) if status.isDirectory()]
-    return sorted(datetime.date.fromisoformat(n[5:]) for n in names if n.startswith("date="))
+def date_folder_name(date: datetime.date) -> str:
+    """The folder of one date of a dated source: ``date=YYYY-MM-DD``."""
+    return f"date={date.isoformat()}"
+
+
+@dataclass(frozen=True)
+class DatedFolders:
+    """What one dated source's folder holds, from its listing (no data scan).
+
+    Attributes:
+        source: The source name (``click_log`` or ``lr_features``).
+        dates: The dates of its well-named ``date=YYYY-MM-DD`` folders, sorted.
+        stray: Entries that are neither such a folder nor hidden (names starting with
+            ``_`` or ``.``, e.g. ``_SUCCESS``): files outside a date folder, badly named
+            folders (``date=2026-11-4``). Their lines would be read by no build.
+    """
+
+    source: str
+    dates: tuple[datetime.date, ...]
+    stray: tuple[str, ...]
+
+
+def list_dated_folders(spark: SparkSession, config: Config, source: str) -> DatedFolders:
+    """Lists ``<inputs.root>/<source>/``; a missing folder holds no date."""
+    folder, fs = hadoop_path(spark, input_path(config, source))
+    if not fs.exists(folder):
+        return DatedFolders(source, (), ())
+    dates, stray = [], []
+    for status in fs.listStatus(folder):
+        name = status.getPath().getName()
+        date = _folder_date(name) if status.isDirectory() else None
+        if date is not None:
+            dates.append(date)
+        elif not name.startswith(("_", ".")):
+            stray.append(f"{source}/{name}")
+    return DatedFolders(source, tuple(sorted(dates)), tuple(sorted(stray)))
+
+
+def _folder_date(name: str) -> datetime.date | None:
+    """The date of a ``date=YYYY-MM-DD`` folder name, None for any other name."""
+    if not DATE_FOLDER.fullmatch(name):
+        return None
+    try:
+        return datetime.date.fromisoformat(name[len("date="):])
+    except ValueError:  # date=2026-02-30
+        return None

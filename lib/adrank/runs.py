@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from adrank.config import Config
+from adrank.errors import InputError
 from adrank.spark import build_spark
 from adrank.tables import RUNS_FOLDER, join_path, write_text_file
 
@@ -67,8 +69,9 @@ def run_job(job: str, config: Config, body: JobBody) -> int:
     """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
 
     A failing run still publishes its report, with ``status: failed`` and the error's
-    first line, then re-raises. A session that already existed (a platform's, or a
-    test's) is left running.
+    first line, then re-raises; an :class:`~adrank.errors.InputError` (bad inputs or
+    request, raised before any write) is printed as one line on stderr and returns 1
+    instead. A session that already existed (a platform's, or a test's) is left running.
     """
     report = RunReport(job)
     session_was_active = SparkSession.getActiveSession() is not None
@@ -77,6 +80,11 @@ def run_job(job: str, config: Config, body: JobBody) -> int:
         try:
             with report.timed("total"):
                 body(spark, config, report)
+        except InputError as exc:
+            report.figures.update(status="refused", error=str(exc).splitlines()[0])
+            publish_report(spark, config, report)
+            print(f"{job}: error: {exc}", file=sys.stderr, flush=True)
+            return 1
         except Exception as exc:
             report.figures.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
             publish_report(spark, config, report)

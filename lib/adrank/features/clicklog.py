@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from adrank.features.quarantine import (
+    BAD_ENCODING,
     BAD_JSON,
     BAD_POSITION,
     BAD_TIMESTAMP,
@@ -49,12 +50,18 @@ _PARSED = "_parsed"
 
 
 def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
-    """Parses JSON lines under an explicit schema; type and syntax errors become reasons.
+    """Parses JSON lines under an explicit schema; encoding, syntax and type errors become reasons.
 
-    ``from_json`` runs in PERMISSIVE mode with a corrupt-record column. A line it marks
-    corrupt is BAD_JSON if it is not a JSON object at all (checked again, only for those
-    lines, as a ``map<string,string>``, which accepts any value type), else BAD_TYPE (a
-    field of the wrong JSON type, e.g. ``"clicked": "yes"``).
+    ``from_json`` runs in PERMISSIVE mode with a corrupt-record column. Reasons, first
+    failing wins:
+
+    * BAD_ENCODING: the line is not valid UTF-8 (Spark's text reader keeps the bytes as
+      they are); its ``raw`` is ``base64:`` + the line's bytes, so nothing is replaced;
+    * BAD_JSON: not exactly one JSON object: not an object at all (checked again, only for
+      corrupt lines, as a ``map<string,string>``, which accepts any value type), or an
+      object followed by anything but white space (a second object, trailing garbage),
+      which ``from_json`` would silently ignore (see :func:`single_json_value`);
+    * BAD_TYPE: a field of the wrong JSON type, e.g. ``"clicked": "yes"``.
 
     Args:
         lines: ``value`` (the raw line) and optionally ``input_date`` (the date folder).
@@ -67,20 +74,48 @@ def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
     has_date = "input_date" in lines.columns
     input_date = F.col("input_date").cast("date") if has_date else F.lit(None).cast("date")
     parsed = lines.select(
-        F.col("value").alias("raw"),
+        F.col("value"),
         input_date.alias("input_date"),
         F.from_json("value", f"{ddl}, {CORRUPT} string", options).alias(_PARSED),
     )
-    reason = _json_error(F.col("raw"), F.col(_PARSED)).alias("reason")
-    return parsed.select("raw", "input_date", reason, f"{_PARSED}.*").drop(CORRUPT)
+    valid_utf8 = F.is_valid_utf8("value")
+    raw = F.when(valid_utf8, F.col("value")).otherwise(_base64_line(F.col("value"))).alias("raw")
+    reason = _json_error(F.col("value"), F.col(_PARSED), valid_utf8).alias("reason")
+    return parsed.select(raw, "input_date", reason, f"{_PARSED}.*").drop(CORRUPT)
 
 
-def _json_error(raw: Column, parsed: Column) -> Column:
+def _json_error(raw: Column, parsed: Column, valid_utf8: Column) -> Column:
     corrupt = parsed[CORRUPT].isNotNull()
     text = F.trim(raw)
     not_object = parsed.isNull() | ~text.startswith("{") | ~text.endswith("}")
     unparseable = corrupt & F.from_json(raw, "map<string,string>").isNull()
-    return first_failing_reason((not_object | unparseable, BAD_JSON), (corrupt, BAD_TYPE))
+    not_one = ~F.coalesce(single_json_value(raw), F.lit(False))
+    return first_failing_reason(
+        (~valid_utf8, BAD_ENCODING), (not_object | unparseable | not_one, BAD_JSON), (corrupt, BAD_TYPE)
+    )
+
+
+def single_json_value(raw: Column) -> Column:
+    """True when ``raw`` holds one JSON value and nothing after it but white space.
+
+    ``from_json`` parses the first value of a line and ignores whatever follows, so
+    ``{"a": 1} {"a": 2}`` would keep the first record and lose the second. The line is
+    parsed again inside two wrappers: as the only element of an array (``[raw]``: a comma
+    makes two elements, anything else after the value breaks it, except a ``]`` that
+    closes the array early) and as the value of an object (``{"v": raw}``: a ``]`` after
+    the value breaks it). A line passes both only when nothing follows its value.
+    """
+    in_array = F.from_json(F.concat(F.lit("["), raw, F.lit("]")), "array<string>")
+    in_object = F.from_json(
+        F.concat(F.lit('{"v": '), raw, F.lit("}")), f"v string, {CORRUPT} string",
+        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT},
+    )
+    return (F.size(in_array) == 1) & in_object[CORRUPT].isNull()
+
+
+def _base64_line(value: Column) -> Column:
+    """``base64:`` + the line's bytes: a lossless, valid-UTF-8 ``raw`` for a line that is not UTF-8."""
+    return F.concat(F.lit("base64:"), F.base64(value.cast("binary")))
 
 
 def with_reason(df: DataFrame, *checks: tuple[Column, str]) -> DataFrame:
@@ -251,24 +286,36 @@ def parse_lr_features(lines: DataFrame) -> DataFrame:
 
 
 def flag_lr_without_impression(records: DataFrame, impressions: DataFrame) -> DataFrame:
-    """Marks LR feature records whose impression is not among the good impressions.
+    """Marks LR feature records that join no good impression of their own date folder.
 
-    Such a record joins no training example, so it goes to quarantine as BAD_VALUE (the
-    ``impression_id`` value refers to nothing); this keeps lines = good + bad.
+    A record joins the impression with its ``impression_id`` read from the same
+    ``date=`` folder, so a build of any set of dates gives an impression the same tokens.
+    A record filed in a later date's folder than its impression is DATE_MISMATCH; any
+    other record without an impression is BAD_VALUE (its ``impression_id`` refers to
+    nothing it may join). Either way it goes to quarantine, keeping lines = good + bad.
 
     Args:
-        records: Output of :func:`parse_lr_features`.
-        impressions: The good impressions (one row per ``impression_id``).
+        records: Output of :func:`parse_lr_features`, with ``input_date``.
+        impressions: Good impressions (one row per ``impression_id``) with their
+            ``input_date``: those of every date read, earlier dates included.
     """
-    ids = impressions.select("impression_id", F.lit(True).alias("_has_impression"))
+    ids = impressions.select("impression_id", F.col("input_date").alias("_impression_date"))
     joined = records.join(ids, "impression_id", "left")
-    orphan = F.col("_has_impression").isNull()
-    return joined.transform(with_reason, (orphan, BAD_VALUE)).drop("_has_impression")
+    impression_date = F.col("_impression_date")
+    filed_late = impression_date < F.col("input_date")
+    orphan = impression_date.isNull() | ~impression_date.eqNullSafe(F.col("input_date"))
+    return joined.transform(with_reason, (filed_late, DATE_MISMATCH), (orphan, BAD_VALUE)).drop(
+        "_impression_date"
+    )
 
 
 def drop_duplicate_lr_records(records: DataFrame) -> DataFrame:
-    """Keeps one good LR record per ``impression_id`` (first by ``raw``, ``input_date``)."""
-    return flag_duplicates(records, ["impression_id"], ["raw", "input_date"])
+    """Keeps one good LR record per ``impression_id`` and date folder (first by ``raw``).
+
+    Copies in other folders are not duplicates of it: they join no impression of theirs
+    and :func:`flag_lr_without_impression` quarantines them.
+    """
+    return flag_duplicates(records, ["impression_id", "input_date"], ["raw"])
 
 
 def checked_lr_features(lines: DataFrame, impressions: DataFrame) -> DataFrame:

@@ -19,6 +19,8 @@ would call every SKU cold on the first date of each batch).
 
 from __future__ import annotations
 
+import datetime
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -56,34 +58,49 @@ def build_examples_with_quarantine(
     sku_snapshot_lines: DataFrame,
     skus: DataFrame,
     features_cfg: FeaturesConfig,
+    dates: tuple[datetime.date, datetime.date] | None = None,
 ) -> tuple[DataFrame, dict[str, DataFrame]]:
-    """Parses and checks the raw sources, then builds the training examples.
+    """Parses and checks the raw sources, then builds the training examples of ``dates``.
+
+    ``click_lines`` may hold dates before ``dates`` (the click-log history): they take part
+    in the duplicate check only, so an ``impression_id`` is unique across the whole table
+    whichever dates a build covers, and an LR record filed after its impression's date is
+    told apart. Neither their examples nor their bad lines are returned.
 
     The examples' plan reads the LR lines deduplicated but without the orphan join (a left
     join from good impressions drops orphans anyway); only ``bad["lr_features"]`` needs it.
     Each returned frame recomputes its parsing when acted on; caching is the job's choice.
 
     Args:
-        click_lines: ``value`` (a JSON line) and ``input_date`` (the ``date=`` folder).
-        lr_lines: The same for LR feature records.
+        click_lines: ``value`` (a JSON line) and ``input_date`` (the ``date=`` folder), of
+            ``dates`` and optionally of earlier dates.
+        lr_lines: The same for LR feature records, of ``dates`` only.
         user_snapshot_lines: ``value``, optionally ``input_date``.
         sku_snapshot_lines: ``value``, optionally ``input_date``.
         skus: The ``sku_images`` table: ``sku_id``, ``category_id``, ``updated_at``.
         features_cfg: Hashing settings.
+        dates: The first and last day whose examples and bad lines are wanted (None: all).
 
     Returns:
         ``(examples, bad)``: examples in :data:`EXAMPLES_DDL`; ``bad`` maps each name in
         :data:`SOURCES` to its bad lines (``raw``, ``reason``, ``input_date``).
     """
-    clicks, bad_clicks = split_by_reason(checked_click_log(click_lines, skus))
+    checked = checked_click_log(click_lines, skus)
+    good_of_every_date, _ = split_by_reason(checked)
+    clicks, bad_clicks = split_by_reason(checked.where(on_dates(F.col("input_date"), dates)))
     records = parse_lr_features(lr_lines).transform(drop_duplicate_lr_records)
-    _, bad_lr = split_by_reason(flag_lr_without_impression(records, clicks))
+    _, bad_lr = split_by_reason(flag_lr_without_impression(records, good_of_every_date))
     users, bad_users = split_by_reason(parse_snapshots(user_snapshot_lines))
     sku_snaps, bad_sku_snaps = split_by_reason(parse_snapshots(sku_snapshot_lines))
     lr_records, _ = split_by_reason(records)
     examples = training_examples(clicks, lr_records, users, sku_snaps, features_cfg)
     bad = dict(zip(SOURCES, (bad_clicks, bad_lr, bad_users, bad_sku_snaps)))
     return examples, bad
+
+
+def on_dates(day: Column, dates: tuple[datetime.date, datetime.date] | None) -> Column:
+    """True for days within ``dates`` (inclusive); always true when ``dates`` is None."""
+    return F.lit(True) if dates is None else day.between(F.lit(dates[0]), F.lit(dates[1]))
 
 
 def training_examples(
@@ -131,13 +148,21 @@ def utc_day(ts: Column) -> Column:
 
 
 def with_lr_features(clicks: DataFrame, lr_features: DataFrame) -> DataFrame:
-    """Adds ``lr_features``: the impression's LR tokens, empty when it has no record."""
-    records = lr_features.select("impression_id", F.col("features").alias("_lr"))
+    """Adds ``lr_features``: the impression's LR tokens, empty when it has no record.
+
+    A record joins on ``impression_id`` and the ``input_date`` folder both (see
+    :func:`~adrank.features.clicklog.flag_lr_without_impression`).
+    """
+    records = lr_features.select(
+        F.col("impression_id").alias("_lr_id"), F.col("input_date").alias("_lr_date"),
+        F.col("features").alias("_lr"),
+    )
+    same_record = (F.col("impression_id") == F.col("_lr_id")) & F.col("input_date").eqNullSafe(F.col("_lr_date"))
     empty = F.array().cast("array<string>")
     return (
-        clicks.join(records, "impression_id", "left")
+        clicks.join(records, same_record, "left")
         .withColumn(LR_TOKENS, F.coalesce(F.col("_lr"), empty))
-        .drop("_lr")
+        .drop("_lr", "_lr_id", "_lr_date")
     )
 
 

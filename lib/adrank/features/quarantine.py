@@ -12,6 +12,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 BAD_JSON = "bad_json"
+BAD_ENCODING = "bad_encoding"
 MISSING_FIELD = "missing_field"
 BAD_TYPE = "bad_type"
 BAD_VALUE = "bad_value"
@@ -26,7 +27,7 @@ NO_FEATURES = "no_features"
 DATE_MISMATCH = "date_mismatch"
 
 REASONS = (
-    BAD_JSON, MISSING_FIELD, BAD_TYPE, BAD_VALUE, BAD_POSITION, BAD_TIMESTAMP, UNKNOWN_SKU,
+    BAD_JSON, BAD_ENCODING, MISSING_FIELD, BAD_TYPE, BAD_VALUE, BAD_POSITION, BAD_TIMESTAMP, UNKNOWN_SKU,
     DUPLICATE_ID, NULL_ID, UNDECODABLE_IMAGE, OVERSIZED_IMAGE, NO_FEATURES, DATE_MISMATCH,
 )
 QUARANTINE_DDL = (
