@@ -9,6 +9,8 @@ import datetime as dt
 import hashlib
 import io
 import json
+import struct
+import zlib
 
 import deltalake
 import numpy as np
@@ -23,6 +25,7 @@ from adrank.features.images import (
     decode_resize_encode,
     preprocess_images,
     split_images,
+    to_rgb,
 )
 from adrank.features.quarantine import (
     DUPLICATE_ID,
@@ -96,6 +99,10 @@ FORMAT_CASES = {
     7: ("PNG wide, centre crop", striped_png(), RED, (200, 100)),
     8: ("PNG tiny, upscaled", solid(BLUE, (16, 20)), BLUE, (16, 20)),
     9: ("JPEG large, draft path", solid(GREEN, (1600, 1200), "JPEG"), GREEN, (1600, 1200)),
+    10: ("PNG 16-bit grey 50%", encode(Image.fromarray(np.full((50, 70), 32768, np.uint16)), "PNG"),
+         (128, 128, 128), (70, 50)),
+    11: ("GIF animated, first frame", encode(Image.new("RGB", (60, 60), RED), "GIF", save_all=True,
+                                              append_images=[Image.new("RGB", (60, 60), BLUE)]), RED, (60, 60)),
 }
 
 
@@ -156,6 +163,141 @@ def test_jpeg_store_format_from_config_reaches_the_udf(spark, config):
     out = preprocess_images(catalog(spark, [(1, solid(BLUE, (80, 60)), T0)]), features).collect()
     assert (out[0].image_format, decoded(out[0].image).format) == ("JPEG", "JPEG")
     assert_color(decoded(out[0].image), BLUE)
+
+
+# --- decoding by the real mode, bit depth, orientation and frame ------------------------
+
+def png_16bit(pixels: np.ndarray, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A 16-bit PNG, grey if ``pixels`` is 2-D, RGB if 3-D, written chunk by chunk
+    (Pillow cannot write 16-bit RGB); ``chunks`` go before the image data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width = pixels.shape[:2]
+    header = struct.pack(">IIBBBBB", width, height, 16, 2 if pixels.ndim == 3 else 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(chunk(*c) for c in chunks)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def stored_pixels(raw: bytes, size: int = 32) -> np.ndarray:
+    """The pixels ``decode_resize_encode`` stores for ``raw`` (PNG, so exactly), as int16."""
+    result = decode_resize_encode(raw, size, "PNG", 10**7)
+    assert result["status"] == "ok", result["detail"]
+    img = decoded(result["image"])
+    assert (img.mode, img.size) == ("RGB", (size, size))
+    return np.asarray(img, dtype=np.int16)
+
+
+def grey_array(value, dtype, size=(60, 40)) -> np.ndarray:
+    return np.full((size[1], size[0]), value, dtype)
+
+
+HIGH_DEPTH_CASES = {
+    "PNG 16-bit grey 50%": (png_16bit(grey_array(32768, np.uint16)), (128, 128, 128)),
+    "PNG 16-bit grey 25%, by Pillow": (encode(Image.fromarray(grey_array(16384, np.uint16)), "PNG"), (64, 64, 64)),
+    "PNG 16-bit RGB": (png_16bit(np.full((40, 60, 3), (65535, 32768, 0), np.uint16)), (255, 128, 0)),
+    "TIFF 16-bit grey (I;16)": (encode(Image.fromarray(grey_array(32768, np.uint16)), "TIFF"), (128, 128, 128)),
+    "TIFF 32-bit int (I)": (encode(Image.fromarray(grey_array(2**30, np.int32)), "TIFF"), (128, 128, 128)),
+    "TIFF 32-bit float (F), 0..1": (encode(Image.fromarray(grey_array(0.25, np.float32)), "TIFF"), (64, 64, 64)),
+}
+
+
+@pytest.mark.parametrize("name", HIGH_DEPTH_CASES)
+def test_high_bit_depth_samples_are_scaled_by_their_range_not_clipped(name):
+    raw, expected = HIGH_DEPTH_CASES[name]
+    pixels = stored_pixels(raw)
+    assert np.abs(pixels - np.array(expected)).max() <= 1, (name, pixels.min((0, 1)), pixels.max((0, 1)))
+
+
+def quadrant_colors(pixels: np.ndarray) -> list[tuple[int, ...]]:
+    """Mean colour of the top-left, top-right, bottom-left, bottom-right quadrants."""
+    half = pixels.shape[0] // 2
+    quads = [pixels[:half, :half], pixels[:half, half:], pixels[half:, :half], pixels[half:, half:]]
+    return [tuple(int(v) for v in q.reshape(-1, 3).mean(0).round()) for q in quads]
+
+
+def near(color, expected, tolerance=24) -> bool:
+    return max(abs(a - b) for a, b in zip(color, expected)) <= tolerance
+
+
+@pytest.mark.parametrize(("fmt", "orientation", "scale", "red_quadrant"), [
+    ("JPEG", 6, 1, 1),  # 90 degrees clockwise to view: the top-left block ends top right
+    ("JPEG", 8, 1, 2),  # 90 degrees anticlockwise: it ends bottom left
+    ("JPEG", 6, 20, 1),  # large enough for the reduced-scale (draft) decode
+    ("PNG", 8, 1, 2),  # eXIf chunk
+])
+def test_exif_orientation_is_applied_before_the_centre_crop(fmt, orientation, scale, red_quadrant):
+    width, height = 80 * scale, 40 * scale  # wide as stored, tall as shown
+    img = Image.new("RGB", (width, height), BLUE)
+    img.paste(Image.new("RGB", (width // 2, height // 2), RED), (0, 0))  # top-left quarter of the file
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    quads = quadrant_colors(stored_pixels(encode(img, fmt, exif=exif.tobytes())))
+    assert near(quads[red_quadrant], RED), quads
+    assert all(near(color, BLUE) for i, color in enumerate(quads) if i != red_quadrant), quads
+
+
+def test_to_rgb_returns_the_whole_image_as_viewers_show_it():
+    img = Image.new("RGB", (80, 40), BLUE)
+    img.paste(Image.new("RGB", (10, 10), RED), (0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    shown = to_rgb(Image.open(io.BytesIO(encode(img, "JPEG", exif=exif.tobytes()))))
+    assert (shown.mode, shown.size) == ("RGB", (40, 80))
+    assert near(shown.getpixel((35, 4)), RED) and near(shown.getpixel((4, 4)), BLUE)
+
+
+def left_transparent(mode: str, color, fmt="PNG") -> bytes:
+    """40 x 40 in ``mode``: the left half fully transparent, the right half opaque ``color``."""
+    if mode == "I;16":  # grey 0 is the tRNS colour key
+        pixels = np.zeros((40, 40), np.uint16)
+        pixels[:, 20:] = color
+        return png_16bit(pixels, (b"tRNS", struct.pack(">H", 0)))
+    if mode == "P":
+        img = Image.new("P", (40, 40), 0)
+        img.putpalette([0, 0, 0, *color])
+        img.paste(1, (20, 0, 40, 40))
+        return encode(img, fmt, transparency=0)
+    img = Image.new(mode, (40, 40), (0,) * len(mode))
+    img.paste(Image.new(mode, (20, 40), (*color, 255) if mode == "RGBA" else (color, 255)), (20, 0))
+    return encode(img, fmt)
+
+
+@pytest.mark.parametrize(("mode", "fmt", "color", "opaque"), [
+    ("P", "PNG", BLUE, BLUE),  # palette with tRNS
+    ("P", "GIF", RED, RED),
+    ("LA", "PNG", 60, (60, 60, 60)),
+    ("RGBA", "PNG", GREEN, GREEN),
+    ("I;16", "PNG", 16384, (64, 64, 64)),  # 16-bit grey with tRNS
+])
+def test_transparent_pixels_are_white_and_opaque_ones_keep_their_colour(mode, fmt, color, opaque):
+    pixels = stored_pixels(left_transparent(mode, color, fmt))
+    assert np.abs(pixels[:, :12] - np.array(WHITE)).max() <= 1
+    assert np.abs(pixels[:, -12:] - np.array(opaque)).max() <= 1
+
+
+@pytest.mark.parametrize(("mode", "value", "expected"), [
+    ("LA", (0, 128), (127, 127, 127)),  # half-transparent black on white
+    ("RGBA", (200, 0, 0, 128), (227, 127, 127)),
+])
+def test_partial_alpha_is_composited_on_white(mode, value, expected):
+    pixels = stored_pixels(solid(value, (50, 30), mode=mode))
+    assert np.abs(pixels - np.array(expected)).max() <= 1, (pixels.min((0, 1)), pixels.max((0, 1)))
+
+
+def test_cmyk_jpeg_becomes_its_rgb_colour():
+    pixels = stored_pixels(solid((255, 0, 0, 0), (50, 30), "JPEG", mode="CMYK"))  # cyan ink
+    assert np.abs(pixels - np.array((0, 255, 255))).max() <= 8
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
+def test_an_animated_image_is_stored_as_its_first_frame(fmt):
+    frames = [Image.new("RGB", (50, 30), color) for color in (RED, BLUE, GREEN)]
+    raw = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                 **({"lossless": True} if fmt == "WEBP" else {}))
+    assert Image.open(io.BytesIO(raw)).n_frames == 3
+    assert np.abs(stored_pixels(raw) - np.array(RED)).max() <= 14
 
 
 # --- broken rows, duplicates, reconciliation --------------------------------------------

@@ -15,7 +15,9 @@ Per image (:func:`decode_resize_encode`, also callable from a plain Python loop)
 sha256 of the original bytes; the pixel count declared in the header is checked against
 ``max_image_pixels`` before any pixel is decoded (PIL's ``DecompressionBombError`` is a
 second guard); JPEGs much larger than the target decode at 1/2, 1/4 or 1/8 scale
-(``Image.draft``); any mode becomes RGB (transparency composited on white); the shorter
+(``Image.draft``); :func:`to_rgb` makes it the image viewers show, as 8-bit RGB: frame 0
+of an animation, EXIF orientation applied, samples scaled from their real bit depth
+(16-bit 65535 -> 255, not clipped), alpha and transparency composited on white; the shorter
 side is resized to ``image_size`` and the centre square kept (one ``resize`` over the
 centre box, equal to resize-then-crop); the result is re-encoded as PNG (lossless) or
 JPEG (quality 90).
@@ -63,11 +65,14 @@ from adrank.features.quarantine import (
 )
 
 STATUS_OK = "ok"
-PREPROCESSING_VERSION = 1  # bump when decode_resize_encode changes what it stores
+PREPROCESSING_VERSION = 2  # bump when decode_resize_encode changes what it stores (2: bit depth, EXIF)
 CHANNELS = 3
 JPEG_QUALITY = 90
 PNG_COMPRESS_LEVEL = 1  # zlib level 1: ~2x faster than 6 for +~9% bytes on 64x64 images
 WHITE = (255, 255, 255, 255)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # grey samples wider than 8 bits
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _TIFF_SIGNED = 258, 339, 2
 
 SKU_IMAGES_DDL = (
     "sku_id long, title string, image binary, image_format string, height int, width int, "
@@ -148,16 +153,78 @@ def _decode_square_rgb(data: bytes, image_size: int, max_pixels: int, out: dict[
             raise _Oversized(f"{width}x{height} = {width * height} pixels > max_image_pixels {max_pixels}")
         if img.format == "JPEG":
             img.draft("RGB", (image_size, image_size))
-        img.load()
-        return _flatten_rgb(_square(_working_mode(img), image_size))
+        return to_rgb(img, image_size)
 
 
-def _working_mode(img: Any) -> Any:
-    """RGBA if the image has any transparency, RGB or L as is, anything else as RGB."""
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    if has_alpha:
+def to_rgb(img: Any, square_side: int | None = None) -> Any:
+    """The image as viewers show it, in 8-bit RGB.
+
+    Frame 0 of an animation; EXIF orientation applied (``ImageOps.exif_transpose``); any
+    mode and bit depth mapped to 8 bits (:func:`_eight_bit`); alpha, palette transparency
+    and colour keys composited on a white background.
+
+    Args:
+        img: An opened PIL image, loaded or not (``draft`` may have been called). Rotated
+            in place when its EXIF says so.
+        square_side: If given, the centre square is resized to this side, before the alpha
+            is composited (resize premultiplies alpha, so this equals compositing first up to rounding).
+
+    Returns:
+        An RGB image.
+    """
+    from PIL import ImageOps
+
+    img.seek(0)  # the first frame (a no-op for a freshly opened image)
+    img.load()
+    ImageOps.exif_transpose(img, in_place=True)
+    working = _eight_bit(img)
+    if square_side is not None:
+        working = _square(working, square_side)
+    return _flatten_rgb(working)
+
+
+def _eight_bit(img: Any) -> Any:
+    """RGBA if the image has any transparency, RGB or L as is, wide grey scaled, anything else RGB."""
+    if img.mode in _WIDE_MODES:
+        return _scaled_grey(img)
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
         return img.convert("RGBA")
     return img if img.mode in ("RGB", "L") else img.convert("RGB")
+
+
+def _scaled_grey(img: Any) -> Any:
+    """L from 16/32-bit int or float grey, full scale -> 255 (RGBA if a colour key is transparent)."""
+    import numpy as np
+    from PIL import Image
+
+    samples = np.asarray(img)
+    scaled = samples.astype(np.float32)
+    scaled *= 255 / _full_scale(img)
+    grey = Image.fromarray(np.rint(np.clip(scaled, 0, 255, out=scaled), out=scaled).astype(np.uint8), "L")
+    key = img.info.get("transparency")
+    if not isinstance(key, int | float):
+        return grey
+    rgba = grey.convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.where(samples == key, 0, 255).astype(np.uint8), "L"))
+    return rgba
+
+
+def _full_scale(img: Any) -> float:
+    """The sample value of white: 1.0 for float; for "I" the TIFF's bits per sample, else 16 bits.
+
+    Pillow holds 16-bit data in "I;16*" and in "I" (PGM/PPM, rescaled to 16 bits); a
+    TIFF's "I" may hold 32-bit (or signed 16-bit) samples: its own tags say which.
+    Negative samples are black.
+    """
+    if img.mode == "F":
+        return 1.0
+    tags = getattr(img, "tag_v2", None) if img.mode == "I" else None
+    if tags is None or _TIFF_BITS_PER_SAMPLE not in tags:
+        return 65535.0
+    bits = tags[_TIFF_BITS_PER_SAMPLE]
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    signed = tags.get(_TIFF_SAMPLE_FORMAT, 1) in (_TIFF_SIGNED, (_TIFF_SIGNED,))
+    return float(2 ** (int(bits) - signed) - 1)
 
 
 def _square(img: Any, image_size: int) -> Any:
