@@ -17,7 +17,8 @@ The SavedModel's signatures are :func:`adrank.train.models.export_signatures`:
 ``sku_embedding`` and ``query_embedding`` (when a pairwise model is given) and
 ``lr_score`` (when an LR model is given). ``metadata.json`` holds ``stage``,
 ``version``, ``data_version``, ``config``, ``metrics``, ``created_at`` (UTC ISO-8601),
-``run_id``, ``signatures`` and ``image_size``.
+``run_id``, ``signatures`` and ``image_size``, written with :func:`adrank.config.to_json`
+(credential-looking values redacted).
 
 Local paths only (``/path`` or ``file:///path``): the rename and pointer steps rely
 on a POSIX file system. On cluster object storage (s3a://, abfss://, gs://) export to
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from adrank import versioned
+from adrank.config import to_json
 
 LATEST = "latest"
 METADATA = "metadata.json"
@@ -130,8 +132,7 @@ def _publish(folder: Path, temporary: Path, metadata: dict[str, Any]) -> int:
     """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
     def write_metadata(version: int) -> None:
         metadata["version"] = version
-        (temporary / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True,
-                                                     default=str) + "\n")
+        (temporary / METADATA).write_text(to_json(metadata, indent=2, sort_keys=True) + "\n")
 
     return versioned.claim_next_version(folder, temporary, write_metadata)
 
