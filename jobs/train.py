@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from adrank.cli import job_parser, parse_job_args
 from adrank.runs import run_job
-from adrank.training import STAGES, train
+from adrank.training import STAGES, TrainingDataError, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,7 +16,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage", choices=STAGES, required=True, help="pairwise (stage 1) or lr (baseline)")
     parser.add_argument("--version", type=int, help="training_examples version to pin (default: latest)")
     args, config = parse_job_args(parser, argv)
-    return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version))
+    try:
+        return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version))
+    except TrainingDataError as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

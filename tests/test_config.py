@@ -217,3 +217,11 @@ def test_run_reports_and_registry_metadata_are_written_redacted(tmp_path, capsys
     metadata = (folder / f"v{version}" / METADATA).read_text()
     assert "s3cr3t" not in metadata and json.loads(metadata)["metrics"] == {"cold_auc": None}
 
+
+def test_the_registry_refuses_a_model_with_nan_metrics(tmp_path):
+    from adrank.train.registry import export_model, versions
+
+    with pytest.raises(ValueError, match="refusing to register a lr model whose metrics auc, log_loss are NaN"):
+        export_model(tmp_path, "lr", linear_model=object(), image_size=32, data_version=0,
+                     metrics={"auc": float("nan"), "log_loss": float("nan"), "rows": 0})
+    assert versions(tmp_path, "lr") == []
