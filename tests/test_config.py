@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -109,3 +110,118 @@ def test_credentials_come_from_env_and_are_not_printed(tmp_path, monkeypatch):
     assert _hadoop_credentials(config.spark.hadoop_env) == {
         "spark.hadoop.fs.s3a.secret.key": "s3cr3t-value"
     }
+
+
+# --------------------------------------------------------------------------------
+# Credentials: literal spark.conf keys, the credential check, redacted dumps
+# --------------------------------------------------------------------------------
+
+CREDENTIAL_KEYS = [
+    "spark.hadoop.fs.s3a.secret.key",
+    "spark.hadoop.fs.azure.account.key.myaccount.dfs.core.windows.net",
+    "spark.hadoop.fs.s3a.encryption.key",
+    "spark.hadoop.fs.gs.auth.service.account.private.key",
+    "spark.authenticate.secret",
+    "spark.ssl.keyStorePassword",
+    "spark.hadoop.fs.s3a.session.token",
+    "SPARK.HADOOP.FS.S3A.SECRET.KEY",
+    "spark.hadoop.fs.azure.sas.container.account.blob.core.windows.net",
+]
+ORDINARY_KEYS = ["spark.authenticate.enableSaslEncryption", "spark.io.encryption.enabled",
+                 "spark.sql.shuffle.partitions", "spark.io.encryption.keySizeBits",
+                 "spark.hadoop.fs.s3a.endpoint"]
+
+
+@pytest.mark.parametrize("key", CREDENTIAL_KEYS)
+@pytest.mark.parametrize("form", ["dotted", "mapping"])
+def test_credential_spark_conf_keys_are_rejected_with_one_line_naming_the_key(tmp_path, key, form):
+    override = f"spark.conf.{key}=s3cr3t" if form == "dotted" else f"spark.conf={{{key}: s3cr3t}}"
+    with pytest.raises(ConfigError) as info:
+        tiny_config(tmp_path, override)
+    message = str(info.value)
+    assert f"'spark.conf.{key}'" in message and "spark.hadoop_env" in message
+    assert "\n" not in message and "s3cr3t" not in message
+
+
+def test_the_nested_key_bypass_is_rejected(tmp_path):
+    """Once, ``spark.conf.spark.hadoop...`` nested into a key ``spark`` and passed the check."""
+    with pytest.raises(ConfigError, match=r"'spark.conf.spark.hadoop.fs.s3a.secret.key' looks like a credential"):
+        tiny_config(tmp_path, "spark.conf.spark.hadoop.fs.s3a.secret.key=s3cr3t")
+    with pytest.raises(ConfigError, match=r"'spark.conf.spark' must be a single value: keys under 'spark.conf' "
+                                          "are literal"):
+        tiny_config(tmp_path, "spark.conf={spark: {hadoop: {fs.s3a.secret.key: s3cr3t}}}")
+
+
+@pytest.mark.parametrize("key", ORDINARY_KEYS)
+def test_ordinary_spark_settings_are_accepted(tmp_path, key):
+    assert dict(tiny_config(tmp_path, f"spark.conf.{key}=3").spark.conf) == {key: "3"}
+
+
+def test_dotted_spark_conf_overrides_are_literal_keys_beside_the_files_keys(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(TINY_CONF.read_text().replace(
+        "\nspark:\n", "\nspark:\n  conf:\n    spark.hadoop.fs.s3a.endpoint: http://minio:9000\n"))
+    config = load_config(conf, [f"storage.root={tmp_path}", "spark.conf.spark.sql.shuffle.partitions=3",
+                                "spark.hadoop_env.fs.s3a.secret.key=ADRANK_TEST_SECRET"])
+    assert dict(config.spark.conf) == {"spark.hadoop.fs.s3a.endpoint": "http://minio:9000",
+                                       "spark.sql.shuffle.partitions": "3"}
+    assert dict(config.spark.hadoop_env) == {"fs.s3a.secret.key": "ADRANK_TEST_SECRET"}
+
+
+def test_redaction_replaces_credential_values_anywhere_and_keeps_env_var_names():
+    from adrank.config import REDACTED, redacted, to_json
+
+    dump = {"config": {"spark": {"conf": {"spark.sql.shuffle.partitions": "3",
+                                          "spark.hadoop.fs.s3a.secret.key": "s3cr3t"},
+                                 "hadoop_env": {"fs.s3a.secret.key": "AWS_SECRET_ACCESS_KEY"}}},
+            "runs": [{"Password": "hunter2", "nested": {"fs.azure.account.key.a.b": "k3y"}}],
+            "metrics": {"auc": float("nan"), "rows": 0}}
+    clean = redacted(dump)
+    assert clean["config"]["spark"]["conf"] == {"spark.sql.shuffle.partitions": "3",
+                                                "spark.hadoop.fs.s3a.secret.key": REDACTED}
+    assert clean["config"]["spark"]["hadoop_env"] == {"fs.s3a.secret.key": "AWS_SECRET_ACCESS_KEY"}
+    assert clean["runs"] == [{"Password": REDACTED, "nested": {"fs.azure.account.key.a.b": REDACTED}}]
+    text = to_json(dump, sort_keys=True)
+    assert not any(secret in text for secret in ("s3cr3t", "hunter2", "k3y"))
+    assert json.loads(text)["metrics"] == {"auc": None, "rows": 0}  # valid JSON: NaN as null
+
+
+def test_a_loaded_config_dumps_without_secrets(tmp_path, monkeypatch):
+    from adrank.config import to_json
+
+    monkeypatch.setenv("ADRANK_TEST_SECRET", "s3cr3t-value")
+    config = tiny_config(tmp_path, "spark.hadoop_env={fs.s3a.secret.key: ADRANK_TEST_SECRET}")
+    dump = json.loads(to_json(config))
+    assert dump["spark"]["hadoop_env"] == {"fs.s3a.secret.key": "ADRANK_TEST_SECRET"}
+    assert "s3cr3t-value" not in json.dumps(dump)
+
+
+def test_run_reports_and_registry_metadata_are_written_redacted(tmp_path, capsys):
+    from adrank.config import REDACTED
+    from adrank.runs import RunReport, publish_report
+    from adrank.train.registry import METADATA, _publish
+
+    config = tiny_config(tmp_path)
+    report = RunReport("train", figures={"spark.hadoop.fs.s3a.secret.key": "s3cr3t", "auc": float("nan")})
+    line = publish_report(None, config, report)
+    stored = (tmp_path / "tables" / "_runs" / f"train-{report.run_id}.json").read_text()
+    for text in (line, stored, capsys.readouterr().out):
+        assert "s3cr3t" not in text and "NaN" not in text
+    assert json.loads(stored)["spark.hadoop.fs.s3a.secret.key"] == REDACTED
+
+    folder = tmp_path / "models" / "lr"
+    temporary = folder / ".tmp-x"
+    temporary.mkdir(parents=True)
+    version = _publish(folder, temporary, {"config": {"spark": {"conf": {"spark.authenticate.secret": "s3cr3t"}}},
+                                           "metrics": {"cold_auc": float("nan")}})
+    metadata = (folder / f"v{version}" / METADATA).read_text()
+    assert "s3cr3t" not in metadata and json.loads(metadata)["metrics"] == {"cold_auc": None}
+
+
+def test_the_registry_refuses_a_model_with_nan_metrics(tmp_path):
+    from adrank.train.registry import export_model, versions
+
+    with pytest.raises(ValueError, match="refusing to register a lr model whose metrics auc, log_loss are NaN"):
+        export_model(tmp_path, "lr", linear_model=object(), image_size=32, data_version=0,
+                     metrics={"auc": float("nan"), "log_loss": float("nan"), "rows": 0})
+    assert versions(tmp_path, "lr") == []

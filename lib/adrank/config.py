@@ -5,13 +5,21 @@ the wrong type or a missing required value raises :class:`ConfigError` with a on
 message naming the key; jobs turn it into exit status 2.
 
 Credentials never live in the config: ``spark.hadoop_env`` maps a Hadoop property to the
-*name* of an environment variable, read when the SparkSession is built.
+*name* of an environment variable, read when the SparkSession is built. The keys under
+``spark.conf`` and ``spark.hadoop_env`` are literal (``--set spark.conf.spark.sql.x=1`` sets
+the key ``spark.sql.x``); a ``spark.conf`` key matching :data:`SECRET_PATTERNS` is rejected.
+Every dump of a config or a report goes through :func:`to_json`, which replaces the values
+of credential-looking keys (:func:`redacted`) and writes NaN as null.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import fnmatch
+import json
+import math
+import numbers
 import os
 import types
 import typing
@@ -22,7 +30,17 @@ from typing import Any
 
 import yaml
 
-SECRET_WORDS = ("secret", "password", "access.key", "token", "credential", "sas")
+# Key names (lower-cased, fnmatch) that hold a credential: rejected in ``spark.conf``,
+# their values redacted in every dump. ``sas`` only as a whole dotted word (Azure SAS
+# tokens), so that ``spark.authenticate.enableSaslEncryption`` stays an ordinary setting.
+SECRET_PATTERNS = (
+    "*secret*", "*password*", "*token*", "*credential*", "*access.key*",
+    "*fs.azure.account.key.*", "*encryption.key", "*private.key",
+    "*.sas.*", "sas.*", "*.sas",
+)
+REDACTED = "***redacted***"
+# A mapping whose values are environment variable NAMES: shown, never redacted.
+ENV_NAME_MAPPINGS = ("hadoop_env",)
 
 
 class ConfigError(ValueError):
@@ -213,7 +231,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override '{item}' must look like key=value")
-    parts = key.split(".")
+    parts = _override_path(key)
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -221,6 +239,24 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"cannot set '{key}': '{part}' is not a section")
         node = child
     node[parts[-1]] = yaml.safe_load(text) if text else ""
+
+
+def _override_path(key: str) -> list[str]:
+    """The path of a dotted override key; below a mapping field the rest is one literal key.
+
+    ``spark.conf.spark.sql.shuffle.partitions`` -> ``["spark", "conf",
+    "spark.sql.shuffle.partitions"]``: Spark and Hadoop keys contain dots themselves.
+    """
+    parts = key.split(".")
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
+            break  # an unknown key: _build names it
+        hint = typing.get_type_hints(cls)[part]
+        if typing.get_origin(hint) in (collections.abc.Mapping, dict) and i + 1 < len(parts):
+            return [*parts[: i + 1], ".".join(parts[i + 1 :])]
+        cls = hint
+    return parts
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -259,6 +295,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin in (collections.abc.Mapping, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) or not str(k):
+                raise ConfigError(
+                    f"config key '{key}.{k}' must be a single value: keys under '{key}' are literal "
+                    f"(write the whole key, e.g. {key}: {{spark.sql.shuffle.partitions: 4}})"
+                )
         return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
     return _scalar(hint, value, key)
 
@@ -301,9 +343,10 @@ def _validate(config: Config) -> None:
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
     for name in config.spark.conf:
         _require(
-            not any(word in name.lower() for word in SECRET_WORDS),
+            not is_credential_key(name),
             f"spark.conf.{name}",
-            "looks like a credential: map it to an environment variable in spark.hadoop_env",
+            "looks like a credential: never put its value in the config; map the Hadoop "
+            "property to the name of an environment variable in spark.hadoop_env",
         )
 
 
@@ -399,3 +442,51 @@ def config_as_dict(config: Any) -> Any:
     if isinstance(config, tuple | list):
         return [config_as_dict(v) for v in config]
     return config
+
+
+def is_credential_key(name: Any) -> bool:
+    """True when a key (a Spark or Hadoop property, any case) names a credential."""
+    lowered = str(name).lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in SECRET_PATTERNS)
+
+
+def redacted(value: Any) -> Any:
+    """A copy of a JSON-able value whose credential-looking keys have their values replaced.
+
+    Mappings anywhere in ``value`` (a config dict, report figures, registry metadata) are
+    searched; the value of every key for which :func:`is_credential_key` holds becomes
+    :data:`REDACTED`. The values of ``hadoop_env`` (environment variable names) are kept.
+    """
+    if isinstance(value, collections.abc.Mapping):
+        return {k: REDACTED if is_credential_key(k) else
+                (dict(v) if k in ENV_NAME_MAPPINGS and _is_name_mapping(v) else redacted(v))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value
+
+
+def _is_name_mapping(value: Any) -> bool:
+    return isinstance(value, collections.abc.Mapping) and all(isinstance(v, str) for v in value.values())
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities -> None, in nested dicts and lists."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, collections.abc.Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """The one way a config, a report or metadata is dumped: :func:`redacted`, NaN as null.
+
+    Keyword arguments go to :func:`json.dumps` (``default=str`` unless given).
+    """
+    kwargs.setdefault("default", str)
+    plain = config_as_dict(value) if dataclasses.is_dataclass(value) else value
+    return json.dumps(_finite(redacted(plain)), allow_nan=False, **kwargs)

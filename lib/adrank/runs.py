@@ -1,13 +1,13 @@
 """Run identity and the one JSON line every job ends with.
 
 A job's figures (rows in, rows written, rows quarantined, timings, metrics) are printed as
-one JSON line on stdout and written to ``<storage.root>/_runs/<job>-<run id>.json``.
+one JSON line on stdout and written to ``<storage.root>/_runs/<job>-<run id>.json``, through
+:func:`adrank.config.to_json` (credential-looking values redacted, NaN written as null).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import sys
 import time
 import uuid
@@ -18,7 +18,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from adrank.config import Config
+from adrank.config import Config, to_json
 from adrank.errors import InputError
 from adrank.spark import build_spark
 from adrank.tables import RUNS_FOLDER, join_path, write_text_file
@@ -55,7 +55,7 @@ class RunReport:
 
 def publish_report(spark: SparkSession | None, config: Config, report: RunReport) -> str:
     """Print the report as one JSON line and store it under ``_runs``; return the line."""
-    line = json.dumps(report.as_dict(), sort_keys=True, default=str)
+    line = to_json(report.as_dict(), sort_keys=True)
     path = join_path(config.storage.root, RUNS_FOLDER, f"{report.job}-{report.run_id}.json")
     write_text_file(spark, path, line + "\n")
     print(line, flush=True)
@@ -80,15 +80,13 @@ def run_job(job: str, config: Config, body: JobBody) -> int:
         try:
             with report.timed("total"):
                 body(spark, config, report)
-        except InputError as exc:
-            report.figures.update(status="refused", error=str(exc).splitlines()[0])
-            publish_report(spark, config, report)
-            print(f"{job}: error: {exc}", file=sys.stderr, flush=True)
-            return 1
         except Exception as exc:
             report.figures.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
             publish_report(spark, config, report)
-            raise
+            if not isinstance(exc, InputError):
+                raise
+            print(f"{job}: error: {exc}", file=sys.stderr, flush=True)
+            return 1
         report.figures["status"] = "succeeded"
         publish_report(spark, config, report)
     finally:

@@ -13,6 +13,12 @@ For a stage (``pairwise`` = stage 1, ``lr`` = the LR baseline):
 4. evaluate on the held-out dates in the driver and export a versioned SavedModel with
    the metrics and data versions into the model registry.
 
+Nothing is trained, evaluated or registered without data on both sides: a pinned version
+with no held-out date (a single date), no training or held-out rows, or (stage 1) no
+pairs on either side raises :class:`TrainingDataError` (one line) before any rank starts,
+and so does a headline metric that comes out NaN (e.g. a held-out day with one class).
+Other figures that are undefined (cold-start AUC without cold rows) are stored as null.
+
 TensorFlow is imported inside functions: the Spark side stays importable without it.
 """
 
@@ -27,28 +33,81 @@ from pyspark.sql import functions as F
 
 from adrank import tables
 from adrank.config import Config
+from adrank.errors import InputError
 from adrank.runs import RunReport
 
 STAGES = ("pairwise", "lr")
 PAIRS_TRAIN = "stage1_pairs_train"
 PAIRS_HOLDOUT = "stage1_pairs_holdout"
 EVAL_BATCH = 256
+# The metrics a model is judged by: NaN (no rows, one class) means it cannot be registered.
+HEADLINE_METRICS = {"pairwise": ("pairwise_accuracy", "pairwise_loss"), "lr": ("auc", "log_loss")}
+
+
+class TrainingDataError(InputError):
+    """The pinned data cannot train and evaluate a model (one-line message); nothing registered."""
 
 
 def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> None:
-    """Train, evaluate and register one stage on a pinned version of ``training_examples``."""
+    """Train, evaluate and register one stage on a pinned version of ``training_examples``.
+
+    Raises:
+        TrainingDataError: No held-out date, no rows or pairs on a side, or a NaN headline metric.
+    """
     from adrank.train.evaluate import split_holdout_dates
 
     examples_path = tables.table_path(config, tables.TRAINING_EXAMPLES)
     pinned = tables.pin_version(spark, examples_path, version)
     examples = tables.read_delta(spark, examples_path, pinned)
-    dates = [r.date for r in examples.select("date").distinct().collect()]
-    train_dates, holdout_dates = split_holdout_dates(dates, config.train.holdout_days)
+    rows_per_date = {r.date: r["count"] for r in examples.groupBy("date").count().collect()}
+    train_dates, holdout_dates = split_holdout_dates(list(rows_per_date), config.train.holdout_days)
     split = {"train_dates": [str(d) for d in train_dates], "holdout_dates": [str(d) for d in holdout_dates]}
     figures = report.figures.setdefault(stage, {})
     figures.update({"training_examples_version": pinned, **split})
+    figures["train_rows"] = sum(rows_per_date[d] for d in train_dates)
+    figures["holdout_rows"] = sum(rows_per_date[d] for d in holdout_dates)
+    _require_both_sides(config, pinned, sorted(rows_per_date), figures["train_rows"], figures["holdout_rows"])
     with report.timed(f"{stage}_total"):
         STAGE_RUNNERS[stage](spark, config, report, examples, pinned, train_dates, holdout_dates, figures)
+
+
+def _require_both_sides(config: Config, pinned: int, dates: list, train_rows: int, holdout_rows: int) -> None:
+    """TrainingDataError unless the pinned examples have a training and a held-out side."""
+    where = (f"training_examples version {pinned} has {len(dates)} date{'' if len(dates) == 1 else 's'} "
+             f"({', '.join(str(d) for d in dates) or 'no rows'})")
+    holdout = f"train.holdout_days={config.train.holdout_days}"
+    if len(dates) < 2:
+        raise TrainingDataError(
+            f"{where}: training needs at least 2, the last {holdout} held out for evaluation; "
+            "build more dates or pin another --version; nothing was trained or registered")
+    for side, rows in (("training", train_rows), ("held-out", holdout_rows)):
+        if rows == 0:
+            raise TrainingDataError(f"{where} but no {side} rows ({holdout}); nothing was trained or registered")
+
+
+def _require_pairs(pinned: int, pair_rows: dict[str, dict[str, int]], holdout_days: int) -> None:
+    """TrainingDataError when a side of the stage-1 pairs is empty after materialising."""
+    for name, side in ((PAIRS_TRAIN, "training"), (PAIRS_HOLDOUT, "held-out")):
+        if not sum(pair_rows[name].values()):
+            raise TrainingDataError(
+                f"{name} (from training_examples version {pinned}, train.holdout_days={holdout_days}) "
+                f"has no pairs: no clicked impression of the {side} dates has a negative and stored "
+                "images; nothing was trained or registered")
+
+
+def _checked_metrics(stage: str, metrics: dict, pinned: int) -> dict:
+    """The metrics to register: NaN headline metric -> TrainingDataError; other NaN -> None."""
+    undefined = [name for name in HEADLINE_METRICS[stage] if _is_nan(metrics.get(name))]
+    if undefined:
+        raise TrainingDataError(
+            f"{stage} evaluation on the held-out dates of training_examples version {pinned} gives NaN "
+            f"{', '.join(undefined)} ({metrics.get('rows', metrics.get('pairs'))} rows; one class only?); "
+            "the model was not registered")
+    return {name: None if _is_nan(value) else value for name, value in metrics.items()}
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
 
 
 def _launch(config: Config, report: RunReport, stage: str, data_version: Any, files: dict) -> dict:
@@ -82,8 +141,11 @@ def train_pairwise(
     for name, dates in ((PAIRS_TRAIN, train_dates), (PAIRS_HOLDOUT, holdout_dates)):
         pair_versions[name], figures[f"{name}_dropped_without_image"] = _materialise_pairs(
             spark, config, examples.where(F.col("date").isin(dates)), images, name)
-    files = _pair_files(spark, config, PAIRS_TRAIN, pair_versions[PAIRS_TRAIN])
     figures["pair_rows"] = _rows_per_kind(spark, config, PAIRS_TRAIN)
+    figures["holdout_pair_rows"] = _rows_per_kind(spark, config, PAIRS_HOLDOUT)
+    _require_pairs(pinned, {PAIRS_TRAIN: figures["pair_rows"], PAIRS_HOLDOUT: figures["holdout_pair_rows"]},
+                   config.train.holdout_days)
+    files = _pair_files(spark, config, PAIRS_TRAIN, pair_versions[PAIRS_TRAIN])
     data_version = {"training_examples": pinned, **pair_versions}
     settings = _launch(config, report, "pairwise", data_version, files)
     model = load_trained("pairwise", settings)["pairwise"]
@@ -91,7 +153,8 @@ def train_pairwise(
         holdout = tables.read_delta(spark, tables.table_path(config, PAIRS_HOLDOUT))
         metrics = evaluate_pairs(model, _pair_batches(holdout, config.features.image_size))
         metrics.update(catalog_precision(model.embed_sku, _catalog_batches(images)))
-    figures["metrics"] = metrics
+    figures["metrics"] = metrics  # in the report (NaN as null) even when refused below
+    figures["metrics"] = metrics = _checked_metrics("pairwise", metrics, pinned)
     figures["model_version"], _ = export_model(
         registry_root(config), "pairwise", pairwise_model=model, image_size=config.features.image_size,
         data_version=data_version, config=_plain_config(config), metrics=metrics, run_id=report.run_id,
@@ -118,7 +181,8 @@ def train_lr(
         seen = [r.ad_sku_id for r in trained.select("ad_sku_id").distinct().collect()]
         holdout = examples.where(F.col("date").isin(holdout_dates))
         metrics = evaluate_lr(lambda b: tf.sigmoid(model(b, training=False)), _example_batches(holdout), seen)
-    figures["metrics"] = metrics
+    figures["metrics"] = metrics  # in the report (NaN as null) even when refused below
+    figures["metrics"] = metrics = _checked_metrics("lr", metrics, pinned)
     figures["model_version"], _ = export_model(
         registry_root(config), "lr", linear_model=model, image_size=config.features.image_size,
         data_version={"training_examples": pinned}, config=_plain_config(config), metrics=metrics,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
+from adrank.config import to_json
 from adrank.sample.catalog import catalog_source
 from adrank.sample.clicklog import impression_sources
 from adrank.sample.impressions import CLICK_MODEL
@@ -49,7 +50,7 @@ def generate_inputs(spark: SparkSession, cfg: SampleConfig, inputs_root: str) ->
     }
     for name, source in sources.items():
         write_source(name, source, f"{root}/{name}")
-    manifest_text = json.dumps(build_manifest(cfg, world, sources), indent=2, sort_keys=True) + "\n"
+    manifest_text = to_json(build_manifest(cfg, world, sources), indent=2, sort_keys=True) + "\n"
     write_text_file(spark, f"{root}/{MANIFEST_NAME}", manifest_text)
     return json.loads(manifest_text)
 

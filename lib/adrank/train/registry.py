@@ -17,7 +17,9 @@ The SavedModel's signatures are :func:`adrank.train.models.export_signatures`:
 ``sku_embedding`` and ``query_embedding`` (when a pairwise model is given) and
 ``lr_score`` (when an LR model is given). ``metadata.json`` holds ``stage``,
 ``version``, ``data_version``, ``config``, ``metrics``, ``created_at`` (UTC ISO-8601),
-``run_id``, ``signatures`` and ``image_size``.
+``run_id``, ``signatures`` and ``image_size``, written with :func:`adrank.config.to_json`
+(credential-looking values redacted). A model whose metrics hold NaN (e.g. evaluated on no
+rows) is refused.
 
 Local paths only (``/path`` or ``file:///path``): the rename and pointer steps rely
 on a POSIX file system. On cluster object storage (s3a://, abfss://, gs://) export to
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+import numbers
 import os
 import shutil
 import uuid
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from adrank import versioned
+from adrank.config import to_json
 
 LATEST = "latest"
 METADATA = "metadata.json"
@@ -82,12 +87,16 @@ def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = N
         ``(version, path)`` of the new version.
 
     Raises:
-        ValueError: Neither model given, or a non-local root.
+        ValueError: Neither model given, a non-local root, or a metric that is NaN.
     """
-    import tensorflow as tf
-
     if pairwise_model is None and linear_model is None:
         raise ValueError("export_model needs a pairwise model, a linear model or both")
+    undefined = sorted(name for name, value in (metrics or {}).items() if _undefined(value))
+    if undefined:
+        raise ValueError(f"refusing to register a {stage} model whose metrics {', '.join(undefined)} "
+                         "are NaN (evaluated on no held-out rows?)")
+    import tensorflow as tf
+
     folder = _local(root) / stage
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
@@ -111,6 +120,12 @@ def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = N
     return version, str(path)
 
 
+def _undefined(value: Any) -> bool:
+    """A metric that is NaN (counts and other figures are fine)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+            and math.isnan(float(value)))
+
+
 def _signatures(pairwise_model: Any, linear_model: Any, image_size: int) -> dict[str, Any]:
     """export_signatures when there is a pairwise model; else the LR signature alone."""
     import tensorflow as tf
@@ -130,8 +145,7 @@ def _publish(folder: Path, temporary: Path, metadata: dict[str, Any]) -> int:
     """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
     def write_metadata(version: int) -> None:
         metadata["version"] = version
-        (temporary / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True,
-                                                     default=str) + "\n")
+        (temporary / METADATA).write_text(to_json(metadata, indent=2, sort_keys=True) + "\n")
 
     return versioned.claim_next_version(folder, temporary, write_metadata)
 

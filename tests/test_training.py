@@ -1,0 +1,118 @@
+"""The train job's driver-side checks: no held-out day or no pairs -> one line, nothing registered.
+
+Every check here happens before any Horovod rank starts; the launcher is replaced by one
+that fails the test if it is ever called.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adrank import tables, training
+from adrank.features.examples import EXAMPLES_DDL
+from adrank.features.images import SKU_IMAGES_DDL
+from adrank.runs import RunReport
+from adrank.train import launch
+from adrank.train.registry import registry_root, versions
+from conftest import REPO, TINY_CONF, tiny_config
+
+DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+
+
+@pytest.fixture(autouse=True)
+def no_ranks(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("Horovod ranks were started")
+
+    monkeypatch.setattr(launch, "launch", refuse)
+
+
+def example(impression: str, date: dt.date, context_sku: int, ad_sku: int, label: int) -> tuple:
+    ts = dt.datetime.combine(date, dt.time(12))
+    return (impression, ts, date, 1, "detail", context_sku, "", ad_sku, ad_sku % 2, 1, 1, label,
+            [1, 2, 0], 2, False)
+
+
+def write_examples(spark, config, rows) -> None:
+    frame = spark.createDataFrame(rows, EXAMPLES_DDL)
+    tables.write_delta(frame, tables.table_path(config, tables.TRAINING_EXAMPLES), partition_by=["date"])
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_images(spark, config, skus) -> None:
+    rows = [(sku, f"sku {sku}", png(sku), "PNG", 32, 32, 3, str(sku), dt.datetime(2026, 11, 1), sku % 2)
+            for sku in skus]
+    tables.write_delta(spark.createDataFrame(rows, SKU_IMAGES_DDL), tables.table_path(config, tables.SKU_IMAGES))
+
+
+def train_job():
+    """``jobs/train.py`` as a module (jobs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("train_job", REPO / "jobs" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_registered_version(config, stage: str) -> Path:
+    """A v1 with ``latest`` pointing at it (what a refused run must leave alone); its folder."""
+    folder = Path(registry_root(config)) / stage
+    (folder / "v1").mkdir(parents=True)
+    (folder / "v1" / "metadata.json").write_text("{}\n")
+    (folder / "latest").write_text("v1\n")
+    return folder
+
+
+@pytest.mark.parametrize("stage", ["lr", "pairwise"])
+def test_one_date_only_is_a_one_line_error_and_registers_nothing(spark, tmp_path, capsys, stage):
+    config = tiny_config(tmp_path)
+    write_examples(spark, config, [example(f"i{n}", DAY1, 1, 2 + n % 2, n % 2) for n in range(8)])
+    folder = fake_registered_version(config, stage)
+    status = train_job().main(["--conf-file", str(TINY_CONF), "--stage", stage,
+                               "--set", f"storage.root={tmp_path / 'tables'}",
+                               "--set", f"inputs.root={tmp_path / 'inputs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err == ["train: error: training_examples version 0 has 1 date (2026-11-01): training needs at "
+                   "least 2, the last train.holdout_days=1 held out for evaluation; build more dates or "
+                   "pin another --version; nothing was trained or registered"]
+    assert versions(registry_root(config), stage) == [1]
+    assert (folder / "latest").read_text() == "v1\n"
+    report = json.loads(next((tmp_path / "tables" / "_runs").glob("train-*.json")).read_text())
+    assert report["status"] == "failed" and report[stage]["train_dates"] == ["2026-11-01"]
+    assert report[stage]["holdout_dates"] == []
+
+
+def test_a_held_out_day_without_pairs_is_refused_before_training(spark, tmp_path):
+    config = tiny_config(tmp_path)
+    write_images(spark, config, [1, 2, 3, 4])
+    write_examples(spark, config, [example("a", DAY1, 1, 2, 1), example("b", DAY1, 1, 3, 0),
+                                   example("c", DAY2, 1, 3, 0), example("d", DAY2, 1, 4, 0)])
+    report = RunReport("train")
+    with pytest.raises(training.TrainingDataError) as info:
+        training.train(spark, config, report, "pairwise", None)
+    message = str(info.value)
+    assert message.startswith("stage1_pairs_holdout (from training_examples version 0, train.holdout_days=1) "
+                              "has no pairs") and "\n" not in message
+    assert report.figures["pairwise"]["pair_rows"] == {"detail": 1}
+    assert versions(registry_root(config), "pairwise") == []
+
+
+def test_a_nan_headline_metric_is_refused_and_other_nan_figures_become_null():
+    with pytest.raises(training.TrainingDataError, match="lr evaluation .* gives NaN auc"):
+        training._checked_metrics("lr", {"auc": float("nan"), "log_loss": 0.3, "rows": 5}, 0)
+    checked = training._checked_metrics("lr", {"auc": 0.6, "log_loss": 0.3, "cold_auc": float("nan")}, 0)
+    assert checked == {"auc": 0.6, "log_loss": 0.3, "cold_auc": None}
