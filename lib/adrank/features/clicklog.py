@@ -47,6 +47,7 @@ LR_FEATURES_SCHEMA = "impression_id string, features array<string>"
 ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 TOKEN = r"^[^=]+="
 _PARSED = "_parsed"
+JSON_WHITESPACE = " \t\r\n"
 
 
 def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
@@ -86,7 +87,7 @@ def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
 
 def _json_error(raw: Column, parsed: Column, valid_utf8: Column) -> Column:
     corrupt = parsed[CORRUPT].isNotNull()
-    text = F.trim(raw)
+    text = F.trim(raw, F.lit(JSON_WHITESPACE))
     not_object = parsed.isNull() | ~text.startswith("{") | ~text.endswith("}")
     unparseable = corrupt & F.from_json(raw, "map<string,string>").isNull()
     not_one = ~F.coalesce(single_json_value(raw), F.lit(False))
