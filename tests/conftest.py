@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -20,6 +22,14 @@ def tiny_config(root: Path, *overrides: str) -> Config:
         TINY_CONF,
         [f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}", *overrides],
     )
+
+
+def load_job(name: str) -> ModuleType:
+    """``jobs/<name>.py`` as a module (jobs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_job", REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,240 @@
+"""build_tables over dates: any order of full and per-date builds gives the same tables;
+a date without inputs, a stray file, a badly named or a future folder never touches a table.
+
+The inputs are made by hand (three days, a few impressions each) with the cases that cross
+dates: an impression id on two days, a broken first copy, LR records filed in another
+day's folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import shutil
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from adrank import build, inputs, tables
+from adrank.build_plan import check_days_have_lines, plan_build
+from adrank.config import load_config
+from adrank.errors import InputError
+from adrank.runs import RunReport
+from conftest import TINY_CONF, load_job
+
+DAYS = (dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3))
+TODAY = dt.date(2026, 12, 1)
+TABLES = (tables.SKU_IMAGES, tables.TRAINING_EXAMPLES, tables.QUARANTINE)
+
+
+def click(impression_id: str, day: dt.date, **fields) -> str:
+    record = {"impression_id": impression_id, "ts": f"{day}T10:00:00Z", "user_id": 1, "page": "feed",
+              "ad_sku_id": 12, "position": 1, "clicked": 0, **fields}
+    return json.dumps(record)
+
+
+def lr(impression_id: str, *tokens: str) -> str:
+    return json.dumps({"impression_id": impression_id, "features": list(tokens)})
+
+
+CLICKS = {
+    DAYS[0]: [click("a1", DAYS[0]), click("b1", DAYS[0], clicked=1), click("dup", DAYS[0], user_id=2),
+              click("x1", DAYS[0], page="detail", context_sku_id=11)],
+    DAYS[1]: [click("a2", DAYS[1]), click("dup", DAYS[1], user_id=3),  # a later copy: duplicate_id
+              click("late_good", DAYS[1], ad_sku_id=999), click("early", DAYS[1], ad_sku_id=13)],
+    DAYS[2]: [click("a3", DAYS[2]), click("late_good", DAYS[2]),  # the earlier copy is broken: kept
+              click("dup", DAYS[2], user_id=4)],
+}
+LR_RECORDS = {
+    DAYS[0]: [lr("a1", "hour=10"), lr("x1", "hour=11"), lr("early", "hour=12")],  # early: bad_value
+    DAYS[1]: [lr("a2", "hour=10"), lr("a1", "hour=23"), lr("b1", "hour=9"), lr("dup", "hour=1")],
+    DAYS[2]: [lr("a3", "hour=10"), lr("late_good", "hour=8")],
+}
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_inputs(spark, root) -> None:
+    """The three days of hand-made inputs under ``root`` (the README's layout)."""
+    for source, by_day in (("click_log", CLICKS), ("lr_features", LR_RECORDS)):
+        for day, rows in by_day.items():
+            folder = root / source / f"date={day}"
+            folder.mkdir(parents=True)
+            (folder / "part-0.json").write_text("\n".join(rows) + "\n")
+    for source, line in (("user_snapshots", '{"entity_id": 1, "valid_from": "2026-10-01T00:00:00Z", '
+                          '"features": ["segment=1"]}'),
+                         ("sku_snapshots", '{"entity_id": 12, "valid_from": "2026-10-01T00:00:00Z", '
+                          '"features": ["brand=7"]}')):
+        (root / source).mkdir(parents=True)
+        (root / source / "part-0.json").write_text(line + "\n")
+    updated = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    catalog = [(sku, f"sku {sku}", png((sku * 20, 40, 90)), updated, sku % 3) for sku in (11, 12, 13)]
+    spark.createDataFrame(
+        catalog, "sku_id long, title string, image binary, updated_at timestamp, category_id int"
+    ).coalesce(1).write.parquet(str(root / "catalog"))
+
+
+@pytest.fixture(scope="module")
+def inputs_root(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dated-inputs")
+    write_inputs(spark, root)
+    return root
+
+
+def fresh_config(base, inputs_root):
+    """A config whose tables live in a new folder under ``base``, reading ``inputs_root``."""
+    tables_root = base / f"tables-{uuid.uuid4().hex[:8]}"
+    return load_config(TINY_CONF, [f"storage.root={tables_root}", f"inputs.root={inputs_root}"])
+
+
+def run_build(spark, config, dates=None, **options) -> RunReport:
+    report = RunReport("build_tables")
+    build.build_tables(spark, config, report, dates, today=TODAY, **options)
+    return report
+
+
+def snapshot_of(spark, config) -> dict[str, list]:
+    """Every table's rows, sorted, without the columns that name the run."""
+    rows = {}
+    for table in TABLES:
+        frame = tables.read_delta(spark, tables.table_path(config, table))
+        frame = frame.drop("run_id", "quarantined_at")
+        rows[table] = sorted(frame.collect(), key=repr)
+    return rows
+
+
+def versions_of(spark, config) -> dict[str, int]:
+    return {t: tables.latest_version(spark, tables.table_path(config, t)) for t in TABLES}
+
+
+@pytest.fixture(scope="module")
+def full_build(spark, inputs_root, tmp_path_factory):
+    """The reference: one full build of the three days."""
+    config = fresh_config(tmp_path_factory.mktemp("full"), inputs_root)
+    report = run_build(spark, config)
+    return config, report, snapshot_of(spark, config)
+
+
+def test_cross_date_duplicates_and_lr_records_resolve_by_the_rules(full_build):
+    _, report, rows = full_build
+    examples = {(r.impression_id, r.date): r for r in rows[tables.TRAINING_EXAMPLES]}
+    assert sorted(examples) == sorted([
+        ("a1", DAYS[0]), ("b1", DAYS[0]), ("dup", DAYS[0]), ("x1", DAYS[0]),
+        ("a2", DAYS[1]), ("early", DAYS[1]), ("a3", DAYS[2]), ("late_good", DAYS[2]),
+    ])
+    quarantined = sorted((r.source, r.input_date, r.reason, json.loads(r.raw)["impression_id"])
+                         for r in rows[tables.QUARANTINE])
+    assert quarantined == sorted([
+        ("click_log", DAYS[1], "duplicate_id", "dup"), ("click_log", DAYS[2], "duplicate_id", "dup"),
+        ("click_log", DAYS[1], "unknown_sku", "late_good"),
+        ("lr_features", DAYS[0], "bad_value", "early"),
+        ("lr_features", DAYS[1], "date_mismatch", "a1"), ("lr_features", DAYS[1], "date_mismatch", "b1"),
+        ("lr_features", DAYS[1], "date_mismatch", "dup"),
+    ])
+    # a1 keeps the tokens of its own day's record only; b1's only record was filed late.
+    assert examples[("a1", DAYS[0])].num_sparse_ids == examples[("a2", DAYS[1])].num_sparse_ids
+    assert examples[("b1", DAYS[0])].num_sparse_ids < examples[("a1", DAYS[0])].num_sparse_ids
+    sources = report.figures["sources"]
+    assert sources["click_log"] == {"input": 11, "good": 8, "quarantined": 3}
+    assert sources["lr_features"] == {"input": 9, "good": 5, "quarantined": 4}
+
+
+BUILD_STEPS = st.lists(
+    st.one_of(st.sampled_from(DAYS).map(lambda d: (d, d)), st.just(None),
+              st.sampled_from([(DAYS[0], DAYS[1]), (DAYS[1], DAYS[2])])),
+    max_size=2,
+)
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(DAYS), before=BUILD_STEPS)
+@example(order=list(reversed(DAYS)), before=[(DAYS[1], DAYS[2])])
+def test_any_sequence_of_full_and_per_date_builds_ends_with_the_full_builds_tables(
+    spark, inputs_root, full_build, tmp_path_factory, order, before
+):
+    """Some builds (full, a date, a range), then every date once in any order."""
+    config = fresh_config(tmp_path_factory.getbasetemp(), inputs_root)
+    for dates in [*before, *((d, d) for d in order)]:
+        run_build(spark, config, dates)
+    assert snapshot_of(spark, config) == full_build[2]
+
+
+@pytest.fixture
+def own_inputs(spark, inputs_root, tmp_path):
+    """A copy of the inputs this test may break, and a built config over it."""
+    root = tmp_path / "inputs"
+    shutil.copytree(inputs_root, root)
+    config = fresh_config(tmp_path, root)
+    run_build(spark, config)
+    return root, config
+
+
+def test_a_date_without_inputs_is_refused_and_no_table_changes(spark, own_inputs):
+    root, config = own_inputs
+    before, rows = versions_of(spark, config), snapshot_of(spark, config)
+    shutil.rmtree(root / "click_log" / f"date={DAYS[1]}")
+    (root / "lr_features" / f"date={DAYS[1]}" / "part-0.json").write_text("")
+    (root / "lr_features" / f"date={DAYS[2]}" / "part-0.json").write_text("")
+    with pytest.raises(InputError, match=rf"no input lines for {DAYS[1]} \(click_log: {DAYS[1]}; "
+                       rf"lr_features: {DAYS[1]}\): .*--allow-empty-dates"):
+        run_build(spark, config, (DAYS[1], DAYS[1]))
+    with pytest.raises(InputError, match=rf"for {DAYS[1]}, {DAYS[2]} \(click_log: {DAYS[1]}; "
+                       rf"lr_features: {DAYS[1]}, {DAYS[2]}\)"):
+        run_build(spark, config)  # the default build: every date of the click log
+    assert versions_of(spark, config) == before
+    assert snapshot_of(spark, config) == rows
+
+
+def test_a_date_said_to_be_really_empty_is_replaced_by_nothing(spark, own_inputs):
+    root, config = own_inputs
+    for source in ("click_log", "lr_features"):
+        shutil.rmtree(root / source / f"date={DAYS[1]}")
+    report = run_build(spark, config, (DAYS[1], DAYS[1]), allow_empty_dates=True)
+    examples = tables.read_delta(spark, tables.table_path(config, tables.TRAINING_EXAMPLES))
+    assert sorted({r.date for r in examples.select("date").collect()}) == [DAYS[0], DAYS[2]]
+    assert report.figures["sources"]["click_log"] == {"input": 0, "good": 0, "quarantined": 0}
+
+
+def test_the_job_refuses_stray_badly_named_and_future_input_folders_in_one_line(
+    spark, own_inputs, capsys
+):
+    root, config = own_inputs
+    main = load_job("build_tables").main
+    argv = ["--conf-file", "conf/tiny.yaml", "--set", f"storage.root={config.storage.root}",
+            "--set", f"inputs.root={root}"]
+    before = versions_of(spark, config)
+    cases = {
+        "click_log/part-9.json": lambda: (root / "click_log" / "part-9.json").write_text(click("s", DAYS[0])),
+        "click_log/date=2026-11-4": lambda: (root / "click_log" / "date=2026-11-4").mkdir(),
+        "lr_features/date=2999-01-01": lambda: (root / "lr_features" / "date=2999-01-01").mkdir(),
+    }
+    for named, make in cases.items():
+        make()
+        assert main(argv) == 1
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith("build_tables: error: ") and named in error[0]
+        shutil.rmtree(root / named) if (root / named).is_dir() else (root / named).unlink()
+    assert versions_of(spark, config) == before
+
+
+def test_the_plan_refuses_a_future_range_and_reads_the_click_log_history():
+    listings = {
+        "click_log": inputs.DatedFolders("click_log", DAYS, ()),
+        "lr_features": inputs.DatedFolders("lr_features", DAYS, ()),
+    }
+    plan = plan_build(listings, (DAYS[2], DAYS[2]), TODAY)
+    assert plan.history == DAYS[:2] and plan.days == (DAYS[2],)
+    assert plan_build(listings, None, TODAY).dates == (DAYS[0], DAYS[2])
+    with pytest.raises(InputError, match="2999-01-01: it is in the future"):
+        plan_build(listings, (DAYS[0], dt.date(2999, 1, 1)), TODAY)
+    check_days_have_lines(plan, {"click_log": {DAYS[2]: 3}, "lr_features": {DAYS[2]: 1}})
+    with pytest.raises(InputError, match=f"lr_features: {DAYS[2]}"):
+        check_days_have_lines(plan, {"click_log": {DAYS[2]: 3}, "lr_features": {}})
