@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -28,7 +27,7 @@ from adrank.config import ConfigError
 from adrank.embed.catalog import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
 from adrank.embed.store import Processed, ensure_table, last_processed, record_without_rows
 from adrank.runs import RunReport
-from conftest import REPO, TINY_CONF, tiny_config
+from conftest import TINY_CONF, load_job, tiny_config
 
 SIZE = 32  # features.image_size of conf/tiny.yaml
 T0 = dt.datetime(2026, 11, 1, 12, 0)
@@ -406,20 +405,12 @@ def test_compaction_keeps_the_rows_and_the_next_run_still_patches_the_snapshot(s
     assert_current(after, config, seeds, 1)
 
 
-def embed_catalog_job():
-    """``jobs/embed_catalog.py`` as a module (jobs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("embed_catalog_job", REPO / "jobs" / "embed_catalog.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_no_registered_model_is_a_one_line_error_from_the_library_and_the_job(spark, tmp_path, capsys):
     config = tiny_config(tmp_path)
     with pytest.raises(EmbedError) as info:
         run(spark, config)
     assert "no registered pairwise model" in str(info.value) and "\n" not in str(info.value)
-    status = embed_catalog_job().main(["--conf-file", str(TINY_CONF),
+    status = load_job("embed_catalog").main(["--conf-file", str(TINY_CONF),
                    "--set", f"storage.root={tmp_path / 'tables'}", "--set", f"inputs.root={tmp_path / 'in'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1

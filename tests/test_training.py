@@ -7,7 +7,6 @@ that fails the test if it is ever called.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -22,7 +21,7 @@ from adrank.features.images import SKU_IMAGES_DDL
 from adrank.runs import RunReport
 from adrank.train import launch
 from adrank.train.registry import registry_root, versions
-from conftest import REPO, TINY_CONF, tiny_config
+from conftest import TINY_CONF, load_job, tiny_config
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 
@@ -59,14 +58,6 @@ def write_images(spark, config, skus) -> None:
     tables.write_delta(spark.createDataFrame(rows, SKU_IMAGES_DDL), tables.table_path(config, tables.SKU_IMAGES))
 
 
-def train_job():
-    """``jobs/train.py`` as a module (jobs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("train_job", REPO / "jobs" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def fake_registered_version(config, stage: str) -> Path:
     """A v1 with ``latest`` pointing at it (what a refused run must leave alone); its folder."""
     folder = Path(registry_root(config)) / stage
@@ -81,7 +72,7 @@ def test_one_date_only_is_a_one_line_error_and_registers_nothing(spark, tmp_path
     config = tiny_config(tmp_path)
     write_examples(spark, config, [example(f"i{n}", DAY1, 1, 2 + n % 2, n % 2) for n in range(8)])
     folder = fake_registered_version(config, stage)
-    status = train_job().main(["--conf-file", str(TINY_CONF), "--stage", stage,
+    status = load_job("train").main(["--conf-file", str(TINY_CONF), "--stage", stage,
                                "--set", f"storage.root={tmp_path / 'tables'}",
                                "--set", f"inputs.root={tmp_path / 'inputs'}"])
     err = capsys.readouterr().err.strip().splitlines()
