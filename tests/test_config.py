@@ -143,6 +143,17 @@ def test_credential_spark_conf_keys_are_rejected_with_one_line_naming_the_key(tm
     assert "\n" not in message and "s3cr3t" not in message
 
 
+def test_sparks_own_redaction_covers_every_credential_key_and_no_ordinary_one(spark):
+    """hadoop_env puts credentials in spark.hadoop.* settings: the UI and event log must hide them."""
+    import re
+
+    from adrank.spark import REDACTION_REGEX
+
+    assert all(re.search(REDACTION_REGEX, key) for key in CREDENTIAL_KEYS)
+    assert not any(re.search(REDACTION_REGEX, key) for key in ORDINARY_KEYS)
+    assert spark.sparkContext.getConf().get("spark.redaction.regex") == REDACTION_REGEX
+
+
 def test_the_nested_key_bypass_is_rejected(tmp_path):
     """Once, ``spark.conf.spark.hadoop...`` nested into a key ``spark`` and passed the check."""
     with pytest.raises(ConfigError, match=r"'spark.conf.spark.hadoop.fs.s3a.secret.key' looks like a credential"):

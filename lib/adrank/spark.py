@@ -33,6 +33,10 @@ LOCAL_DEFAULTS = {
     "spark.python.worker.reuse": "true",
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Spark's own redaction of the UI's environment page, the event log and its logs, widened
+# from its default (secret|password|token|access.key) to the credential keys of
+# adrank.config.SECRET_PATTERNS: hadoop_env puts credentials in spark.hadoop.* settings.
+REDACTION_REGEX = r"(?i)secret|password|token|credential|access[.]?key|account[.]key[.]|encryption[.]key$|private[.]key$|[.]sas[.]"
 
 
 def build_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
@@ -49,7 +53,10 @@ def build_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     if not launched_by_spark_submit():
         builder = builder.master(cfg.master).config("spark.driver.memory", cfg.driver_memory)
         builder = _with_delta_jars(builder)
-    settings = {**LOCAL_DEFAULTS, **DELTA_SQL_CONF, "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions)}
+    settings = {
+        **LOCAL_DEFAULTS, **DELTA_SQL_CONF, "spark.redaction.regex": REDACTION_REGEX,
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+    }
     settings.update(cfg.conf)
     settings.update(_hadoop_credentials(cfg.hadoop_env))
     for key, value in settings.items():
