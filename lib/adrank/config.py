@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+MAX_BINARY_FILE_BYTES = 2**31 - 1  # Spark's binaryFile source reads no file longer than this
 SECRET_WORDS = ("secret", "password", "access.key", "token", "credential", "sas")
 
 
@@ -93,6 +94,7 @@ class FeaturesConfig:
     image_size: int = 64
     image_store_format: str = "PNG"
     max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 64 << 20  # larger image files are never read (Spark's binaryFile holds < 2 GiB)
     hash_bits: int = 20
     max_sparse_ids: int = 32
     crosses: tuple[str, ...] = ("page*ad_category", "device*hour")
@@ -313,6 +315,8 @@ def _validate_features(features: FeaturesConfig) -> None:
         features.image_store_format in ("PNG", "JPEG"), "features.image_store_format", "must be PNG or JPEG"
     )
     _require(features.max_image_pixels >= 1_000_000, "features.max_image_pixels", "must be at least 1000000")
+    _require(1024 <= features.max_image_bytes <= MAX_BINARY_FILE_BYTES, "features.max_image_bytes",
+             f"must be in 1024..{MAX_BINARY_FILE_BYTES} (below 2 GiB: the most Spark reads of one file)")
     _require(8 <= features.hash_bits <= 30, "features.hash_bits", "must be in 8..30")
     _require(features.max_sparse_ids >= 1, "features.max_sparse_ids", "must be at least 1")
     for i, cross in enumerate(features.crosses):
