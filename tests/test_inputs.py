@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import os
+from pathlib import Path
 
+import pytest
 from PIL import Image
 from pyspark.sql import functions as F
 
@@ -104,6 +107,58 @@ def test_max_image_bytes_applies_to_parquet_images_too(spark, config):
     good, bad = split_catalog(spark, small)
     assert list(good) == [1]
     assert [(sku, reason, raw.image_bytes) for sku, reason, raw in bad] == [(2, "oversized_image", 5004)]
+
+
+WRITTEN = {  # updated_at as written, in each Parquet unit (the second row has none)
+    "ns": ["2026-11-01T12:00:00.123456789", None, "1969-12-31T23:59:59.999999999"],
+    "us": ["2026-11-01T12:00:00.123456", None, "1969-12-31T23:59:59.999999"],
+    "ms": ["2026-11-01T12:00:00.123", None, "1969-12-31T23:59:59.999"],
+    "s": ["2026-11-01T12:00:00", None, "1969-12-31T23:59:59"],
+}
+UNITS = {"ns": ("ns", "UTC"), "ns_naive": ("ns", None), "us": ("us", "UTC"), "ms": ("ms", "UTC"),
+         "s": ("s", "UTC"), "int96": ("us", None)}  # (pyarrow writes a pre-1970 INT96 of -1 ns wrongly)
+
+
+def write_parquet_catalog(folder: Path, unit: str, first_sku: int = 1) -> list[tuple[int, dt.datetime | None]]:
+    """A pandas/pyarrow-written catalog file whose ``updated_at`` has the Parquet type ``unit``;
+    returns the ``(sku_id, updated_at)`` Spark should read (UTC, floored to microseconds)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow_unit, zone = UNITS[unit]
+    written = WRITTEN[arrow_unit]
+    skus = [first_sku + i for i in range(len(written))]
+    times = pa.array([None if t is None else pd.Timestamp(t).value for t in written], pa.int64())
+    table = pa.table({
+        "sku_id": pa.array(skus, pa.int64()), "title": [f"t{s}" for s in skus],
+        "image": pa.array([png_bytes((9, 9, 9))] * len(skus), pa.binary()),
+        "updated_at": times.cast(pa.timestamp("ns", zone)).cast(pa.timestamp(arrow_unit, zone)),
+        "category_id": pa.array([1] * len(skus), pa.int32()),
+    })
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"part-{first_sku:05d}.parquet"
+    if unit == "int96":
+        pq.write_table(table, file, use_deprecated_int96_timestamps=True)
+    else:  # version 2.6 keeps nanoseconds (pandas' default unit) as TIMESTAMP(NANOS)
+        pq.write_table(table, file, version="2.6", coerce_timestamps=None)
+    expected = [None if t is None else pd.Timestamp(t).floor("us").to_pydatetime() for t in written]
+    return list(zip(skus, expected, strict=True))
+
+
+@pytest.mark.parametrize("unit", list(UNITS))
+def test_parquet_timestamps_of_any_unit_are_read(spark, config, unit):
+    expected = write_parquet_catalog(Path(inputs.input_path(config, inputs.CATALOG)), unit)
+    got = sorted((r.sku_id, r.updated_at) for r in inputs.read_catalog(spark, config).collect())
+    assert got == expected
+
+
+def test_parquet_files_of_different_timestamp_units_are_read_together(spark, config):
+    folder = Path(inputs.input_path(config, inputs.CATALOG))
+    expected = write_parquet_catalog(folder, "us") + write_parquet_catalog(folder, "ns", first_sku=10)
+    expected += write_parquet_catalog(folder, "int96", first_sku=20)
+    got = sorted((r.sku_id, r.updated_at) for r in inputs.read_catalog(spark, config).collect())
+    assert got == expected
 
 
 def test_csv_updated_at_that_does_not_parse_is_bad_timestamp_and_a_missing_one_is_kept(spark, config, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import posixpath
 import re
+from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -33,6 +34,7 @@ def input_path(config: Config, source: str) -> str:
 
 CATALOG_CSV = "catalog.csv"
 CATALOG_CSV_SCHEMA = "sku_id long, title string, image_path string, updated_at string, category_id int"
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"  # TIMESTAMP(NANOS) columns read as longs
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 OPEN_COST = "spark.sql.files.openCostInBytes"  # what Spark counts per file when it packs files into tasks
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?://([^/]*))?(.*)$", re.DOTALL)  # scheme:[//authority]path
@@ -44,7 +46,7 @@ def read_catalog(spark: SparkSession, config: Config) -> DataFrame:
     """The catalog as given: a Delta table, Parquet files, or a CSV beside image files.
 
     ``<inputs.root>/catalog/`` holds one of: a Delta table (``_delta_log``); Parquet with an
-    ``image`` binary column; or ``catalog.csv``
+    ``image`` binary column (``updated_at`` of any Parquet timestamp type); or ``catalog.csv``
     (``sku_id, title, image_path, updated_at, category_id``) naming image files
     (:func:`_catalog_from_csv`). Nothing is checked here (``adrank.features.images`` does).
     """
@@ -53,7 +55,7 @@ def read_catalog(spark: SparkSession, config: Config) -> DataFrame:
         return spark.read.format("delta").load(folder)
     if _exists(spark, join_path(folder, CATALOG_CSV)):
         return _catalog_from_csv(spark, folder, config.features.max_image_bytes)
-    return spark.read.parquet(folder)
+    return _catalog_from_parquet(spark, folder)
 
 
 def _catalog_from_csv(spark: SparkSession, folder: str, max_image_bytes: int) -> DataFrame:
@@ -153,6 +155,53 @@ def _binary_files(spark: SparkSession, uris: list[str]) -> DataFrame:
     # Each path is a root of the file index: its listing job gets one task per path unless capped.
     with tables.session_conf(spark, {LISTING_PARALLELISM: str(spark.sparkContext.defaultParallelism)}):
         return DataFrame(spark._jsparkSession.read().format("binaryFile").load(paths), spark)
+
+
+def _catalog_from_parquet(spark: SparkSession, folder: str) -> DataFrame:
+    """Parquet whose ``updated_at`` may be of any Parquet timestamp type.
+
+    Spark reads INT96 and INT64 millisecond or microsecond timestamps, but refuses
+    nanoseconds (pandas' unit: ``pq.write_table`` with ``version="2.6"``). The schema is
+    inferred with ``spark.sql.legacy.parquet.nanosAsLong`` (a nanosecond column then reads as
+    its raw long, with or without that setting later), and each file's footer says which
+    files hold nanoseconds: those are floored to microseconds. Files of both kinds are read
+    apart and unioned.
+    """
+    with tables.session_conf(spark, {NANOS_AS_LONG: "true"}):
+        frame = spark.read.parquet(folder)
+    if "updated_at" not in frame.columns:
+        return frame
+    files = [unquote(f) for f in frame.inputFiles()]
+    nanos = [f for f in files if _holds_nanoseconds(spark, f, "updated_at")]
+    if not nanos:
+        return frame
+    if len(nanos) == len(files):
+        return _nanoseconds_as_timestamp(frame)
+    others = [f for f in files if f not in set(nanos)]
+    with tables.session_conf(spark, {NANOS_AS_LONG: "true"}):
+        parts = [spark.read.option("basePath", folder).parquet(*(_GLOB.sub(r"\\\1", f) for f in group))
+                 for group in (nanos, others)]
+    return _nanoseconds_as_timestamp(parts[0]).unionByName(
+        parts[1].withColumn("updated_at", F.col("updated_at").cast("timestamp")), allowMissingColumns=True)
+
+
+def _holds_nanoseconds(spark: SparkSession, uri: str, column: str) -> bool:
+    """Whether the Parquet footer of ``uri`` types ``column`` as a nanosecond timestamp."""
+    jvm = spark.sparkContext._jvm
+    path, _ = hadoop_path(spark, uri)
+    hadoop_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+        path, spark.sparkContext._jsc.hadoopConfiguration())
+    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
+    try:
+        schema = reader.getFooter().getFileMetaData().getSchema()
+        return bool(schema.containsField(column)) and "TIMESTAMP(NANOS" in schema.getType(column).toString()
+    finally:
+        reader.close()
+
+
+def _nanoseconds_as_timestamp(frame: DataFrame) -> DataFrame:
+    """``updated_at`` nanoseconds since the epoch (a long) as a timestamp, floored to microseconds."""
+    return frame.withColumn("updated_at", F.expr("timestamp_micros((updated_at - pmod(updated_at, 1000)) div 1000)"))
 
 
 def _qualified(spark: SparkSession, uri: str) -> str:
