@@ -18,6 +18,7 @@ from conftest import REPO, TINY_CONF, tiny_config
 def test_overrides_are_typed_and_frozen(tmp_path):
     config = tiny_config(tmp_path, "sample.seed=99", "sample.cold_start_fraction=0.1")
     assert config.sample.seed == 99
+    assert config.features.max_image_bytes == 64 << 20  # the default: 64 MiB
     assert config.sample.cold_start_fraction == 0.1
     assert config.storage.root == str(tmp_path / "tables")
     with pytest.raises(AttributeError):
@@ -33,6 +34,8 @@ def test_overrides_are_typed_and_frozen(tmp_path):
         ("sample.start_date=yesterday", "config key 'sample.start_date' must be an ISO date"),
         ("spark.conf={spark.hadoop.fs.s3a.secret.key: x}", "looks like a credential"),
         ("noequals", "must look like key=value"),
+        ("features.max_image_bytes=2147483648", "config key 'features.max_image_bytes' must be in 1024..2147483647"),
+        ("features.max_image_bytes=0", "config key 'features.max_image_bytes' must be in 1024..2147483647"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, message):

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+MAX_BINARY_FILE_BYTES = 2**31 - 1  # Spark's binaryFile source reads no file longer than this
 # Key names (lower-cased, fnmatch) that hold a credential: rejected in ``spark.conf``,
 # their values redacted in every dump. ``sas`` only as a whole dotted word (Azure SAS
 # tokens), so that ``spark.authenticate.enableSaslEncryption`` stays an ordinary setting.
@@ -111,6 +112,7 @@ class FeaturesConfig:
     image_size: int = 64
     image_store_format: str = "PNG"
     max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 64 << 20  # larger image files are never read (Spark's binaryFile holds < 2 GiB)
     hash_bits: int = 20
     max_sparse_ids: int = 32
     crosses: tuple[str, ...] = ("page*ad_category", "device*hour")
@@ -356,6 +358,8 @@ def _validate_features(features: FeaturesConfig) -> None:
         features.image_store_format in ("PNG", "JPEG"), "features.image_store_format", "must be PNG or JPEG"
     )
     _require(features.max_image_pixels >= 1_000_000, "features.max_image_pixels", "must be at least 1000000")
+    _require(1024 <= features.max_image_bytes <= MAX_BINARY_FILE_BYTES, "features.max_image_bytes",
+             f"must be in 1024..{MAX_BINARY_FILE_BYTES} (below 2 GiB: the most Spark reads of one file)")
     _require(8 <= features.hash_bits <= 30, "features.hash_bits", "must be in 8..30")
     _require(features.max_sparse_ids >= 1, "features.max_sparse_ids", "must be at least 1")
     for i, cross in enumerate(features.crosses):

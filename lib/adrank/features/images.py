@@ -7,7 +7,10 @@ JPEG/PNG/WebP/... bytes in any mode and size, ``updated_at`` timestamp, optional
 * :func:`preprocess_images` decodes every row on the executors (``mapInPandas``) and
   keeps every row: broken images get a ``status`` other than ``ok`` and a ``detail``.
   Rows whose original bytes are those of an image already stored by the same
-  preprocessing are not decoded again (``stored_keys``).
+  preprocessing are not decoded again (``stored_keys``), nor are rows rejected before
+  decoding: an image over ``max_image_bytes`` (a CSV catalog's image file of that size is
+  never read: :func:`adrank.inputs.read_catalog`), an ``updated_at`` given as text that is
+  no timestamp (CSV), an image file that does not exist.
 * :func:`split_images` splits the result into good rows (the table) and bad rows
   (``raw``, ``reason``, ``input_date``) for :func:`adrank.features.quarantine.quarantine_rows`.
 
@@ -35,8 +38,9 @@ JPEG (quality 90).
     updated_at    timestamp
     category_id   int        nullable; evaluation only
 
-Bad rows: null ``sku_id`` (``null_id``), bytes no decoder accepts or no bytes
-(``undecodable_image``), more pixels than allowed (``oversized_image``), and all but one
+Bad rows: null ``sku_id`` (``null_id``), bytes no decoder accepts, no bytes or no image
+file (``undecodable_image``), more pixels or bytes than allowed (``oversized_image``), an
+``updated_at`` text that does not parse (``bad_timestamp``; a null one is kept), and all but one
 row of a ``sku_id`` (``duplicate_id``; the kept row has the latest ``updated_at``, ties
 broken by the largest ``image_hash``). Only rows that pass the other checks compete as
 duplicates, so a broken newer row does not hide an older good one.
@@ -52,11 +56,13 @@ from functools import partial
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
 from adrank.config import FeaturesConfig
 from adrank.features.quarantine import (
+    BAD_TIMESTAMP,
     DUPLICATE_ID,
     NULL_ID,
     OVERSIZED_IMAGE,
@@ -87,7 +93,10 @@ RESULT_COLUMNS = tuple(part.split()[0] for part in RESULT_DDL.split(", "))
 _INT_COLUMNS = ("height", "width", "channels", "orig_width", "orig_height", "orig_bytes")
 # Inside mapInPandas, updated_at travels as microseconds since the epoch (no time-zone games).
 _PANDAS_INPUT_DDL = "sku_id long, title string, updated_at_us long, category_id int"
-PREPROCESSED_DDL = f"{_PANDAS_INPUT_DDL}, {RESULT_DDL}"
+PREPROCESSED_DDL = f"{_PANDAS_INPUT_DDL}, {RESULT_DDL}"  # the mapInPandas output; orig_bytes becomes long
+# Optional columns of a catalog read from a CSV and image files (adrank.inputs.read_catalog):
+IMAGE_PATH = "image_path"  # the image_path as written
+IMAGE_FILE_BYTES = "image_file_bytes"  # size of the file it names (null: no such file); image null if not read
 
 
 def decode_resize_encode(image_bytes: bytes | None, image_size: int, store_format: str,
@@ -292,9 +301,12 @@ def preprocess_images(catalog_df: DataFrame, features_cfg: FeaturesConfig,
 
     Returns:
         The catalog columns plus ``image_format``, ``height``, ``width``, ``channels``,
-        ``orig_width``, ``orig_height``, ``orig_bytes``, ``image_hash``, ``status``, ``detail``.
+        ``orig_width``, ``orig_height``, ``orig_bytes`` (long), ``image_hash``, ``status``,
+        ``detail``. Rows rejected before decoding have that reason as ``status``.
     """
-    source = _catalog_columns(catalog_df)
+    checked = _catalog_columns(catalog_df, features_cfg.max_image_bytes)
+    rejected = _rejected_rows(checked.where(F.col("rejected").isNotNull()))
+    source = checked.where(F.col("rejected").isNull()).drop("rejected", "rejected_detail", "orig_bytes")
     reused = None
     if stored_keys is not None:
         source, reused = _split_stored(source, stored_keys, features_cfg)
@@ -302,9 +314,10 @@ def preprocess_images(catalog_df: DataFrame, features_cfg: FeaturesConfig,
         source = source.repartition(partitions)
     body = partial(preprocess_batches, image_size=features_cfg.image_size,
                    store_format=features_cfg.image_store_format, max_pixels=features_cfg.max_image_pixels)
-    decoded = source.mapInPandas(body, PREPROCESSED_DDL)
+    decoded = source.mapInPandas(body, PREPROCESSED_DDL).withColumn("orig_bytes", F.col("orig_bytes").cast("long"))
     if reused is not None:
         decoded = decoded.unionByName(reused)
+    decoded = decoded.unionByName(rejected)
     return decoded.withColumn("updated_at", F.timestamp_micros("updated_at_us")).drop("updated_at_us")
 
 
@@ -337,20 +350,60 @@ def _split_stored(source: DataFrame, stored_keys: DataFrame,
         F.lit(features_cfg.image_store_format).alias("image_format"),
         *(F.lit(features_cfg.image_size).alias(c) for c in ("height", "width")),
         F.lit(CHANNELS).alias("channels"), *(F.lit(None).cast("int").alias(c) for c in ("orig_width", "orig_height")),
-        F.col("orig_bytes").cast("int").alias("orig_bytes"), "image_hash", F.lit(STATUS_OK).alias("status"),
+        F.col("orig_bytes").cast("long").alias("orig_bytes"), "image_hash", F.lit(STATUS_OK).alias("status"),
         F.lit(None).cast("string").alias("detail"))
     return to_decode, reused
 
 
-def _catalog_columns(catalog_df: DataFrame) -> DataFrame:
-    category = F.col("category_id") if "category_id" in catalog_df.columns else F.lit(None)
+def _catalog_columns(catalog_df: DataFrame, max_image_bytes: int) -> DataFrame:
+    """Typed catalog columns, ``orig_bytes`` and the checks made before decoding: ``rejected``
+    (a reason code, null if none failed) and ``rejected_detail``."""
+    columns = set(catalog_df.columns)
+    category = F.col("category_id") if "category_id" in columns else F.lit(None)
+    updated_at, bad_time = _updated_at(catalog_df)
+    file_bytes = F.col(IMAGE_FILE_BYTES) if IMAGE_FILE_BYTES in columns else F.lit(None)
+    size = F.coalesce(file_bytes, F.length("image")).cast("long")
+    no_file = F.col(IMAGE_PATH).isNull() | file_bytes.isNull() if IMAGE_PATH in columns else F.lit(False)
+    checks = [
+        (bad_time, BAD_TIMESTAMP, F.concat(F.lit("updated_at is not a timestamp: "), F.col("updated_at"))),
+        (size > max_image_bytes, OVERSIZED_IMAGE,
+         F.format_string(f"%d bytes > features.max_image_bytes {max_image_bytes}", size)),
+        (no_file, UNDECODABLE_IMAGE, F.concat(F.lit("no image file at "), F.coalesce(F.col(IMAGE_PATH), F.lit("")))
+         if IMAGE_PATH in columns else F.lit(None)),
+    ]
+    detail = F.lit(None).cast("string")
+    for condition, _, text in reversed(checks):
+        detail = F.when(condition, text).otherwise(detail)
     return catalog_df.select(
         F.col("sku_id").cast("long").alias("sku_id"),
         F.col("title").cast("string").alias("title"),
-        F.unix_micros(F.col("updated_at").cast("timestamp")).alias("updated_at_us"),
+        F.unix_micros(updated_at).alias("updated_at_us"),
         category.cast("int").alias("category_id"),
         F.col("image").cast("binary").alias("image"),
+        size.alias("orig_bytes"),
+        first_failing_reason(*((c, code) for c, code, _ in checks)).alias("rejected"),
+        detail.alias("rejected_detail"),
     )
+
+
+def _updated_at(catalog_df: DataFrame) -> tuple[Column, Column]:
+    """``(updated_at as a timestamp, it was text that does not parse)``. Text (a CSV catalog)
+    is parsed like a Spark cast (ISO-8601; no zone: the session's); empty or null is null."""
+    if not isinstance(catalog_df.schema["updated_at"].dataType, StringType):
+        return F.col("updated_at").cast("timestamp"), F.lit(False)
+    text = F.trim(F.col("updated_at"))
+    parsed = F.when(text != "", text.try_cast("timestamp"))
+    return parsed, (text != "") & parsed.isNull()
+
+
+def _rejected_rows(rejected: DataFrame) -> DataFrame:
+    """Rows rejected before decoding, as preprocessed rows with the reason as ``status``."""
+    return rejected.select(
+        "sku_id", "title", "updated_at_us", "category_id", F.lit(None).cast("binary").alias("image"),
+        F.lit(None).cast("string").alias("image_format"),
+        *(F.lit(None).cast("int").alias(c) for c in ("height", "width", "channels", "orig_width", "orig_height")),
+        "orig_bytes", F.sha2("image", 256).alias("image_hash"), F.col("rejected").alias("status"),
+        F.col("rejected_detail").alias("detail"))
 
 
 def split_images(preprocessed: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -369,6 +422,7 @@ def split_images(preprocessed: DataFrame) -> tuple[DataFrame, DataFrame]:
     checked = preprocessed.withColumn("reason", first_failing_reason(
         (F.col("sku_id").isNull(), NULL_ID),
         (F.col("status") == OVERSIZED_IMAGE, OVERSIZED_IMAGE),
+        (F.col("status") == BAD_TIMESTAMP, BAD_TIMESTAMP),
         (F.col("status") != STATUS_OK, UNDECODABLE_IMAGE),
     ))
     ranked = _flag_duplicates(checked)
