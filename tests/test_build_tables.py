@@ -81,6 +81,7 @@ def test_rerun_with_unchanged_catalog_rewrites_no_sku_image(spark, built):
         build.build_sku_images(spark, config, report, cached)
     figures = report.figures["sku_images"]
     assert (figures["rows_inserted"], figures["rows_updated"], figures["rows_deleted"]) == (0, 0, 0)
+    assert figures["rows_copied"] == 0  # no file rewritten either (it was every row)
 
 
 def test_a_run_failing_mid_write_leaves_the_previous_version_complete(spark, built, monkeypatch):

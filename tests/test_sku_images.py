@@ -19,6 +19,7 @@ from chispa import assert_df_equality
 from PIL import Image
 from pyspark.sql import functions as F
 
+from adrank import tables
 from adrank.config import FeaturesConfig
 from adrank.features.images import (
     SKU_IMAGES_DDL,
@@ -404,7 +405,8 @@ def changes(spark, path, version):
 
 def test_first_upsert_creates_the_table_with_change_data_feed_and_no_deletion_vectors(spark, upserted):
     first = upserted["figures"][0]
-    assert first == {"version": 1, "rows_inserted": 3, "rows_updated": 0, "rows_deleted": 0, "created": True}
+    assert first == {"version": 1, "rows_inserted": 3, "rows_updated": 0, "rows_deleted": 0, "rows_copied": 0,
+                     "created": True}
     properties = spark.sql(f"DESCRIBE DETAIL delta.`{upserted['path']}`").first().properties
     assert properties["delta.enableChangeDataFeed"] == "true"
     assert properties["delta.enableDeletionVectors"] == "false"
@@ -412,7 +414,8 @@ def test_first_upsert_creates_the_table_with_change_data_feed_and_no_deletion_ve
 
 def test_merge_rewrites_only_the_changed_sku_inserts_new_and_deletes_vanished(spark, upserted):
     path, second = upserted["path"], upserted["figures"][1]
-    assert second == {"version": 2, "rows_inserted": 1, "rows_updated": 1, "rows_deleted": 1, "created": False}
+    assert second == {"version": 2, "rows_inserted": 1, "rows_updated": 1, "rows_deleted": 1,
+                      "rows_copied": 1, "created": False}  # 2 shared the file of 1 and 3
     assert_df_equality(
         changes(spark, path, second["version"]).select("sku_id", "_change_type"),
         spark.createDataFrame([(1, "update_preimage"), (1, "update_postimage"), (3, "delete"), (4, "insert")],
@@ -429,7 +432,8 @@ def test_merge_rewrites_only_the_changed_sku_inserts_new_and_deletes_vanished(sp
 
 def test_partial_catalog_updates_without_deleting(spark, upserted):
     path, third = upserted["path"], upserted["figures"][2]
-    assert third == {"version": 3, "rows_inserted": 0, "rows_updated": 1, "rows_deleted": 0, "created": False}
+    assert third == {"version": 3, "rows_inserted": 0, "rows_updated": 1, "rows_deleted": 0,
+                     "rows_copied": 2, "created": False}  # 1 and 2 share the file of 4
     assert [tuple(r) for r in changes(spark, path, 3).select("sku_id", "_change_type", "title").collect()
             if r._change_type == "update_postimage"] == [(4, "update_postimage", "renamed")]
     assert sorted(r.sku_id for r in read_delta(spark, path).collect()) == [1, 2, 4]
@@ -489,3 +493,60 @@ def test_a_rebuild_decodes_only_new_and_changed_images_and_stores_what_a_fresh_b
     assert {row.height for row in resized["table"]} == {48}
     again, _ = build_images(spark, tiny_config(tmp_path / "incremental", "features.image_size=48"), second)
     assert again["images_reused"] == 6  # the new preprocessing was recorded with the table
+
+
+# --- a rebuild of an unchanged catalog changes nothing (issue 10, case 8) ---------------
+
+def commits_after(spark, path, version):
+    """``[(version, operation, operationMetrics, userMetadata)]`` of the commits after ``version``."""
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").where(f"version > {version}").orderBy("version")
+    return [(r.version, r.operation, r.operationMetrics, r.userMetadata) for r in history.collect()]
+
+
+def change_feed(spark, path, start, end):
+    frame = (spark.read.format("delta").option("readChangeFeed", "true")
+             .option("startingVersion", start).option("endingVersion", end).load(path))
+    return sorted((r.sku_id, r._change_type) for r in frame.collect())
+
+
+def live_files_by_sku(spark, path):
+    rows = tables.read_delta(spark, path).select("sku_id", F.col("_metadata.file_path").alias("file")).collect()
+    return {r.sku_id: r.file for r in rows}
+
+
+def test_an_unchanged_rebuild_changes_no_row_and_a_changed_sku_rewrites_only_its_file(spark, tmp_path):
+    from conftest import tiny_config
+
+    config = tiny_config(tmp_path)
+    rows = [(sku, f"title {sku}", solid((sku * 9, 100, 200), (40, 30)), T0, sku % 3) for sku in range(1, 41)]
+    several_files = {"spark.sql.shuffle.partitions": "4", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    with tables.session_conf(spark, several_files):  # so that a change has files to leave alone
+        build_images(spark, config, rows)
+    path = tables.table_path(config, tables.SKU_IMAGES)
+    first = tables.latest_version(spark, path)
+    files = live_files_by_sku(spark, path)
+    assert len(set(files.values())) > 1
+
+    unchanged, _ = build_images(spark, config, rows)
+    commits = commits_after(spark, path, first)
+    assert [(op, json.loads(meta)["catalog_rows"]) for _, op, _, meta in commits] == [("SET TBLPROPERTIES", 40)]
+    assert unchanged["version"] == commits[-1][0]
+    assert (unchanged["rows_inserted"], unchanged["rows_updated"], unchanged["rows_deleted"],
+            unchanged["rows_copied"]) == (0, 0, 0, 0)
+    assert live_files_by_sku(spark, path) == files  # no file added or removed
+    assert change_feed(spark, path, first + 1, unchanged["version"]) == []
+
+    changed = [(5, "renamed", *row[2:]) if row[0] == 5 else row for row in rows if row[0] != 7]
+    changed.append((41, "new", solid((1, 2, 3), (40, 30)), T0, 1))
+    rebuilt, _ = build_images(spark, config, changed)
+    (version, operation, metrics, _), = commits_after(spark, path, unchanged["version"])
+    assert (version, operation) == (rebuilt["version"], "MERGE")
+    touched = {files[5], files[7]}
+    kept_rows = sum(1 for sku, file in files.items() if file in touched) - 2
+    assert (rebuilt["rows_inserted"], rebuilt["rows_updated"], rebuilt["rows_deleted"]) == (1, 1, 1)
+    assert (int(metrics["numTargetRowsCopied"]), int(metrics["numTargetFilesRemoved"])) == (kept_rows, len(touched))
+    assert rebuilt["rows_copied"] == kept_rows
+    assert change_feed(spark, path, unchanged["version"] + 1, version) == [
+        (5, "update_postimage"), (5, "update_preimage"), (7, "delete"), (41, "insert")]
+    untouched = {sku: file for sku, file in files.items() if file not in touched}
+    assert {sku: file for sku, file in live_files_by_sku(spark, path).items() if sku in untouched} == untouched

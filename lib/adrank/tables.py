@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from adrank.config import Config
 
@@ -133,9 +134,10 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
 SKU_IMAGES_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 PREPROCESSING_PROPERTY = "adrank.images.preprocessing"  # what made the stored images
-SKU_IMAGES_CHANGED = " OR ".join(
-    f"NOT (t.{c} <=> s.{c})" for c in ("image_hash", "title", "category_id", "image_format", "height", "width")
-)
+UNCHANGED_RUN_PROPERTY = "adrank.sku_images.unchangedRun"  # the last run that found nothing to change
+SKU_IMAGES_COMPARED = ("image_hash", "title", "category_id", "image_format", "height", "width")
+SKU_IMAGES_CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in SKU_IMAGES_COMPARED)
+_OP = "_op"  # of a change row: upsert or delete
 
 
 def stored_image_keys(spark: SparkSession, path: str, preprocessing: str) -> DataFrame | None:
@@ -164,11 +166,20 @@ def upsert_sku_images(
 ) -> dict[str, int | bool]:
     """MERGE the good ``sku_images`` rows into the table, rewriting only changed rows.
 
-    The first run creates the table (Change Data Feed on, deletion vectors off). Matched
-    rows are updated only when ``image_hash``, ``title``, ``category_id`` or the stored
-    format/size changed, so unchanged SKUs leave no trace in the Change Data Feed. A row
-    with a null ``image`` (its image was not decoded again: the same bytes are stored)
-    keeps the stored image; it is never inserted (the caller's row count then shows it).
+    The first run creates the table (Change Data Feed on, deletion vectors off). Only the
+    changes are MERGEd (:func:`_sku_image_changes`): SKUs that are new, whose
+    ``image_hash``, ``title``, ``category_id`` or stored format/size changed, or (full
+    snapshot) that are gone. A MERGE rewrites every file holding a row it matches (with
+    deletion vectors off a file is rewritten whole, its other rows copied), so unchanged
+    SKUs are not offered to it: their files stay as they are and they leave no trace in
+    the Change Data Feed. A row with a null ``image`` (its image was not decoded again: the
+    same bytes are stored) keeps the stored image; it is never inserted (the caller's row
+    count then shows it).
+
+    When nothing changed, Delta makes no MERGE commit; the run is then recorded (its
+    ``commit_info`` as ``userMetadata``) in a commit that only sets the table property
+    :data:`UNCHANGED_RUN_PROPERTY` (and the preprocessing, if asked): no data file is added
+    or removed, and the Change Data Feed of that version is empty.
 
     Args:
         spark: The session.
@@ -183,33 +194,64 @@ def upsert_sku_images(
             property alone.
 
     Returns:
-        ``version`` of the MERGE commit, ``rows_inserted``, ``rows_updated``,
-        ``rows_deleted`` (from its operationMetrics) and ``created``.
+        ``version`` of the run's commit (the MERGE, or the property commit when nothing
+        changed), ``rows_inserted``, ``rows_updated``, ``rows_deleted``, ``rows_copied``
+        (unchanged rows rewritten with a file the MERGE rewrote; from its operationMetrics)
+        and ``created``.
     """
     metadata = json.dumps(dict(commit_info or {}), sort_keys=True)
+    properties = {} if preprocessing is None else {PREPROCESSING_PROPERTY: preprocessing}
     with session_conf(spark, {USER_METADATA_CONF: metadata}):
         created = _create_sku_images(spark, good_df, path, preprocessing)
-        _merge_sku_images(spark, good_df, path, full_snapshot)
-    figures = _merge_figures(spark, path, metadata)
-    if preprocessing is not None and not created:
-        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{PREPROCESSING_PROPERTY}' = '{preprocessing}')")
-    return {**figures, "created": created}
+        before = latest_version(spark, path)
+        _merge_sku_images(spark, _sku_image_changes(spark, good_df, path, full_snapshot), path, good_df.columns)
+        row = commit_with_metadata(spark, path, metadata, operation="MERGE")
+        if row is None or row.version <= before:  # nothing changed: Delta made no commit; record the run
+            _set_properties(spark, path, {UNCHANGED_RUN_PROPERTY: str((commit_info or {}).get("run_id", "")),
+                                          **({} if created else properties)})
+            properties = {}
+            row = commit_with_metadata(spark, path, metadata, operation="SET TBLPROPERTIES")
+    if row is None:
+        raise RuntimeError(f"no commit with this run's metadata in the history of {path}")
+    if properties and not created:
+        _set_properties(spark, path, properties)
+    return {**_merge_figures(row), "created": created}
 
 
-def _merge_sku_images(spark: SparkSession, good_df: DataFrame, path: str, full_snapshot: bool) -> None:
-    """One MERGE by ``sku_id``: update changed rows, insert new ones, delete gone ones if asked."""
+def _sku_image_changes(spark: SparkSession, good_df: DataFrame, path: str, full_snapshot: bool) -> DataFrame:
+    """The rows the MERGE must touch: ``good_df``'s new and changed SKUs (``_op`` upsert) and,
+    for a full snapshot, the stored SKUs gone from it (``_op`` delete; other columns null).
+
+    Compared with the stored keys and compared columns only (never the image bytes).
+    """
+    stored = read_delta(spark, path).select("sku_id", *SKU_IMAGES_COMPARED)
+    offered = good_df.alias("s").join(stored.alias("t"), F.col("s.sku_id") == F.col("t.sku_id"), "left")
+    upserts = offered.where(F.col("t.sku_id").isNull() | F.expr(SKU_IMAGES_CHANGED)).select("s.*")
+    changes = upserts.withColumn(_OP, F.lit("upsert"))
+    if full_snapshot:
+        gone = stored.select("sku_id").join(good_df.select("sku_id"), "sku_id", "left_anti")
+        changes = changes.unionByName(gone.withColumn(_OP, F.lit("delete")), allowMissingColumns=True)
+    return changes
+
+
+def _merge_sku_images(spark: SparkSession, changes: DataFrame, path: str, columns: Sequence[str]) -> None:
+    """One MERGE by ``sku_id`` of the change rows: delete, update or insert."""
     from delta.tables import DeltaTable
 
-    values = {c: f"s.{c}" for c in good_df.columns}
-    merge = (
-        DeltaTable.forPath(spark, path).alias("t")
-        .merge(good_df.alias("s"), "t.sku_id = s.sku_id")
-        .whenMatchedUpdate(condition=SKU_IMAGES_CHANGED, set={**values, "image": "coalesce(s.image, t.image)"})
-        .whenNotMatchedInsert(condition="s.image IS NOT NULL", values=values)
-    )
-    if full_snapshot:
-        merge = merge.whenNotMatchedBySourceDelete()
-    merge.execute()
+    values = {c: f"s.{c}" for c in columns}
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(changes.alias("s"), "t.sku_id = s.sku_id")
+     .whenMatchedDelete(condition=f"s.{_OP} = 'delete'")
+     .whenMatchedUpdate(condition=f"s.{_OP} = 'upsert' AND ({SKU_IMAGES_CHANGED})",
+                        set={**values, "image": "coalesce(s.image, t.image)"})
+     .whenNotMatchedInsert(condition=f"s.{_OP} = 'upsert' AND s.image IS NOT NULL", values=values)
+     .execute())
+
+
+def _set_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
+    """One commit setting table properties (it adds and removes no data file)."""
+    pairs = ", ".join(f"'{key}' = '{value}'" for key, value in properties.items())
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
 
 
 def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str, preprocessing: str | None) -> bool:
@@ -226,17 +268,15 @@ def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str, prepr
     return True
 
 
-def _merge_figures(spark: SparkSession, path: str, metadata: str) -> dict[str, int]:
-    """Figures of the latest MERGE commit carrying ``metadata`` (another writer may follow)."""
-    row = commit_with_metadata(spark, path, metadata, operation="MERGE")
-    if row is None:
-        raise RuntimeError(f"no MERGE commit with this run's metadata in the history of {path}")
+def _merge_figures(row: Any) -> dict[str, int]:
+    """Figures of the run's commit (a history row; a property commit has no row metrics)."""
     metrics = row.operationMetrics or {}
     return {
         "version": int(row.version),
         "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
         "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
         "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
+        "rows_copied": int(metrics.get("numTargetRowsCopied", 0)),
     }
 
 
