@@ -44,7 +44,7 @@ def bench_config(root: Path, impressions: int, skus: int):
 
 def timed_build(spark, config) -> dict:
     """Generate the inputs, then time ``build_tables`` over all their dates."""
-    from adrank.build import build_tables
+    from adrank.build.run import build_tables
     from adrank.runs import RunReport
     from adrank.sample import generate_inputs
 
@@ -90,8 +90,8 @@ def image_rates(spark, config) -> dict:
     Both run the same ``decode_resize_encode`` over the same catalog images (cached in
     memory, one partition per core), best of three each, alternating.
     """
-    from adrank import inputs
-    from adrank.features.images import decode_resize_encode, preprocess_images
+    from adrank.build import inputs
+    from adrank.build.images import decode_resize_encode, preprocess_images
     from adrank.sample import generate_inputs
 
     generate_inputs(spark, config.sample, config.inputs.root)
@@ -129,7 +129,7 @@ def image_rates(spark, config) -> dict:
 def stored_images_pass(spark, config, catalog):  # noqa: ANN001, ANN201
     """A rebuild's preprocessing when every image is already stored: keys matched, nothing decoded."""
     from adrank import tables
-    from adrank.features.images import preprocess_images, preprocessing_fingerprint, split_images
+    from adrank.build.images import preprocess_images, preprocessing_fingerprint, split_images
 
     fingerprint = preprocessing_fingerprint(config.features)
     path = tables.table_path(config, tables.SKU_IMAGES)

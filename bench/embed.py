@@ -116,7 +116,7 @@ def export_model(config) -> tuple[int, str]:  # noqa: ANN001
     """A freshly built (untrained) stage-1 model, exported by a subprocess (no TF in this one)."""
     code = (
         "import sys, tensorflow as tf\n"
-        "from adrank.train.models import PairwiseModel, sku_tower\n"
+        "from adrank.train.ranks.models import PairwiseModel, sku_tower\n"
         "from adrank.train.registry import export_model\n"
         "tf.keras.utils.set_random_seed(0)\n"
         "m = PairwiseModel(sku_tower('mini_inception', int(sys.argv[2]), int(sys.argv[3]), width=int(sys.argv[4])))\n"
@@ -160,7 +160,7 @@ def run_plain(model_path: str, table: str, root: Path, batch: int) -> dict:
 
 def timed_run(spark, config) -> tuple[dict, float]:  # noqa: ANN001
     """One embed_catalog run: (figures with timings, wall seconds)."""
-    from adrank.embed.catalog import embed_catalog
+    from adrank.embed.run import embed_catalog
     from adrank.runs import RunReport
 
     report = RunReport("embed_catalog")

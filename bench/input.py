@@ -8,7 +8,7 @@ folder (defaults: 50,000 impressions, 2,000 SKUs, 64x64 PNG images):
    version's ``detail`` partition are listed; Spark then stops, so the figures below
    do not share the cores with it.
 2. ``input``: detail pair batches (64 x context/pos/neg images) that
-   :func:`adrank.train.input.pair_dataset` delivers to one rank (rank 0 of 1: the whole
+   :func:`adrank.train.ranks.input.pair_dataset` delivers to one rank (rank 0 of 1: the whole
    file set; repeating; 1 Petastorm reader thread; tf.data's PNG decoding on a private
    pool of ``--decode-threads`` threads, default 1: one rank's share of 2 cores).
 3. ``train``: the samples/s one stage-1 step consumes: PairwiseModel with the
@@ -63,11 +63,12 @@ def bench_config(root: Path, impressions: int, skus: int):
 
 def prepare_pairs(config) -> dict:
     """Generate, build, make and materialise the pairs; return the detail files and figures."""
-    from adrank import build, tables
-    from adrank.features import pairs
+    from adrank import tables
+    from adrank.build import run as build
     from adrank.runs import RunReport
     from adrank.sample import generate_inputs
     from adrank.spark import build_spark
+    from adrank.train import pairs
 
     spark = build_spark(config.spark, "adrank-bench-input")
     generate_inputs(spark, config.sample, config.inputs.root)
@@ -86,7 +87,7 @@ def prepare_pairs(config) -> dict:
 
 def input_rate(files: list[str], batches: int, decode_threads: int) -> tuple[float, list]:
     """Samples/s that pair_dataset delivers; also returns a few batches for the train step."""
-    from adrank.train.input import pair_dataset
+    from adrank.train.ranks.input import pair_dataset
 
     with pair_dataset(files, 0, 1, BATCH, IMAGE_SIZE, KIND, num_epochs=None, seed=1,
                       decode_threads=decode_threads) as dataset:
@@ -104,7 +105,7 @@ def train_rate(batches: list, steps: int) -> float:
     import tensorflow as tf
 
     from adrank.config import TrainConfig
-    from adrank.train.models import PairwiseModel, pairwise_loss, query_tower, sku_tower
+    from adrank.train.ranks.models import PairwiseModel, pairwise_loss, query_tower, sku_tower
 
     cfg = TrainConfig()
     tf.keras.utils.set_random_seed(0)

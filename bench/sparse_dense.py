@@ -1,4 +1,4 @@
-"""Benchmark: step time of the three gradient modes of adrank.train.gradients.
+"""Benchmark: step time of the three gradient modes of adrank.train.ranks.gradients.
 
 Not a test. Prints ONE JSON line. Shape of the work (defaults): 2 Horovod ranks
 (Gloo, CPU, 1 intra-op + 1 inter-op TF thread each) on this machine; one LR/embedding
@@ -17,7 +17,7 @@ next to the dense apply (which does).
 ``split_forced_dense`` at a size where ``split`` chose dense runs the same code as
 ``split``: the gap between the two is the noise of the run. ``split_unsharded`` is
 ``split`` with every rank applying FTRL to every gathered row (no owner sharding).
-All modes use the same FTRL (:class:`adrank.train.ftrl.GatherScatterFtrl`); the
+All modes use the same FTRL (:class:`adrank.train.ranks.ftrl.GatherScatterFtrl`); the
 one-process ``ftrl_apply`` section also times TensorFlow's row-at-a-time kernel. ``cost_model`` fits the
 path chooser's constant from the forced-path timings.
 
@@ -82,8 +82,8 @@ def time_ftrl_applies(log2_rows: list[int], dim: int, touched: int) -> dict[str,
     """
     import tensorflow as tf
 
-    from adrank.train.ftrl import GatherScatterFtrl
-    from adrank.train.hvd_setup import cap_tf_threads
+    from adrank.train.ranks.ftrl import GatherScatterFtrl
+    from adrank.train.ranks.hvd_setup import cap_tf_threads
 
     cap_tf_threads(1, 1)
     rng = np.random.default_rng(0)
@@ -144,7 +144,7 @@ def build_mode(mode: str, policy: str, sharded: bool, rows: int, dim: int,
     """A fresh model (zero table, dense layer) and its train step for one mode."""
     import tensorflow as tf
 
-    from adrank.train.gradients import PathCostModel, make_train_step
+    from adrank.train.ranks.gradients import PathCostModel, make_train_step
 
     table = tf.Variable(tf.zeros((rows, dim)), name="lr_table")
     w = tf.Variable(tf.random.stateless_normal((dim, 1), seed=(1, 2)) * 0.1, name="w")
@@ -167,7 +167,7 @@ def bench_rank(options: dict[str, Any]) -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from adrank.train.hvd_setup import init_horovod
+    from adrank.train.ranks.hvd_setup import init_horovod
 
     init_horovod(1, 1)
     rng = np.random.default_rng(1 + hvd.rank())
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     import cloudpickle
     import horovod.runner
 
-    from adrank.train.gradients import DEFAULT_SPARSE_ELEMENT_COST as DEFAULT_COST
+    from adrank.train.ranks.gradients import DEFAULT_SPARSE_ELEMENT_COST as DEFAULT_COST
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     per_rank = horovod.runner.run(bench_rank, args=(options,), num_proc=args.ranks,

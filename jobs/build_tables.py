@@ -7,7 +7,7 @@ import datetime
 import sys
 from collections.abc import Sequence
 
-from adrank.build import DateRange, build_tables
+from adrank.build.run import DateRange, build_tables
 from adrank.cli import job_parser, parse_job_args
 from adrank.runs import run_job
 

@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from adrank.cli import job_parser, parse_job_args
 from adrank.config import Config
-from adrank.embed.catalog import EmbedError, embed_catalog
+from adrank.embed.run import EmbedError, embed_catalog
 from adrank.runs import RunReport, run_job
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from adrank.cli import job_parser, parse_job_args
 from adrank.runs import run_job
-from adrank.training import STAGES, train
+from adrank.train.run import STAGES, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:

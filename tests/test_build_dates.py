@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from adrank import build, inputs, tables
-from adrank.build_plan import check_days_have_lines, plan_build
+from adrank import tables
+from adrank.build import inputs
+from adrank.build import run as build
+from adrank.build.plan import check_days_have_lines, plan_build
 from adrank.config import load_config
 from adrank.errors import InputError
 from adrank.runs import RunReport

@@ -10,7 +10,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from adrank import build, tables
+from adrank import tables
+from adrank.build import run as build
 from adrank.runs import RunReport
 from adrank.sample import generate_inputs
 from conftest import tiny_config

@@ -10,7 +10,7 @@ import pytest
 
 from adrank import tables
 from adrank.config import ConfigError, load_config
-from adrank.embed.catalog import serving_root
+from adrank.embed.run import serving_root
 from adrank.train.registry import registry_root
 from conftest import REPO, TINY_CONF, tiny_config
 

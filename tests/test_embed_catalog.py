@@ -24,7 +24,7 @@ from PIL import Image
 
 from adrank import tables
 from adrank.config import ConfigError
-from adrank.embed.catalog import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
+from adrank.embed.run import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
 from adrank.embed.store import Processed, ensure_table, last_processed, record_without_rows
 from adrank.runs import RunReport
 from conftest import TINY_CONF, load_job, tiny_config
@@ -59,7 +59,7 @@ def register_model(config, seed: int) -> int:
     """Export a freshly built real PairwiseModel (seeded) as the next ``pairwise`` version."""
     import tensorflow as tf
 
-    from adrank.train.models import PairwiseModel, sku_tower
+    from adrank.train.ranks.models import PairwiseModel, sku_tower
     from adrank.train.registry import export_model, registry_root
 
     tf.keras.utils.set_random_seed(seed)

@@ -25,7 +25,7 @@ def run_both(settings: dict, sparse: bool, steps: int = 4) -> tuple[list, list]:
     """The same gradients through both optimizers: (legacy state, gather-scatter state)."""
     import tensorflow as tf
 
-    from adrank.train.ftrl import GatherScatterFtrl
+    from adrank.train.ranks.ftrl import GatherScatterFtrl
 
     initial = initial_table()
     states = []
@@ -58,7 +58,7 @@ def test_gather_scatter_ftrl_matches_the_legacy_kernel(settings, sparse):
 def test_untouched_rows_and_their_slots_stay_put():
     import tensorflow as tf
 
-    from adrank.train.ftrl import GatherScatterFtrl
+    from adrank.train.ranks.ftrl import GatherScatterFtrl
 
     table = tf.Variable(tf.ones((ROWS, WIDTH)))
     optimizer = GatherScatterFtrl(0.1)
@@ -73,7 +73,7 @@ def test_untouched_rows_and_their_slots_stay_put():
 def test_distinct_indices_promise_skips_the_sum_and_still_matches():
     import tensorflow as tf
 
-    from adrank.train.ftrl import GatherScatterFtrl
+    from adrank.train.ranks.ftrl import GatherScatterFtrl
 
     gradient = tf.IndexedSlices(tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), tf.constant([5, 9]),
                                 tf.constant([ROWS, WIDTH]))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from pyspark.sql import functions as F
 
-from adrank import inputs
-from adrank.features.images import preprocess_images, split_images
+from adrank.build import inputs
+from adrank.build.images import preprocess_images, split_images
 
 
 def png_bytes(colour: tuple[int, int, int]) -> bytes:

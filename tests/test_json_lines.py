@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from adrank.features.clicklog import parse_click_log
-from adrank.features.quarantine import BAD_ENCODING, BAD_JSON, REASONS
+from adrank.build.clicklog import parse_click_log
+from adrank.build.quarantine import BAD_ENCODING, BAD_JSON, REASONS
 
 GOOD = {"impression_id": "i1", "ts": "2026-11-01T10:00:00Z", "user_id": 1, "page": "feed",
         "ad_sku_id": 12, "position": 1, "clicked": 0}

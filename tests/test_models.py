@@ -1,4 +1,4 @@
-"""One-step CPU smoke tests of adrank.train.models on tiny configs.
+"""One-step CPU smoke tests of adrank.train.ranks.models on tiny configs.
 
 TensorFlow keeps to one intra-op and one inter-op thread (set at import, before any
 op runs; the machine is small and shared). Every test seeds Keras, numpy and TF.
@@ -16,7 +16,7 @@ try:
 except RuntimeError:  # another test module already started the TF runtime
     pass
 
-from adrank.train.models import (  # noqa: E402
+from adrank.train.ranks.models import (  # noqa: E402
     CharIds,
     Interaction,
     LinearModel,

@@ -20,15 +20,14 @@ from PIL import Image
 from pyspark.sql import functions as F
 
 from adrank import tables
-from adrank.config import FeaturesConfig
-from adrank.features.images import (
+from adrank.build.images import (
     SKU_IMAGES_DDL,
     decode_resize_encode,
     preprocess_images,
     split_images,
     to_rgb,
 )
-from adrank.features.quarantine import (
+from adrank.build.quarantine import (
     DUPLICATE_ID,
     NULL_ID,
     OVERSIZED_IMAGE,
@@ -36,6 +35,7 @@ from adrank.features.quarantine import (
     UNDECODABLE_IMAGE,
     quarantine_rows,
 )
+from adrank.config import FeaturesConfig
 from adrank.tables import USER_METADATA_CONF, read_delta, upsert_sku_images
 
 CATALOG_DDL = "sku_id long, title string, image binary, updated_at timestamp, category_id int"
@@ -455,7 +455,9 @@ def build_images(spark, config, rows) -> tuple[dict, object]:
     """Write ``rows`` as the catalog (Parquet) and run build_sku_images; (figures, bad rows)."""
     from contextlib import ExitStack
 
-    from adrank import build, inputs, tables
+    from adrank import tables
+    from adrank.build import inputs
+    from adrank.build import run as build
     from adrank.runs import RunReport
 
     spark.createDataFrame(rows, CATALOG_DDL).write.mode("overwrite").parquet(

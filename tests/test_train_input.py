@@ -26,12 +26,13 @@ except RuntimeError:  # another test module already started the TF runtime
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from adrank import build, tables  # noqa: E402
-from adrank.features import pairs  # noqa: E402
+from adrank import tables  # noqa: E402
+from adrank.build import run as build  # noqa: E402
 from adrank.runs import RunReport  # noqa: E402
 from adrank.sample import generate_inputs  # noqa: E402
-from adrank.train import input as train_input  # noqa: E402
-from adrank.train.models import PairwiseModel, pairwise_loss, query_tower, sku_tower  # noqa: E402
+from adrank.train import pairs  # noqa: E402
+from adrank.train.ranks import input as train_input  # noqa: E402
+from adrank.train.ranks.models import PairwiseModel, pairwise_loss, query_tower, sku_tower  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),  # petastorm on pyarrow 14

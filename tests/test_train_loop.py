@@ -3,7 +3,7 @@
 The distributed tests start real 2-rank Horovod jobs (Gloo, CPU, one TF thread per
 rank) through :func:`adrank.train.launch.launch` with ``launcher: horovodrun``, on
 tiny models (images 32x32, tower width 8, embedding 16) and a synthetic, seekable
-``dataset_fn`` with the batch structures of ``adrank.train.input``. Each Horovod job
+``dataset_fn`` with the batch structures of ``adrank.train.ranks.input``. Each Horovod job
 costs some 10-25 s of process start-up and tracing on 2 shared cores, so the jobs
 run once per module (fixtures) and the tests check their results:
 
@@ -13,7 +13,7 @@ run once per module (fixtures) and the tests check their results:
   step 3 (checkpoint at 2), then the same again (resumes from 2), against an
   uninterrupted 6-step run on the same files; a dataset_fn with
   data on rank 0 only (every rank must fail, with the reason in the message);
-- lr on real Parquet files through the default input (``adrank.train.input``).
+- lr on real Parquet files through the default input (``adrank.train.ranks.input``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ ROLE_SEED = {"detail": 1, "search": 2, "examples": 3}
 
 
 # --------------------------------------------------------------------------------
-# Synthetic input with the structures of adrank.train.input (runs inside the ranks)
+# Synthetic input with the structures of adrank.train.ranks.input (runs inside the ranks)
 # --------------------------------------------------------------------------------
 
 
@@ -115,7 +115,7 @@ def kill_rank_after(step_to_kill: int, rank_to_kill: int = 1):
 
 def tiny(root: Path, *overrides: str):
     """The tiny config with a tiny training section, and its settings."""
-    from adrank.train.loop import make_settings
+    from adrank.train.ranks.loop import make_settings
 
     config = load_config(REPO / "conf" / "tiny.yaml", [
         f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
@@ -132,7 +132,7 @@ def tiny(root: Path, *overrides: str):
 
 def tiny_on_files(root: Path):
     """:func:`tiny`, reading ``training_examples``-like Parquet files with Petastorm."""
-    from adrank.train.loop import make_settings
+    from adrank.train.ranks.loop import make_settings
 
     config, _ = tiny(root)
     settings = make_settings(config, data_version=7, checkpoint_root=str(root / "checkpoints"),
@@ -287,21 +287,21 @@ def test_a_role_with_data_on_some_ranks_only_fails_every_rank_clearly(lr_runs):
 
 def test_default_input_reads_petastorm_files_through_adrank_train_input(tmp_path,
                                                                        _pickle_this_module_by_value):
-    pytest.importorskip("adrank.train.input")
+    pytest.importorskip("adrank.train.ranks.input")
     from adrank.train.launch import launch
-    from adrank.train.loop import make_settings
+    from adrank.train.ranks.loop import make_settings
 
     config, _ = tiny(tmp_path, "train.lr_steps=4")
     settings = make_settings(config, data_version=1, checkpoint_root=str(tmp_path / "checkpoints"),
                              files={"examples": write_example_files(tmp_path / "examples")},
                              log_every=2, step_timeout_s=60)
-    metrics = launch("lr", settings, config)  # dataset_fn=None: adrank.train.input
+    metrics = launch("lr", settings, config)  # dataset_fn=None: adrank.train.ranks.input
     assert_smoke(metrics, steps=4)
     assert metrics["roles"] == ["examples"] and metrics["last_checkpoint_step"] == 4
 
 
 def test_roles_alternate_and_resume_counts_batches_per_role():
-    from adrank.train.loop import batches_consumed, role_schedule
+    from adrank.train.ranks.loop import batches_consumed, role_schedule
 
     roles = ["detail", "search"]
     assert [role_schedule(roles, s) for s in range(5)] == ["detail", "search"] * 2 + ["detail"]
@@ -310,7 +310,7 @@ def test_roles_alternate_and_resume_counts_batches_per_role():
 
 
 def test_config_change_starts_fresh_but_step_count_does_not(tmp_path):
-    from adrank.train.loop import checkpoint_dir
+    from adrank.train.ranks.loop import checkpoint_dir
 
     _, base = tiny(tmp_path)
     _, more_steps = tiny(tmp_path, "train.lr_steps=60", "train.checkpoint_every=5")
@@ -329,8 +329,8 @@ def test_config_change_starts_fresh_but_step_count_does_not(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(pairwise_runs, lr_runs) -> dict[str, Any]:
-    from adrank.train.hvd_setup import cap_tf_threads
-    from adrank.train.loop import load_trained
+    from adrank.train.ranks.hvd_setup import cap_tf_threads
+    from adrank.train.ranks.loop import load_trained
 
     cap_tf_threads(1, 1)
     models = load_trained("pairwise", pairwise_runs["settings"])

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adrank import tables, training
-from adrank.features.examples import EXAMPLES_DDL
-from adrank.features.images import SKU_IMAGES_DDL
+from adrank import tables
+from adrank.build.examples import EXAMPLES_DDL
+from adrank.build.images import SKU_IMAGES_DDL
 from adrank.runs import RunReport
 from adrank.train import launch
+from adrank.train import run as training
 from adrank.train.registry import registry_root, versions
 from conftest import TINY_CONF, load_job, tiny_config
 

@@ -11,14 +11,14 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank.features.clicklog import checked_click_log, checked_lr_features, split_by_reason
-from adrank.features.examples import (
+from adrank.build.clicklog import checked_click_log, checked_lr_features, split_by_reason
+from adrank.build.examples import (
     EXAMPLES_DDL,
     build_examples_with_quarantine,
     impressions_without_lr_features,
 )
-from adrank.features.hashing import token_id_py, with_feature_tokens, with_sparse_ids, xxhash64_py
-from adrank.features.quarantine import (
+from adrank.build.hashing import token_id_py, with_feature_tokens, with_sparse_ids, xxhash64_py
+from adrank.build.quarantine import (
     BAD_JSON,
     BAD_POSITION,
     BAD_TIMESTAMP,
@@ -29,7 +29,7 @@ from adrank.features.quarantine import (
     MISSING_FIELD,
     UNKNOWN_SKU,
 )
-from adrank.features.snapshots import join_as_of, parse_snapshots
+from adrank.build.snapshots import join_as_of, parse_snapshots
 
 DAY = dt.date(2026, 11, 1)
 NEXT_DAY = dt.date(2026, 11, 2)

@@ -35,14 +35,14 @@ def generate_data(spark: SparkSession, config: Config, report: RunReport) -> Non
 
 def build_tables(spark: SparkSession, config: Config, report: RunReport) -> None:
     """Build the feature tables for every date of the click log."""
-    from adrank.build import build_tables as build_all_dates
+    from adrank.build.run import build_tables as build_all_dates
 
     build_all_dates(spark, config, report, None)
 
 
 def train_stage1_and_lr(spark: SparkSession, config: Config, report: RunReport) -> None:
     """Stage 1 (pairwise CNN) and the LR baseline on the latest training examples."""
-    from adrank.training import train
+    from adrank.train.run import train
 
     for stage in ("pairwise", "lr"):
         train(spark, config, report, stage, None)
@@ -50,7 +50,7 @@ def train_stage1_and_lr(spark: SparkSession, config: Config, report: RunReport) 
 
 def embed_catalog(spark: SparkSession, config: Config, report: RunReport) -> None:
     """Stage 2: embed the catalog with the stage-1 model (incremental after the first run)."""
-    from adrank.embed.catalog import embed_catalog as embed
+    from adrank.embed.run import embed_catalog as embed
 
     embed(spark, config, report)
 

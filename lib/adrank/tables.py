@@ -429,7 +429,7 @@ def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files
 
     Args:
         spark: The session.
-        pairs_df: Rows of ``adrank.features.pairs.PAIRS_DDL``.
+        pairs_df: Rows of ``adrank.train.pairs.PAIRS_DDL``.
         path: Table location.
         files_per_kind: Files written per kind (one row group each at these sizes).
 

@@ -5,7 +5,7 @@
 - :mod:`adrank.embed.incremental`: pure transforms that find the work (Change Data Feed,
   full, fallback diff) and shape the staged rows.
 - :mod:`adrank.embed.store`: Delta I/O of ``sku_embeddings``, its run records, staging.
-- :mod:`adrank.embed.catalog`: the ``embed_catalog`` run that ties them together.
+- :mod:`adrank.embed.run`: the ``embed_catalog`` run that ties them together.
 - :mod:`adrank.embed.serving`: versioned serving snapshots of the embeddings.
 
 Nothing here imports TensorFlow at module import.

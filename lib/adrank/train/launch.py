@@ -1,6 +1,6 @@
 """Starts a training stage on Horovod ranks: horovodrun's Python API or Spark executors.
 
-:func:`launch` runs :func:`adrank.train.loop.train_stage` on ``train.ranks`` processes
+:func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on ``train.ranks`` processes
 (Gloo, no MPI) and returns rank 0's metrics:
 
 - ``launcher: horovodrun``: ``horovod.runner.run`` on this machine
@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from adrank.train.loop import (
+from adrank.train.ranks.loop import (
     DatasetFn,
     StepHook,
     checkpoint_dir,
@@ -62,7 +62,7 @@ def launch(stage: str, settings: Mapping[str, Any], config: Any, *,
 
     Args:
         stage: A training stage (``"pairwise"``, ``"lr"``).
-        settings: From :func:`adrank.train.loop.make_settings`.
+        settings: From :func:`adrank.train.ranks.loop.make_settings`.
         config: The :class:`adrank.config.Config` (``train.launcher``, ``train.ranks``,
             ``train.threads_per_rank``) or just its ``TrainConfig``.
         dataset_fn: Passed to the ranks (pickled with cloudpickle); None = Petastorm.
@@ -80,7 +80,7 @@ def launch(stage: str, settings: Mapping[str, Any], config: Any, *,
     train = getattr(config, "train", config)
     launcher = resolve_launcher(train.launcher)
     args = (stage, dict(settings), dataset_fn, on_step)
-    from adrank.train.loop import train_stage
+    from adrank.train.ranks.loop import train_stage
 
     clear_failures(stage, settings)
     try:

@@ -13,7 +13,7 @@ rename onto an existing version fails, so two exporters racing get different
 numbers), then replaces ``latest`` (write a temporary file, ``os.replace``). A reader
 that follows ``latest`` therefore never sees a half-written model.
 
-The SavedModel's signatures are :func:`adrank.train.models.export_signatures`:
+The SavedModel's signatures are :func:`adrank.train.ranks.models.export_signatures`:
 ``sku_embedding`` and ``query_embedding`` (when a pairwise model is given) and
 ``lr_score`` (when an LR model is given). ``metadata.json`` holds ``stage``,
 ``version``, ``data_version``, ``config``, ``metrics``, ``created_at`` (UTC ISO-8601),
@@ -74,9 +74,9 @@ def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = N
     Args:
         root: The registry folder (local; see the module docstring).
         stage: E.g. ``"pairwise"`` or ``"lr"``.
-        pairwise_model: A :class:`~adrank.train.models.PairwiseModel` (gives
+        pairwise_model: A :class:`~adrank.train.ranks.models.PairwiseModel` (gives
             ``sku_embedding`` and, with a query tower, ``query_embedding``).
-        linear_model: A :class:`~adrank.train.models.LinearModel` (gives ``lr_score``).
+        linear_model: A :class:`~adrank.train.ranks.models.LinearModel` (gives ``lr_score``).
         image_size: Side of the ``sku_embedding`` input images.
         data_version: The Delta version(s) the model was trained on.
         config: The training config (JSON-able), stored in the metadata.
@@ -102,7 +102,7 @@ def export_model(root: str | os.PathLike, stage: str, *, pairwise_model: Any = N
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     signatures = _signatures(pairwise_model, linear_model, image_size)
     try:
-        from adrank.train.models import serving_module
+        from adrank.train.ranks.models import serving_module
 
         tf.saved_model.save(serving_module(pairwise_model, linear_model), str(temporary),
                             signatures=signatures)
@@ -130,7 +130,7 @@ def _signatures(pairwise_model: Any, linear_model: Any, image_size: int) -> dict
     """export_signatures when there is a pairwise model; else the LR signature alone."""
     import tensorflow as tf
 
-    from adrank.train.models import export_signatures
+    from adrank.train.ranks.models import export_signatures
 
     if pairwise_model is not None:
         return export_signatures(pairwise_model, linear_model, image_size)

@@ -51,7 +51,7 @@ def read_catalog(spark: SparkSession, config: Config) -> DataFrame:
     ``<inputs.root>/catalog/`` holds one of: a Delta table (``_delta_log``); Parquet with an
     ``image`` binary column (``updated_at`` of any Parquet timestamp type); or ``catalog.csv``
     (``sku_id, title, image_path, updated_at, category_id``) naming image files
-    (:func:`_catalog_from_csv`). Nothing is checked here (``adrank.features.images`` does).
+    (:func:`_catalog_from_csv`). Nothing is checked here (``adrank.build.images`` does).
     """
     folder = input_path(config, CATALOG)
     if _exists(spark, join_path(folder, "_delta_log")):

@@ -13,7 +13,7 @@ Pure TensorFlow / tf.keras (Keras 2): nothing here reads files, config or Spark.
   batch norm statistics cover positives and negatives together.
 - :class:`LinearModel`: LR over hashed sparse ids, read with ``tf.gather`` so its
   table's gradient is a ``tf.IndexedSlices`` (the sparse gradient path of
-  :mod:`adrank.train.gradients`).
+  :mod:`adrank.train.ranks.gradients`).
 - :class:`Interaction` (stage 3): dot, elementwise product or a small DNN over the
   context embedding x and the candidate embedding y.
 - :func:`export_signatures`: serving functions for ``tf.saved_model.save``, and

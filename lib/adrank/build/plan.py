@@ -23,8 +23,8 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from adrank.build.inputs import CLICK_LOG, DATED_SOURCES, DatedFolders, date_folder_name
 from adrank.errors import InputError
-from adrank.inputs import CLICK_LOG, DATED_SOURCES, DatedFolders, date_folder_name
 
 DateRange = tuple[datetime.date, datetime.date]
 FUTURE_GRACE = datetime.timedelta(days=1)
@@ -57,7 +57,7 @@ def plan_build(
     """The plan for ``requested`` (None: every click-log date), or an :class:`InputError`.
 
     Args:
-        listings: :func:`~adrank.inputs.list_dated_folders` of each dated source.
+        listings: :func:`~adrank.build.inputs.list_dated_folders` of each dated source.
         requested: The days asked for, inclusive, or None for the whole click log.
         today: Today's UTC date (a folder after tomorrow is in the future).
         allow_empty: The person said days without lines are really empty.

@@ -9,10 +9,10 @@ JPEG/PNG/WebP/... bytes in any mode and size, ``updated_at`` timestamp, optional
   Rows whose original bytes are those of an image already stored by the same
   preprocessing are not decoded again (``stored_keys``), nor are rows rejected before
   decoding: an image over ``max_image_bytes`` (a CSV catalog's image file of that size is
-  never read: :func:`adrank.inputs.read_catalog`), an ``updated_at`` given as text that is
+  never read: :func:`adrank.build.inputs.read_catalog`), an ``updated_at`` given as text that is
   no timestamp (CSV), an image file that does not exist.
 * :func:`split_images` splits the result into good rows (the table) and bad rows
-  (``raw``, ``reason``, ``input_date``) for :func:`adrank.features.quarantine.quarantine_rows`.
+  (``raw``, ``reason``, ``input_date``) for :func:`adrank.build.quarantine.quarantine_rows`.
 
 Per image (:func:`decode_resize_encode`, also callable from a plain Python loop):
 sha256 of the original bytes; the pixel count declared in the header is checked against
@@ -60,8 +60,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from adrank.config import FeaturesConfig
-from adrank.features.quarantine import (
+from adrank.build.quarantine import (
     BAD_TIMESTAMP,
     DUPLICATE_ID,
     NULL_ID,
@@ -69,6 +68,7 @@ from adrank.features.quarantine import (
     UNDECODABLE_IMAGE,
     first_failing_reason,
 )
+from adrank.config import FeaturesConfig
 
 STATUS_OK = "ok"
 PREPROCESSING_VERSION = 2  # bump when decode_resize_encode changes what it stores (2: bit depth, EXIF)
@@ -94,7 +94,7 @@ _INT_COLUMNS = ("height", "width", "channels", "orig_width", "orig_height", "ori
 # Inside mapInPandas, updated_at travels as microseconds since the epoch (no time-zone games).
 _PANDAS_INPUT_DDL = "sku_id long, title string, updated_at_us long, category_id int"
 PREPROCESSED_DDL = f"{_PANDAS_INPUT_DDL}, {RESULT_DDL}"  # the mapInPandas output; orig_bytes becomes long
-# Optional columns of a catalog read from a CSV and image files (adrank.inputs.read_catalog):
+# Optional columns of a catalog read from a CSV and image files (adrank.build.inputs.read_catalog):
 IMAGE_PATH = "image_path"  # the image_path as written
 IMAGE_FILE_BYTES = "image_file_bytes"  # size of the file it names (null: no such file); image null if not read
 

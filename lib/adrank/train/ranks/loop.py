@@ -6,8 +6,8 @@ ranks. It takes plain, picklable arguments (``settings``: a dict made by
 cheap to import on a Spark driver (DESIGN.md conventions #5-#7).
 
 On every rank, in the Horovod order: cap threads + ``hvd.init()`` + pin the local GPU
-(:func:`adrank.train.hvd_setup.init_horovod`); seed; build the stage's model(s) and
-the train step (:func:`adrank.train.gradients.make_train_step`, dense LR scaled by
+(:func:`adrank.train.ranks.hvd_setup.init_horovod`); seed; build the stage's model(s) and
+the train step (:func:`adrank.train.ranks.gradients.make_train_step`, dense LR scaled by
 ``hvd.size()``) and create the optimizer state; rank 0 restores the newest checkpoint
 if there is one; the start step, every model variable and the optimizer state are
 broadcast from rank 0 (so a resumed step 1 computes its gradients from the restored
@@ -26,7 +26,7 @@ Data comes from a ``dataset_fn(role, rank, size, settings, start_batch)`` return
 ``tf.data.Dataset`` of dict batches (or a context manager yielding one, entered for the
 length of training), or ``None`` when the role has no data; its default
 (:func:`input_dataset`) reads the Petastorm files listed in ``settings["files"][role]``
-through :mod:`adrank.train.input`. ``start_batch`` is how
+through :mod:`adrank.train.ranks.input`. ``start_batch`` is how
 many batches of that role the checkpointed run already consumed: a seekable source
 (the tests' synthetic one) starts there and a resumed run sees exactly the batches an
 uninterrupted run would have; the Petastorm reader cannot seek, so after a resume it
@@ -208,7 +208,7 @@ class StageSpec:
 
 
 def _build_pairwise(settings: Mapping[str, Any]) -> dict[str, Any]:
-    from adrank.train.models import PairwiseModel, query_tower, sku_tower
+    from adrank.train.ranks.models import PairwiseModel, query_tower, sku_tower
 
     train, image_size = settings["train"], settings["features"]["image_size"]
     tower = sku_tower(train["tower"], image_size, train["embedding_dim"], width=train["tower_width"])
@@ -217,14 +217,14 @@ def _build_pairwise(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pairwise_loss(models: dict[str, Any]) -> Callable[[Any], Any]:
-    from adrank.train.models import pairwise_loss
+    from adrank.train.ranks.models import pairwise_loss
 
     model = models["pairwise"]
     return lambda batch: pairwise_loss(*model(batch, training=True))
 
 
 def _build_lr(settings: Mapping[str, Any]) -> dict[str, Any]:
-    from adrank.train.models import LinearModel
+    from adrank.train.ranks.models import LinearModel
 
     return {"lr": LinearModel(settings["features"]["hash_bits"])}
 
@@ -269,8 +269,8 @@ def input_dataset(role: str, rank: int, size: int, settings: Mapping[str, Any],
                   start_batch: int) -> Any:
     """The default ``dataset_fn``: the Petastorm files of a role, or None without files.
 
-    Returns the context manager of :func:`adrank.train.input.pair_dataset` /
-    :func:`~adrank.train.input.example_dataset` (endless: ``num_epochs=None``); the
+    Returns the context manager of :func:`adrank.train.ranks.input.pair_dataset` /
+    :func:`~adrank.train.ranks.input.example_dataset` (endless: ``num_epochs=None``); the
     loop enters it, so the reader stops when training ends. A Petastorm reader cannot
     seek: after a resume it starts a fresh pass over its shard, shuffled with a seed
     offset by ``start_batch`` so it does not replay the first run's order.
@@ -278,7 +278,7 @@ def input_dataset(role: str, rank: int, size: int, settings: Mapping[str, Any],
     files = list(settings.get("files", {}).get(role) or [])
     if not files:
         return None
-    from adrank.train import input as train_input
+    from adrank.train.ranks import input as train_input
 
     train, features = settings["train"], settings["features"]
     seed = int(settings.get("seed", 0)) + start_batch
@@ -334,7 +334,7 @@ def train_stage(stage: str, settings: Mapping[str, Any], dataset_fn: DatasetFn |
     """
     spec = stage_spec(stage)
     started = time.perf_counter()
-    from adrank.train.hvd_setup import init_horovod
+    from adrank.train.ranks.hvd_setup import init_horovod
 
     threads = int(settings["train"].get("threads_per_rank", 1))
     info = init_horovod(threads, threads)
@@ -395,8 +395,8 @@ class _RankRun:
     def __init__(self, spec: StageSpec, stage: str, settings: Mapping[str, Any], info: Any) -> None:
         import tensorflow as tf
 
-        from adrank.train.gradients import make_train_step
-        from adrank.train.hvd_setup import rank0_logger
+        from adrank.train.ranks.gradients import make_train_step
+        from adrank.train.ranks.hvd_setup import rank0_logger
 
         self.spec, self.stage, self.settings, self.info = spec, stage, settings, info
         self.log = rank0_logger(LOGGER_NAME)
@@ -459,7 +459,7 @@ class _RankRun:
         self.initial_checksum = _checksum(self.primary.trainable_variables)
 
     def _optimizer_state(self) -> list[Any]:
-        from adrank.train.gradients import optimizer_variables
+        from adrank.train.ranks.gradients import optimizer_variables
 
         return [v for o in self.train_step.optimizers for v in optimizer_variables(o)]
 

@@ -8,7 +8,7 @@
 3. Pin this rank's GPU by ``hvd.local_rank()`` (a no-op on CPU machines).
 4. Learning rates are scaled by ``hvd.size()`` (:func:`scaled_learning_rate`), the
    state is broadcast from rank 0 after the first step
-   (:func:`adrank.train.gradients.broadcast_initial_state`), and only rank 0 logs
+   (:func:`adrank.train.ranks.gradients.broadcast_initial_state`), and only rank 0 logs
    (:func:`rank0_logger`).
 """
 

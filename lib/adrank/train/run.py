@@ -112,7 +112,7 @@ def _is_nan(value: Any) -> bool:
 
 def _launch(config: Config, report: RunReport, stage: str, data_version: Any, files: dict) -> dict:
     from adrank.train.launch import launch
-    from adrank.train.loop import make_settings
+    from adrank.train.ranks.loop import make_settings
 
     settings = make_settings(
         config, data_version=data_version, files=files, run_id=report.run_id,
@@ -133,7 +133,7 @@ def train_pairwise(
 ) -> None:
     """Stage 1: pairs from the pinned examples, 2 ranks, held-out pairwise accuracy, P@10."""
     from adrank.train.evaluate import catalog_precision, evaluate_pairs
-    from adrank.train.loop import load_trained
+    from adrank.train.ranks.loop import load_trained
     from adrank.train.registry import export_model, registry_root
 
     images = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES))
@@ -169,7 +169,7 @@ def train_lr(
     import tensorflow as tf
 
     from adrank.train.evaluate import evaluate_lr
-    from adrank.train.loop import load_trained
+    from adrank.train.ranks.loop import load_trained
     from adrank.train.registry import export_model, registry_root
 
     path = tables.table_path(config, tables.TRAINING_EXAMPLES)
@@ -196,7 +196,7 @@ STAGE_RUNNERS = {"pairwise": train_pairwise, "lr": train_lr}
 def _materialise_pairs(
     spark: SparkSession, config: Config, examples: DataFrame, images: DataFrame, name: str
 ) -> tuple[int, int]:
-    from adrank.features.pairs import stage1_pairs, with_images
+    from adrank.train.pairs import stage1_pairs, with_images
 
     pairs, dropped = with_images(stage1_pairs(examples, images), images)
     version = tables.materialise_pairs(spark, pairs, tables.table_path(config, name))

@@ -20,14 +20,14 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from adrank.features.clicklog import (
+from adrank.build.clicklog import (
     TOKEN,
     bad_timestamp,
     flag_duplicates,
     parsed_json_lines,
     with_reason,
 )
-from adrank.features.quarantine import BAD_TIMESTAMP, BAD_VALUE, MISSING_FIELD
+from adrank.build.quarantine import BAD_TIMESTAMP, BAD_VALUE, MISSING_FIELD
 
 SNAPSHOT_SCHEMA = "entity_id long, valid_from string, features array<string>"
 _SNAPSHOT = "__asof_snapshot"

@@ -1,6 +1,6 @@
 """``build_tables``: raw inputs -> ``sku_images``, ``training_examples`` and ``quarantine``.
 
-Before anything is read, the plan (:mod:`adrank.build_plan`) refuses stray and future
+Before anything is read, the plan (:mod:`adrank.build.plan`) refuses stray and future
 input folders; before anything is written, days to replace without input lines are
 refused. The order of one run, each table written in one Delta commit carrying the run id and the
 input counts:
@@ -11,7 +11,7 @@ input counts:
    become ``training_examples`` (point-in-time join, hashed ids); those dates' partitions
    are replaced with ``replaceWhere``, so re-running a date gives the same table; the
    click log of earlier dates is read too, so that an ``impression_id`` is unique across
-   the whole table whatever dates a run covers (:mod:`adrank.build_plan`);
+   the whole table whatever dates a run covers (:mod:`adrank.build.plan`);
 3. every bad row lands in ``quarantine``, replacing what an earlier run of the same
    dates (or whole-source inputs) put there.
 
@@ -29,12 +29,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import inputs, tables
-from adrank.build_plan import BuildPlan, DateRange, check_days_have_lines, plan_build
+from adrank import tables
+from adrank.build import inputs
+from adrank.build.examples import build_examples_with_quarantine
+from adrank.build.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
+from adrank.build.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
+from adrank.build.quarantine import quarantine_rows
 from adrank.config import Config
-from adrank.features.examples import build_examples_with_quarantine
-from adrank.features.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
-from adrank.features.quarantine import quarantine_rows
 from adrank.runs import RunReport
 
 WHOLE_SOURCES = (inputs.CATALOG, inputs.USER_SNAPSHOTS, inputs.SKU_SNAPSHOTS)
@@ -54,7 +55,7 @@ def build_tables(
 ) -> None:
     """Build all feature tables for ``dates`` (inclusive; None = every date in the click log).
 
-    Nothing is written unless the plan holds (:mod:`adrank.build_plan`): no stray or future
+    Nothing is written unless the plan holds (:mod:`adrank.build.plan`): no stray or future
     input folder, and lines on every day replaced unless ``allow_empty_dates``.
 
     Args:

@@ -41,7 +41,7 @@ At 2^22 rows with uniform ids the FTRL apply is most of a sparse step
 (bench/sparse_dense.py), so halving it is most of the gain; the extra allgather
 carries only the distinct updated rows.
 
-The FTRL is :class:`adrank.train.ftrl.GatherScatterFtrl`: the legacy Keras FTRL
+The FTRL is :class:`adrank.train.ranks.ftrl.GatherScatterFtrl`: the legacy Keras FTRL
 with a vectorised gather -> math -> scatter sparse update in place of TensorFlow's
 row-at-a-time kernel, still O(touched rows).
 
@@ -74,8 +74,8 @@ import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
-from adrank.train.ftrl import GatherScatterFtrl
-from adrank.train.hvd_setup import rank0_logger
+from adrank.train.ranks.ftrl import GatherScatterFtrl
+from adrank.train.ranks.hvd_setup import rank0_logger
 
 Mode = Literal["split", "sparse_as_dense", "horovod_default"]
 MODES: tuple[str, ...] = ("split", "sparse_as_dense", "horovod_default")
@@ -739,7 +739,7 @@ def make_train_step(
     if path_policy not in PATH_POLICIES:
         raise ValueError(f"path_policy must be one of {PATH_POLICIES}, got {path_policy!r}")
     if not hvd.is_initialized():
-        raise ValueError("call hvd.init() (adrank.train.hvd_setup.init_horovod) first")
+        raise ValueError("call hvd.init() (adrank.train.ranks.hvd_setup.init_horovod) first")
     if replan_every < 1:
         raise ValueError(f"replan_every must be >= 1, got {replan_every}")
     lr = dense_lr * hvd.size() if scale_dense_lr_by_size else dense_lr

@@ -33,7 +33,7 @@ caller runs a fixed count; with a finite ``num_epochs`` the batched datasets are
 every rank.
 
 Pair datasets yield homogeneous batches: ``"detail"`` batches carry ``context_image``,
-``"search"`` batches ``query`` (what :class:`adrank.train.models.PairwiseModel`
+``"search"`` batches ``query`` (what :class:`adrank.train.ranks.models.PairwiseModel`
 expects). The files given must hold one kind only (list them with the pairs table's
 ``kind_part`` partition filter); the footers' ``kind`` statistics are checked, because
 a shard whose rows all fail the kind filter would never yield.
@@ -244,7 +244,7 @@ def pair_dataset(
     workers_count: int = 1,
     decode_threads: int | None = None,
 ) -> Iterator[tf.data.Dataset]:
-    """Stage-1 batches of one kind for :class:`~adrank.train.models.PairwiseModel`.
+    """Stage-1 batches of one kind for :class:`~adrank.train.ranks.models.PairwiseModel`.
 
     Args:
         files: Live files of the pairs table holding ``kind`` rows only.
@@ -301,7 +301,7 @@ def example_dataset(
     seed: int = 0,
     workers_count: int = 1,
 ) -> Iterator[tf.data.Dataset]:
-    """LR batches from ``training_examples`` files for :class:`~adrank.train.models.LinearModel`.
+    """LR batches from ``training_examples`` files for :class:`~adrank.train.ranks.models.LinearModel`.
 
     Args:
         files: Live files of the pinned ``training_examples`` version.

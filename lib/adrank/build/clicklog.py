@@ -1,7 +1,7 @@
 """Click-log and LR-feature-record parsing: one typed row per input line, with a ``reason``.
 
 Every transform here keeps *all* input lines. A line that breaks the input contract gets a
-``reason`` code from :mod:`adrank.features.quarantine` (null means good) and keeps its
+``reason`` code from :mod:`adrank.build.quarantine` (null means good) and keeps its
 ``raw`` text and ``input_date``; :func:`split_by_reason` then routes it to good or bad, so
 input lines = good rows + bad rows by construction. A reason, once set, is never
 overwritten: the first failing check wins.
@@ -22,7 +22,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from adrank.features.quarantine import (
+from adrank.build.quarantine import (
     BAD_ENCODING,
     BAD_JSON,
     BAD_POSITION,
@@ -140,7 +140,7 @@ def split_by_reason(df: DataFrame) -> tuple[DataFrame, DataFrame]:
 
     Returns:
         ``(good, bad)``: good rows without ``reason`` and ``raw``; bad rows as ``raw``,
-        ``reason``, ``input_date``, ready for :func:`~adrank.features.quarantine.quarantine_rows`.
+        ``reason``, ``input_date``, ready for :func:`~adrank.build.quarantine.quarantine_rows`.
     """
     good = df.where(F.col("reason").isNull()).drop("reason", "raw")
     bad = df.where(F.col("reason").isNotNull()).select("raw", "reason", "input_date")
@@ -263,7 +263,7 @@ def checked_click_log(lines: DataFrame, skus: DataFrame) -> DataFrame:
     """All click-log lines with their final ``reason``: parse, catalog lookup, dedup.
 
     Its good rows (:func:`split_by_reason`) are what
-    :func:`adrank.features.examples.training_examples` takes as ``clicks``.
+    :func:`adrank.build.examples.training_examples` takes as ``clicks``.
     """
     return (
         parse_click_log(lines)

@@ -1,1 +1,0 @@
-"""Pure DataFrame transforms that turn raw inputs into feature tables (no TensorFlow here)."""

@@ -1,0 +1,1 @@
+"""What runs inside a Horovod rank (TensorFlow, Horovod, Petastorm; never pyspark)."""
