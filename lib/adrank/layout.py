@@ -1,0 +1,89 @@
+"""Names and places: every table, source, stage and page name, and every path derived from config.
+
+Pure (no Spark, no TensorFlow), so the driver, the Spark workers and the Horovod ranks can
+all import it. A path is built here and nowhere else:
+
+- Delta tables: ``<storage.root>/<table>``; run reports: ``<storage.root>/_runs``;
+  staging: ``<storage.root>/<embed.staging_folder>/<job>/<run id>``.
+- Raw inputs: ``<inputs.root>/<source>``.
+- Plain files (model registry, training checkpoints, serving snapshots) live under
+  ``storage.local`` (``storage.local_root``, else ``storage.root``), a path mounted at the
+  same place on the driver and every executor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adrank.config import Config
+
+# Delta tables (under storage.root)
+SKU_IMAGES = "sku_images"
+TRAINING_EXAMPLES = "training_examples"
+QUARANTINE = "quarantine"
+SKU_EMBEDDINGS = "sku_embeddings"
+PAIRS_TRAIN = "stage1_pairs_train"
+PAIRS_HOLDOUT = "stage1_pairs_holdout"
+
+# Raw input sources (under inputs.root)
+CATALOG = "catalog"
+CLICK_LOG = "click_log"
+LR_FEATURES = "lr_features"
+USER_SNAPSHOTS = "user_snapshots"
+SKU_SNAPSHOTS = "sku_snapshots"
+DATED_SOURCES = (CLICK_LOG, LR_FEATURES)
+
+# Training stages
+PAIRWISE = "pairwise"
+LR = "lr"
+
+# Page kinds of an impression (the click log's ``page``)
+DETAIL = "detail"
+SEARCH = "search"
+FEED = "feed"
+PAGES = (DETAIL, FEED, SEARCH)
+
+# Folders beside the tables and under storage.local
+RUNS_FOLDER = "_runs"
+CHECKPOINTS_FOLDER = "_checkpoints"
+
+
+def join_path(root: str, *parts: str) -> str:
+    """Join path parts onto a local path or a URI (``s3a://b/x`` + ``t`` -> ``s3a://b/x/t``)."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def table_path(config: Config, table: str) -> str:
+    """Where a Delta table lives: ``<storage.root>/<table>``."""
+    return join_path(config.storage.root, table)
+
+
+def input_path(config: Config, source: str) -> str:
+    """Where a raw source lives: ``<inputs.root>/<source>``."""
+    return join_path(config.inputs.root, source)
+
+
+def runs_path(config: Config, job: str, run_id: str) -> str:
+    """The JSON report of one run: ``<storage.root>/_runs/<job>-<run id>.json``."""
+    return join_path(config.storage.root, RUNS_FOLDER, f"{job}-{run_id}.json")
+
+
+def staging_root(config: Config, job: str) -> str:
+    """Where a job stages its runs' intermediate files: ``<storage.root>/<embed.staging_folder>/<job>``."""
+    return join_path(config.storage.root, config.embed.staging_folder, job)
+
+
+def registry_root(config: Config) -> str:
+    """The model registry: ``<storage.local>/<train.registry_folder>``."""
+    return join_path(config.storage.local, config.train.registry_folder)
+
+
+def checkpoint_root(config: Config) -> str:
+    """Training checkpoints: ``<storage.local>/_checkpoints``."""
+    return join_path(config.storage.local, CHECKPOINTS_FOLDER)
+
+
+def serving_root(config: Config) -> str:
+    """Serving snapshots: ``<storage.local>/<embed.serving_folder>``."""
+    return join_path(config.storage.local, config.embed.serving_folder)
