@@ -128,14 +128,15 @@ def image_rates(spark, config) -> dict:
 
 def stored_images_pass(spark, config, catalog):  # noqa: ANN001, ANN201
     """A rebuild's preprocessing when every image is already stored: keys matched, nothing decoded."""
-    from adrank import tables
+    from adrank import layout
+    from adrank.build import store as build_store
     from adrank.build.images import preprocess_images, preprocessing_fingerprint, split_images
 
     fingerprint = preprocessing_fingerprint(config.features)
-    path = tables.table_path(config, tables.SKU_IMAGES)
+    path = layout.table_path(config, layout.SKU_IMAGES)
     good, _ = split_images(preprocess_images(catalog, config.features))
-    tables.upsert_sku_images(spark, good, path, {"run_id": "bench"}, preprocessing=fingerprint)
-    stored = tables.stored_image_keys(spark, path, fingerprint)
+    build_store.upsert_sku_images(spark, good, path, {"run_id": "bench"}, preprocessing=fingerprint)
+    stored = build_store.stored_image_keys(spark, path, fingerprint)
 
     def rebuild_pass():
         preprocess_images(catalog, config.features, stored_keys=stored).write.format("noop").mode("overwrite").save()

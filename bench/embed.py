@@ -100,7 +100,8 @@ def write_images(spark, config, ids, variant: int, full_snapshot: bool) -> int: 
 
     from pyspark.sql import functions as F
 
-    from adrank import tables
+    from adrank import layout
+    from adrank.build import store as build_store
 
     schema = ("sku_id long, title string, image binary, image_format string, height int, width int, "
               "channels int, image_hash string, category_id int")
@@ -108,8 +109,8 @@ def write_images(spark, config, ids, variant: int, full_snapshot: bool) -> int: 
             .withColumn("updated_at", F.current_timestamp())
             .select("sku_id", "title", "image", "image_format", "height", "width", "channels", "image_hash",
                     "updated_at", "category_id"))
-    path = tables.table_path(config, tables.SKU_IMAGES)
-    return tables.upsert_sku_images(spark, rows, path, {"run_id": f"bench-{variant}"}, full_snapshot)["version"]
+    path = layout.table_path(config, layout.SKU_IMAGES)
+    return build_store.upsert_sku_images(spark, rows, path, {"run_id": f"bench-{variant}"}, full_snapshot)["version"]
 
 
 def export_model(config) -> tuple[int, str]:  # noqa: ANN001
@@ -173,9 +174,9 @@ def changed_ids_embedded(spark, config, changed) -> bool:  # noqa: ANN001
     """The rows written by the last run are exactly the changed SKUs."""
     from pyspark.sql import functions as F
 
-    from adrank import tables
+    from adrank import delta, layout
 
-    table = tables.read_delta(spark, tables.table_path(config, tables.SKU_EMBEDDINGS))
+    table = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS))
     latest = table.agg(F.max("updated_at")).first()[0]
     written = table.where(F.col("updated_at") == latest).select(F.col("sku_id").alias("id"))
     return written.exceptAll(changed).count() == 0 and changed.exceptAll(written).count() == 0
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plain:
         print(json.dumps(plain_baseline(*args.plain, batch=args.batch)))
         return 0
-    from adrank import tables
+    from adrank import layout
     from adrank.spark import build_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         write_images(spark, config, spark.range(args.skus, numPartitions=CORES * 2), variant=0, full_snapshot=True)
         _, model_path = export_model(config)
         prepare_s = time.perf_counter() - started
-        plain = run_plain(model_path, tables.table_path(config, tables.SKU_IMAGES), root, args.batch)
+        plain = run_plain(model_path, layout.table_path(config, layout.SKU_IMAGES), root, args.batch)
         full, full_s = timed_run(spark, config)
         incrementals = []
         for repeat in range(args.repeats):

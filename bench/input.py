@@ -63,7 +63,7 @@ def bench_config(root: Path, impressions: int, skus: int):
 
 def prepare_pairs(config) -> dict:
     """Generate, build, make and materialise the pairs; return the detail files and figures."""
-    from adrank import tables
+    from adrank import delta, layout
     from adrank.build import run as build
     from adrank.runs import RunReport
     from adrank.sample import generate_inputs
@@ -73,14 +73,14 @@ def prepare_pairs(config) -> dict:
     spark = build_spark(config.spark, "adrank-bench-input")
     generate_inputs(spark, config.sample, config.inputs.root)
     build.build_tables(spark, config, RunReport("bench_input"), None)
-    examples_path = tables.table_path(config, tables.TRAINING_EXAMPLES)
-    examples = tables.read_delta(spark, examples_path, tables.pin_version(spark, examples_path)).cache()
-    skus = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES)).cache()
+    examples_path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    examples = delta.read_delta(spark, examples_path, delta.pin_version(spark, examples_path)).cache()
+    skus = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).cache()
     keys = pairs.stage1_pairs(examples, skus).cache()
     rows, dropped = pairs.with_images(keys, skus)
-    path = tables.table_path(config, tables.PAIRS)
-    version = tables.materialise_pairs(spark, rows, path)
-    files = tables.live_files(None, path, version, {tables.PAIRS_PARTITION: KIND})
+    path = layout.table_path(config, layout.PAIRS)
+    version = delta.materialise_pairs(spark, rows, path)
+    files = delta.live_files(None, path, version, {delta.PAIRS_PARTITION: KIND})
     spark.stop()
     return {"files": files, "pairs_version": version, "dropped_without_image": dropped}
 

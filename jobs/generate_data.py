@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 
 from adrank.cli import job_parser, parse_job_args
-from adrank.pipeline import generate_data
 from adrank.runs import run_job
+from adrank.sample.run import generate_data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from adrank import tables
+from adrank import delta, layout
 from adrank.build import inputs
 from adrank.build import run as build
 from adrank.build.plan import check_days_have_lines, plan_build
@@ -30,7 +30,7 @@ from conftest import TINY_CONF, load_job
 
 DAYS = (dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3))
 TODAY = dt.date(2026, 12, 1)
-TABLES = (tables.SKU_IMAGES, tables.TRAINING_EXAMPLES, tables.QUARANTINE)
+TABLES = (layout.SKU_IMAGES, layout.TRAINING_EXAMPLES, layout.QUARANTINE)
 
 
 def click(impression_id: str, day: dt.date, **fields) -> str:
@@ -107,14 +107,14 @@ def snapshot_of(spark, config) -> dict[str, list]:
     """Every table's rows, sorted, without the columns that name the run."""
     rows = {}
     for table in TABLES:
-        frame = tables.read_delta(spark, tables.table_path(config, table))
+        frame = delta.read_delta(spark, layout.table_path(config, table))
         frame = frame.drop("run_id", "quarantined_at")
         rows[table] = sorted(frame.collect(), key=repr)
     return rows
 
 
 def versions_of(spark, config) -> dict[str, int]:
-    return {t: tables.latest_version(spark, tables.table_path(config, t)) for t in TABLES}
+    return {t: delta.latest_version(spark, layout.table_path(config, t)) for t in TABLES}
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +127,13 @@ def full_build(spark, inputs_root, tmp_path_factory):
 
 def test_cross_date_duplicates_and_lr_records_resolve_by_the_rules(full_build):
     _, report, rows = full_build
-    examples = {(r.impression_id, r.date): r for r in rows[tables.TRAINING_EXAMPLES]}
+    examples = {(r.impression_id, r.date): r for r in rows[layout.TRAINING_EXAMPLES]}
     assert sorted(examples) == sorted([
         ("a1", DAYS[0]), ("b1", DAYS[0]), ("dup", DAYS[0]), ("x1", DAYS[0]),
         ("a2", DAYS[1]), ("early", DAYS[1]), ("a3", DAYS[2]), ("late_good", DAYS[2]),
     ])
     quarantined = sorted((r.source, r.input_date, r.reason, json.loads(r.raw)["impression_id"])
-                         for r in rows[tables.QUARANTINE])
+                         for r in rows[layout.QUARANTINE])
     assert quarantined == sorted([
         ("click_log", DAYS[1], "duplicate_id", "dup"), ("click_log", DAYS[2], "duplicate_id", "dup"),
         ("click_log", DAYS[1], "unknown_sku", "late_good"),
@@ -200,7 +200,7 @@ def test_a_date_said_to_be_really_empty_is_replaced_by_nothing(spark, own_inputs
     for source in ("click_log", "lr_features"):
         shutil.rmtree(root / source / f"date={DAYS[1]}")
     report = run_build(spark, config, (DAYS[1], DAYS[1]), allow_empty_dates=True)
-    examples = tables.read_delta(spark, tables.table_path(config, tables.TRAINING_EXAMPLES))
+    examples = delta.read_delta(spark, layout.table_path(config, layout.TRAINING_EXAMPLES))
     assert sorted({r.date for r in examples.select("date").collect()}) == [DAYS[0], DAYS[2]]
     assert report.figures["sources"]["click_log"] == {"input": 0, "good": 0, "quarantined": 0}
 

@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from adrank import tables
+from adrank import delta, layout
 from adrank.build import run as build
 from adrank.runs import RunReport
 from adrank.sample import generate_inputs
@@ -28,11 +28,11 @@ def built(spark, tmp_path_factory):
 
 
 def examples(spark, config, version=None):
-    return tables.read_delta(spark, tables.table_path(config, tables.TRAINING_EXAMPLES), version)
+    return delta.read_delta(spark, layout.table_path(config, layout.TRAINING_EXAMPLES), version)
 
 
 def quarantine(spark, config):
-    return tables.read_delta(spark, tables.table_path(config, tables.QUARANTINE))
+    return delta.read_delta(spark, layout.table_path(config, layout.QUARANTINE))
 
 
 def test_every_source_reconciles_with_the_generator_manifest(spark, built):
@@ -69,7 +69,7 @@ def test_rerunning_a_date_gives_identical_rows_and_no_duplicates(spark, built):
     assert after.count() == before_rows
     assert after.select("impression_id").distinct().count() == before_rows
     assert quarantine(spark, config).count() == quarantined_before
-    history = spark.sql(f"DESCRIBE HISTORY delta.`{tables.table_path(config, tables.TRAINING_EXAMPLES)}`")
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{layout.table_path(config, layout.TRAINING_EXAMPLES)}`")
     latest = json.loads(history.orderBy(F.desc("version")).first().userMetadata)
     assert latest["run_id"] == report.run_id
     assert latest["input_rows"]["click_log"] == report.figures["sources"]["click_log"]["input"]
@@ -88,8 +88,8 @@ def test_rerun_with_unchanged_catalog_rewrites_no_sku_image(spark, built):
 def test_a_run_failing_mid_write_leaves_the_previous_version_complete(spark, built, monkeypatch):
     config, _, _ = built
     before = examples(spark, config).collect()
-    version_before = tables.last_commit_metrics(
-        spark, tables.table_path(config, tables.TRAINING_EXAMPLES))["version"]
+    version_before = delta.last_commit_metrics(
+        spark, layout.table_path(config, layout.TRAINING_EXAMPLES))["version"]
     real_builder = build.build_examples_with_quarantine
 
     def poisoned(*args, **kwargs):
@@ -100,8 +100,8 @@ def test_a_run_failing_mid_write_leaves_the_previous_version_complete(spark, bui
     monkeypatch.setattr(build, "build_examples_with_quarantine", poisoned)
     with pytest.raises(Exception, match="injected failure"):
         build.build_tables(spark, config, RunReport("build_tables"), None)
-    path = tables.table_path(config, tables.TRAINING_EXAMPLES)
-    assert tables.last_commit_metrics(spark, path)["version"] == version_before
+    path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    assert delta.last_commit_metrics(spark, path)["version"] == version_before
     assert sorted(examples(spark, config).collect()) == sorted(before)
 
 
@@ -116,7 +116,7 @@ def test_independent_delta_reader_sees_what_spark_wrote(spark, built):
 
     config, _, _ = built
     columns = ["impression_id", "label", "num_sparse_ids", "sparse_ids"]
-    live_files = DeltaTable(tables.table_path(config, tables.TRAINING_EXAMPLES)).file_uris()
+    live_files = DeltaTable(layout.table_path(config, layout.TRAINING_EXAMPLES)).file_uris()
     theirs = sorted(
         (r["impression_id"], r["label"], r["num_sparse_ids"], tuple(r["sparse_ids"]))
         for f in live_files for r in pq.read_table(f, columns=columns).to_pylist()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from adrank import tables
+from adrank import layout
 from adrank.config import ConfigError, load_config
 from adrank.embed.run import serving_root
 from adrank.train.registry import registry_root
@@ -60,7 +60,7 @@ def test_object_store_root_needs_a_local_root_for_registry_checkpoints_and_snaps
     config = tiny_config(tmp_path, "storage.root=s3a://bucket/tables", f"storage.local_root={tmp_path}/shared")
     assert (registry_root(config), serving_root(config)) == (f"{tmp_path}/shared/models",
                                                             f"{tmp_path}/shared/serving/sku_embeddings")
-    assert tables.table_path(config, tables.SKU_IMAGES) == "s3a://bucket/tables/sku_images"
+    assert layout.table_path(config, layout.SKU_IMAGES) == "s3a://bucket/tables/sku_images"
     local = tiny_config(tmp_path)  # a local root holds everything
     assert registry_root(local) == f"{local.storage.root}/models"
 

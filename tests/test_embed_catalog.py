@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adrank import tables
+from adrank import delta, layout
+from adrank.build import store as build_store
 from adrank.config import ConfigError
 from adrank.embed.run import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
 from adrank.embed.store import Processed, ensure_table, last_processed, record_without_rows
@@ -51,8 +52,8 @@ def upsert(spark, config, catalog: dict[int, tuple[int, str]], full_snapshot: bo
     rows = [(sku, title, png(seed), "PNG", SIZE, SIZE, 3, hashlib.sha256(png(seed)).hexdigest(), T0, 1)
             for sku, (seed, title) in catalog.items()]
     frame = spark.createDataFrame(rows, SKU_IMAGES_DDL)
-    path = tables.table_path(config, tables.SKU_IMAGES)
-    return tables.upsert_sku_images(spark, frame, path, {"run_id": "test"}, full_snapshot)["version"]
+    path = layout.table_path(config, layout.SKU_IMAGES)
+    return build_store.upsert_sku_images(spark, frame, path, {"run_id": "test"}, full_snapshot)["version"]
 
 
 def register_model(config, seed: int) -> int:
@@ -76,7 +77,7 @@ def run(spark, config, **kwargs) -> dict[str, Any]:
 
 def table(spark, config) -> dict[int, tuple]:
     """sku_embeddings as ``{sku_id: (image_hash, model_version, embedding, updated_at)}``."""
-    rows = tables.read_delta(spark, tables.table_path(config, tables.SKU_EMBEDDINGS)).collect()
+    rows = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS)).collect()
     ids = [r.sku_id for r in rows]
     assert len(ids) == len(set(ids)), f"a SKU is embedded more than once: {sorted(ids)}"
     return {r.sku_id: (r.image_hash, r.model_version, tuple(r.embedding), r.updated_at) for r in rows}
@@ -163,7 +164,7 @@ def scenario(spark, tmp_path_factory) -> dict[str, Any]:
 
     # A version without change data in the range: 2 new image, 7 deleted, 10 new.
     seeds4 = {**{k: v for k, v in seeds3.items() if k != 7}, 2: 302, 10: 10}
-    path = tables.table_path(config, tables.SKU_IMAGES)
+    path = layout.table_path(config, layout.SKU_IMAGES)
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")
     upsert(spark, config, {sku: (seed, "renamed") for sku, seed in seeds4.items()})
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
@@ -378,7 +379,7 @@ def test_compaction_keeps_the_rows_and_the_next_run_still_patches_the_snapshot(s
     seeds = {sku: sku for sku in range(1, 7)}
     upsert(spark, config, {sku: (seed, f"t{sku}") for sku, seed in seeds.items()})
     first = run(spark, config)
-    path = tables.table_path(config, tables.SKU_EMBEDDINGS)
+    path = layout.table_path(config, layout.SKU_EMBEDDINGS)
     assert first["compaction"] is None and data_files(spark, path) == 2  # 2 added < 3
 
     seeds = {**seeds, 2: 102, 7: 7}

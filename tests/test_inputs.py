@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from pyspark.sql import functions as F
 
+from adrank import layout
 from adrank.build import inputs
 from adrank.build.images import preprocess_images, split_images
 
@@ -47,7 +48,7 @@ def test_catalog_from_csv_and_image_files(spark, config, tmp_path):
 def test_catalog_as_delta_table(spark, config):
     rows = [(7, "t", png_bytes((0, 255, 0)), None, 1)]
     frame = spark.createDataFrame(rows, "sku_id long, title string, image binary, updated_at timestamp, category_id int")
-    frame.write.format("delta").save(inputs.input_path(config, inputs.CATALOG))
+    frame.write.format("delta").save(layout.input_path(config, layout.CATALOG))
     assert [r.image for r in inputs.read_catalog(spark, config).collect()] == [rows[0][2]]
 
 
@@ -102,7 +103,7 @@ def test_binary_file_reader_drops_files_over_the_limit_before_reading_them(spark
 def test_max_image_bytes_applies_to_parquet_images_too(spark, config):
     rows = [(1, "t", png_bytes((0, 255, 0)), None, 1), (2, "big", b"\x89PNG" + bytes(5000), None, 1)]
     frame = spark.createDataFrame(rows, "sku_id long, title string, image binary, updated_at timestamp, category_id int")
-    frame.write.parquet(inputs.input_path(config, inputs.CATALOG))
+    frame.write.parquet(layout.input_path(config, layout.CATALOG))
     small = dataclasses.replace(config, features=dataclasses.replace(config.features, max_image_bytes=4096))
     good, bad = split_catalog(spark, small)
     assert list(good) == [1]
@@ -148,13 +149,13 @@ def write_parquet_catalog(folder: Path, unit: str, first_sku: int = 1) -> list[t
 
 @pytest.mark.parametrize("unit", list(UNITS))
 def test_parquet_timestamps_of_any_unit_are_read(spark, config, unit):
-    expected = write_parquet_catalog(Path(inputs.input_path(config, inputs.CATALOG)), unit)
+    expected = write_parquet_catalog(Path(layout.input_path(config, layout.CATALOG)), unit)
     got = sorted((r.sku_id, r.updated_at) for r in inputs.read_catalog(spark, config).collect())
     assert got == expected
 
 
 def test_parquet_files_of_different_timestamp_units_are_read_together(spark, config):
-    folder = Path(inputs.input_path(config, inputs.CATALOG))
+    folder = Path(layout.input_path(config, layout.CATALOG))
     expected = write_parquet_catalog(folder, "us") + write_parquet_catalog(folder, "ns", first_sku=10)
     expected += write_parquet_catalog(folder, "int96", first_sku=20)
     got = sorted((r.sku_id, r.updated_at) for r in inputs.read_catalog(spark, config).collect())
@@ -179,7 +180,7 @@ def test_csv_updated_at_that_does_not_parse_is_bad_timestamp_and_a_missing_one_i
 def test_parquet_null_updated_at_is_kept_like_the_csv_one(spark, config):
     rows = [(7, "t", png_bytes((0, 255, 0)), None, 1)]
     spark.createDataFrame(rows, "sku_id long, title string, image binary, updated_at timestamp, category_id int") \
-        .write.parquet(inputs.input_path(config, inputs.CATALOG))
+        .write.parquet(layout.input_path(config, layout.CATALOG))
     good, bad = split_catalog(spark, config)
     assert (list(good), bad) == ([7], [])
 

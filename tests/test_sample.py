@@ -18,8 +18,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from adrank.config import SampleConfig
+from adrank.delta import write_text_file
 from adrank.sample import generate_inputs
-from adrank.tables import write_text_file
 
 TINY = SampleConfig(
     num_skus=120, num_users=40, num_impressions=4000, num_days=3, num_categories=8,

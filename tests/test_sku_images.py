@@ -19,7 +19,7 @@ from chispa import assert_df_equality
 from PIL import Image
 from pyspark.sql import functions as F
 
-from adrank import tables
+from adrank import delta, layout
 from adrank.build.images import (
     SKU_IMAGES_DDL,
     decode_resize_encode,
@@ -35,8 +35,9 @@ from adrank.build.quarantine import (
     UNDECODABLE_IMAGE,
     quarantine_rows,
 )
+from adrank.build.store import upsert_sku_images
 from adrank.config import FeaturesConfig
-from adrank.tables import USER_METADATA_CONF, read_delta, upsert_sku_images
+from adrank.delta import USER_METADATA_CONF, read_delta
 
 CATALOG_DDL = "sku_id long, title string, image binary, updated_at timestamp, category_id int"
 RAW_DDL = "sku_id long, title string, updated_at timestamp, image_bytes int, image_hash string, detail string"
@@ -455,19 +456,18 @@ def build_images(spark, config, rows) -> tuple[dict, object]:
     """Write ``rows`` as the catalog (Parquet) and run build_sku_images; (figures, bad rows)."""
     from contextlib import ExitStack
 
-    from adrank import tables
-    from adrank.build import inputs
+    from adrank import delta, layout
     from adrank.build import run as build
     from adrank.runs import RunReport
 
     spark.createDataFrame(rows, CATALOG_DDL).write.mode("overwrite").parquet(
-        inputs.input_path(config, inputs.CATALOG))
+        layout.input_path(config, layout.CATALOG))
     report = RunReport("build_tables")
     with ExitStack() as cached:
         counts, bad = build.build_sku_images(spark, config, report, cached)
         bad_rows = sorted((r.reason, r.raw) for r in bad.collect())
     assert counts["input"] == counts["good"] + len(bad_rows)  # nothing lost
-    images = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES)).drop("updated_at")
+    images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).drop("updated_at")
     return {**report.figures["sku_images"], "table": sorted(images.collect()), "bad": bad_rows}, images
 
 
@@ -512,7 +512,7 @@ def change_feed(spark, path, start, end):
 
 
 def live_files_by_sku(spark, path):
-    rows = tables.read_delta(spark, path).select("sku_id", F.col("_metadata.file_path").alias("file")).collect()
+    rows = delta.read_delta(spark, path).select("sku_id", F.col("_metadata.file_path").alias("file")).collect()
     return {r.sku_id: r.file for r in rows}
 
 
@@ -522,10 +522,10 @@ def test_an_unchanged_rebuild_changes_no_row_and_a_changed_sku_rewrites_only_its
     config = tiny_config(tmp_path)
     rows = [(sku, f"title {sku}", solid((sku * 9, 100, 200), (40, 30)), T0, sku % 3) for sku in range(1, 41)]
     several_files = {"spark.sql.shuffle.partitions": "4", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
-    with tables.session_conf(spark, several_files):  # so that a change has files to leave alone
+    with delta.session_conf(spark, several_files):  # so that a change has files to leave alone
         build_images(spark, config, rows)
-    path = tables.table_path(config, tables.SKU_IMAGES)
-    first = tables.latest_version(spark, path)
+    path = layout.table_path(config, layout.SKU_IMAGES)
+    first = delta.latest_version(spark, path)
     files = live_files_by_sku(spark, path)
     assert len(set(files.values())) > 1
 

@@ -26,7 +26,10 @@ except RuntimeError:  # another test module already started the TF runtime
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from adrank import tables  # noqa: E402
+from adrank import (
+    delta,
+    layout,  # noqa: E402
+)
 from adrank.build import run as build  # noqa: E402
 from adrank.runs import RunReport  # noqa: E402
 from adrank.sample import generate_inputs  # noqa: E402
@@ -47,22 +50,22 @@ def built(spark, tmp_path_factory):
     config = tiny_config(tmp_path_factory.mktemp("input"), *SMALLER)
     generate_inputs(spark, config.sample, config.inputs.root)
     build.build_tables(spark, config, RunReport("build_tables"), None)
-    path = tables.table_path(config, tables.TRAINING_EXAMPLES)
-    version = tables.pin_version(spark, path)
+    path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    version = delta.pin_version(spark, path)
     return {"config": config, "path": path, "version": version,
-            "files": tables.live_files(None, path, version)}
+            "files": delta.live_files(None, path, version)}
 
 
 @pytest.fixture(scope="module")
 def stage1(spark, built):
     """Pairs of the pinned examples: keys (cached), images joined, materialised and pinned."""
     config = built["config"]
-    examples = tables.read_delta(spark, built["path"], built["version"]).cache()
-    skus = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES)).cache()
+    examples = delta.read_delta(spark, built["path"], built["version"]).cache()
+    skus = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).cache()
     keys = pairs.stage1_pairs(examples, skus).cache()
     rows, dropped = pairs.with_images(keys, skus)
-    path = tables.table_path(config, tables.PAIRS)
-    version = tables.materialise_pairs(spark, rows, path, files_per_kind=2)
+    path = layout.table_path(config, layout.PAIRS)
+    version = delta.materialise_pairs(spark, rows, path, files_per_kind=2)
     yield {"examples": examples, "skus": skus, "keys": keys, "dropped": dropped,
            "path": path, "version": version}
     for frame in (keys, skus, examples):
@@ -99,14 +102,14 @@ def run_with_timeout(body, seconds=READ_TIMEOUT_S):
 
 def test_live_files_of_a_pinned_version_read_exactly_its_rows(spark, built):
     path, v = built["path"], built["version"]
-    assert tables.live_files(spark, path, v) == built["files"]
+    assert delta.live_files(spark, path, v) == built["files"]
     spark.sql(f"DELETE FROM delta.`{path}` WHERE pmod(xxhash64(impression_id), 5) = 0")
     spark.sql(f"UPDATE delta.`{path}` SET position = position + 100 WHERE pmod(xxhash64(impression_id), 5) = 1")
-    latest = tables.pin_version(spark, path)
-    assert latest == v + 2 and tables.pin_version(None, path, v) == v
+    latest = delta.pin_version(spark, path)
+    assert latest == v + 2 and delta.pin_version(None, path, v) == v
 
     def spark_rows(version):
-        frame = tables.read_delta(spark, path, version).select("impression_id", "position")
+        frame = delta.read_delta(spark, path, version).select("impression_id", "position")
         return Counter((r.impression_id, r.position) for r in frame.collect())
 
     def petastorm_rows(files):
@@ -114,7 +117,7 @@ def test_live_files_of_a_pinned_version_read_exactly_its_rows(spark, built):
 
     pinned, now = spark_rows(v), spark_rows(latest)
     assert petastorm_rows(built["files"]) == pinned
-    assert petastorm_rows(tables.live_files(None, path, latest)) == now
+    assert petastorm_rows(delta.live_files(None, path, latest)) == now
     folder = petastorm_rows(sorted(str(p) for p in Path(path).glob("date=*/*.parquet")))
     gone = pinned - now  # the deleted rows and the old values of the updated ones
     assert gone and all(folder[row] > 0 for row in gone)
@@ -123,16 +126,16 @@ def test_live_files_of_a_pinned_version_read_exactly_its_rows(spark, built):
 
 def test_pin_version_rejects_an_unknown_version(spark, built):
     with pytest.raises(ValueError, match="not 999"):
-        tables.pin_version(spark, built["path"], 999)
+        delta.pin_version(spark, built["path"], 999)
 
 
 def test_live_files_refuse_a_table_with_deletion_vectors(spark, tmp_path):
     path = str(tmp_path / "dv")
     spark.range(10).write.format("delta").option("delta.enableDeletionVectors", "true").save(path)
-    with pytest.raises(tables.DeletionVectorsError):
-        tables.live_files(None, path, 0)
-    with pytest.raises(tables.DeletionVectorsError):
-        tables.live_files(spark, path, 0)
+    with pytest.raises(delta.DeletionVectorsError):
+        delta.live_files(None, path, 0)
+    with pytest.raises(delta.DeletionVectorsError):
+        delta.live_files(spark, path, 0)
 
 
 # --------------------------------------------------------------------------------
@@ -242,7 +245,7 @@ def test_rows_without_an_image_are_dropped_and_counted(spark, stage1):
 
 
 def pair_files(stage1, kind):
-    return tables.live_files(None, stage1["path"], stage1["version"], {tables.PAIRS_PARTITION: kind})
+    return delta.live_files(None, stage1["path"], stage1["version"], {delta.PAIRS_PARTITION: kind})
 
 
 def first_pair_batch(stage1, kind, batch_size, image_size):
@@ -283,7 +286,7 @@ def test_stored_pair_images_are_the_catalog_bytes(stage1):
 
 
 def test_a_pair_dataset_refuses_files_of_mixed_kinds(stage1):
-    everything = tables.live_files(None, stage1["path"], stage1["version"])
+    everything = delta.live_files(None, stage1["path"], stage1["version"])
     with pytest.raises(ValueError, match="another kind"):
         with train_input.pair_dataset(everything, 0, 1, 4, 64, "detail"):
             pass

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adrank import tables
+from adrank import delta, layout
 from adrank.build.examples import EXAMPLES_DDL
 from adrank.build.images import SKU_IMAGES_DDL
 from adrank.runs import RunReport
@@ -43,7 +43,7 @@ def example(impression: str, date: dt.date, context_sku: int, ad_sku: int, label
 
 def write_examples(spark, config, rows) -> None:
     frame = spark.createDataFrame(rows, EXAMPLES_DDL)
-    tables.write_delta(frame, tables.table_path(config, tables.TRAINING_EXAMPLES), partition_by=["date"])
+    delta.write_delta(frame, layout.table_path(config, layout.TRAINING_EXAMPLES), partition_by=["date"])
 
 
 def png(seed: int) -> bytes:
@@ -56,7 +56,7 @@ def png(seed: int) -> bytes:
 def write_images(spark, config, skus) -> None:
     rows = [(sku, f"sku {sku}", png(sku), "PNG", 32, 32, 3, str(sku), dt.datetime(2026, 11, 1), sku % 2)
             for sku in skus]
-    tables.write_delta(spark.createDataFrame(rows, SKU_IMAGES_DDL), tables.table_path(config, tables.SKU_IMAGES))
+    delta.write_delta(spark.createDataFrame(rows, SKU_IMAGES_DDL), layout.table_path(config, layout.SKU_IMAGES))
 
 
 def fake_registered_version(config, stage: str) -> Path:

@@ -11,13 +11,14 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank.build.clicklog import checked_click_log, checked_lr_features, split_by_reason
+from adrank.build.clicklog import checked_click_log
 from adrank.build.examples import (
     EXAMPLES_DDL,
     build_examples_with_quarantine,
     impressions_without_lr_features,
 )
 from adrank.build.hashing import token_id_py, with_feature_tokens, with_sparse_ids, xxhash64_py
+from adrank.build.lr_features import checked_lr_features
 from adrank.build.quarantine import (
     BAD_JSON,
     BAD_POSITION,
@@ -28,6 +29,7 @@ from adrank.build.quarantine import (
     DUPLICATE_ID,
     MISSING_FIELD,
     UNKNOWN_SKU,
+    split_by_reason,
 )
 from adrank.build.snapshots import join_as_of, parse_snapshots
 

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from adrank.config import Config
 from adrank.runs import RunReport
+from adrank.sample.run import generate_data
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,6 @@ class Step:
     name: str
     run: Callable[[SparkSession, Config, RunReport], None] | None
     not_built_reason: str = ""
-
-
-def generate_data(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Write the deterministic sample inputs under ``inputs.root``."""
-    from adrank.sample import generate_inputs
-
-    with report.timed("generate_data"):
-        report.figures["generate_data"] = generate_inputs(spark, config.sample, config.inputs.root)
 
 
 def build_tables(spark: SparkSession, config: Config, report: RunReport) -> None:

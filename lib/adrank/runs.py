@@ -19,9 +19,10 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from adrank.config import Config, to_json
+from adrank.delta import write_text_file
 from adrank.errors import InputError
+from adrank.layout import runs_path
 from adrank.spark import build_spark
-from adrank.tables import RUNS_FOLDER, join_path, write_text_file
 
 
 def new_run_id() -> str:
@@ -56,7 +57,7 @@ class RunReport:
 def publish_report(spark: SparkSession | None, config: Config, report: RunReport) -> str:
     """Print the report as one JSON line and store it under ``_runs``; return the line."""
     line = to_json(report.as_dict(), sort_keys=True)
-    path = join_path(config.storage.root, RUNS_FOLDER, f"{report.job}-{report.run_id}.json")
+    path = runs_path(config, report.job, report.run_id)
     write_text_file(spark, path, line + "\n")
     print(line, flush=True)
     return line

@@ -1,4 +1,4 @@
-"""Click-log and LR-feature-record parsing: one typed row per input line, with a ``reason``.
+"""Click-log parsing: one typed row per input line, with a ``reason``.
 
 Every transform here keeps *all* input lines. A line that breaks the input contract gets a
 ``reason`` code from :mod:`adrank.build.quarantine` (null means good) and keeps its
@@ -13,138 +13,36 @@ The order of the checks matters for that count:
 3. duplicates last (:func:`drop_duplicate_impressions`), among the rows still good only,
    so a broken copy of an impression never displaces a good one.
 
-The generic helpers (:func:`parsed_json_lines`, :func:`with_reason`,
-:func:`flag_duplicates`, :func:`split_by_reason`) are reused for every JSON-lines source.
+The generic helpers every JSON-lines source reuses (parsing, reasons, duplicates, the
+good/bad split) are in :mod:`adrank.build.quarantine`; LR records in
+:mod:`adrank.build.lr_features`.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from adrank.build.quarantine import (
-    BAD_ENCODING,
-    BAD_JSON,
     BAD_POSITION,
     BAD_TIMESTAMP,
-    BAD_TYPE,
     BAD_VALUE,
     DATE_MISMATCH,
-    DUPLICATE_ID,
     MISSING_FIELD,
     UNKNOWN_SKU,
-    first_failing_reason,
+    bad_timestamp,
+    flag_duplicates,
+    outside_date_folder,
+    parsed_json_lines,
+    with_reason,
 )
+from adrank.layout import PAGES
 
-CORRUPT = "_corrupt_record"
-PAGES = ("detail", "feed", "search")
 CLICK_SCHEMA = (
     "impression_id string, ts string, user_id long, page string, context_sku_id long, "
     "query string, ad_sku_id long, position int, clicked int"
 )
 CLICK_REQUIRED = ("impression_id", "ts", "user_id", "page", "ad_sku_id", "position", "clicked")
-LR_FEATURES_SCHEMA = "impression_id string, features array<string>"
-ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
-TOKEN = r"^[^=]+="
-_PARSED = "_parsed"
-JSON_WHITESPACE = " \t\r\n"
-
-
-def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
-    """Parses JSON lines under an explicit schema; encoding, syntax and type errors become reasons.
-
-    ``from_json`` runs in PERMISSIVE mode with a corrupt-record column. Reasons, first
-    failing wins:
-
-    * BAD_ENCODING: the line is not valid UTF-8 (Spark's text reader keeps the bytes as
-      they are); its ``raw`` is ``base64:`` + the line's bytes, so nothing is replaced;
-    * BAD_JSON: not exactly one JSON object: not an object at all (checked again, only for
-      corrupt lines, as a ``map<string,string>``, which accepts any value type), or an
-      object followed by anything but white space (a second object, trailing garbage),
-      which ``from_json`` would silently ignore (see :func:`single_json_value`);
-    * BAD_TYPE: a field of the wrong JSON type, e.g. ``"clicked": "yes"``.
-
-    Args:
-        lines: ``value`` (the raw line) and optionally ``input_date`` (the date folder).
-        ddl: The fields of one record, as a DDL string.
-
-    Returns:
-        ``raw``, ``input_date`` (null if absent), ``reason`` and the schema's fields.
-    """
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
-    has_date = "input_date" in lines.columns
-    input_date = F.col("input_date").cast("date") if has_date else F.lit(None).cast("date")
-    parsed = lines.select(
-        F.col("value"),
-        input_date.alias("input_date"),
-        F.from_json("value", f"{ddl}, {CORRUPT} string", options).alias(_PARSED),
-    )
-    valid_utf8 = F.is_valid_utf8("value")
-    raw = F.when(valid_utf8, F.col("value")).otherwise(_base64_line(F.col("value"))).alias("raw")
-    reason = _json_error(F.col("value"), F.col(_PARSED), valid_utf8).alias("reason")
-    return parsed.select(raw, "input_date", reason, f"{_PARSED}.*").drop(CORRUPT)
-
-
-def _json_error(raw: Column, parsed: Column, valid_utf8: Column) -> Column:
-    corrupt = parsed[CORRUPT].isNotNull()
-    text = F.trim(raw, F.lit(JSON_WHITESPACE))
-    not_object = parsed.isNull() | ~text.startswith("{") | ~text.endswith("}")
-    unparseable = corrupt & F.from_json(raw, "map<string,string>").isNull()
-    not_one = ~F.coalesce(single_json_value(raw), F.lit(False))
-    return first_failing_reason(
-        (~valid_utf8, BAD_ENCODING), (not_object | unparseable | not_one, BAD_JSON), (corrupt, BAD_TYPE)
-    )
-
-
-def single_json_value(raw: Column) -> Column:
-    """True when ``raw`` holds one JSON value and nothing after it but white space.
-
-    ``from_json`` parses the first value of a line and ignores whatever follows, so
-    ``{"a": 1} {"a": 2}`` would keep the first record and lose the second. The line is
-    parsed again inside two wrappers: as the only element of an array (``[raw]``: a comma
-    makes two elements, anything else after the value breaks it, except a ``]`` that
-    closes the array early) and as the value of an object (``{"v": raw}``: a ``]`` after
-    the value breaks it). A line passes both only when nothing follows its value.
-    """
-    in_array = F.from_json(F.concat(F.lit("["), raw, F.lit("]")), "array<string>")
-    in_object = F.from_json(
-        F.concat(F.lit('{"v": '), raw, F.lit("}")), f"v string, {CORRUPT} string",
-        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT},
-    )
-    return (F.size(in_array) == 1) & in_object[CORRUPT].isNull()
-
-
-def _base64_line(value: Column) -> Column:
-    """``base64:`` + the line's bytes: a lossless, valid-UTF-8 ``raw`` for a line that is not UTF-8."""
-    return F.concat(F.lit("base64:"), F.base64(value.cast("binary")))
-
-
-def with_reason(df: DataFrame, *checks: tuple[Column, str]) -> DataFrame:
-    """Sets ``reason`` to the first failing check's code on rows that have none yet."""
-    return df.withColumn("reason", F.coalesce(F.col("reason"), first_failing_reason(*checks)))
-
-
-def flag_duplicates(df: DataFrame, keys: list[str], order: list[str]) -> DataFrame:
-    """Marks all but one good row per key as DUPLICATE_ID.
-
-    The kept row is the first good row by ``order``; rows that already have a reason
-    are left alone and never count as the kept copy.
-    """
-    ranking = Window.partitionBy(*keys).orderBy(F.col("reason").isNotNull(), *order)
-    extra = F.col("reason").isNull() & (F.row_number().over(ranking) > 1)
-    return df.withColumn("reason", F.when(extra, F.lit(DUPLICATE_ID)).otherwise(F.col("reason")))
-
-
-def split_by_reason(df: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Splits checked rows into good rows and bad rows (any source).
-
-    Returns:
-        ``(good, bad)``: good rows without ``reason`` and ``raw``; bad rows as ``raw``,
-        ``reason``, ``input_date``, ready for :func:`~adrank.build.quarantine.quarantine_rows`.
-    """
-    good = df.where(F.col("reason").isNull()).drop("reason", "raw")
-    bad = df.where(F.col("reason").isNotNull()).select("raw", "reason", "input_date")
-    return good, bad
 
 
 def parse_click_log(lines: DataFrame) -> DataFrame:
@@ -184,22 +82,6 @@ def _click_checks() -> list[tuple[Column, str]]:
         (~F.col("clicked").isin(0, 1), BAD_VALUE),
         (F.col("position") < 1, BAD_POSITION),
     ]
-
-
-def outside_date_folder(ts_text: Column, input_date: Column) -> Column:
-    """True when the impression's UTC day is not the ``date=`` folder it was read from.
-
-    ``training_examples`` is partitioned by that day and a build replaces whole days, so a
-    late or misfiled line would otherwise land in (or vanish from) another day's partition.
-    """
-    seconds = F.unix_seconds(ts_text.try_cast("timestamp"))
-    utc_date = F.date_from_unix_date(F.floor(seconds / 86_400).cast("int"))
-    return input_date.isNotNull() & (utc_date != input_date)
-
-
-def bad_timestamp(text: Column) -> Column:
-    """ISO-8601 with an explicit zone (``Z`` or ``+hh:mm``) that names a real instant."""
-    return ~text.rlike(ISO_TIMESTAMP) | text.try_cast("timestamp").isNull()
 
 
 def with_sku_attributes(impressions: DataFrame, skus: DataFrame) -> DataFrame:
@@ -272,62 +154,3 @@ def checked_click_log(lines: DataFrame, skus: DataFrame) -> DataFrame:
     )
 
 
-def parse_lr_features(lines: DataFrame) -> DataFrame:
-    """LR feature-record lines as ``impression_id``, ``features`` (array of ``name=value``).
-
-    Reasons: BAD_JSON, BAD_TYPE (e.g. ``features`` not an array), MISSING_FIELD, and
-    BAD_VALUE for a token that is null or not ``name=value``.
-    """
-    missing = F.col("impression_id").isNull() | F.col("features").isNull()
-    bad_token = F.exists("features", lambda t: t.isNull() | ~t.rlike(TOKEN))
-    return (
-        parsed_json_lines(lines, LR_FEATURES_SCHEMA)
-        .transform(with_reason, (missing, MISSING_FIELD), (bad_token, BAD_VALUE))
-    )
-
-
-def flag_lr_without_impression(records: DataFrame, impressions: DataFrame) -> DataFrame:
-    """Marks LR feature records that join no good impression of their own date folder.
-
-    A record joins the impression with its ``impression_id`` read from the same
-    ``date=`` folder, so a build of any set of dates gives an impression the same tokens.
-    A record filed in a later date's folder than its impression is DATE_MISMATCH; any
-    other record without an impression is BAD_VALUE (its ``impression_id`` refers to
-    nothing it may join). Either way it goes to quarantine, keeping lines = good + bad.
-
-    Args:
-        records: Output of :func:`parse_lr_features`, with ``input_date``.
-        impressions: Good impressions (one row per ``impression_id``) with their
-            ``input_date``: those of every date read, earlier dates included.
-    """
-    ids = impressions.select("impression_id", F.col("input_date").alias("_impression_date"))
-    joined = records.join(ids, "impression_id", "left")
-    impression_date = F.col("_impression_date")
-    filed_late = impression_date < F.col("input_date")
-    orphan = impression_date.isNull() | ~impression_date.eqNullSafe(F.col("input_date"))
-    return joined.transform(with_reason, (filed_late, DATE_MISMATCH), (orphan, BAD_VALUE)).drop(
-        "_impression_date"
-    )
-
-
-def drop_duplicate_lr_records(records: DataFrame) -> DataFrame:
-    """Keeps one good LR record per ``impression_id`` and date folder (first by ``raw``).
-
-    Copies in other folders are not duplicates of it: they join no impression of theirs
-    and :func:`flag_lr_without_impression` quarantines them.
-    """
-    return flag_duplicates(records, ["impression_id", "input_date"], ["raw"])
-
-
-def checked_lr_features(lines: DataFrame, impressions: DataFrame) -> DataFrame:
-    """All LR feature lines with their final ``reason``: parse, dedup, then orphan check.
-
-    Dedup before the orphan check gives the same good rows as the other order (a
-    record's copies are all orphans or none), and lets the examples use the deduped
-    records without the orphan join (a left join from impressions drops orphans anyway).
-    """
-    return (
-        parse_lr_features(lines)
-        .transform(drop_duplicate_lr_records)
-        .transform(flag_lr_without_impression, impressions)
-    )

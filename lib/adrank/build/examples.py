@@ -24,21 +24,14 @@ import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from adrank.build.clicklog import (
-    checked_click_log,
-    drop_duplicate_lr_records,
-    flag_lr_without_impression,
-    parse_lr_features,
-    split_by_reason,
-)
+from adrank.build.clicklog import checked_click_log
 from adrank.build.hashing import LR_TOKENS, SKU_TOKENS, USER_TOKENS, hashed_ids
+from adrank.build.lr_features import drop_duplicate_lr_records, flag_lr_without_impression, parse_lr_features
+from adrank.build.quarantine import split_by_reason
 from adrank.build.snapshots import join_as_of, parse_snapshots
 from adrank.config import FeaturesConfig
+from adrank.layout import CLICK_LOG, LR_FEATURES, SKU_SNAPSHOTS, USER_SNAPSHOTS
 
-CLICK_LOG = "click_log"
-LR_FEATURES = "lr_features"
-USER_SNAPSHOTS = "user_snapshots"
-SKU_SNAPSHOTS = "sku_snapshots"
 SOURCES = (CLICK_LOG, LR_FEATURES, USER_SNAPSHOTS, SKU_SNAPSHOTS)
 USER_PREFIX = "u."
 SKU_PREFIX = "s."

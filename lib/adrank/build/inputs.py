@@ -17,22 +17,12 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import tables
+from adrank import delta
 from adrank.config import Config
-from adrank.tables import hadoop_path, join_path
+from adrank.delta import hadoop_path
+from adrank.layout import CATALOG, input_path, join_path
 
-CATALOG = "catalog"
-CLICK_LOG = "click_log"
-LR_FEATURES = "lr_features"
-USER_SNAPSHOTS = "user_snapshots"
-SKU_SNAPSHOTS = "sku_snapshots"
-DATED_SOURCES = (CLICK_LOG, LR_FEATURES)
 DATE_FOLDER = re.compile(r"date=\d{4}-\d{2}-\d{2}")
-
-
-def input_path(config: Config, source: str) -> str:
-    """Where a raw source lives: ``<inputs.root>/<source>``."""
-    return join_path(config.inputs.root, source)
 
 
 CATALOG_CSV = "catalog.csv"
@@ -136,7 +126,7 @@ def _image_files(spark: SparkSession, uris: set[str]) -> tuple[DataFrame, dict[s
     """``(binaryFile rows of the files among uris, {uri: size})``: a folder among them is
     dropped (its files are not what was named), as are names Spark hides (``_x``, ``.x``)."""
     files = _binary_files(spark, sorted(uris))
-    with tables.session_conf(spark, {OPEN_COST: str(8 << 10)}):  # statuses only: no file is opened, pack them
+    with delta.session_conf(spark, {OPEN_COST: str(8 << 10)}):  # statuses only: no file is opened, pack them
         listed = {row.path: row.length for row in files.select("path", "length").collect()}
     sizes = {uri: size for uri, size in listed.items() if uri in uris}
     if len(sizes) < len(listed):  # a folder was named: list only the files
@@ -156,7 +146,7 @@ def _binary_files(spark: SparkSession, uris: list[str]) -> DataFrame:
     text = "\n".join(_GLOB.sub(r"\\\1", uri) for uri in uris)
     paths = jvm.PythonUtils.toSeq(jvm.java.util.regex.Pattern.compile("\n").splitAsStream(text).toList())
     # Each path is a root of the file index: its listing job gets one task per path unless capped.
-    with tables.session_conf(spark, {LISTING_PARALLELISM: str(spark.sparkContext.defaultParallelism)}):
+    with delta.session_conf(spark, {LISTING_PARALLELISM: str(spark.sparkContext.defaultParallelism)}):
         return DataFrame(spark._jsparkSession.read().format("binaryFile").load(paths), spark)
 
 
@@ -170,7 +160,7 @@ def _catalog_from_parquet(spark: SparkSession, folder: str) -> DataFrame:
     files hold nanoseconds: those are floored to microseconds. Files of both kinds are read
     apart and unioned.
     """
-    with tables.session_conf(spark, {NANOS_AS_LONG: "true"}):
+    with delta.session_conf(spark, {NANOS_AS_LONG: "true"}):
         frame = spark.read.parquet(folder)
     if "updated_at" not in frame.columns:
         return frame
@@ -181,7 +171,7 @@ def _catalog_from_parquet(spark: SparkSession, folder: str) -> DataFrame:
     if len(nanos) == len(files):
         return _nanoseconds_as_timestamp(frame)
     others = [f for f in files if f not in set(nanos)]
-    with tables.session_conf(spark, {NANOS_AS_LONG: "true"}):
+    with delta.session_conf(spark, {NANOS_AS_LONG: "true"}):
         parts = [spark.read.option("basePath", folder).parquet(*(_GLOB.sub(r"\\\1", f) for f in group))
                  for group in (nanos, others)]
     return _nanoseconds_as_timestamp(parts[0]).unionByName(

@@ -23,8 +23,9 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from adrank.build.inputs import CLICK_LOG, DATED_SOURCES, DatedFolders, date_folder_name
+from adrank.build.inputs import DatedFolders, date_folder_name
 from adrank.errors import InputError
+from adrank.layout import CLICK_LOG, DATED_SOURCES
 
 DateRange = tuple[datetime.date, datetime.date]
 FUTURE_GRACE = datetime.timedelta(days=1)

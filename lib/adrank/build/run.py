@@ -29,8 +29,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import tables
-from adrank.build import inputs
+from adrank import delta, layout
+from adrank.build import inputs, store
 from adrank.build.examples import build_examples_with_quarantine
 from adrank.build.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
 from adrank.build.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
@@ -38,7 +38,7 @@ from adrank.build.quarantine import quarantine_rows
 from adrank.config import Config
 from adrank.runs import RunReport
 
-WHOLE_SOURCES = (inputs.CATALOG, inputs.USER_SNAPSHOTS, inputs.SKU_SNAPSHOTS)
+WHOLE_SOURCES = (layout.CATALOG, layout.USER_SNAPSHOTS, layout.SKU_SNAPSHOTS)
 
 
 class ReconciliationError(RuntimeError):
@@ -67,7 +67,7 @@ def build_tables(
         today: Today's UTC date (tests pin it; default: now).
     """
     today = today or datetime.datetime.now(datetime.UTC).date()
-    listings = {source: inputs.list_dated_folders(spark, config, source) for source in inputs.DATED_SOURCES}
+    listings = {source: inputs.list_dated_folders(spark, config, source) for source in layout.DATED_SOURCES}
     plan = plan_build(listings, dates, today, allow_empty_dates)
     report.figures["dates"] = [str(plan.dates[0]), str(plan.dates[1])]
     report.figures["history_dates"] = len(plan.history)
@@ -78,9 +78,9 @@ def build_tables(
         with report.timed("training_examples"):
             counts, bad = build_training_examples(spark, config, report, plan, lines, input_counts)
         with report.timed("quarantine"):
-            bad[inputs.CATALOG] = catalog_bad
+            bad[layout.CATALOG] = catalog_bad
             quarantined = write_quarantine(spark, config, report.run_id, bad, plan.dates)
-    counts[inputs.CATALOG] = catalog_counts
+    counts[layout.CATALOG] = catalog_counts
     report.figures["sources"] = reconcile(counts, quarantined)
 
 
@@ -101,16 +101,16 @@ def read_checked_lines(
     any write when a day to replace has no lines (see :func:`check_days_have_lines`).
     """
     lines = {
-        inputs.CLICK_LOG: inputs.read_dated_lines(spark, config, inputs.CLICK_LOG, plan.history + plan.days),
-        inputs.LR_FEATURES: inputs.read_dated_lines(spark, config, inputs.LR_FEATURES, plan.days),
-        inputs.USER_SNAPSHOTS: inputs.read_undated_lines(spark, config, inputs.USER_SNAPSHOTS),
-        inputs.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, config, inputs.SKU_SNAPSHOTS),
+        layout.CLICK_LOG: inputs.read_dated_lines(spark, config, layout.CLICK_LOG, plan.history + plan.days),
+        layout.LR_FEATURES: inputs.read_dated_lines(spark, config, layout.LR_FEATURES, plan.days),
+        layout.USER_SNAPSHOTS: inputs.read_undated_lines(spark, config, layout.USER_SNAPSHOTS),
+        layout.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, config, layout.SKU_SNAPSHOTS),
     }
     lines = {source: _persist(frame, cached) for source, frame in lines.items()}
-    per_day = {source: _lines_per_day(lines[source], plan) for source in inputs.DATED_SOURCES}
+    per_day = {source: _lines_per_day(lines[source], plan) for source in layout.DATED_SOURCES}
     check_days_have_lines(plan, per_day)
     counts = {source: sum(days.values()) for source, days in per_day.items()}
-    for source in (inputs.USER_SNAPSHOTS, inputs.SKU_SNAPSHOTS):
+    for source in (layout.USER_SNAPSHOTS, layout.SKU_SNAPSHOTS):
         counts[source] = lines[source].count()
     return lines, counts
 
@@ -128,23 +128,23 @@ def build_sku_images(
     catalog = inputs.read_catalog(spark, config)
     cores = spark.sparkContext.defaultParallelism
     spread = cores if catalog.rdd.getNumPartitions() < cores else None
-    path = tables.table_path(config, tables.SKU_IMAGES)
+    path = layout.table_path(config, layout.SKU_IMAGES)
     fingerprint = preprocessing_fingerprint(config.features)
-    stored = tables.stored_image_keys(spark, path, fingerprint)
+    stored = store.stored_image_keys(spark, path, fingerprint)
     preprocessed = _persist(preprocess_images(catalog, config.features, spread, stored), cached)
     good, bad = split_images(preprocessed)
     stored_image = F.col("image").isNull() & (F.col("status") == STATUS_OK)  # matched, not decoded
     counted = preprocessed.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(stored_image, 1)).alias("reused"))
     input_rows, reused = counted.first()
     if input_rows == 0:
-        raise ValueError(f"the catalog at {inputs.input_path(config, inputs.CATALOG)} is empty: "
+        raise ValueError(f"the catalog at {layout.input_path(config, layout.CATALOG)} is empty: "
                          "refusing to MERGE it (it would delete every SKU)")
-    figures = tables.upsert_sku_images(
+    figures = store.upsert_sku_images(
         spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
         preprocessing=fingerprint if stored is None else None,  # record it only where it is not recorded yet
     )
     report.figures["sku_images"] = {**figures, "images_decoded": input_rows - reused, "images_reused": reused}
-    written = tables.read_delta(spark, path, figures["version"]).count()
+    written = delta.read_delta(spark, path, figures["version"]).count()
     return {"input": input_rows, "good": written}, bad
 
 
@@ -157,22 +157,22 @@ def build_training_examples(
     input_counts: dict[str, int],
 ) -> tuple[dict[str, dict[str, int]], dict[str, DataFrame]]:
     """Build and write the examples of the plan's days; return per-source counts and bad rows."""
-    skus = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES))
+    skus = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES))
     examples, bad = build_examples_with_quarantine(
-        lines[inputs.CLICK_LOG], lines[inputs.LR_FEATURES], lines[inputs.USER_SNAPSHOTS],
-        lines[inputs.SKU_SNAPSHOTS], skus.select("sku_id", "category_id", "updated_at"), config.features,
+        lines[layout.CLICK_LOG], lines[layout.LR_FEATURES], lines[layout.USER_SNAPSHOTS],
+        lines[layout.SKU_SNAPSHOTS], skus.select("sku_id", "category_id", "updated_at"), config.features,
         plan.dates,
     )
-    path = tables.table_path(config, tables.TRAINING_EXAMPLES)
-    tables.write_delta(
+    path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    delta.write_delta(
         examples, path, mode="overwrite", partition_by=("date",),
         replace_where=_date_predicate("date", plan.dates),
         commit_info={"run_id": report.run_id, "job": report.job, "input_rows": input_counts},
     )
-    written = tables.last_commit_metrics(spark, path)
+    written = delta.last_commit_metrics(spark, path)
     report.figures["training_examples"] = written
     counts = {source: {"input": n} for source, n in input_counts.items()}
-    counts[inputs.CLICK_LOG]["good"] = written["rows_written"]
+    counts[layout.CLICK_LOG]["good"] = written["rows_written"]
     return counts, bad
 
 
@@ -184,12 +184,12 @@ def write_quarantine(
     for source, frame in bad.items():
         shaped = quarantine_rows(frame, source, run_id)
         rows = shaped if rows is None else rows.unionByName(shaped)
-    path = tables.table_path(config, tables.QUARANTINE)
-    tables.write_delta(
+    path = layout.table_path(config, layout.QUARANTINE)
+    delta.write_delta(
         rows, path, mode="overwrite", partition_by=("source",),
         replace_where=_quarantine_slice(dates), commit_info={"run_id": run_id, "job": "build_tables"},
     )
-    written = tables.read_delta(spark, path).where(F.col("run_id") == run_id).groupBy("source").count()
+    written = delta.read_delta(spark, path).where(F.col("run_id") == run_id).groupBy("source").count()
     return {row["source"]: row["count"] for row in written.collect()}
 
 
@@ -215,6 +215,6 @@ def _date_predicate(column: str, dates: DateRange) -> str:
 
 
 def _quarantine_slice(dates: DateRange) -> str:
-    dated = ", ".join(f"'{s}'" for s in inputs.DATED_SOURCES)
+    dated = ", ".join(f"'{s}'" for s in layout.DATED_SOURCES)
     whole = ", ".join(f"'{s}'" for s in WHOLE_SOURCES)
     return f"(source IN ({dated}) AND {_date_predicate('input_date', dates)}) OR source IN ({whole})"

@@ -20,14 +20,16 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from adrank.build.clicklog import (
+from adrank.build.quarantine import (
+    BAD_TIMESTAMP,
+    BAD_VALUE,
+    MISSING_FIELD,
     TOKEN,
     bad_timestamp,
     flag_duplicates,
     parsed_json_lines,
     with_reason,
 )
-from adrank.build.quarantine import BAD_TIMESTAMP, BAD_VALUE, MISSING_FIELD
 
 SNAPSHOT_SCHEMA = "entity_id long, valid_from string, features array<string>"
 _SNAPSHOT = "__asof_snapshot"

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank import tables
+from adrank import delta, layout
 from adrank.config import Config
 from adrank.embed import incremental, store
 from adrank.embed.udf import SIGNATURE, with_embeddings
@@ -115,7 +115,7 @@ class Plan:
 
 def serving_root(config: Config) -> str:
     """``<storage.local>/<embed.serving_folder>``: where serving snapshots are published."""
-    return tables.join_path(config.storage.local, config.embed.serving_folder)
+    return layout.join_path(config.storage.local, config.embed.serving_folder)
 
 
 def registered_model(config: Config) -> Model:
@@ -172,8 +172,8 @@ def embed_catalog(
         EmbedError: No usable registered model, or no ``sku_images`` table.
     """
     model = registered_model(config)
-    images_path = tables.table_path(config, tables.SKU_IMAGES)
-    path = tables.table_path(config, tables.SKU_EMBEDDINGS)
+    images_path = layout.table_path(config, layout.SKU_IMAGES)
+    path = layout.table_path(config, layout.SKU_EMBEDDINGS)
     figures = report.figures.setdefault("embed_catalog", {})
     with report.timed("embed_plan"):
         plan, history = _plan(spark, config, images_path, path, model, full)
@@ -204,7 +204,7 @@ def _plan(spark: SparkSession, config: Config, images_path: str, path: str, mode
 
     if not DeltaTable.isDeltaTable(spark, images_path):
         raise EmbedError(f"no sku_images table at {images_path}: run `./spark-submit.sh build_tables` first")
-    to_version = tables.pin_version(spark, images_path)
+    to_version = delta.pin_version(spark, images_path)
     store.ensure_table(spark, path)
     history = store.recent_history(spark, path)
     return choose_mode(store.last_processed(spark, path, history), to_version, model.version, full), history
@@ -220,15 +220,15 @@ def _embed_and_merge(
         The plan as run (incremental may have become fallback), the figures written and
         the MERGE's figures with the staging folder (the serving export reads it).
     """
-    staging_parent = tables.join_path(config.storage.root, config.embed.staging_folder, store.JOB)
+    staging_parent = layout.join_path(config.storage.root, config.embed.staging_folder, store.JOB)
     store.remove_stale_folders(spark, staging_parent, STALE_STAGING_S)
-    staged_path = tables.join_path(staging_parent, report.run_id)
+    staged_path = layout.join_path(staging_parent, report.run_id)
     with report.timed("embed_cnn"):
         plan = _stage(spark, config, plan, model, staged_path)
     if before_commit is not None:
         before_commit()
     record = store.Processed(report.run_id, plan.to_version, model.version, plan.mode)
-    path = tables.table_path(config, tables.SKU_EMBEDDINGS)
+    path = layout.table_path(config, layout.SKU_EMBEDDINGS)
     with report.timed("embed_merge"):
         merged = store.merge_staged(spark, path, staged_path, record)
         if merged is None:  # nothing to change: record the versions all the same
@@ -261,21 +261,21 @@ def _write_staged(spark: SparkSession, config: Config, plan: Plan, model: Model,
     to_embed, deletions = _work(spark, config, plan, model)
     embedded = with_embeddings(to_embed, model.path, config.embed.batch_size)
     staged = incremental.staged_rows(embedded, deletions, model.version)
-    with tables.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
+    with delta.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
         store.write_staged(staged, staged_path)
 
 
 def _work(spark: SparkSession, config: Config, plan: Plan, model: Model) -> tuple[DataFrame, DataFrame]:
     """``(images to embed, sku_ids to delete)`` of ``plan`` (lazy: nothing is read yet)."""
-    images_path = tables.table_path(config, tables.SKU_IMAGES)
-    embedded = tables.read_delta(spark, tables.table_path(config, tables.SKU_EMBEDDINGS))
+    images_path = layout.table_path(config, layout.SKU_IMAGES)
+    embedded = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS))
     parts = config.embed.partitions or spark.sparkContext.defaultParallelism
     if plan.mode == "incremental":
         latest = incremental.latest_changes(
             store.read_changes(spark, images_path, plan.from_version, plan.to_version))
         to_embed = incremental.changed_images(latest, embedded, model.version)
         return to_embed.repartition(parts, "sku_id"), incremental.deleted_skus(latest)
-    images = tables.read_delta(spark, images_path, plan.to_version)
+    images = delta.read_delta(spark, images_path, plan.to_version)
     deletions = incremental.vanished_skus(images, embedded)
     if plan.mode == "fallback":
         return incremental.unembedded_images(images, embedded, model.version).repartition(parts, "sku_id"), deletions
@@ -294,7 +294,7 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     """
     from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
 
-    version = merge.version if merge is not None else tables.latest_version(spark, path)
+    version = merge.version if merge is not None else delta.latest_version(spark, path)
     root = serving_root(config)
     try:
         current = load_serving_snapshot(root)
@@ -311,7 +311,7 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
         except (ValueError, FileNotFoundError) as error:
             refused = {"patch_error": str(error)}
     published = publish_serving_snapshot(
-        spark, tables.read_delta(spark, path, version), root, table_version=version,
+        spark, delta.read_delta(spark, path, version), root, table_version=version,
         model_version=model_version, keep=config.embed.serving_keep)
     return {**published, "published": True, "patched_from": None, **refused}
 

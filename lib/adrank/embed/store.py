@@ -27,12 +27,23 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from adrank.delta import (
+    MERGE_METRICS,
+    USER_METADATA_CONF,
+    commit_figures,
+    commit_with_metadata,
+    create_table,
+    hadoop_path,
+    latest_version,
+    session_conf,
+    set_properties,
+)
 from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
-from adrank.tables import USER_METADATA_CONF, commit_with_metadata, hadoop_path, latest_version, session_conf
 
 JOB = "embed_catalog"
 SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
 RECORD_PROPERTY = "adrank.embed_catalog.sourceVersion"
+MERGE_FIGURES = {key: name for key, name in MERGE_METRICS.items() if name != "rows_copied"}
 HISTORY_PAGE = 50  # newest commits read first for the last run's record
 # Commits after which the table holds the same rows as before (a snapshot of either serves both).
 DATA_PRESERVING_OPERATIONS = ("OPTIMIZE", "REORG", "SET TBLPROPERTIES", "VACUUM START", "VACUUM END")
@@ -62,16 +73,7 @@ class ChangeFeedUnavailable(RuntimeError):
 
 def ensure_table(spark: SparkSession, path: str) -> bool:
     """Create the empty ``sku_embeddings`` table (deletion vectors on) unless it exists."""
-    from delta.tables import DeltaTable
-
-    if DeltaTable.isDeltaTable(spark, path):
-        return False
-    builder = (DeltaTable.createIfNotExists(spark).location(path)
-               .addColumns(spark.createDataFrame([], SKU_EMBEDDINGS_DDL).schema))
-    for key, value in SKU_EMBEDDINGS_PROPERTIES.items():
-        builder = builder.property(key, value)
-    builder.execute()
-    return True
+    return create_table(spark, path, spark.createDataFrame([], SKU_EMBEDDINGS_DDL).schema, SKU_EMBEDDINGS_PROPERTIES)
 
 
 def recent_history(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> list[Any]:
@@ -221,8 +223,7 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
 def record_without_rows(spark: SparkSession, path: str, record: Processed) -> dict[str, int | None]:
     """Commit ``record`` with no row change (a table property); its figures as :func:`merge_staged`'s."""
     with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
-        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
-                  f"('{RECORD_PROPERTY}' = '{record.source_version}')")
+        set_properties(spark, path, {RECORD_PROPERTY: str(record.source_version)})
     figures = _commit_figures(spark, path, record)
     if figures is None:
         raise RuntimeError(f"no commit with this run's record in the history of {path}")
@@ -234,16 +235,8 @@ def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[s
     row = commit_with_metadata(spark, path, record.metadata())
     if row is None:
         return None
-    metrics = row.operationMetrics or {}
-    return {
-        "version": int(row.version),
-        "read_version": None if row.readVersion is None else int(row.readVersion),
-        "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
-        "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
-        "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
-        "source_rows": int(metrics.get("numSourceRows", 0)),
-        "files_added": int(metrics.get("numTargetFilesAdded", 0)),
-    }
+    return {**commit_figures(row, MERGE_FIGURES),
+            "read_version": None if row.readVersion is None else int(row.readVersion)}
 
 
 def compact(spark: SparkSession, path: str) -> dict[str, int]:

@@ -25,13 +25,14 @@ does not start TensorFlow.
 from __future__ import annotations
 
 import functools
-import io
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
+
+from adrank.build.images import decode_stored_images
 
 SIGNATURE = "sku_embedding"
 OUTPUT = "embedding"
@@ -40,13 +41,6 @@ CACHED_MODELS = 2
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 _LOADED: OrderedDict[str, Embedder] = OrderedDict()
-
-
-def decode_images(images: Sequence[bytes]) -> np.ndarray:
-    """Encoded images (PNG or JPEG bytes, all the same size) -> uint8 ``[B, S, S, 3]``."""
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
 
 
 def task_resources() -> tuple[int, list[str]]:
@@ -91,7 +85,7 @@ def load_embedder(model_path: str, threads: int, gpu_addresses: Sequence[str] = 
     signature = model.signatures[SIGNATURE]
 
     def embed(images: np.ndarray) -> np.ndarray:
-        pixels = tf.constant(decode_images(images))
+        pixels = tf.constant(decode_stored_images(images))
         return signature(image=pixels)[OUTPUT].numpy().astype(np.float32, copy=False)
 
     embed.model = model  # keep the loaded object (and its variables) alive with the function

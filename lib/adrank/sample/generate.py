@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import SparkSession
 
 from adrank.config import to_json
+from adrank.delta import write_text_file
 from adrank.sample.catalog import catalog_source
 from adrank.sample.clicklog import impression_sources
 from adrank.sample.impressions import CLICK_MODEL
@@ -20,7 +21,6 @@ from adrank.sample.snapshots import snapshot_sources
 from adrank.sample.source import SourceData
 from adrank.sample.storage import write_source
 from adrank.sample.world import PALETTES, SHAPES, TEXTURES, World, build_world
-from adrank.tables import write_text_file
 
 if TYPE_CHECKING:
     from adrank.config import SampleConfig

@@ -1,4 +1,4 @@
-"""Writing the generated sources, locally or to a Hadoop URI (small files: ``adrank.tables.write_text_file``)."""
+"""Writing the generated sources, locally or to a Hadoop URI (small files: ``adrank.delta.write_text_file``)."""
 from __future__ import annotations
 
 from adrank.sample.source import SourceData

@@ -31,7 +31,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import tables
+from adrank import delta, layout
 from adrank.config import Config
 from adrank.errors import InputError
 from adrank.runs import RunReport
@@ -56,9 +56,9 @@ def train(spark: SparkSession, config: Config, report: RunReport, stage: str, ve
     """
     from adrank.train.evaluate import split_holdout_dates
 
-    examples_path = tables.table_path(config, tables.TRAINING_EXAMPLES)
-    pinned = tables.pin_version(spark, examples_path, version)
-    examples = tables.read_delta(spark, examples_path, pinned)
+    examples_path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    pinned = delta.pin_version(spark, examples_path, version)
+    examples = delta.read_delta(spark, examples_path, pinned)
     rows_per_date = {r.date: r["count"] for r in examples.groupBy("date").count().collect()}
     train_dates, holdout_dates = split_holdout_dates(list(rows_per_date), config.train.holdout_days)
     split = {"train_dates": [str(d) for d in train_dates], "holdout_dates": [str(d) for d in holdout_dates]}
@@ -116,7 +116,7 @@ def _launch(config: Config, report: RunReport, stage: str, data_version: Any, fi
 
     settings = make_settings(
         config, data_version=data_version, files=files, run_id=report.run_id,
-        checkpoint_root=tables.join_path(config.storage.local, "_checkpoints"),
+        checkpoint_root=layout.join_path(config.storage.local, "_checkpoints"),
     )
     with report.timed(f"{stage}_training"):
         result = launch(stage, settings, config)
@@ -136,7 +136,7 @@ def train_pairwise(
     from adrank.train.ranks.loop import load_trained
     from adrank.train.registry import export_model, registry_root
 
-    images = tables.read_delta(spark, tables.table_path(config, tables.SKU_IMAGES))
+    images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES))
     pair_versions = {}
     for name, dates in ((PAIRS_TRAIN, train_dates), (PAIRS_HOLDOUT, holdout_dates)):
         pair_versions[name], figures[f"{name}_dropped_without_image"] = _materialise_pairs(
@@ -150,7 +150,7 @@ def train_pairwise(
     settings = _launch(config, report, "pairwise", data_version, files)
     model = load_trained("pairwise", settings)["pairwise"]
     with report.timed("pairwise_evaluation"):
-        holdout = tables.read_delta(spark, tables.table_path(config, PAIRS_HOLDOUT))
+        holdout = delta.read_delta(spark, layout.table_path(config, PAIRS_HOLDOUT))
         metrics = evaluate_pairs(model, _pair_batches(holdout, config.features.image_size))
         metrics.update(catalog_precision(model.embed_sku, _catalog_batches(images)))
     figures["metrics"] = metrics  # in the report (NaN as null) even when refused below
@@ -172,8 +172,8 @@ def train_lr(
     from adrank.train.ranks.loop import load_trained
     from adrank.train.registry import export_model, registry_root
 
-    path = tables.table_path(config, tables.TRAINING_EXAMPLES)
-    files = [f for d in train_dates for f in tables.live_files(spark, path, pinned, {"date": str(d)})]
+    path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    files = [f for d in train_dates for f in delta.live_files(spark, path, pinned, {"date": str(d)})]
     settings = _launch(config, report, "lr", pinned, {"examples": files})
     model = load_trained("lr", settings)["lr"]
     with report.timed("lr_evaluation"):
@@ -199,21 +199,21 @@ def _materialise_pairs(
     from adrank.train.pairs import stage1_pairs, with_images
 
     pairs, dropped = with_images(stage1_pairs(examples, images), images)
-    version = tables.materialise_pairs(spark, pairs, tables.table_path(config, name))
+    version = delta.materialise_pairs(spark, pairs, layout.table_path(config, name))
     return version, dropped
 
 
 def _pair_files(spark: SparkSession, config: Config, name: str, version: int) -> dict[str, list[str]]:
-    path = tables.table_path(config, name)
-    files = {kind: tables.live_files(spark, path, version, {tables.PAIRS_PARTITION: kind})
+    path = layout.table_path(config, name)
+    files = {kind: delta.live_files(spark, path, version, {delta.PAIRS_PARTITION: kind})
              for kind in ("detail", "search")}
     return {kind: listed for kind, listed in files.items() if listed}
 
 
 def _rows_per_kind(spark: SparkSession, config: Config, name: str) -> dict[str, int]:
     """Rows of each kind in a pairs table, in one aggregation."""
-    counts = tables.read_delta(spark, tables.table_path(config, name)).groupBy(tables.PAIRS_PARTITION).count()
-    return {row[tables.PAIRS_PARTITION]: row["count"] for row in counts.collect()}
+    counts = delta.read_delta(spark, layout.table_path(config, name)).groupBy(delta.PAIRS_PARTITION).count()
+    return {row[delta.PAIRS_PARTITION]: row["count"] for row in counts.collect()}
 
 
 def _decode(images: Any) -> np.ndarray:

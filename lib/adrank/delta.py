@@ -1,7 +1,10 @@
-"""Table names and paths, and the one place Delta tables and run files are read and written.
+"""Generic Delta Lake and Hadoop-file-system I/O: every job reads and writes tables through here.
 
-Delta tables live at ``<storage.root>/<table>``. Writes carry the run id (and any figures
-given) as Delta commit metadata, so ``DESCRIBE HISTORY`` tells which run wrote what.
+Writes carry the run id (and any figures given) as Delta commit metadata
+(``userMetadata``), so ``DESCRIBE HISTORY`` tells which run wrote what; the figures of a
+commit come from its ``operationMetrics`` (:func:`commit_figures`). Training pins a version
+and reads exactly its live files (:func:`pin_version`, :func:`live_files`). Which table is
+where is :mod:`adrank.layout`'s business, what a table holds its job's ``store.py``'s.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
-from adrank.config import Config
-
-SKU_IMAGES = "sku_images"
-TRAINING_EXAMPLES = "training_examples"
-QUARANTINE = "quarantine"
-SKU_EMBEDDINGS = "sku_embeddings"
-RUNS_FOLDER = "_runs"
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+NO_DELETION_VECTORS = {"delta.enableDeletionVectors": "false"}
+# operationMetrics key -> figure name, for the commits adrank makes (absent = 0)
+MERGE_METRICS = {"numTargetRowsInserted": "rows_inserted", "numTargetRowsUpdated": "rows_updated",
+                 "numTargetRowsDeleted": "rows_deleted", "numTargetRowsCopied": "rows_copied",
+                 "numSourceRows": "source_rows", "numTargetFilesAdded": "files_added"}
+WRITE_METRICS = {"numOutputRows": "rows_written", "numFiles": "files_written"}
 
 
 def hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
@@ -58,16 +61,6 @@ def commit_with_metadata(spark: SparkSession, path: str, metadata: str, operatio
             .select("version", "readVersion", "operation", "userMetadata", "operationMetrics").collect())
     matching = [r for r in rows if r.userMetadata == metadata and operation in (None, r.operation)]
     return max(matching, key=lambda r: r.version, default=None)
-
-
-def table_path(config: Config, table: str) -> str:
-    """Where ``table`` lives: ``<storage.root>/<table>``."""
-    return join_path(config.storage.root, table)
-
-
-def join_path(root: str, *parts: str) -> str:
-    """Join path parts onto a local path or a URI (``s3a://b/x`` + ``t`` -> ``s3a://b/x/t``)."""
-    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
 def write_delta(
@@ -131,175 +124,47 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
         stream.close()
 
 
-SKU_IMAGES_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
-USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-PREPROCESSING_PROPERTY = "adrank.images.preprocessing"  # what made the stored images
-UNCHANGED_RUN_PROPERTY = "adrank.sku_images.unchangedRun"  # the last run that found nothing to change
-SKU_IMAGES_COMPARED = ("image_hash", "title", "category_id", "image_format", "height", "width")
-SKU_IMAGES_CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in SKU_IMAGES_COMPARED)
-_OP = "_op"  # of a change row: upsert or delete
+def commit_figures(row: Any, metrics: Mapping[str, str] = MERGE_METRICS) -> dict[str, int]:
+    """``version`` and the figures (``metrics``: operationMetrics key -> name, absent = 0) of a
+    history row; a property commit has no row metrics, so its figures are 0."""
+    values = row.operationMetrics or {}
+    return {"version": int(row.version), **{name: int(values.get(key) or 0) for key, name in metrics.items()}}
 
 
-def stored_image_keys(spark: SparkSession, path: str, preprocessing: str) -> DataFrame | None:
-    """``sku_id``, ``image_hash`` of ``sku_images`` if its images were stored by ``preprocessing``.
-
-    None when the table does not exist or records another preprocessing (table property
-    :data:`PREPROCESSING_PROPERTY`): then every image must be decoded again.
-    """
+def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, int]:
+    """Version, rows and files written of the table's latest commit."""
     from delta.tables import DeltaTable
 
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    table = DeltaTable.forPath(spark, path)
-    if table.detail().first().properties.get(PREPROCESSING_PROPERTY) != preprocessing:
-        return None
-    return table.toDF().select("sku_id", "image_hash")
+    return commit_figures(DeltaTable.forPath(spark, path).history(1).collect()[0], WRITE_METRICS)
 
 
-def upsert_sku_images(
-    spark: SparkSession,
-    good_df: DataFrame,
-    path: str,
-    commit_info: Mapping[str, Any] | None,
-    full_snapshot: bool = True,
-    preprocessing: str | None = None,
-) -> dict[str, int | bool]:
-    """MERGE the good ``sku_images`` rows into the table, rewriting only changed rows.
-
-    The first run creates the table (Change Data Feed on, deletion vectors off). Only the
-    changes are MERGEd (:func:`_sku_image_changes`): SKUs that are new, whose
-    ``image_hash``, ``title``, ``category_id`` or stored format/size changed, or (full
-    snapshot) that are gone. A MERGE rewrites every file holding a row it matches (with
-    deletion vectors off a file is rewritten whole, its other rows copied), so unchanged
-    SKUs are not offered to it: their files stay as they are and they leave no trace in
-    the Change Data Feed. A row with a null ``image`` (its image was not decoded again: the
-    same bytes are stored) keeps the stored image; it is never inserted (the caller's row
-    count then shows it).
-
-    When nothing changed, Delta makes no MERGE commit; the run is then recorded (its
-    ``commit_info`` as ``userMetadata``) in a commit that only sets the table property
-    :data:`UNCHANGED_RUN_PROPERTY` (and the preprocessing, if asked): no data file is added
-    or removed, and the Change Data Feed of that version is empty.
-
-    Args:
-        spark: The session.
-        good_df: ``sku_images`` rows, one per ``sku_id`` (``split_images``' good output).
-        path: Table location.
-        commit_info: JSON-able facts stored as the commits' ``userMetadata``.
-        full_snapshot: ``good_df`` is the whole catalog: delete SKUs absent from it.
-            Pass False for partial (incremental) catalog drops.
-        preprocessing: What made the images (``preprocessing_fingerprint``), recorded as a
-            table property once the MERGE is committed. Pass it only when the table does
-            not record it yet (:func:`stored_image_keys` gave None); None leaves the
-            property alone.
-
-    Returns:
-        ``version`` of the run's commit (the MERGE, or the property commit when nothing
-        changed), ``rows_inserted``, ``rows_updated``, ``rows_deleted``, ``rows_copied``
-        (unchanged rows rewritten with a file the MERGE rewrote; from its operationMetrics)
-        and ``created``.
-    """
-    metadata = json.dumps(dict(commit_info or {}), sort_keys=True)
-    properties = {} if preprocessing is None else {PREPROCESSING_PROPERTY: preprocessing}
-    with session_conf(spark, {USER_METADATA_CONF: metadata}):
-        created = _create_sku_images(spark, good_df, path, preprocessing)
-        before = latest_version(spark, path)
-        _merge_sku_images(spark, _sku_image_changes(spark, good_df, path, full_snapshot), path, good_df.columns)
-        row = commit_with_metadata(spark, path, metadata, operation="MERGE")
-        if row is None or row.version <= before:  # nothing changed: Delta made no commit; record the run
-            _set_properties(spark, path, {UNCHANGED_RUN_PROPERTY: str((commit_info or {}).get("run_id", "")),
-                                          **({} if created else properties)})
-            properties = {}
-            row = commit_with_metadata(spark, path, metadata, operation="SET TBLPROPERTIES")
-    if row is None:
-        raise RuntimeError(f"no commit with this run's metadata in the history of {path}")
-    if properties and not created:
-        _set_properties(spark, path, properties)
-    return {**_merge_figures(row), "created": created}
-
-
-def _sku_image_changes(spark: SparkSession, good_df: DataFrame, path: str, full_snapshot: bool) -> DataFrame:
-    """The rows the MERGE must touch: ``good_df``'s new and changed SKUs (``_op`` upsert) and,
-    for a full snapshot, the stored SKUs gone from it (``_op`` delete; other columns null).
-
-    Compared with the stored keys and compared columns only (never the image bytes).
-    """
-    stored = read_delta(spark, path).select("sku_id", *SKU_IMAGES_COMPARED)
-    offered = good_df.alias("s").join(stored.alias("t"), F.col("s.sku_id") == F.col("t.sku_id"), "left")
-    upserts = offered.where(F.col("t.sku_id").isNull() | F.expr(SKU_IMAGES_CHANGED)).select("s.*")
-    changes = upserts.withColumn(_OP, F.lit("upsert"))
-    if full_snapshot:
-        gone = stored.select("sku_id").join(good_df.select("sku_id"), "sku_id", "left_anti")
-        changes = changes.unionByName(gone.withColumn(_OP, F.lit("delete")), allowMissingColumns=True)
-    return changes
-
-
-def _merge_sku_images(spark: SparkSession, changes: DataFrame, path: str, columns: Sequence[str]) -> None:
-    """One MERGE by ``sku_id`` of the change rows: delete, update or insert."""
-    from delta.tables import DeltaTable
-
-    values = {c: f"s.{c}" for c in columns}
-    (DeltaTable.forPath(spark, path).alias("t")
-     .merge(changes.alias("s"), "t.sku_id = s.sku_id")
-     .whenMatchedDelete(condition=f"s.{_OP} = 'delete'")
-     .whenMatchedUpdate(condition=f"s.{_OP} = 'upsert' AND ({SKU_IMAGES_CHANGED})",
-                        set={**values, "image": "coalesce(s.image, t.image)"})
-     .whenNotMatchedInsert(condition=f"s.{_OP} = 'upsert' AND s.image IS NOT NULL", values=values)
-     .execute())
-
-
-def _set_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
-    """One commit setting table properties (it adds and removes no data file)."""
-    pairs = ", ".join(f"'{key}' = '{value}'" for key, value in properties.items())
-    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
-
-
-def _create_sku_images(spark: SparkSession, good_df: DataFrame, path: str, preprocessing: str | None) -> bool:
-    """Create the empty table with its properties unless it exists; True if created."""
+def create_table(spark: SparkSession, path: str, schema: StructType, properties: Mapping[str, str]) -> bool:
+    """Create the empty Delta table at ``path`` with ``properties`` unless it exists; True if created."""
     from delta.tables import DeltaTable
 
     if DeltaTable.isDeltaTable(spark, path):
         return False
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(good_df.schema)
-    properties = {**SKU_IMAGES_PROPERTIES, **({PREPROCESSING_PROPERTY: preprocessing} if preprocessing else {})}
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     for key, value in properties.items():
         builder = builder.property(key, value)
     builder.execute()
     return True
 
 
-def _merge_figures(row: Any) -> dict[str, int]:
-    """Figures of the run's commit (a history row; a property commit has no row metrics)."""
-    metrics = row.operationMetrics or {}
-    return {
-        "version": int(row.version),
-        "rows_inserted": int(metrics.get("numTargetRowsInserted", 0)),
-        "rows_updated": int(metrics.get("numTargetRowsUpdated", 0)),
-        "rows_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
-        "rows_copied": int(metrics.get("numTargetRowsCopied", 0)),
-    }
+def set_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
+    """One commit setting table properties (it adds and removes no data file)."""
+    pairs = ", ".join(f"'{key}' = '{value}'" for key, value in properties.items())
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
 
 
-def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, int]:
-    """Version and rows written of the table's latest commit (from its operationMetrics)."""
+def table_properties(spark: SparkSession, path: str) -> dict[str, str] | None:
+    """The table's properties; None when there is no Delta table at ``path``."""
     from delta.tables import DeltaTable
 
-    last = DeltaTable.forPath(spark, path).history(1).collect()[0]
-    metrics = last.operationMetrics or {}
-    return {
-        "version": int(last.version),
-        "rows_written": int(metrics.get("numOutputRows", 0)),
-        "files_written": int(metrics.get("numFiles", 0)),
-    }
-
-
-# --------------------------------------------------------------------------------
-# Pinned versions and their live files (what training hands to Petastorm)
-# --------------------------------------------------------------------------------
-
-PAIRS = "stage1_pairs"
-PAIRS_PARTITION = "kind_part"
-NO_DELETION_VECTORS = {"delta.enableDeletionVectors": "false"}
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    detail = DeltaTable.forPath(spark, path).detail().first()
+    return dict(detail.properties) if detail is not None else {}
 
 
 class DeletionVectorsError(ValueError):
@@ -415,6 +280,9 @@ def _file_uri(path_or_uri: str) -> str:
     if "://" in path_or_uri:
         return path_or_uri
     return "file://" + str(Path(path_or_uri).resolve())
+
+
+PAIRS_PARTITION = "kind_part"
 
 
 def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files_per_kind: int = 4) -> int:

@@ -6,8 +6,9 @@ import json
 
 from chispa import assert_df_equality
 
+from adrank.delta import read_delta, write_delta
+from adrank.layout import table_path
 from adrank.runs import RunReport, publish_report
-from adrank.tables import read_delta, table_path, write_delta
 
 
 def test_delta_round_trip_with_commit_metadata_and_time_travel(spark, config):
