@@ -261,7 +261,7 @@ def _override_path(key: str) -> list[str]:
     return parts
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: Any, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping")
     hints = typing.get_type_hints(cls)

@@ -28,27 +28,43 @@ MERGE_METRICS = {"numTargetRowsInserted": "rows_inserted", "numTargetRowsUpdated
 WRITE_METRICS = {"numOutputRows": "rows_written", "numFiles": "files_written"}
 
 
+def jvm(spark: SparkSession) -> Any:
+    """The py4j gateway to the session's JVM (``org.apache...`` classes)."""
+    gateway = spark.sparkContext._jvm
+    if gateway is None:
+        raise RuntimeError("the SparkSession has no JVM gateway (stopped?)")
+    return gateway
+
+
+def hadoop_conf(spark: SparkSession) -> Any:
+    """The session's Hadoop ``Configuration`` (which holds the credentials)."""
+    context = spark.sparkContext._jsc
+    if context is None:
+        raise RuntimeError("the SparkSession has no Java context (stopped?)")
+    return context.hadoopConfiguration()
+
+
 def hadoop_path(spark: SparkSession, uri: str) -> tuple[Any, Any]:
     """``(org.apache.hadoop.fs.Path, its FileSystem)`` for ``uri``, with the session's Hadoop
-    configuration (which holds the credentials)."""
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(uri)
-    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    configuration."""
+    path = jvm(spark).org.apache.hadoop.fs.Path(uri)
+    return path, path.getFileSystem(hadoop_conf(spark))
 
 
 @contextmanager
 def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
     """Set SQL confs for the block, then restore the previous values (or unset them)."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
+    previous: dict[str, str | None] = {key: spark.conf.get(key, None) for key in settings}
     for key, value in settings.items():
         spark.conf.set(key, value)
     try:
         yield
     finally:
-        for key, value in previous.items():
-            if value is None:
+        for key, old in previous.items():
+            if old is None:
                 spark.conf.unset(key)
             else:
-                spark.conf.set(key, value)
+                spark.conf.set(key, old)
 
 
 def commit_with_metadata(spark: SparkSession, path: str, metadata: str, operation: str | None = None) -> Any:

@@ -13,6 +13,7 @@ Used by every job and by the test fixture. Three ways a job runs:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -86,7 +87,7 @@ def _with_delta_jars(builder: SparkSession.Builder) -> SparkSession.Builder:
     return configure_spark_with_delta_pip(builder)
 
 
-def _hadoop_credentials(hadoop_env: dict[str, str]) -> dict[str, str]:
+def _hadoop_credentials(hadoop_env: Mapping[str, str]) -> dict[str, str]:
     """Map ``fs.s3a.access.key -> ENV_NAME`` to Spark settings, reading values from the env."""
     settings = {}
     for hadoop_key, env_name in hadoop_env.items():

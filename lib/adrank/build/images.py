@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -204,7 +204,6 @@ def _eight_bit(img: Any) -> Any:
 
 def _scaled_grey(img: Any) -> Any:
     """L from 16/32-bit int or float grey, full scale -> 255 (RGBA if a colour key is transparent)."""
-    import numpy as np
     from PIL import Image
 
     samples = np.asarray(img)
@@ -263,16 +262,6 @@ def _encode(img: Any, store_format: str) -> bytes:
     else:
         img.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
-
-
-def decode_stored_images(images: Sequence[bytes]) -> np.ndarray:
-    """Stored ``sku_images.image`` values (PNG or JPEG of one size, RGB) -> uint8 ``[B, S, S, 3]``.
-
-    What every reader of the table (the embedding UDF, training's evaluation) feeds a model.
-    """
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
 
 
 def preprocess_batches(batches: Iterator[pd.DataFrame], image_size: int, store_format: str,

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from adrank import delta
 from adrank.config import Config
-from adrank.delta import hadoop_path
+from adrank.delta import hadoop_conf, hadoop_path, jvm
 from adrank.layout import CATALOG, input_path, join_path
 
 DATE_FOLDER = re.compile(r"date=\d{4}-\d{2}-\d{2}")
@@ -84,6 +84,8 @@ def _image_uris(spark: SparkSession, folder_uri: str, named: list[str]) -> dict[
         return prefixes[scheme, authority]
 
     base = _URI.match(folder_uri)
+    if base is None:
+        raise ValueError(f"{folder_uri!r} is not a qualified URI (scheme:path)")
     base_prefix, base_path = prefix(base[1], base[2]), base[3]
     uris: dict[str, str | None] = {}
     for given in named:
@@ -111,14 +113,14 @@ def _qualified_root(spark: SparkSession, scheme: str, authority: str | None) -> 
 def _existing(spark: SparkSession, uris: set[str]) -> set[str]:
     """Those of ``uris`` that exist (files or folders): one non-recursive listing of each
     folder holding one."""
-    jvm = spark.sparkContext._jvm
+    gateway = jvm(spark)
     found: set[str] = set()
     for parent in sorted({uri[: uri.rindex("/") + 1] for uri in uris}):
         pattern, fs = hadoop_path(spark, _GLOB.sub(r"\\\1", parent) + "*")
         statuses = fs.globStatus(pattern)  # None if the folder does not exist
         if statuses:
-            paths = jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(statuses)
-            found.update(jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(paths).mkString("\n").split("\n"))
+            paths = gateway.org.apache.hadoop.fs.FileUtil.stat2Paths(statuses)
+            found.update(gateway.scala.collection.immutable.ArraySeq.unsafeWrapArray(paths).mkString("\n").split("\n"))
     return found & uris
 
 
@@ -142,9 +144,9 @@ def _binary_files(spark: SparkSession, uris: list[str]) -> DataFrame:
     """
     if not uris:
         return spark.createDataFrame([], _BINARY_FILE_DDL)
-    jvm = spark.sparkContext._jvm
+    gateway = jvm(spark)
     text = "\n".join(_GLOB.sub(r"\\\1", uri) for uri in uris)
-    paths = jvm.PythonUtils.toSeq(jvm.java.util.regex.Pattern.compile("\n").splitAsStream(text).toList())
+    paths = gateway.PythonUtils.toSeq(gateway.java.util.regex.Pattern.compile("\n").splitAsStream(text).toList())
     # Each path is a root of the file index: its listing job gets one task per path unless capped.
     with delta.session_conf(spark, {LISTING_PARALLELISM: str(spark.sparkContext.defaultParallelism)}):
         return DataFrame(spark._jsparkSession.read().format("binaryFile").load(paths), spark)
@@ -180,11 +182,10 @@ def _catalog_from_parquet(spark: SparkSession, folder: str) -> DataFrame:
 
 def _holds_nanoseconds(spark: SparkSession, uri: str, column: str) -> bool:
     """Whether the Parquet footer of ``uri`` types ``column`` as a nanosecond timestamp."""
-    jvm = spark.sparkContext._jvm
+    gateway = jvm(spark)
     path, _ = hadoop_path(spark, uri)
-    hadoop_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
-        path, spark.sparkContext._jsc.hadoopConfiguration())
-    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
+    hadoop_file = gateway.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, hadoop_conf(spark))
+    reader = gateway.org.apache.parquet.hadoop.ParquetFileReader.open(hadoop_file)
     try:
         schema = reader.getFooter().getFileMetaData().getSchema()
         return bool(schema.containsField(column)) and "TIMESTAMP(NANOS" in schema.getType(column).toString()

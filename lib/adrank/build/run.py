@@ -22,6 +22,7 @@ mismatch fails the run with the figures (rows were lost somewhere).
 from __future__ import annotations
 
 import datetime
+import functools
 from contextlib import ExitStack
 from typing import Any
 
@@ -135,7 +136,7 @@ def build_sku_images(
     good, bad = split_images(preprocessed)
     stored_image = F.col("image").isNull() & (F.col("status") == STATUS_OK)  # matched, not decoded
     counted = preprocessed.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(stored_image, 1)).alias("reused"))
-    input_rows, reused = counted.first()
+    input_rows, reused = counted.collect()[0]
     if input_rows == 0:
         raise ValueError(f"the catalog at {layout.input_path(config, layout.CATALOG)} is empty: "
                          "refusing to MERGE it (it would delete every SKU)")
@@ -180,10 +181,8 @@ def write_quarantine(
     spark: SparkSession, config: Config, run_id: str, bad: dict[str, DataFrame], dates: DateRange
 ) -> dict[str, int]:
     """Replace this run's slice of ``quarantine`` in one commit; return rows per source."""
-    rows = None
-    for source, frame in bad.items():
-        shaped = quarantine_rows(frame, source, run_id)
-        rows = shaped if rows is None else rows.unionByName(shaped)
+    shaped = [quarantine_rows(frame, source, run_id) for source, frame in bad.items()]
+    rows = functools.reduce(DataFrame.unionByName, shaped)
     path = layout.table_path(config, layout.QUARANTINE)
     delta.write_delta(
         rows, path, mode="overwrite", partition_by=("source",),

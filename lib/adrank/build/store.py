@@ -1,4 +1,4 @@
-"""Delta I/O of the tables build_tables owns: ``sku_images`` (MERGE of the changes only).
+"""Delta I/O of the tables build_tables owns; ``sku_images`` (MERGE of the changes only) and its images as arrays.
 
 ``training_examples`` and ``quarantine`` are written by replacing the dates of a run
 (``replaceWhere``, :func:`adrank.delta.write_delta`); ``sku_images`` is one row per SKU,
@@ -7,11 +7,13 @@ kept current by a MERGE that touches the changed SKUs only (:func:`upsert_sku_im
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+import numpy as np
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from adrank.delta import (
@@ -130,7 +132,7 @@ def _merge_sku_images(spark: SparkSession, changes: DataFrame, path: str, column
     """One MERGE by ``sku_id`` of the change rows: delete, update or insert."""
     from delta.tables import DeltaTable
 
-    values = {c: f"s.{c}" for c in columns}
+    values: dict[str, str | Column] = {c: f"s.{c}" for c in columns}
     (DeltaTable.forPath(spark, path).alias("t")
      .merge(changes.alias("s"), "t.sku_id = s.sku_id")
      .whenMatchedDelete(condition=f"s.{_OP} = 'delete'")
@@ -138,3 +140,13 @@ def _merge_sku_images(spark: SparkSession, changes: DataFrame, path: str, column
                         set={**values, "image": "coalesce(s.image, t.image)"})
      .whenNotMatchedInsert(condition=f"s.{_OP} = 'upsert' AND s.image IS NOT NULL", values=values)
      .execute())
+
+
+def decode_stored_images(images: Iterable[bytes]) -> np.ndarray:
+    """Stored ``sku_images.image`` values (PNG or JPEG of one size, RGB) -> uint8 ``[B, S, S, 3]``.
+
+    What every reader of the table (the embedding UDF, training's evaluation) feeds a model.
+    """
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])

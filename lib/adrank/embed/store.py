@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from adrank.delta import (
     MERGE_METRICS,
@@ -209,7 +209,7 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
     from delta.tables import DeltaTable
 
     staged = spark.read.schema(STAGED_DDL).parquet(staged_path)
-    values = {c: f"s.{c}" for c in SKU_EMBEDDINGS_COLUMNS}
+    values: dict[str, str | Column] = {c: f"s.{c}" for c in SKU_EMBEDDINGS_COLUMNS}
     with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
         (DeltaTable.forPath(spark, path).alias("t")
          .merge(staged.alias("s"), "t.sku_id = s.sku_id")
@@ -248,7 +248,7 @@ def compact(spark: SparkSession, path: str) -> dict[str, int]:
     """
     from delta.tables import DeltaTable
 
-    metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().select("metrics").first()[0]
+    metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().select("metrics").collect()[0][0]
     return {"files_removed": int(metrics.numFilesRemoved), "files_added": int(metrics.numFilesAdded),
             "version": latest_version(spark, path)}
 

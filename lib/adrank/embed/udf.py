@@ -32,14 +32,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pyspark.sql import Column, DataFrame
 
-from adrank.build.images import decode_stored_images
+from adrank.build.store import decode_stored_images
 
 SIGNATURE = "sku_embedding"
 OUTPUT = "embedding"
 
 CACHED_MODELS = 2
 
-Embedder = Callable[[np.ndarray], np.ndarray]
+Embedder = Callable[[np.ndarray], np.ndarray]  # encoded images (object array) -> [B, D] embeddings
 _LOADED: OrderedDict[str, Embedder] = OrderedDict()
 
 
@@ -88,7 +88,7 @@ def load_embedder(model_path: str, threads: int, gpu_addresses: Sequence[str] = 
         pixels = tf.constant(decode_stored_images(images))
         return signature(image=pixels)[OUTPUT].numpy().astype(np.float32, copy=False)
 
-    embed.model = model  # keep the loaded object (and its variables) alive with the function
+    embed.model = model  # type: ignore[attr-defined]  # keeps the loaded object (and its variables) alive
     return embed
 
 

@@ -35,7 +35,7 @@ def sku_image_bytes(rng: np.random.Generator, category_style: tuple[int, int, in
     width, height = (int(side) for side in rng.integers(size_range[0], size_range[1] + 1, 2))
     shape, palette, texture = category_style
     mask, scale = shape_mask(rng, SHAPES[shape], width, height)
-    fill = texture_fill(rng, TEXTURES[texture], PALETTE_HUES[palette], mask.shape, scale)
+    fill = texture_fill(rng, TEXTURES[texture], PALETTE_HUES[palette], (mask.shape[0], mask.shape[1]), scale)
     background = rng.uniform(205.0, 250.0) + rng.normal(0.0, 4.0, 3)
     pixels = np.where(mask[..., None], fill, background)
     pixels += rng.normal(0.0, rng.uniform(2.0, 7.0), pixels.shape)

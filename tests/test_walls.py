@@ -1,0 +1,136 @@
+"""The walls of DESIGN.md, checked by scanning every import of lib/adrank and jobs/.
+
+- jobs/ import the frame and ``adrank.<package>.run`` only; the library never imports jobs/;
+- a job's package is reached from another package only through its ``run``, its
+  ``store`` (the tables it owns) or the model registry (``adrank.train.registry``);
+- the Spark side (everything outside ``adrank.train``) imports no TensorFlow or Horovod
+  at module level;
+- ``adrank.train.ranks`` never imports pyspark (at any level), and every module it imports
+  at module level is itself free of pyspark at module level;
+- the models know nothing of files, config or Spark.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "lib"
+FRAME = {"adrank", "adrank.config", "adrank.cli", "adrank.spark", "adrank.runs", "adrank.pipeline",
+         "adrank.errors", "adrank.layout", "adrank.delta", "adrank.versioned"}
+PACKAGES = ("sample", "build", "train", "embed", "recommend", "report")
+ENTRY_POINTS = ("run", "store")
+SHARED = {"adrank.train.registry"}
+HEAVY = ("tensorflow", "horovod", "petastorm")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(LIB).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+LIBRARY = sorted((LIB / "adrank").rglob("*.py"))
+MODULES = {module_name(p) for p in LIBRARY}
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """``(imported module, at module level)`` for every import of a file (relative ones resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {id(node) for node in tree.body}
+    top |= {id(n) for node in tree.body if isinstance(node, ast.If) for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:  # a submodule imported by name counts as that module
+                submodule = f"{node.module}.{alias.name}"
+                found.append((submodule if submodule in MODULES else node.module, id(node) in top))
+    return [(name, level) for name, level in found if not _type_checking_only(tree, name)]
+
+
+def _type_checking_only(tree: ast.Module, name: str) -> bool:
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.module and name.startswith(inner.module):
+                    return True
+    return False
+
+
+def adrank_modules(path: Path, module_level_only: bool = False) -> set[str]:
+    """The adrank modules a file imports (``from adrank.x import name`` counts ``adrank.x``)."""
+    return {name for name, top in imports(path)
+            if name in MODULES and (top or not module_level_only)}
+
+
+def package_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) >= 2 and parts[1] in PACKAGES else None
+
+
+def test_the_scan_finds_the_library():
+    assert {"adrank.build.run", "adrank.train.ranks.loop", "adrank.embed.run", "adrank.layout"} <= MODULES
+    assert "adrank.layout" in adrank_modules(LIB / "adrank" / "build" / "run.py")
+
+
+@pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("*.py")), ids=lambda p: p.name)
+def test_jobs_import_only_the_frame_and_a_run_module(job):
+    allowed = FRAME | {f"adrank.{pkg}.run" for pkg in PACKAGES} | {f"adrank.{pkg}" for pkg in PACKAGES}
+    assert adrank_modules(job) <= allowed, f"{job.name} reaches past the frame and run modules"
+
+
+def test_the_library_never_imports_jobs():
+    offenders = [p.name for p in LIBRARY if any(name.startswith("jobs") for name, _ in imports(p))]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=module_name)
+def test_a_package_is_reached_from_outside_only_through_run_store_or_the_registry(path):
+    here = package_of(module_name(path))
+    entry = {f"adrank.{pkg}.{name}" for pkg in PACKAGES for name in ENTRY_POINTS} | SHARED
+    crossing = {m for m in adrank_modules(path) if package_of(m) not in (None, here) and m not in entry}
+    assert crossing == set(), f"{module_name(path)} reaches into another job's package"
+
+
+@pytest.mark.parametrize("path", [p for p in LIBRARY if package_of(module_name(p)) != "train"], ids=module_name)
+def test_the_spark_side_imports_no_tensorflow_at_module_level(path):
+    heavy = {name for name, top in imports(path) if top and name.split(".")[0] in HEAVY}
+    assert heavy == set()
+
+
+def _module_level_closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        path = LIB / (current.replace(".", "/") + ".py")
+        if not path.exists():
+            path = LIB / current.replace(".", "/") / "__init__.py"
+        todo += sorted(adrank_modules(path, module_level_only=True))
+    return seen
+
+
+RANKS = [p for p in LIBRARY if module_name(p).startswith("adrank.train.ranks")]
+
+
+@pytest.mark.parametrize("path", RANKS, ids=module_name)
+def test_the_rank_side_never_imports_pyspark(path):
+    assert not any(name.split(".")[0] == "pyspark" for name, _ in imports(path))
+    for module in _module_level_closure(module_name(path)):
+        file = LIB / (module.replace(".", "/") + ".py")
+        if not file.exists():
+            file = LIB / module.replace(".", "/") / "__init__.py"
+        spark = {name for name, top in imports(file) if top and name.split(".")[0] == "pyspark"}
+        assert spark == set(), f"{module_name(path)} imports {module}, which imports pyspark"
+
+
+def test_the_models_know_nothing_of_files_config_or_spark():
+    models = LIB / "adrank" / "train" / "ranks" / "models.py"
+    names = {name.split(".")[0] if not name.startswith("adrank") else name for name, _ in imports(models)}
+    assert not names & {"os", "pathlib", "shutil", "pyspark", "adrank.config", "adrank.layout", "adrank.delta"}
