@@ -18,7 +18,7 @@ from adrank.build.examples import (
     impressions_without_lr_features,
 )
 from adrank.build.hashing import token_id_py, with_feature_tokens, with_sparse_ids, xxhash64_py
-from adrank.build.lr_features import checked_lr_features
+from adrank.build.lr_features import drop_duplicate_lr_records, flag_lr_without_impression, parse_lr_features
 from adrank.build.quarantine import (
     BAD_JSON,
     BAD_POSITION,
@@ -290,7 +290,8 @@ def test_examples_join_all_sources_and_every_source_reconciles(spark, config):
     clicks, _ = split_by_reason(checked_click_log(sources["click_log"], skus))
     checked = {
         "click_log": checked_click_log(sources["click_log"], skus),
-        "lr_features": checked_lr_features(sources["lr_features"], clicks),
+        "lr_features": parse_lr_features(sources["lr_features"]).transform(drop_duplicate_lr_records)
+                       .transform(flag_lr_without_impression, clicks),
         "user_snapshots": parse_snapshots(sources["user_snapshots"]),
         "sku_snapshots": parse_snapshots(sources["sku_snapshots"]),
     }

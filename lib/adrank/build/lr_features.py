@@ -70,15 +70,3 @@ def drop_duplicate_lr_records(records: DataFrame) -> DataFrame:
     return flag_duplicates(records, ["impression_id", "input_date"], ["raw"])
 
 
-def checked_lr_features(lines: DataFrame, impressions: DataFrame) -> DataFrame:
-    """All LR feature lines with their final ``reason``: parse, dedup, then orphan check.
-
-    Dedup before the orphan check gives the same good rows as the other order (a
-    record's copies are all orphans or none), and lets the examples use the deduped
-    records without the orphan join (a left join from impressions drops orphans anyway).
-    """
-    return (
-        parse_lr_features(lines)
-        .transform(drop_duplicate_lr_records)
-        .transform(flag_lr_without_impression, impressions)
-    )
