@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -67,7 +67,7 @@ def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[N
                 spark.conf.set(key, old)
 
 
-def commit_with_metadata(spark: SparkSession, path: str, metadata: str, operation: str | None = None) -> Any:
+def commit_with_metadata(spark: SparkSession, path: str, metadata: str, operation: str | None = None) -> Row | None:
     """The newest of the last 20 commits whose ``userMetadata`` is ``metadata`` (and whose
     operation is ``operation``, if given): ``version``, ``readVersion``, ``operationMetrics``;
     None if there is none (another writer may have committed after it)."""
@@ -140,7 +140,7 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
         stream.close()
 
 
-def commit_figures(row: Any, metrics: Mapping[str, str] = MERGE_METRICS) -> dict[str, int]:
+def commit_figures(row: Row, metrics: Mapping[str, str] = MERGE_METRICS) -> dict[str, int]:
     """``version`` and the figures (``metrics``: operationMetrics key -> name, absent = 0) of a
     history row; a property commit has no row metrics, so its figures are 0."""
     values = row.operationMetrics or {}

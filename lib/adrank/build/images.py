@@ -1,49 +1,18 @@
 """SKU images: decode, square-crop and re-encode catalog images once, at table-build time.
 
-The raw catalog (``sku_id`` long, ``title`` string, ``image`` binary of encoded
-JPEG/PNG/WebP/... bytes in any mode and size, ``updated_at`` timestamp, optional
-``category_id`` int) becomes the ``sku_images`` table in two pure transforms:
+Two pure transforms make the raw catalog the ``sku_images`` table (schema and bad-row
+rules: README "Tables", :data:`SKU_IMAGES_DDL`):
 
 * :func:`preprocess_images` decodes every row on the executors (``mapInPandas``) and
-  keeps every row: broken images get a ``status`` other than ``ok`` and a ``detail``.
-  Rows whose original bytes are those of an image already stored by the same
-  preprocessing are not decoded again (``stored_keys``), nor are rows rejected before
-  decoding: an image over ``max_image_bytes`` (a CSV catalog's image file of that size is
-  never read: :func:`adrank.build.inputs.read_catalog`), an ``updated_at`` given as text that is
-  no timestamp (CSV), an image file that does not exist.
-* :func:`split_images` splits the result into good rows (the table) and bad rows
-  (``raw``, ``reason``, ``input_date``) for :func:`adrank.build.quarantine.quarantine_rows`.
+  keeps every row (a broken image gets a ``status`` other than ``ok`` and a ``detail``).
+  Rows whose original bytes are already stored by the same preprocessing
+  (``stored_keys``), and rows rejected before decoding, are not decoded.
+* :func:`split_images` splits the result into good rows and bad rows (``raw``, ``reason``,
+  ``input_date``) for :func:`adrank.build.quarantine.quarantine_rows`.
 
-Per image (:func:`decode_resize_encode`, also callable from a plain Python loop):
-sha256 of the original bytes; the pixel count declared in the header is checked against
-``max_image_pixels`` before any pixel is decoded (PIL's ``DecompressionBombError`` is a
-second guard); JPEGs much larger than the target decode at 1/2, 1/4 or 1/8 scale
-(``Image.draft``); :func:`to_rgb` makes it the image viewers show, as 8-bit RGB: frame 0
-of an animation, EXIF orientation applied, samples scaled from their real bit depth
-(16-bit 65535 -> 255, not clipped), alpha and transparency composited on white; the shorter
-side is resized to ``image_size`` and the centre square kept (one ``resize`` over the
-centre box, equal to resize-then-crop); the result is re-encoded as PNG (lossless) or
-JPEG (quality 90).
-
-``sku_images`` schema (:data:`SKU_IMAGES_DDL`)::
-
-    sku_id        long       not null in practice (null ids are quarantined), unique
-    title         string
-    image         binary     image_size x image_size RGB, encoded in image_format
-    image_format  string     "PNG" or "JPEG" (features.image_store_format)
-    height        int        of the stored image (= features.image_size)
-    width         int        of the stored image (= features.image_size)
-    channels      int        3
-    image_hash    string     sha256 hex of the ORIGINAL catalog bytes
-    updated_at    timestamp
-    category_id   int        nullable; evaluation only
-
-Bad rows: null ``sku_id`` (``null_id``), bytes no decoder accepts, no bytes or no image
-file (``undecodable_image``), more pixels or bytes than allowed (``oversized_image``), an
-``updated_at`` text that does not parse (``bad_timestamp``; a null one is kept), and all but one
-row of a ``sku_id`` (``duplicate_id``; the kept row has the latest ``updated_at``, ties
-broken by the largest ``image_hash``). Only rows that pass the other checks compete as
-duplicates, so a broken newer row does not hide an older good one.
+Per image, :func:`decode_resize_encode` (also callable from a plain loop) never raises:
+the header's pixel count is checked before decoding, :func:`to_rgb` gives the image as
+viewers show it, the centre square is resized to ``image_size`` and re-encoded.
 """
 
 from __future__ import annotations
@@ -53,7 +22,7 @@ import io
 import re
 from collections.abc import Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -70,6 +39,9 @@ from adrank.build.quarantine import (
     first_failing_reason,
 )
 from adrank.config import FeaturesConfig
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 STATUS_OK = "ok"
 PREPROCESSING_VERSION = 2  # bump when decode_resize_encode changes what it stores (2: bit depth, EXIF)
@@ -153,7 +125,7 @@ def _bomb_or_undecodable(exc: Exception) -> dict[str, str]:
     return {"status": status, "detail": f"{type(exc).__name__}: {message}"[:500]}
 
 
-def _decode_square_rgb(data: bytes, image_size: int, max_pixels: int, out: dict[str, Any]) -> Any:
+def _decode_square_rgb(data: bytes, image_size: int, max_pixels: int, out: dict[str, Any]) -> Image.Image:
     """Opens lazily, checks the declared size, then decodes (at reduced scale if JPEG)."""
     from PIL import Image
 
@@ -166,7 +138,7 @@ def _decode_square_rgb(data: bytes, image_size: int, max_pixels: int, out: dict[
         return to_rgb(img, image_size)
 
 
-def to_rgb(img: Any, square_side: int | None = None) -> Any:
+def to_rgb(img: Image.Image, square_side: int | None = None) -> Image.Image:
     """The image as viewers show it, in 8-bit RGB.
 
     Frame 0 of an animation; EXIF orientation applied (``ImageOps.exif_transpose``); any
@@ -193,7 +165,7 @@ def to_rgb(img: Any, square_side: int | None = None) -> Any:
     return _flatten_rgb(working)
 
 
-def _eight_bit(img: Any) -> Any:
+def _eight_bit(img: Image.Image) -> Image.Image:
     """RGBA if the image has any transparency, RGB or L as is, wide grey scaled, anything else RGB."""
     if img.mode in _WIDE_MODES:
         return _scaled_grey(img)
@@ -202,7 +174,7 @@ def _eight_bit(img: Any) -> Any:
     return img if img.mode in ("RGB", "L") else img.convert("RGB")
 
 
-def _scaled_grey(img: Any) -> Any:
+def _scaled_grey(img: Image.Image) -> Image.Image:
     """L from 16/32-bit int or float grey, full scale -> 255 (RGBA if a colour key is transparent)."""
     from PIL import Image
 
@@ -218,7 +190,7 @@ def _scaled_grey(img: Any) -> Any:
     return rgba
 
 
-def _full_scale(img: Any) -> float:
+def _full_scale(img: Image.Image) -> float:
     """The sample value of white: 1.0 for float; for "I" the TIFF's bits per sample, else 16 bits.
 
     Pillow holds 16-bit data in "I;16*" and in "I" (PGM/PPM, rescaled to 16 bits); a
@@ -236,7 +208,7 @@ def _full_scale(img: Any) -> float:
     return float(2 ** (int(bits) - signed) - 1)
 
 
-def _square(img: Any, image_size: int) -> Any:
+def _square(img: Image.Image, image_size: int) -> Image.Image:
     """Resizes the centre square of ``img`` to ``image_size`` (shorter side, centre crop)."""
     from PIL import Image
 
@@ -246,7 +218,7 @@ def _square(img: Any, image_size: int) -> Any:
     return img.resize((image_size, image_size), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
 
 
-def _flatten_rgb(img: Any) -> Any:
+def _flatten_rgb(img: Image.Image) -> Image.Image:
     """RGB, with any alpha composited on white."""
     from PIL import Image
 
@@ -255,7 +227,7 @@ def _flatten_rgb(img: Any) -> Any:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _encode(img: Any, store_format: str) -> bytes:
+def _encode(img: Image.Image, store_format: str) -> bytes:
     buffer = io.BytesIO()
     if store_format.upper() == "JPEG":
         img.save(buffer, "JPEG", quality=JPEG_QUALITY)

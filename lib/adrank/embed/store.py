@@ -23,9 +23,8 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 
 from adrank.delta import (
     MERGE_METRICS,
@@ -76,7 +75,7 @@ def ensure_table(spark: SparkSession, path: str) -> bool:
     return create_table(spark, path, spark.createDataFrame([], SKU_EMBEDDINGS_DDL).schema, SKU_EMBEDDINGS_PROPERTIES)
 
 
-def recent_history(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> list[Any]:
+def recent_history(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> list[Row]:
     """The newest ``page`` commits of the table, newest first (``version``, ``operation``,
     ``userMetadata``, ``operationMetrics``): one read serves a run's record, its
     compaction count and its snapshot check."""
@@ -87,7 +86,7 @@ def recent_history(spark: SparkSession, path: str, page: int = HISTORY_PAGE) -> 
     return sorted(rows, key=lambda r: r.version, reverse=True)
 
 
-def last_processed(spark: SparkSession, path: str, newest: list[Any] | None = None,
+def last_processed(spark: SparkSession, path: str, newest: list[Row] | None = None,
                    page: int = HISTORY_PAGE) -> Processed | None:
     """The record of the latest committed run in the history of ``sku_embeddings`` (None: none).
 
@@ -107,7 +106,7 @@ def last_processed(spark: SparkSession, path: str, newest: list[Any] | None = No
                      str(record.get("mode", "")))
 
 
-def files_added_since_compaction(newest: list[Any], page: int = HISTORY_PAGE) -> int | None:
+def files_added_since_compaction(newest: list[Row], page: int = HISTORY_PAGE) -> int | None:
     """Data files the commits after the latest OPTIMIZE added (None: no OPTIMIZE in a full page).
 
     Args:
@@ -123,7 +122,7 @@ def files_added_since_compaction(newest: list[Any], page: int = HISTORY_PAGE) ->
     return None if len(newest) >= page else added
 
 
-def same_data_since(newest: list[Any], version: int) -> int:
+def same_data_since(newest: list[Row], version: int) -> int:
     """The oldest version whose rows are those of ``version``.
 
     Walks back from ``version`` over the commits of ``newest`` (:func:`recent_history`)

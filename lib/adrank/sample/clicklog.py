@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 
+from adrank.layout import CLICK_LOG, LR_FEATURES
 from adrank.sample.blocks import block_frame, block_ranges
 from adrank.sample.impressions import AB_GROUPS, DEVICES, NETWORKS, PAGES, DayPools, simulate_impressions
 from adrank.sample.source import SourceData
@@ -95,8 +96,8 @@ def impression_sources(spark: SparkSession, world: World, cfg: SampleConfig) -> 
     blocks = block_frame(spark, cfg.num_impressions, cfg.rows_per_partition)
     broken = broken_lines(world, pools, cfg)
     sources = {}
-    for name, records, kinds in (("click_log", click_records, CLICK_BROKEN_KINDS),
-                                 ("lr_features", feature_records, FEATURES_BROKEN_KINDS)):
+    for name, records, kinds in ((CLICK_LOG, click_records, CLICK_BROKEN_KINDS),
+                                 (LR_FEATURES, feature_records, FEATURES_BROKEN_KINDS)):
         good = blocks.mapInPandas(partial(line_blocks, world, pools, records), LINES_SCHEMA)
         bad = spark.createDataFrame(broken[name], LINES_SCHEMA).coalesce(1)
         sources[name] = SourceData(good.unionByName(bad), cfg.num_impressions,
@@ -125,8 +126,8 @@ def broken_lines(world: World, pools: DayPools, cfg: SampleConfig) -> dict[str, 
     click_days = np.r_[damaged["day"], repeated["day"]]
     feature_days = damaged["day"].to_numpy()[:len(feature_lines)]
     return {
-        "click_log": pd.DataFrame({"date": dates[click_days], "value": click_lines}),
-        "lr_features": pd.DataFrame({"date": dates[feature_days], "value": feature_lines}),
+        CLICK_LOG: pd.DataFrame({"date": dates[click_days], "value": click_lines}),
+        LR_FEATURES: pd.DataFrame({"date": dates[feature_days], "value": feature_lines}),
     }
 
 

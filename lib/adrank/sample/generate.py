@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from adrank.config import to_json
 from adrank.delta import write_text_file
+from adrank.layout import CATALOG
 from adrank.sample.catalog import catalog_source
 from adrank.sample.clicklog import impression_sources
 from adrank.sample.impressions import CLICK_MODEL
@@ -44,7 +45,7 @@ def generate_inputs(spark: SparkSession, cfg: SampleConfig, inputs_root: str) ->
     root = inputs_root.rstrip("/")
     world = build_world(cfg)
     sources = {
-        "catalog": catalog_source(spark, world, cfg.broken_per_kind),
+        CATALOG: catalog_source(spark, world, cfg.broken_per_kind),
         **impression_sources(spark, world, cfg),
         **snapshot_sources(spark, world, cfg),
     }

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from adrank.layout import PAGES
 from adrank.sample.blocks import Stream, block_rng
 from adrank.sample.world import SECONDS_PER_DAY, World
 
-PAGES = ("detail", "feed", "search")
 PAGE_SHARES = (0.5, 0.3, 0.2)
 DETAIL, FEED, SEARCH = range(3)
 DEVICES = ("ios", "android", "web")

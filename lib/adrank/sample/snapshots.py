@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
+from adrank.layout import SKU_SNAPSHOTS, USER_SNAPSHOTS
 from adrank.sample.blocks import Stream, block_frame, block_ranges, block_rng
 from adrank.sample.source import SourceData
 from adrank.sample.world import SECONDS_PER_DAY, World, iso_timestamps
@@ -115,8 +116,8 @@ def snapshot_sources(spark: SparkSession, world: World, cfg: SampleConfig) -> di
     users = snapshot_source(spark, world, cfg, Stream.USER_SNAPSHOTS, user_snapshot_rows, world.num_users)
     skus = snapshot_source(spark, world, cfg, Stream.SKU_SNAPSHOTS, sku_snapshot_rows, world.num_skus)
     return {
-        "user_snapshots": SourceData(users[0], world.num_users * per_entity, users[1]),
-        "sku_snapshots": SourceData(skus[0], (world.num_skus - num_cold) * per_entity + num_cold, skus[1]),
+        USER_SNAPSHOTS: SourceData(users[0], world.num_users * per_entity, users[1]),
+        SKU_SNAPSHOTS: SourceData(skus[0], (world.num_skus - num_cold) * per_entity + num_cold, skus[1]),
     }
 
 

@@ -1,10 +1,10 @@
 """Writing the generated sources, locally or to a Hadoop URI (small files: ``adrank.delta.write_text_file``)."""
 from __future__ import annotations
 
+from adrank.layout import CATALOG, DATED_SOURCES
 from adrank.sample.source import SourceData
 
-PARQUET_SOURCES = ("catalog",)
-DATED_SOURCES = ("click_log", "lr_features")
+PARQUET_SOURCES = (CATALOG,)
 
 
 def write_source(name: str, source: SourceData, path: str) -> None:
