@@ -5,9 +5,10 @@ serving snapshots (:mod:`adrank.embed.serving`). :func:`publish` writes a versio
 into a hidden temporary folder beside the versions, writes its manifest, renames it to
 ``v<N>`` (``N`` = the highest existing version + 1; a rename onto an existing folder fails,
 so racing publishers take different numbers), then, under an exclusive ``flock`` on
-``<root>/.lock``, moves the pointer forward (temporary file + ``os.replace``; never back to
-an older version), prunes to the newest ``keep`` versions (never the pointer's) and removes
-left-overs (half-deleted versions, temporaries older than :data:`STALE_TEMPORARY_SECONDS`).
+``<root>/.lock`` (unless the :class:`Scheme` has no lock), moves the pointer forward
+(temporary file + ``os.replace``; never back to an older version), prunes to the newest
+``keep`` versions (never the pointer's) and removes left-overs (half-deleted versions,
+temporaries older than :data:`STALE_TEMPORARY_SECONDS`).
 A reader that follows the pointer never sees a half-written version. Hidden entries
 (``.tmp-*``, ``.del-*``, ``.lock``) are never versions. A :class:`Scheme` names the pointer
 and manifest files of one kind of folder.
@@ -55,12 +56,17 @@ class Scheme:
         manifest: The manifest file in each version (e.g. ``"manifest.json"``).
         version_key: The manifest key that holds ``N`` (set when the version is claimed).
         dumps: Manifest -> JSON text (a newline is added).
+        lock: The lock file in the root that serialises pointer moves and pruning; None
+            for none (a folder that keeps every version and must hold no hidden file
+            between publishes: its pointer then moves forward on a best-effort basis, as
+            a racing publisher may read it just before another replaces it).
     """
 
     pointer: str
     manifest: str
     version_key: str
     dumps: Callable[[Mapping[str, Any]], str] = _dumps
+    lock: str | None = LOCK
 
 
 def local_folder(root: str | os.PathLike[str], what: str) -> Path:
@@ -113,12 +119,14 @@ def publish(root: Path, scheme: Scheme, write: Callable[[Path], Mapping[str, Any
             what was written (sizes, checksums). Any error removes the folder: nothing is
             published.
         keep: How many of the newest versions to keep (>= 1); the pointer's is always
-            kept. None keeps all.
+            kept. None keeps all (the only choice for a scheme without a lock).
 
     Returns:
         ``N``, the new version (folder ``root/v<N>``).
     """
     check_keep(keep)
+    if keep is not None and scheme.lock is None:
+        raise ValueError("pruning needs a lock: a Scheme without one keeps every version (keep=None)")
     root.mkdir(parents=True, exist_ok=True)
     temporary = root / f"{TEMPORARY}{uuid.uuid4().hex}"
     temporary.mkdir()
@@ -127,7 +135,7 @@ def publish(root: Path, scheme: Scheme, write: Callable[[Path], Mapping[str, Any
         version = _claim_next_version(root, temporary, lambda n: _write_manifest(temporary, scheme, manifest, n))
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-    with _locked(root):
+    with _locked(root, scheme.lock):
         advance_pointer(root / scheme.pointer, version)
         prune(root, scheme, keep)
     return version
@@ -179,9 +187,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<root>/.lock`` (pointer moves and pruning)."""
-    with open(root / LOCK, "a") as handle:
+def _locked(root: Path, lock: str | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<root>/<lock>`` (pointer moves and pruning); nothing if None."""
+    if lock is None:
+        yield
+        return
+    with open(root / lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -7,7 +7,7 @@ Layout (``root`` = :func:`adrank.layout.registry_root`)::
     <root>/<stage>/latest            "v2": moved forward only, after v2 is complete
 
 :func:`export_model` publishes with :func:`adrank.versioned.publish` (temporary folder,
-atomic claim of ``v<N>``, ``latest`` replaced under a lock; every version is kept), so a
+atomic claim of ``v<N>``, then ``latest`` moved forward; every version is kept), so a
 reader that follows ``latest`` never sees a half-written model. The signatures are
 :func:`adrank.train.ranks.models.export_signatures` (``sku_embedding``, ``query_embedding``,
 ``lr_score``); ``metadata.json`` holds ``stage``, ``version``, ``data_version``, ``config``,
@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 LATEST = "latest"
 METADATA = "metadata.json"
 MODELS = versioned.Scheme(pointer=LATEST, manifest=METADATA, version_key="version",
-                          dumps=lambda metadata: to_json(metadata, indent=2, sort_keys=True))
-"""The versioned-folder scheme of one stage's models."""
+                          dumps=lambda metadata: to_json(metadata, indent=2, sort_keys=True), lock=None)
+"""The versioned-folder scheme of one stage's models: every version kept, no lock file (a
+stage folder holds only its versions and ``latest``)."""
 
 
 def _local(root: str | os.PathLike[str]) -> Path:
