@@ -132,7 +132,8 @@ def publish(root: Path, scheme: Scheme, write: Callable[[Path], Mapping[str, Any
     temporary.mkdir()
     try:
         manifest = dict(write(temporary))
-        version = _claim_next_version(root, temporary, lambda n: _write_manifest(temporary, scheme, manifest, n))
+        version = _claim_next_version(root, temporary,
+                                      lambda n: _write_manifest(temporary, scheme, manifest, n))
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     with _locked(root, scheme.lock):
@@ -142,7 +143,7 @@ def publish(root: Path, scheme: Scheme, write: Callable[[Path], Mapping[str, Any
 
 
 def check_keep(keep: int | None) -> None:
-    """ValueError unless ``keep`` is None or at least 1 (a caller may check before its expensive work)."""
+    """ValueError unless ``keep`` is None or at least 1 (callers check it before their expensive work)."""
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
 
@@ -244,5 +245,5 @@ def _age_seconds(path: Path) -> float:
         return 0.0
 
 
-__all__ = ["STALE_TEMPORARY_SECONDS", "VERSION_NAME", "Scheme", "advance_pointer", "check_keep", "fsync", "local_folder", "prune",
-           "publish", "read_pointer", "versions_in", "write_atomically"]
+__all__ = ["STALE_TEMPORARY_SECONDS", "VERSION_NAME", "Scheme", "advance_pointer", "check_keep", "fsync",
+           "local_folder", "prune", "publish", "read_pointer", "versions_in", "write_atomically"]

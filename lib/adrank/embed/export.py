@@ -40,8 +40,9 @@ _PACKED_SCHEMA = "rows long, problem string, sku_ids binary, upserts binary, emb
 
 
 
-def publish_serving_snapshot(spark: SparkSession, embeddings_df: DataFrame, serving_root: str | os.PathLike[str],
-                             *, table_version: int, model_version: int, keep: int = 3) -> dict[str, int | str]:
+def publish_serving_snapshot(spark: SparkSession, embeddings_df: DataFrame,
+                             serving_root: str | os.PathLike[str], *, table_version: int, model_version: int,
+                             keep: int = 3) -> dict[str, int | str]:
     """Publishes the embeddings as the next snapshot version and points ``CURRENT`` at it.
 
     Args:
@@ -68,12 +69,16 @@ def publish_serving_snapshot(spark: SparkSession, embeddings_df: DataFrame, serv
     root = serving.local_root(serving_root)
     columns = _serving_columns(embeddings_df)
     rows, dim = _checked_shape(columns)
-    version = serving.publish_snapshot(root, lambda folder: serving.write_arrays(_stream_sorted(columns, rows, dim), folder, rows, dim),
-                       Shape(rows, dim, table_version, model_version), keep)
+
+    def write(folder: Path) -> None:
+        serving.write_arrays(_stream_sorted(columns, rows, dim), folder, rows, dim)
+
+    version = serving.publish_snapshot(root, write, Shape(rows, dim, table_version, model_version), keep)
     return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": rows, "dim": dim}
 
 
-def patch_serving_snapshot(spark: SparkSession, changes_df: DataFrame, serving_root: str | os.PathLike[str], *,
+def patch_serving_snapshot(spark: SparkSession, changes_df: DataFrame,
+                           serving_root: str | os.PathLike[str], *,
                            base_version: int, table_version: int, model_version: int, expected_rows: int,
                            keep: int = 3, change_rows: int | None = None) -> dict[str, int | str]:
     """Publishes snapshot ``base_version`` with ``changes_df`` applied as the next version.
@@ -119,7 +124,7 @@ def patch_serving_snapshot(spark: SparkSession, changes_df: DataFrame, serving_r
     def write(folder: Path) -> None:
         changes = _stream_changes(columns, partitions, base)
         serving.write_arrays(serving.patched_blocks(base, changes, block_rows), folder, expected_rows, dim,
-                      counted="expected", why=f"v{base.version} with the changes applied")
+                             counted="expected", why=f"v{base.version} with the changes applied")
 
     shape = Shape(expected_rows, dim, table_version, model_version, patched_from=base.version)
     version = serving.publish_snapshot(root, write, shape, keep)
@@ -190,7 +195,7 @@ def _checked_shape(columns: DataFrame) -> tuple[int, int]:
     stats = columns.agg(
         F.count(F.lit(1)).alias("rows"), F.min(size).alias("min_dim"), F.max(size).alias("max_dim"),
         *[F.sum(cond.cast("long")).alias(f"p{i}") for i, cond in enumerate(problems.values())],
-    ).first()
+    ).collect()[0]  # a global aggregation: always one row
     found = []
     for i, (name, cond) in enumerate(problems.items()):
         if stats[f"p{i}"]:

@@ -143,7 +143,7 @@ def _manifest(folder: Path, shape: Shape) -> dict[str, Any]:
 
 
 def write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path, rows: int, dim: int, *,
-                  counted: str = "counted", why: str = "the DataFrame changed after it was checked") -> None:
+                 counted: str = "counted", why: str = "the DataFrame changed after it was checked") -> None:
     """Writes the chunks into ``sku_ids.npy`` / ``embeddings.npy``, checking strict id order.
 
     Args:
@@ -219,7 +219,7 @@ def patch_base(root: Path, version: int) -> ServingSnapshot:
 
 
 def patched_blocks(base: ServingSnapshot, changes: Iterable[Changes],
-                    block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                   block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The base's rows with the changes applied, in sku_id order.
 
     A two-way merge: each chunk of changes takes the base rows up to its last id, in

@@ -120,8 +120,11 @@ def _signatures(pairwise_model: PairwiseModel | None, linear_model: LinearModel 
 
     if pairwise_model is not None:
         return export_signatures(pairwise_model, linear_model, image_size)
+    model = linear_model
+    if model is None:
+        raise ValueError("export_model needs a pairwise model, a linear model or both")
     return {"lr_score": tf.function(
-        lambda sparse_ids, num_sparse_ids: {"probability": tf.sigmoid(linear_model(
+        lambda sparse_ids, num_sparse_ids: {"probability": tf.sigmoid(model(
             {"sparse_ids": sparse_ids, "num_sparse_ids": num_sparse_ids}, training=False))},
         input_signature=[tf.TensorSpec([None, None], tf.int64, "sparse_ids"),
                          tf.TensorSpec([None], tf.int32, "num_sparse_ids")])}
