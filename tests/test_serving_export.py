@@ -124,6 +124,19 @@ def test_pointer_never_moves_back_to_an_older_version(tmp_path):
     assert (tmp_path / "CURRENT").read_text() == "v6\n"
 
 
+def test_a_scheme_without_a_lock_keeps_every_version_and_leaves_no_hidden_file(tmp_path):
+    scheme = versioned.Scheme(pointer="latest", manifest="metadata.json", version_key="version", lock=None)
+    for n in range(3):
+        assert versioned.publish(tmp_path, scheme, lambda folder, n=n: {"n": n}) == n + 1
+
+    assert listing(tmp_path) == ["latest", "v1", "v2", "v3"]
+    assert (tmp_path / "latest").read_text() == "v3\n"
+    assert json.loads((tmp_path / "v2" / "metadata.json").read_text()) == {"n": 1, "version": 2}
+    with pytest.raises(ValueError, match="pruning needs a lock"):
+        versioned.publish(tmp_path, scheme, lambda folder: {}, keep=2)
+    assert listing(tmp_path) == ["latest", "v1", "v2", "v3"]
+
+
 def test_a_loaded_reader_keeps_working_after_the_next_publish(spark, tmp_path):
     first, second = random_vectors(range(12), 5, 0), random_vectors(range(6, 20), 5, 1)
     publish(spark, first, tmp_path, keep=1)
