@@ -123,7 +123,7 @@ def export_model(config) -> tuple[int, str]:  # noqa: ANN001
         "m = PairwiseModel(sku_tower('mini_inception', int(sys.argv[2]), int(sys.argv[3]), width=int(sys.argv[4])))\n"
         "print(export_model(sys.argv[1], 'pairwise', pairwise_model=m, image_size=int(sys.argv[2]),"
         " data_version=0)[1])\n")
-    from adrank.train.registry import registry_root
+    from adrank.layout import registry_root
 
     args = [registry_root(config), IMAGE_SIZE, config.train.embedding_dim, config.train.tower_width]
     out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True)

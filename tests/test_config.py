@@ -10,8 +10,7 @@ import pytest
 
 from adrank import layout
 from adrank.config import ConfigError, load_config
-from adrank.embed.run import serving_root
-from adrank.train.registry import registry_root
+from adrank.layout import registry_root, serving_root
 from conftest import REPO, TINY_CONF, tiny_config
 
 
@@ -211,9 +210,10 @@ def test_a_loaded_config_dumps_without_secrets(tmp_path, monkeypatch):
 
 
 def test_run_reports_and_registry_metadata_are_written_redacted(tmp_path, capsys):
+    from adrank import versioned
     from adrank.config import REDACTED
     from adrank.runs import RunReport, publish_report
-    from adrank.train.registry import METADATA, _publish
+    from adrank.train.registry import METADATA, MODELS
 
     config = tiny_config(tmp_path)
     report = RunReport("train", figures={"spark.hadoop.fs.s3a.secret.key": "s3cr3t", "auc": float("nan")})
@@ -224,10 +224,8 @@ def test_run_reports_and_registry_metadata_are_written_redacted(tmp_path, capsys
     assert json.loads(stored)["spark.hadoop.fs.s3a.secret.key"] == REDACTED
 
     folder = tmp_path / "models" / "lr"
-    temporary = folder / ".tmp-x"
-    temporary.mkdir(parents=True)
-    version = _publish(folder, temporary, {"config": {"spark": {"conf": {"spark.authenticate.secret": "s3cr3t"}}},
-                                           "metrics": {"cold_auc": float("nan")}})
+    version = versioned.publish(folder, MODELS, lambda _: {
+        "config": {"spark": {"conf": {"spark.authenticate.secret": "s3cr3t"}}}, "metrics": {"cold_auc": float("nan")}})
     metadata = (folder / f"v{version}" / METADATA).read_text()
     assert "s3cr3t" not in metadata and json.loads(metadata)["metrics"] == {"cold_auc": None}
 

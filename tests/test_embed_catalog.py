@@ -25,8 +25,9 @@ from PIL import Image
 from adrank import delta, layout
 from adrank.build import store as build_store
 from adrank.config import ConfigError
-from adrank.embed.run import EmbedError, Merge, can_patch, choose_mode, embed_catalog, serving_root
+from adrank.embed.run import EmbedError, Merge, can_patch, choose_mode, embed_catalog
 from adrank.embed.store import Processed, ensure_table, last_processed, record_without_rows
+from adrank.layout import registry_root, serving_root
 from adrank.runs import RunReport
 from conftest import TINY_CONF, load_job, tiny_config
 
@@ -61,7 +62,7 @@ def register_model(config, seed: int) -> int:
     import tensorflow as tf
 
     from adrank.train.ranks.models import PairwiseModel, sku_tower
-    from adrank.train.registry import export_model, registry_root
+    from adrank.train.registry import export_model
 
     tf.keras.utils.set_random_seed(seed)
     model = PairwiseModel(sku_tower("mini_inception", SIZE, config.train.embedding_dim, config.train.tower_width))
@@ -92,8 +93,6 @@ def embedder(model_path: str):
 
 def direct_embeddings(config, seeds: dict[int, int], model_version: int) -> dict[int, np.ndarray]:
     """The registered model run in this process on each SKU's image (the expected values)."""
-    from adrank.train.registry import registry_root
-
     embed = embedder(str(Path(registry_root(config)) / "pairwise" / f"v{model_version}"))
     ids = sorted(seeds)
     values = embed(np.array([png(seeds[i]) for i in ids], dtype=object))

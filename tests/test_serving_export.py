@@ -14,8 +14,9 @@ import pytest
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
 from adrank import versioned
-from adrank.embed import serving
-from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
+from adrank.embed import export, serving
+from adrank.embed.export import publish_serving_snapshot
+from adrank.embed.serving import load_serving_snapshot
 
 SCHEMA = StructType([
     StructField("sku_id", LongType()), StructField("image_hash", StringType()),
@@ -28,7 +29,7 @@ WHEN = datetime.datetime(2026, 11, 30, tzinfo=datetime.UTC).isoformat()
 @pytest.fixture(autouse=True)
 def small_partitions(monkeypatch):
     """About 16 rows per streamed range partition (dim 6), so a few dozen rows span several."""
-    monkeypatch.setattr(serving, "PARTITION_BYTES", 16 * (8 + 4 * 6))
+    monkeypatch.setattr(export, "PARTITION_BYTES", 16 * (8 + 4 * 6))
 
 
 def embeddings_frame(spark, vectors: dict[int, list[float] | None], seed: int = 0):
@@ -58,12 +59,12 @@ def test_snapshot_matches_the_table_exactly(spark, tmp_path, monkeypatch):
     ids = np.random.default_rng(1).choice(10_000, size=40, replace=False)
     vectors = random_vectors(ids, 6)
     chunks: list[int] = []
-    write_arrays = serving._write_arrays
+    write_arrays = serving.write_arrays
 
     def counting(stream, *args):
         return write_arrays((chunks.append(len(c[0])) or c for c in stream), *args)
 
-    monkeypatch.setattr(serving, "_write_arrays", counting)
+    monkeypatch.setattr(serving, "write_arrays", counting)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")
     try:
         result = publish(spark, vectors, tmp_path / "serving")
@@ -110,17 +111,30 @@ def test_prune_never_deletes_the_current_version(tmp_path):
         (tmp_path / f"v{version}").mkdir()
     (tmp_path / "CURRENT").write_text("v1\n")
 
-    serving._prune(tmp_path, keep=2)
+    versioned.prune(tmp_path, serving.SNAPSHOTS, keep=2)
 
     assert listing(tmp_path) == ["CURRENT", "v1", "v3", "v4"]
 
 
 def test_pointer_never_moves_back_to_an_older_version(tmp_path):
     (tmp_path / "CURRENT").write_text("v5\n")
-    serving._advance_pointer(tmp_path, 4)  # a slower publisher finishing after v5 went live
+    versioned.advance_pointer(tmp_path / "CURRENT", 4)  # a slower publisher finishing after v5 went live
     assert (tmp_path / "CURRENT").read_text() == "v5\n"
-    serving._advance_pointer(tmp_path, 6)
+    versioned.advance_pointer(tmp_path / "CURRENT", 6)
     assert (tmp_path / "CURRENT").read_text() == "v6\n"
+
+
+def test_a_scheme_without_a_lock_keeps_every_version_and_leaves_no_hidden_file(tmp_path):
+    scheme = versioned.Scheme(pointer="latest", manifest="metadata.json", version_key="version", lock=None)
+    for n in range(3):
+        assert versioned.publish(tmp_path, scheme, lambda folder, n=n: {"n": n}) == n + 1
+
+    assert listing(tmp_path) == ["latest", "v1", "v2", "v3"]
+    assert (tmp_path / "latest").read_text() == "v3\n"
+    assert json.loads((tmp_path / "v2" / "metadata.json").read_text()) == {"n": 1, "version": 2}
+    with pytest.raises(ValueError, match="pruning needs a lock"):
+        versioned.publish(tmp_path, scheme, lambda folder: {}, keep=2)
+    assert listing(tmp_path) == ["latest", "v1", "v2", "v3"]
 
 
 def test_a_loaded_reader_keeps_working_after_the_next_publish(spark, tmp_path):
@@ -205,7 +219,7 @@ def test_half_written_temporaries_are_ignored_and_stale_ones_removed(spark, tmp_
     (crashed / "embeddings.npy").write_bytes(b"\x93NUMPY half")
     fresh = tmp_path / ".tmp-writing"  # another publisher still writing
     fresh.mkdir()
-    old = time.time() - serving.STALE_TEMPORARY_SECONDS - 60
+    old = time.time() - versioned.STALE_TEMPORARY_SECONDS - 60
     os.utime(crashed, (old, old))
 
     result = publish(spark, random_vectors(range(5), 4), tmp_path)
@@ -277,11 +291,11 @@ def test_checksums_are_verified_on_request_and_missing_roots_are_named(live_root
 def test_the_stream_writer_catches_duplicates_across_chunks_and_changed_row_counts(tmp_path):
     chunk = (np.array([1, 2], dtype=np.int64), np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="^cannot publish serving snapshot: duplicate sku_id 2$"):
-        serving._write_arrays([chunk, (np.array([2, 3]), np.ones((2, 3), np.float32))], tmp_path, 4, 3)
+        serving.write_arrays([chunk, (np.array([2, 3]), np.ones((2, 3), np.float32))], tmp_path, 4, 3)
     with pytest.raises(ValueError, match="streamed 2 rows, counted 3"):
-        serving._write_arrays([chunk], tmp_path, 3, 3)
+        serving.write_arrays([chunk], tmp_path, 3, 3)
     with pytest.raises(ValueError, match="more than the 1 rows counted"):
-        serving._write_arrays([chunk], tmp_path, 1, 3)
+        serving.write_arrays([chunk], tmp_path, 1, 3)
 
 
 # ---------------------------------------------------------------------------- patch
@@ -307,7 +321,7 @@ def applied(vectors: dict, upserts: dict, deletes=()) -> dict[int, list[float]]:
 
 def patch(spark, root, upserts, deletes=(), base_version: int = 1, **kwargs):
     kwargs = {"table_version": 8, "model_version": 2, "base_version": base_version, **kwargs}
-    return serving.patch_serving_snapshot(spark, changes_frame(spark, upserts, deletes), str(root), **kwargs)
+    return export.patch_serving_snapshot(spark, changes_frame(spark, upserts, deletes), str(root), **kwargs)
 
 
 def assert_snapshot(snapshot, table: dict) -> None:
@@ -336,8 +350,8 @@ def test_a_patch_equals_a_full_publish_of_the_resulting_table(spark, tmp_path, m
     deletes = [ordered[0], ordered[17], ordered[-1], 15_000]  # both ends, and one the base lacks
     table = applied(vectors, {**updates, **inserts}, deletes)
     chunks: list[int] = []
-    stream_changes = serving._stream_changes
-    monkeypatch.setattr(serving, "_stream_changes",
+    stream_changes = export._stream_changes
+    monkeypatch.setattr(export, "_stream_changes",
                         lambda *a: (chunks.append(len(c)) or c for c in stream_changes(*a)))
 
     result = patch(spark, tmp_path / "patched", {**updates, **inserts}, deletes, expected_rows=len(table))
@@ -401,13 +415,13 @@ def test_patched_blocks_merge_in_bounded_pieces():
         changed = np.sort(rng.choice(np.arange(-60, 160), int(rng.integers(0, 30)), replace=False))
         upserts = rng.random(len(changed)) < 0.6
         vectors = rng.standard_normal((int(upserts.sum()), 3)).astype(np.float32)
-        every = serving._Changes(changed.astype(np.int64), upserts, vectors)
+        every = serving.Changes(changed.astype(np.int64), upserts, vectors)
         chunk, block = int(rng.integers(1, 6)), int(rng.integers(1, 8))
         chunks = [every.rows(i, i + chunk) for i in range(0, len(every), chunk)]
         table = applied(dict(zip(ids.tolist(), base.embeddings)),
                         dict(zip(changed[upserts].tolist(), vectors)), changed[~upserts].tolist())
 
-        pieces = list(serving._patched_blocks(base, chunks, block))
+        pieces = list(serving.patched_blocks(base, chunks, block))
 
         assert all(len(p[0]) <= block + chunk for p in pieces)  # one base block plus one chunk at most
         merged_ids = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros(0, np.int64)
@@ -432,7 +446,7 @@ def test_bad_changes_or_row_counts_are_a_one_line_error_and_publish_nothing(spar
     frame = changes_frame(spark, changes.get("upserts", {}), changes.get("deletes", ()), changes.get("extra", ()))
 
     with pytest.raises(ValueError, match="^cannot publish serving snapshot: .*" + message) as caught:
-        serving.patch_serving_snapshot(spark, frame, str(base_root), base_version=1, table_version=8,
+        export.patch_serving_snapshot(spark, frame, str(base_root), base_version=1, table_version=8,
                                        model_version=2, expected_rows=expected_rows)
 
     assert "\n" not in str(caught.value)

@@ -18,10 +18,11 @@ from PIL import Image
 from adrank import delta, layout
 from adrank.build.examples import EXAMPLES_DDL
 from adrank.build.images import SKU_IMAGES_DDL
+from adrank.layout import registry_root
 from adrank.runs import RunReport
 from adrank.train import launch
 from adrank.train import run as training
-from adrank.train.registry import registry_root, versions
+from adrank.train.registry import versions
 from conftest import TINY_CONF, load_job, tiny_config
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)

@@ -269,7 +269,7 @@ def preprocess_images(catalog_df: DataFrame, features_cfg: FeaturesConfig,
             ``sku_images`` by the same preprocessing (:func:`preprocessing_fingerprint`).
             A row whose ``sku_id`` and original-bytes sha256 are among them is not decoded
             again: it comes out ``ok`` with a null ``image`` (the stored one stands; see
-            :func:`adrank.tables.upsert_sku_images`) and null ``orig_width``/``orig_height``.
+            :func:`adrank.build.store.upsert_sku_images`) and null ``orig_width``/``orig_height``.
 
     Returns:
         The catalog columns plus ``image_format``, ``height``, ``width``, ``channels``,

@@ -6,7 +6,8 @@
   full, fallback diff) and shape the staged rows.
 - :mod:`adrank.embed.store`: Delta I/O of ``sku_embeddings``, its run records, staging.
 - :mod:`adrank.embed.run`: the ``embed_catalog`` run that ties them together.
-- :mod:`adrank.embed.serving`: versioned serving snapshots of the embeddings.
+- :mod:`adrank.embed.serving`: the serving snapshot format (versioned folders), load, patch merge.
+- :mod:`adrank.embed.export`: a DataFrame streamed into a serving snapshot (the Spark side).
 
 Nothing here imports TensorFlow at module import.
 """

@@ -15,7 +15,7 @@ One run (:func:`embed_catalog`):
    embed_catalog/<run id>``: the CNN runs once, however often the MERGE scans its source;
 4. MERGE the staged rows by ``sku_id`` in one commit whose ``userMetadata`` records
    ``source_version = to`` and the model version;
-5. publish a serving snapshot of the version just written (:mod:`adrank.embed.serving`),
+5. publish a serving snapshot of the version just written (:mod:`adrank.embed.export`),
    then delete the staging folder. When ``CURRENT`` serves the version just before this
    run's MERGE (or a version with the same rows), an incremental or fallback run
    *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
@@ -113,16 +113,11 @@ class Plan:
         return Plan("fallback", reason, self.to_version, self.previous_version)
 
 
-def serving_root(config: Config) -> str:
-    """``<storage.local>/<embed.serving_folder>``: where serving snapshots are published."""
-    return layout.join_path(config.storage.local, config.embed.serving_folder)
-
-
 def registered_model(config: Config) -> Model:
     """The ``latest`` stage-1 model, checked against the config; EmbedError if unusable."""
-    from adrank.train.registry import latest_model, registry_root
+    from adrank.train.registry import latest_model
 
-    root = registry_root(config)
+    root = layout.registry_root(config)
     try:
         version, path, metadata = latest_model(root, STAGE)
     except (FileNotFoundError, ValueError) as error:
@@ -220,7 +215,7 @@ def _embed_and_merge(
         The plan as run (incremental may have become fallback), the figures written and
         the MERGE's figures with the staging folder (the serving export reads it).
     """
-    staging_parent = layout.join_path(config.storage.root, config.embed.staging_folder, store.JOB)
+    staging_parent = layout.staging_root(config, store.JOB)
     store.remove_stale_folders(spark, staging_parent, STALE_STAGING_S)
     staged_path = layout.join_path(staging_parent, report.run_id)
     with report.timed("embed_cnn"):
@@ -292,10 +287,11 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     Patches ``CURRENT`` with this run's staged rows when :func:`can_patch` says so; exports
     the whole table otherwise, or when the patch is refused (``patch_error`` says why).
     """
-    from adrank.embed.serving import load_serving_snapshot, publish_serving_snapshot
+    from adrank.embed.export import publish_serving_snapshot
+    from adrank.embed.serving import load_serving_snapshot
 
     version = merge.version if merge is not None else delta.latest_version(spark, path)
-    root = serving_root(config)
+    root = layout.serving_root(config)
     try:
         current = load_serving_snapshot(root)
     except FileNotFoundError:
@@ -366,10 +362,10 @@ def can_patch(manifest: dict[str, Any] | None, table_version: int, model_version
 def _patch(spark: SparkSession, config: Config, current: ServingSnapshot, version: int, model_version: int,
            merge: Merge) -> dict[str, Any]:
     """``current`` patched with the staged rows as the next snapshot (ValueError if they disagree)."""
-    from adrank.embed.serving import patch_serving_snapshot
+    from adrank.embed.export import patch_serving_snapshot
 
     return patch_serving_snapshot(
-        spark, store.read_staged(spark, merge.staged_path), serving_root(config),
+        spark, store.read_staged(spark, merge.staged_path), layout.serving_root(config),
         base_version=current.version, table_version=version, model_version=model_version,
         expected_rows=len(current) + merge.rows_inserted - merge.rows_deleted,
         keep=config.embed.serving_keep, change_rows=merge.source_rows)

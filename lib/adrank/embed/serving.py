@@ -1,103 +1,45 @@
-"""Serving export: versioned, read-optimised snapshots of ``sku_embeddings`` for online use.
+"""Serving snapshots of ``sku_embeddings``: the on-disk format, load and verify, patch merge.
 
-Layout under ``serving_root``::
+Layout under ``serving_root`` (versions published by :func:`adrank.versioned.publish`)::
 
     <serving_root>/v1/sku_ids.npy      int64 [n], sorted ascending, unique
     <serving_root>/v1/embeddings.npy   float32 [n, d]; row i belongs to sku_ids[i]
-    <serving_root>/v1/manifest.json    versions, rows, dim, created_at, sha256 of each file
-    <serving_root>/v2/...
-    <serving_root>/CURRENT             "v2": replaced atomically, after v2 is complete
+    <serving_root>/v1/manifest.json    versions, rows, dim, created_at, patched_from, sha256 of each file
+    <serving_root>/CURRENT             "v2": moved forward only, after v2 is complete
 
-:func:`publish_serving_snapshot` (the Spark side; it never imports TensorFlow) first checks
-the DataFrame in one aggregation (row count, embedding length, null or non-finite
-embeddings) and refuses bad input with a one-line ``ValueError``. It then streams the
-rows in ``sku_id`` order, one range partition at a time (``repartitionByRange`` +
-``mapInArrow`` packing each Arrow batch into two byte strings + ``toLocalIterator``),
-straight into ``np.lib.format.open_memmap`` files in a hidden temporary folder: the driver
-holds at most two partitions of about :data:`PARTITION_BYTES` each, whatever the table's
-size. Duplicate ids are caught on that sorted stream; any error removes the temporary
-folder, so nothing is published. The folder is then renamed to ``v<N>`` (``N`` = highest
-existing version + 1; a rename onto an existing, non-empty version fails, so racing
-publishers take different numbers: the approach of :mod:`adrank.train.registry`),
-``CURRENT`` is replaced (temporary file + ``os.replace``) and versions beyond the newest
-``keep`` are deleted, never the one ``CURRENT`` names. Pointer moves and pruning run
-under an exclusive ``flock`` on ``<serving_root>/.lock``, and ``CURRENT`` only ever moves
-forward, so a slow publisher cannot roll it back.
-
-An empty table publishes a valid 0-row snapshot (``dim`` 0): serving mirrors the table.
-
-:func:`patch_serving_snapshot` publishes the next snapshot from a published one (the
-*base*) and a run's changes (rows of ``sku_id``, ``embedding``, ``op`` in {"upsert",
-"delete"}; delete rows carry only ``sku_id``) instead of re-exporting the whole table: the
-changes are streamed in ``sku_id`` order exactly as above (one Spark job, no shuffle of
-the table), and the new arrays are a chunked two-way sorted merge of the memory-mapped base
-(fixed blocks of about :data:`BLOCK_BYTES`) and the change stream: base rows whose id is
-upserted or deleted are dropped, upserts are inserted in order. Its cost is O(changed
-rows) on Spark plus one sequential copy of the base; the driver holds one base block and
-at most two partitions of changes at a time. It refuses (one-line ``ValueError``, nothing published)
-changes with null ids, unknown ops, duplicate ids, null / non-finite embeddings or another
-dim than the base's, an empty base, and a result whose row count is not
-``expected_rows`` (the caller's count of the table it mirrors, e.g. from the MERGE's
-metrics): the caller then publishes in full. The manifest names the base
-(``patched_from``; ``null`` for a full publish).
-
-:func:`load_serving_snapshot` follows ``CURRENT`` (or opens a given version), checks the
-manifest against the arrays (rows, dim, dtypes; the sha256 sums too with
-``verify=True``, which reads every byte) and maps the arrays with
-``np.load(mmap_mode="r")``. A reader keeps working on the version it opened after newer
-versions are published, even once that version is pruned (a deleted file stays mapped).
-A serving process swaps by loading again and replacing its reference.
-
-Local paths only (``/path`` or ``file:///path``): renames, ``flock`` and ``os.replace``
-need a POSIX file system. On an object store (s3a://, abfss://, gs://) there is no
-atomic directory rename: publish to a local folder, upload the version's files under
-``v<N>/`` (with a conditional "create only if absent" put on ``manifest.json`` to claim
-``N``), and write ``CURRENT`` last; the pointer is what makes a version visible there,
-readers must only follow it, and pruning must wait until no reader can still be
-fetching the old version's files (object stores have no open-file semantics).
+Pure (numpy and files; no Spark, no TensorFlow). :mod:`adrank.embed.export` streams a
+DataFrame into :func:`write_arrays` and publishes with :func:`publish_snapshot`; a patch
+merges a published base (memory-mapped, in blocks of about :data:`BLOCK_BYTES`) with sorted
+changes (:func:`patched_blocks`). :func:`load_serving_snapshot` follows ``CURRENT`` (or opens
+a given version), checks the manifest against the arrays (and the sha256 sums with
+``verify=True``) and maps them read-only; a reader keeps its version after newer ones are
+published, even once it is pruned. Errors are one line. Local paths only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import fcntl
-import functools
 import hashlib
 import json
-import math
 import os
-import shutil
-import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from adrank import versioned
-
-if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 IDS_FILE = "sku_ids.npy"
 EMBEDDINGS_FILE = "embeddings.npy"
 FORMAT = 1
-PARTITION_BYTES = 64 << 20
-"""Target size of one streamed range partition (the driver holds at most two)."""
 BLOCK_BYTES = 16 << 20
 """Size of one block of the base snapshot that a patch merges with the changes at a time."""
-STALE_TEMPORARY_SECONDS = 24 * 3600
-"""Hidden temporaries older than this are left-overs of a crashed publisher: removed."""
-
-_TEMPORARY = ".tmp-"
-_TRASH = ".del-"
-_LOCK = ".lock"
-_PACKED_SCHEMA = "rows long, problem string, sku_ids binary, upserts binary, embeddings binary"
+SNAPSHOTS = versioned.Scheme(pointer=CURRENT, manifest=MANIFEST, version_key="snapshot_version")
+"""The versioned-folder scheme of serving snapshots."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -152,98 +94,8 @@ class ServingSnapshot:
         return np.asarray(self.embeddings[rows], dtype=np.float32)
 
 
-# ---------------------------------------------------------------------------- publish
-
-
-def publish_serving_snapshot(spark: SparkSession, embeddings_df: DataFrame, serving_root: str | os.PathLike,
-                             *, table_version: int, model_version: int, keep: int = 3) -> dict[str, Any]:
-    """Publishes the embeddings as the next snapshot version and points ``CURRENT`` at it.
-
-    Args:
-        spark: The session ``embeddings_df`` belongs to (unused; library functions take it).
-        embeddings_df: At least ``sku_id`` (long) and ``embedding`` (array of float or
-            double); e.g. ``sku_embeddings`` read with ``versionAsOf=table_version``. It
-            is read twice (check, then stream), so it must be pinned: rows that change
-            in between are refused.
-        serving_root: Local folder of the snapshots (see the module docstring).
-        table_version: The ``sku_embeddings`` Delta version read, stored in the manifest.
-        model_version: The embedding model's registry version, stored in the manifest.
-        keep: How many of the newest versions to keep (>= 1); ``CURRENT``'s is always kept.
-
-    Returns:
-        ``{"snapshot_version": N, "path": folder, "rows": n, "dim": d}``.
-
-    Raises:
-        ValueError: Bad ``keep`` or root, missing columns, duplicate or null ``sku_id``,
-            null / ragged / empty / non-finite embeddings, or rows that changed while
-            streaming. Nothing is published then.
-    """
-    del spark
-    _check_keep(keep)
-    root = _local(serving_root)
-    columns = _serving_columns(embeddings_df)
-    rows, dim = _checked_shape(columns)
-    version = _publish(root, lambda folder: _write_arrays(_stream_sorted(columns, rows, dim), folder, rows, dim),
-                       _Shape(rows, dim, table_version, model_version), keep)
-    return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": rows, "dim": dim}
-
-
-def patch_serving_snapshot(spark: SparkSession, changes_df: DataFrame, serving_root: str | os.PathLike, *,
-                           base_version: int, table_version: int, model_version: int, expected_rows: int,
-                           keep: int = 3, change_rows: int | None = None) -> dict[str, Any]:
-    """Publishes snapshot ``base_version`` with ``changes_df`` applied as the next version.
-
-    Args:
-        spark: The session ``changes_df`` belongs to (unused; library functions take it).
-        changes_df: One row per changed SKU: ``sku_id`` (long), ``op`` ("upsert" or
-            "delete") and ``embedding`` (array of numbers; ignored for deletes), e.g. the
-            staged rows of an embed_catalog run (:data:`adrank.embed.incremental.STAGED_DDL`).
-            A delete of an id the base lacks is a no-op. Read once.
-        serving_root: Local folder of the snapshots (see the module docstring).
-        base_version: The published snapshot to patch (memory-mapped; its sha256 sums are
-            checked first, so a damaged base is never carried forward).
-        table_version: The ``sku_embeddings`` Delta version the result mirrors (manifest).
-        model_version: The embedding model's registry version (manifest).
-        expected_rows: Rows of that table version; the result must have exactly as many.
-        keep: How many of the newest versions to keep (>= 1); ``CURRENT``'s is always kept.
-        change_rows: The number of rows of ``changes_df`` if known (it only sizes the
-            streamed partitions); None counts them (one more Spark job).
-
-    Returns:
-        ``{"snapshot_version": N, "path": folder, "rows": n, "dim": d, "patched_from": base_version}``.
-
-    Raises:
-        ValueError: Bad ``keep`` or root, a corrupt or empty base, missing columns, bad
-            changes (null id, unknown op, duplicate id, null / non-finite embedding, a
-            dim other than the base's) or a result of other than ``expected_rows`` rows.
-            Nothing is published then.
-        FileNotFoundError: Snapshot ``base_version`` does not exist (e.g. pruned).
-    """
-    del spark
-    _check_keep(keep)
-    if expected_rows < 0:
-        raise ValueError(f"cannot publish serving snapshot: expected_rows must be >= 0, got {expected_rows}")
-    root = _local(serving_root)
-    base = _patch_base(root, base_version)
-    columns = _change_columns(changes_df)
-    counted = columns.count() if change_rows is None else change_rows
-    partitions = _partitions(counted, 9 + 4 * base.dim)
-    dim = base.dim if expected_rows else 0  # an empty result has dim 0, as a full publish of it would
-    block_rows = max(1, BLOCK_BYTES // (8 + 4 * base.dim))
-
-    def write(folder: Path) -> None:
-        changes = _stream_changes(columns, partitions, base)
-        _write_arrays(_patched_blocks(base, changes, block_rows), folder, expected_rows, dim,
-                      counted="expected", why=f"v{base.version} with the changes applied")
-
-    shape = _Shape(expected_rows, dim, table_version, model_version, patched_from=base.version)
-    version = _publish(root, write, shape, keep)
-    return {"snapshot_version": version, "path": str(root / f"v{version}"), "rows": expected_rows, "dim": dim,
-            "patched_from": base.version}
-
-
 @dataclasses.dataclass(frozen=True)
-class _Shape:
+class Shape:
     """What a new snapshot's manifest records besides its files."""
 
     rows: int
@@ -253,193 +105,45 @@ class _Shape:
     patched_from: int | None = None
 
 
-def _check_keep(keep: int) -> None:
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
+def local_root(serving_root: str | os.PathLike[str]) -> Path:
+    """``serving_root`` as a local Path; one-line ValueError for a URI."""
+    return versioned.local_folder(serving_root, "serving snapshots")
 
 
-def _publish(root: Path, write: Callable[[Path], None], shape: _Shape, keep: int) -> int:
-    """Writes a hidden temporary folder with ``write``, claims the next version, moves ``CURRENT``, prunes.
+def publish_snapshot(root: Path, write: Callable[[Path], None], shape: Shape, keep: int) -> int:
+    """Publishes the files ``write`` puts in a folder, with their manifest, as the next version.
 
-    Any error in ``write`` removes the temporary folder: nothing is published.
+    Args:
+        root: The serving root (see :func:`local_root`).
+        write: Writes ``sku_ids.npy`` and ``embeddings.npy`` (:func:`write_arrays`); any
+            error publishes nothing.
+        shape: What the manifest records besides the files.
+        keep: How many of the newest versions to keep (>= 1); ``CURRENT``'s is always kept.
+
+    Returns:
+        The new version ``N``.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    temporary = root / f"{_TEMPORARY}{uuid.uuid4().hex}"
-    temporary.mkdir()
-    try:
-        write(temporary)
-        version = _claim_version(root, temporary, _manifest(temporary, shape))
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    with _locked(root):
-        _advance_pointer(root, version)
-        _prune(root, keep)
-    return version
+    def write_version(folder: Path) -> dict[str, Any]:
+        write(folder)
+        return _manifest(folder, shape)
+
+    return versioned.publish(root, SNAPSHOTS, write_version, keep=keep)
 
 
-def _serving_columns(df: DataFrame) -> DataFrame:
-    """``sku_id`` as long and ``embedding`` as array<float>; one-line error if absent."""
-    from pyspark.sql import functions as F
-
-    _check_columns(df, ("sku_id", "embedding"))
-    return df.select(F.col("sku_id").cast("long").alias("sku_id"),
-                     F.col("embedding").cast("array<float>").alias("embedding"))
-
-
-def _change_columns(df: DataFrame) -> DataFrame:
-    """``sku_id`` long, ``embedding`` array<float> (null unless an upsert), ``upsert`` boolean
-    (null for an op that is neither upsert nor delete)."""
-    from pyspark.sql import functions as F
-
-    from adrank.embed.incremental import DELETE, UPSERT
-
-    _check_columns(df, ("sku_id", "embedding", "op"))
-    upsert = F.when(F.col("op") == UPSERT, True).when(F.col("op") == DELETE, False)
-    return df.select(F.col("sku_id").cast("long").alias("sku_id"),
-                     F.when(upsert, F.col("embedding").cast("array<float>")).alias("embedding"),
-                     upsert.alias("upsert"))
-
-
-def _check_columns(df: DataFrame, names: tuple[str, ...]) -> None:
-    """One-line ValueError unless ``df`` has ``names`` and ``embedding`` is an array of numbers."""
-    from pyspark.sql.types import ArrayType, NumericType
-
-    missing = [name for name in names if name not in df.columns]
-    if missing:
-        raise ValueError(f"cannot publish serving snapshot: missing column(s) {missing}")
-    kind = df.schema["embedding"].dataType
-    if not (isinstance(kind, ArrayType) and isinstance(kind.elementType, NumericType)):
-        raise ValueError(f"cannot publish serving snapshot: embedding must be an array of numbers, "
-                         f"got {kind.simpleString()}")
-
-
-def _row_problems() -> dict[str, Column]:
-    """Row conditions that make a snapshot unpublishable, by what the error calls them."""
-    from pyspark.sql import functions as F
-
-    embedding = F.col("embedding")
+def _manifest(folder: Path, shape: Shape) -> dict[str, Any]:
+    """The manifest of a complete temporary folder (``snapshot_version`` set on claim)."""
     return {
-        "null sku_id": F.col("sku_id").isNull(),
-        "null embedding": embedding.isNull(),
-        "null value in embedding": F.exists(embedding, lambda x: x.isNull()),
-        "non-finite value in embedding": F.exists(
-            embedding, lambda x: F.isnan(x) | (F.abs(x) == F.lit(float("inf")))),
+        "format": FORMAT, "snapshot_version": None, "table_version": int(shape.table_version),
+        "model_version": int(shape.model_version), "rows": shape.rows, "dim": shape.dim,
+        "patched_from": shape.patched_from,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "files": {name: {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
+                  for name in (IDS_FILE, EMBEDDINGS_FILE)},
     }
 
 
-def _checked_shape(columns: DataFrame) -> tuple[int, int]:
-    """``(rows, dim)`` from one aggregation (no shuffle); ValueError naming every problem found.
-
-    Duplicate ids are caught later, by :func:`_write_arrays`, on the sorted stream (the
-    sort is needed anyway; a ``count_distinct`` here would shuffle the table once more).
-    """
-    from pyspark.sql import functions as F
-
-    problems = _row_problems()
-    size = F.when(F.col("embedding").isNotNull(), F.size("embedding"))
-    stats = columns.agg(
-        F.count(F.lit(1)).alias("rows"), F.min(size).alias("min_dim"), F.max(size).alias("max_dim"),
-        *[F.sum(cond.cast("long")).alias(f"p{i}") for i, cond in enumerate(problems.values())],
-    ).first()
-    found = []
-    for i, (name, cond) in enumerate(problems.items()):
-        if stats[f"p{i}"]:
-            found.append(f"{stats[f'p{i}']} row(s) with {name}{_examples(columns.where(cond))}")
-    if stats["min_dim"] != stats["max_dim"]:
-        found.append(f"embedding lengths differ ({stats['min_dim']} to {stats['max_dim']})")
-    elif stats["rows"] and stats["min_dim"] == 0:
-        found.append("embeddings are empty (length 0)")
-    if found:
-        raise ValueError("cannot publish serving snapshot: " + "; ".join(found))
-    return int(stats["rows"]), int(stats["max_dim"] or 0)
-
-
-def _examples(df: DataFrame, limit: int = 5) -> str:
-    """`` (e.g. sku_id 3, 7)`` for the first few ``sku_id`` of ``df``."""
-    ids = [row["sku_id"] for row in df.select("sku_id").limit(limit).collect()]
-    return f" (e.g. sku_id {', '.join(str(i) for i in ids)})" if ids else ""
-
-
-def _partitions(rows: int, row_bytes: int) -> int:
-    """Range partitions of about :data:`PARTITION_BYTES` for ``rows`` rows (at least one)."""
-    return max(1, math.ceil(rows * row_bytes / PARTITION_BYTES))
-
-
-def _stream_packed(columns: DataFrame, partitions: int, dim: int) -> Iterator[Any]:
-    """Rows of :data:`_PACKED_SCHEMA` in sku_id order, one range partition at a time."""
-    ordered = columns.repartitionByRange(partitions, "sku_id").sortWithinPartitions("sku_id")
-    packed = ordered.mapInArrow(functools.partial(_pack_batches, dim=dim), _PACKED_SCHEMA)
-    return packed.toLocalIterator(prefetchPartitions=True)
-
-
-def _stream_sorted(columns: DataFrame, rows: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yields ``(sku_ids int64 [k], embeddings float32 [k, dim])`` chunks in sku_id order."""
-    if rows == 0:
-        return
-    for chunk in _stream_packed(columns, _partitions(rows, 8 + 4 * dim), dim):
-        if chunk["problem"]:
-            raise ValueError(f"cannot publish serving snapshot: {chunk['problem']} appeared while streaming "
-                             "(the DataFrame changed after it was checked)")
-        ids = np.frombuffer(chunk["sku_ids"], dtype="<i8")
-        yield ids, np.frombuffer(chunk["embeddings"], dtype="<f4").reshape(len(ids), dim)
-
-
-def _pack_batches(batches: Iterator[Any], dim: int) -> Iterator[Any]:
-    """Executor side of :func:`_stream_packed`: each Arrow batch as little-endian blobs.
-
-    Columns: ``sku_id``, ``embedding`` and, for changes, ``upsert`` (only the upserts'
-    embeddings are packed). A batch with a problem is packed as its description alone.
-    """
-    import pyarrow as pa
-
-    schema = pa.schema([("rows", pa.int64()), ("problem", pa.string()), ("sku_ids", pa.binary()),
-                        ("upserts", pa.binary()), ("embeddings", pa.binary())])
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        columns = (batch.column(0), batch.column(1), batch.column(2) if batch.num_columns > 2 else None)
-        problem = _batch_problem(*columns, dim)
-        blobs = {"sku_ids": b"", "upserts": b"", "embeddings": b""} if problem else _blobs(*columns)
-        yield pa.RecordBatch.from_pylist([{"rows": batch.num_rows, "problem": problem, **blobs}], schema=schema)
-
-
-def _batch_problem(ids: Any, embeddings: Any, upserts: Any | None, dim: int) -> str:
-    """What makes an Arrow batch unpublishable ("" if nothing): ids, ops, embeddings of upserts."""
-    import pyarrow.compute as pc
-
-    if ids.null_count:
-        return "null sku_id"
-    if upserts is not None:
-        if upserts.null_count:
-            return f"op neither upsert nor delete (e.g. sku_id {ids.filter(pc.is_null(upserts))[0].as_py()})"
-        ids, embeddings = ids.filter(upserts), embeddings.filter(upserts)
-    if embeddings.null_count:
-        return f"null embedding (e.g. sku_id {ids.filter(pc.is_null(embeddings))[0].as_py()})"
-    lengths = pc.list_value_length(embeddings)
-    wrong = pc.not_equal(lengths, dim)
-    if pc.any(wrong).as_py():
-        return (f"embedding length {lengths.filter(wrong)[0].as_py()}, not the snapshot's dim {dim} "
-                f"(e.g. sku_id {ids.filter(wrong)[0].as_py()})")
-    values = embeddings.flatten()
-    if values.null_count:
-        row = pc.list_parent_indices(embeddings).filter(pc.is_null(values))[0].as_py()
-        return f"null value in embedding (e.g. sku_id {ids[row].as_py()})"
-    return ""
-
-
-def _blobs(ids: Any, embeddings: Any, upserts: Any | None) -> dict[str, bytes]:
-    """The ids, the upsert flags (uint8; none for a publish) and the (upserts') embeddings as bytes."""
-    if upserts is not None:
-        embeddings = embeddings.filter(upserts)
-    return {
-        "sku_ids": ids.to_numpy(zero_copy_only=False).astype("<i8").tobytes(),
-        "upserts": b"" if upserts is None else upserts.to_numpy(zero_copy_only=False).astype(np.uint8).tobytes(),
-        "embeddings": embeddings.flatten().to_numpy(zero_copy_only=False).astype("<f4").tobytes(),
-    }
-
-
-def _write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path, rows: int, dim: int, *,
-                  counted: str = "counted", why: str = "the DataFrame changed after it was checked") -> None:
+def write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path, rows: int, dim: int, *,
+                 counted: str = "counted", why: str = "the DataFrame changed after it was checked") -> None:
     """Writes the chunks into ``sku_ids.npy`` / ``embeddings.npy``, checking strict id order.
 
     Args:
@@ -460,7 +164,7 @@ def _write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path,
         end = offset + len(ids)
         if end > rows:
             raise ValueError(f"cannot publish serving snapshot: more than the {rows} rows {counted} ({why})")
-        _check_increasing(ids, last)
+        check_increasing(ids, last)
         ids_out[offset:end] = ids
         embeddings_out[offset:end] = embeddings
         offset, last = end, ids[-1]
@@ -470,10 +174,10 @@ def _write_arrays(chunks: Iterable[tuple[np.ndarray, np.ndarray]], folder: Path,
         array.flush()
     del ids_out, embeddings_out
     for name in (IDS_FILE, EMBEDDINGS_FILE):
-        _fsync(folder / name)
+        versioned.fsync(folder / name)
 
 
-def _check_increasing(ids: np.ndarray, last: int | None) -> None:
+def check_increasing(ids: np.ndarray, last: int | None) -> None:
     """ValueError on the first ``sku_id`` of the sorted stream that does not exceed the one before."""
     joined = ids if last is None else np.concatenate(([last], ids))
     bad = np.flatnonzero(joined[1:] <= joined[:-1])
@@ -489,7 +193,7 @@ def _check_increasing(ids: np.ndarray, last: int | None) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Changes:
+class Changes:
     """Sorted changes: their ids, which are upserts, and the upserts' embeddings in id order."""
 
     ids: np.ndarray
@@ -499,14 +203,14 @@ class _Changes:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def rows(self, begin: int, end: int | None = None) -> _Changes:
+    def rows(self, begin: int, end: int | None = None) -> Changes:
         """The changes at positions ``begin..end`` (to the last one when ``end`` is None)."""
         end = len(self) if end is None else end
         first, last = (int(np.count_nonzero(self.upserts[:i])) for i in (begin, end))
-        return _Changes(self.ids[begin:end], self.upserts[begin:end], self.embeddings[first:last])
+        return Changes(self.ids[begin:end], self.upserts[begin:end], self.embeddings[first:last])
 
 
-def _patch_base(root: Path, version: int) -> ServingSnapshot:
+def patch_base(root: Path, version: int) -> ServingSnapshot:
     """Snapshot ``version``, its sha256 sums checked; ValueError if it is empty (no dim to keep)."""
     base = load_serving_snapshot(root, version, verify=True)
     if not len(base):
@@ -514,26 +218,8 @@ def _patch_base(root: Path, version: int) -> ServingSnapshot:
     return base
 
 
-def _stream_changes(columns: DataFrame, partitions: int, base: ServingSnapshot) -> Iterator[_Changes]:
-    """The changes in sku_id order, in chunks (one Arrow batch each), checked against ``base``."""
-    last = None
-    for chunk in _stream_packed(columns, partitions, base.dim):
-        if chunk["problem"]:
-            raise ValueError(f"cannot publish serving snapshot: changes to v{base.version}: {chunk['problem']}")
-        ids = np.frombuffer(chunk["sku_ids"], dtype="<i8")
-        upserts = np.frombuffer(chunk["upserts"], dtype=np.uint8).astype(bool)
-        embeddings = np.frombuffer(chunk["embeddings"], dtype="<f4").reshape(int(upserts.sum()), base.dim)
-        _check_increasing(ids, last)
-        finite = np.isfinite(embeddings).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"cannot publish serving snapshot: changes to v{base.version}: non-finite value "
-                             f"in embedding (e.g. sku_id {ids[upserts][~finite][0]})")
-        last = ids[-1]
-        yield _Changes(ids, upserts, embeddings)
-
-
-def _patched_blocks(base: ServingSnapshot, changes: Iterable[_Changes],
-                    block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def patched_blocks(base: ServingSnapshot, changes: Iterable[Changes],
+                   block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The base's rows with the changes applied, in sku_id order.
 
     A two-way merge: each chunk of changes takes the base rows up to its last id, in
@@ -548,7 +234,7 @@ def _patched_blocks(base: ServingSnapshot, changes: Iterable[_Changes],
         yield base.sku_ids[begin:begin + block_rows], base.embeddings[begin:begin + block_rows]
 
 
-def _merged_range(base: ServingSnapshot, start: int, stop: int, chunk: _Changes,
+def _merged_range(base: ServingSnapshot, start: int, stop: int, chunk: Changes,
                   block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Base rows ``start..stop`` (ids up to ``chunk``'s last) merged with ``chunk``, block by block."""
     done = 0
@@ -562,7 +248,7 @@ def _merged_range(base: ServingSnapshot, start: int, stop: int, chunk: _Changes,
         yield _apply(base.sku_ids[stop:stop], base.embeddings[stop:stop], chunk.rows(done))
 
 
-def _apply(ids: np.ndarray, embeddings: np.ndarray, changes: _Changes) -> tuple[np.ndarray, np.ndarray]:
+def _apply(ids: np.ndarray, embeddings: np.ndarray, changes: Changes) -> tuple[np.ndarray, np.ndarray]:
     """One block of base rows without the changed ids, with the upserts inserted in id order."""
     if not len(changes):
         return ids, embeddings
@@ -573,85 +259,6 @@ def _apply(ids: np.ndarray, embeddings: np.ndarray, changes: _Changes) -> tuple[
     where = np.searchsorted(kept_ids, new_ids)
     return (np.insert(kept_ids, where, new_ids),
             np.insert(np.asarray(embeddings)[kept], where, changes.embeddings, axis=0))
-
-
-# ---------------------------------------------------------------------------- manifest, version, pointer
-
-
-def _manifest(folder: Path, shape: _Shape) -> dict[str, Any]:
-    """The manifest of a complete temporary folder (``snapshot_version`` set on claim)."""
-    return {
-        "format": FORMAT, "snapshot_version": None, "table_version": int(shape.table_version),
-        "model_version": int(shape.model_version), "rows": shape.rows, "dim": shape.dim,
-        "patched_from": shape.patched_from,
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "files": {name: {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
-                  for name in (IDS_FILE, EMBEDDINGS_FILE)},
-    }
-
-
-def _claim_version(root: Path, temporary: Path, manifest: dict[str, Any]) -> int:
-    """Renames ``temporary`` to the next free ``v<N>`` (retrying on a race); returns N."""
-    def write_manifest(version: int) -> None:
-        manifest["snapshot_version"] = version
-        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _fsync(temporary / MANIFEST)
-
-    return versioned.claim_next_version(root, temporary, write_manifest)
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<root>/.lock`` (pointer moves and pruning)."""
-    with open(root / _LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _advance_pointer(root: Path, version: int) -> None:
-    """Points ``CURRENT`` at ``v<version>`` unless it already names a newer version."""
-    try:
-        current = _pointer(root)
-    except (FileNotFoundError, ValueError):
-        current = None
-    if current is None or version > current:
-        versioned.write_atomically(root / CURRENT, f"v{version}\n")
-
-
-def _prune(root: Path, keep: int) -> None:
-    """Deletes versions older than the newest ``keep`` (never ``CURRENT``'s), and left-overs."""
-    existing = _versions(root)
-    kept = set(existing[-keep:])
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        kept.add(_pointer(root))
-    for version in existing:
-        if version not in kept:
-            trash = root / f"{_TRASH}v{version}-{uuid.uuid4().hex}"
-            os.rename(root / f"v{version}", trash)
-            shutil.rmtree(trash, ignore_errors=True)
-    _remove_leftovers(root)
-
-
-def _remove_leftovers(root: Path) -> None:
-    """Removes half-deleted versions and temporaries older than STALE_TEMPORARY_SECONDS."""
-    for path in root.iterdir():
-        if path.name.startswith(_TRASH) or (path.name.startswith(_TEMPORARY)
-                                            and _age_seconds(path) > STALE_TEMPORARY_SECONDS):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-
-
-def _age_seconds(path: Path) -> float:
-    """Seconds since ``path`` last changed (0 if it is gone: a publisher just renamed it)."""
-    try:
-        return time.time() - path.lstat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 # ---------------------------------------------------------------------------- load
@@ -674,7 +281,7 @@ def load_serving_snapshot(serving_root: str | os.PathLike, version: int | None =
         ValueError: A corrupt snapshot: unreadable files or manifest, or arrays that
             do not match it (one line).
     """
-    root = _local(serving_root)
+    root = local_root(serving_root)
     if version is not None:
         return _load(root, int(version), verify)
     for _ in range(3):
@@ -724,18 +331,6 @@ def _verify_digests(folder: Path, manifest: dict[str, Any]) -> None:
             raise ValueError(f"sha256 of {name} does not match the manifest")
 
 
-# ---------------------------------------------------------------------------- files
-
-
-def _local(root: str | os.PathLike) -> Path:
-    return versioned.local_folder(root, "serving snapshots")
-
-
-def _versions(root: Path) -> list[int]:
-    """Complete versions in ``root``, ascending (hidden temporaries never match)."""
-    return versioned.versions_in(root)
-
-
 def _pointer(root: Path) -> int:
     """The version ``CURRENT`` names; one-line FileNotFoundError / ValueError."""
     try:
@@ -752,15 +347,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
 def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
 
-__all__ = ["CURRENT", "MANIFEST", "ServingSnapshot", "load_serving_snapshot", "patch_serving_snapshot",
-           "publish_serving_snapshot"]
+__all__ = ["BLOCK_BYTES", "CURRENT", "MANIFEST", "SNAPSHOTS", "Changes", "ServingSnapshot", "Shape",
+           "check_increasing", "load_serving_snapshot", "local_root", "patch_base", "patched_blocks",
+           "publish_snapshot", "write_arrays"]

@@ -14,7 +14,7 @@ Deletion vectors are ON for ``sku_embeddings`` (off for the tables Petastorm rea
 MERGE that updates 1% of the SKUs marks their old rows deleted in a small deletion
 vector and writes only the new rows, instead of rewriting every file that holds one of
 them. Read it with Spark (or a deletion-vector-aware reader), or use the serving
-snapshot; :func:`adrank.tables.live_files` refuses it.
+snapshot; :func:`adrank.delta.live_files` refuses it.
 """
 
 from __future__ import annotations

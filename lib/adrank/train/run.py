@@ -132,9 +132,10 @@ def train_pairwise(
     train_dates: list, holdout_dates: list, figures: dict,
 ) -> None:
     """Stage 1: pairs from the pinned examples, 2 ranks, held-out pairwise accuracy, P@10."""
+    from adrank.layout import registry_root
     from adrank.train.evaluate import catalog_precision, evaluate_pairs
     from adrank.train.ranks.loop import load_trained
-    from adrank.train.registry import export_model, registry_root
+    from adrank.train.registry import export_model
 
     images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES))
     pair_versions = {}
@@ -168,9 +169,10 @@ def train_lr(
     """The LR baseline over hashed ids; AUC and log loss overall and on cold-start ads."""
     import tensorflow as tf
 
+    from adrank.layout import registry_root
     from adrank.train.evaluate import evaluate_lr
     from adrank.train.ranks.loop import load_trained
-    from adrank.train.registry import export_model, registry_root
+    from adrank.train.registry import export_model
 
     path = layout.table_path(config, layout.TRAINING_EXAMPLES)
     files = [f for d in train_dates for f in delta.live_files(spark, path, pinned, {"date": str(d)})]
