@@ -304,7 +304,7 @@ def test_last_processed_reads_the_newest_commits_first_and_the_whole_history_onl
     path = str(tmp_path / "sku_embeddings")
     assert ensure_table(spark, path) and last_processed(spark, path, page=2) is None
     record = Processed("run-1", source_version=4, model_version=2, mode="full")
-    assert record_without_rows(spark, path, record)["version"] == 1
+    assert record_without_rows(spark, path, record).version == 1
     assert last_processed(spark, path, page=2) == record
     for n in range(3):  # commits of another writer, no record: the record is now 4 commits back
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('other.writer' = '{n}')")

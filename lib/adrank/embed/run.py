@@ -78,7 +78,7 @@ class Merge:
     read_version: int | None  # the table version the MERGE read (None: unknown)
     rows_inserted: int
     rows_deleted: int
-    source_rows: int | None  # staged rows the MERGE read (0 for a record-only commit; None: unknown)
+    source_rows: int  # staged rows the MERGE read (0 for a record-only commit)
     staged_path: str
     files_added: int = 0  # data files the MERGE added
 
@@ -95,12 +95,14 @@ class Plan:
     @property
     def from_version(self) -> int | None:
         """First Change Data Feed version read (incremental); None: the table at ``to_version``."""
-        return self.previous_version + 1 if self.mode == "incremental" else None
+        if self.mode != "incremental" or self.previous_version is None:
+            return None
+        return self.previous_version + 1
 
     @property
     def has_work(self) -> bool:
         """False for an incremental run with no new ``sku_images`` version."""
-        return self.mode != "incremental" or self.previous_version < self.to_version
+        return self.from_version is None or self.from_version <= self.to_version
 
     def figures(self) -> dict[str, Any]:
         """The mode, its reason and the versions read, for the report."""
@@ -228,12 +230,12 @@ def _embed_and_merge(
         merged = store.merge_staged(spark, path, staged_path, record)
         if merged is None:  # nothing to change: record the versions all the same
             merged = store.record_without_rows(spark, path, record)
-    embedded = merged["rows_inserted"] + merged["rows_updated"]  # = the staged upserts
-    merge = Merge(plan.mode, merged["version"], merged["read_version"], merged["rows_inserted"],
-                  merged["rows_deleted"], merged["source_rows"], staged_path, merged["files_added"])
-    return plan, {"skus_embedded": embedded, "skus_deleted": merged["rows_deleted"],
-                  "rows_staged": merged["source_rows"],
-                  "sku_embeddings_version": merged["version"]}, merge
+    embedded = merged.rows_inserted + merged.rows_updated  # = the staged upserts
+    merge = Merge(plan.mode, merged.version, merged.read_version, merged.rows_inserted,
+                  merged.rows_deleted, merged.source_rows, staged_path, merged.files_added)
+    return plan, {"skus_embedded": embedded, "skus_deleted": merged.rows_deleted,
+                  "rows_staged": merged.source_rows,
+                  "sku_embeddings_version": merged.version}, merge
 
 
 def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str) -> Plan:
@@ -265,7 +267,7 @@ def _work(spark: SparkSession, config: Config, plan: Plan, model: Model) -> tupl
     images_path = layout.table_path(config, layout.SKU_IMAGES)
     embedded = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS))
     parts = config.embed.partitions or spark.sparkContext.defaultParallelism
-    if plan.mode == "incremental":
+    if plan.from_version is not None:  # incremental
         latest = incremental.latest_changes(
             store.read_changes(spark, images_path, plan.from_version, plan.to_version))
         to_embed = incremental.changed_images(latest, embedded, model.version)
@@ -301,7 +303,8 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
                 "dim": current.dim, "published": False, "patched_from": None}
     refused = {}
     manifest = None if current is None else current.manifest
-    if can_patch(manifest, version, model_version, merge, _same_data_from(manifest, merge, history)):
+    if (current is not None and merge is not None
+            and can_patch(manifest, version, model_version, merge, _same_data_from(manifest, merge, history))):
         try:
             return {**_patch(spark, config, current, version, model_version, merge), "published": True}
         except (ValueError, FileNotFoundError) as error:

@@ -66,6 +66,19 @@ class Processed:
         return json.dumps({"job": JOB, **asdict(self)}, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Committed:
+    """The figures of a run's commit to ``sku_embeddings`` (from its operationMetrics)."""
+
+    version: int
+    read_version: int | None  # the table version the commit read (None: unknown)
+    rows_inserted: int
+    rows_updated: int
+    rows_deleted: int
+    source_rows: int  # staged rows the MERGE read (0 for a record-only commit)
+    files_added: int
+
+
 class ChangeFeedUnavailable(RuntimeError):
     """The Change Data Feed of the wanted range cannot be read (its message says why)."""
 
@@ -197,7 +210,7 @@ def read_staged(spark: SparkSession, staged_path: str) -> DataFrame:
     return spark.read.schema(STAGED_DDL).parquet(staged_path)
 
 
-def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Processed) -> dict[str, int | None] | None:
+def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Processed) -> Committed | None:
     """MERGE the staged rows into ``sku_embeddings`` in one commit carrying ``record``.
 
     Returns:
@@ -219,7 +232,7 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
     return _commit_figures(spark, path, record)
 
 
-def record_without_rows(spark: SparkSession, path: str, record: Processed) -> dict[str, int | None]:
+def record_without_rows(spark: SparkSession, path: str, record: Processed) -> Committed:
     """Commit ``record`` with no row change (a table property); its figures as :func:`merge_staged`'s."""
     with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
         set_properties(spark, path, {RECORD_PROPERTY: str(record.source_version)})
@@ -229,13 +242,13 @@ def record_without_rows(spark: SparkSession, path: str, record: Processed) -> di
     return figures
 
 
-def _commit_figures(spark: SparkSession, path: str, record: Processed) -> dict[str, int | None] | None:
+def _commit_figures(spark: SparkSession, path: str, record: Processed) -> Committed | None:
     """Figures of the commit carrying ``record`` (another writer may have committed after it)."""
     row = commit_with_metadata(spark, path, record.metadata())
     if row is None:
         return None
-    return {**commit_figures(row, MERGE_FIGURES),
-            "read_version": None if row.readVersion is None else int(row.readVersion)}
+    read_version = None if row.readVersion is None else int(row.readVersion)
+    return Committed(read_version=read_version, **commit_figures(row, MERGE_FIGURES))
 
 
 def compact(spark: SparkSession, path: str) -> dict[str, int]:
