@@ -147,7 +147,7 @@ def test_two_shards_are_disjoint_cover_everything_and_match_the_footer_counts(bu
     shards = [read_column(files, "impression_id", rank, 2, shuffle=True) for rank in range(2)]
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == sorted(everything)
-    assert train_input.shard_row_counts(files, 2) == [len(s) for s in shards]
+    assert list(train_input.plan_shards(files, 2).shard_rows) == [len(s) for s in shards]
     assert sum(train_input.row_group_rows(files)) == len(everything)
 
 
@@ -155,12 +155,11 @@ def test_more_ranks_than_row_groups_wrap_around_without_hanging(built):
     files = built["files"]
     groups = len(train_input.row_group_rows(files))
     size = groups + 1
-    counts = train_input.shard_row_counts(files, size)
-    assert counts[-1] == 0  # Petastorm's own split would leave the last rank empty
+    # Petastorm's own split (row group i -> shard i mod size) would leave the last rank empty
     plan = train_input.plan_shards(files, size)
     assert plan.shard_count == groups and plan.shard_of(size - 1) == 0
     last, first = (read_column(files, "impression_id", rank, size) for rank in (size - 1, 0))
-    assert last == first and len(last) == plan.rows_of(0)
+    assert last == first and len(last) == plan.shard_rows[plan.shard_of(0)]
 
     batch = 16
     steps = plan.steps(batch)

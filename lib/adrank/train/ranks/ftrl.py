@@ -15,7 +15,7 @@ rows of a 4M x 8 table it is about 1.5x faster (bench/sparse_dense.py,
 The indices reaching ``_resource_apply_sparse`` are unique: the legacy base class
 sums repeated indices first (``_resource_apply_sparse_duplicate_indices``), which a
 scatter needs. A caller that has already de-duplicated (the owner-sharded path of
-:mod:`adrank.train.ranks.gradients`) traces its apply inside
+:mod:`adrank.train.ranks.sparse.step`) traces its apply inside
 :meth:`GatherScatterFtrl.indices_are_distinct` to skip that second ``tf.unique``.
 """
 

@@ -13,7 +13,7 @@ Pure TensorFlow / tf.keras (Keras 2): nothing here reads files, config or Spark.
   batch norm statistics cover positives and negatives together.
 - :class:`LinearModel`: LR over hashed sparse ids, read with ``tf.gather`` so its
   table's gradient is a ``tf.IndexedSlices`` (the sparse gradient path of
-  :mod:`adrank.train.ranks.gradients`).
+  :mod:`adrank.train.ranks.sparse.step`).
 - :class:`Interaction` (stage 3): dot, elementwise product or a small DNN over the
   context embedding x and the candidate embedding y.
 - :func:`export_signatures`: serving functions for ``tf.saved_model.save``, and
@@ -197,11 +197,6 @@ def cosine(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 def pairwise_loss(sim_pos: tf.Tensor, sim_neg: tf.Tensor, scale: float = 10.0) -> tf.Tensor:
     """Logistic pairwise ranking loss: mean softplus(-scale * (sim_pos - sim_neg))."""
     return tf.reduce_mean(tf.math.softplus(-scale * (sim_pos - sim_neg)))
-
-
-def pairwise_accuracy(sim_pos: tf.Tensor, sim_neg: tf.Tensor) -> tf.Tensor:
-    """Fraction of triplets whose positive outranks the negative."""
-    return tf.reduce_mean(tf.cast(sim_pos > sim_neg, tf.float32))
 
 
 class PairwiseModel(_RoutedVariables, tf.keras.Model):
