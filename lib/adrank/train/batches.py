@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -19,6 +20,7 @@ from adrank import layout
 EVAL_BATCH = 256
 EXAMPLE_BATCH = 4096
 Batch = dict[str, np.ndarray]
+Row = dict[str, Any]  # one Spark Row's values by column (bytes, str, int, lists)
 
 
 def decode(images: Sequence[bytes]) -> np.ndarray:
@@ -28,7 +30,7 @@ def decode(images: Sequence[bytes]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images])
 
 
-def row_chunks(frame: DataFrame, size: int = EVAL_BATCH) -> Iterator[list[dict[str, object]]]:
+def row_chunks(frame: DataFrame, size: int = EVAL_BATCH) -> Iterator[list[Row]]:
     """The rows of ``frame`` as lists of dicts, streamed to the driver (memory per chunk)."""
     rows = []
     for row in frame.toLocalIterator():

@@ -170,11 +170,10 @@ def train_pairwise(pinned: PinnedData) -> None:
         pairs, figures[f"{name}_dropped_without_image"] = with_images(
             stage1_pairs(pinned.examples.where(F.col("date").isin(dates)), images), images)
         pair_versions[name] = store.write_pairs(spark, config, pairs, name)
-    figures["pair_rows"] = store.rows_per_kind(spark, config, layout.PAIRS_TRAIN)
-    figures["holdout_pair_rows"] = store.rows_per_kind(spark, config, layout.PAIRS_HOLDOUT)
-    _require_pairs(pinned.version, {layout.PAIRS_TRAIN: figures["pair_rows"],
-                                    layout.PAIRS_HOLDOUT: figures["holdout_pair_rows"]},
-                   config.train.holdout_days)
+    pair_rows = {name: store.rows_per_kind(spark, config, name)
+                 for name in (layout.PAIRS_TRAIN, layout.PAIRS_HOLDOUT)}
+    figures["pair_rows"], figures["holdout_pair_rows"] = pair_rows[layout.PAIRS_TRAIN], pair_rows[layout.PAIRS_HOLDOUT]
+    _require_pairs(pinned.version, pair_rows, config.train.holdout_days)
     files = store.pair_files(spark, config, layout.PAIRS_TRAIN, pair_versions[layout.PAIRS_TRAIN])
     data_version = {layout.TRAINING_EXAMPLES: pinned.version, **pair_versions}
     settings = _launch(pinned, data_version, files)

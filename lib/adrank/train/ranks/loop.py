@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from adrank.train.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -39,13 +39,15 @@ from adrank.train.stages import DETAIL, EXAMPLES, SEARCH, Models, Stage, stage_s
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+    from typing import TypeAlias
 
     import tensorflow as tf
 
     from adrank.train.ranks.hvd_setup import RankInfo
+    from adrank.train.ranks.sparse.plan import Mode
     from adrank.train.ranks.sparse.step import TrainStep
 
-    DatasetSource = tf.data.Dataset | AbstractContextManager[tf.data.Dataset] | None
+    DatasetSource: TypeAlias = tf.data.Dataset | AbstractContextManager[tf.data.Dataset] | None
     DatasetFn = Callable[[str, int, int, RankSettings, int], DatasetSource]
     Batch = Mapping[str, tf.Tensor]
 
@@ -191,7 +193,7 @@ class _RankRun:
         self.primary = self.models[spec.primary]
         self.train_step: TrainStep = make_train_step(
             spec.loss(self.models), self.primary.dense_variables(),
-            self.primary.sparse_variables(), mode=train.gradient_mode,
+            self.primary.sparse_variables(), mode=cast("Mode", train.gradient_mode),
             dense_lr=dense_lr, ftrl_lr=train.ftrl_learning_rate, scale_dense_lr_by_size=False)
         # Every rank makes the optimizer state now, in one order: restoring into absent
         # slots would create them on rank 0 only, under other names and in another
@@ -316,8 +318,10 @@ def _agreed_roles(spec: Stage, settings: RankSettings, dataset_fn: DatasetFn,
         consumed = batches_consumed(have, role, start)
         if consumed != batches_consumed(spec.roles, role, start):
             datasets[role] = dataset_fn(role, info.rank, info.size, settings, consumed)
-    opened = {r: stack.enter_context(datasets[r]) if hasattr(datasets[r], "__enter__") else datasets[r]
-              for r in have}
+    opened: dict[str, tf.data.Dataset] = {}
+    for role in have:
+        source = datasets[role]
+        opened[role] = stack.enter_context(source) if isinstance(source, contextlib.AbstractContextManager) else source
     return {r: iter(opened[r].repeat().prefetch(1)) for r in have}
 
 

@@ -14,6 +14,7 @@ on each row's owner until :func:`consolidate_slots` (one masked allreduce, O(tab
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import horovod.tensorflow as hvd
 import tensorflow as tf
@@ -22,8 +23,8 @@ from adrank.train.ranks.hvd_setup import rank0_logger
 from adrank.train.ranks.sparse.plan import DENSE, SPARSE, Dedup, Plan, SparseTable
 
 Rows = tuple[tf.Tensor, tf.Tensor]
-Gradient = tf.Tensor | tf.IndexedSlices
-Optimizer = tf.keras.optimizers.Optimizer | tf.keras.optimizers.legacy.Optimizer
+Gradient: TypeAlias = tf.Tensor | tf.IndexedSlices
+Optimizer: TypeAlias = tf.keras.optimizers.Optimizer | tf.keras.optimizers.legacy.Optimizer
 
 _LOG = rank0_logger(__name__)
 

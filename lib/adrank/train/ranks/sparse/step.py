@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeAlias
 
 import horovod.tensorflow as hvd
 import tensorflow as tf
@@ -40,7 +41,8 @@ from adrank.train.ranks.sparse.plan import (
     local_row_counts,
 )
 
-LegacyOptimizer = tf.keras.optimizers.legacy.Optimizer
+LegacyOptimizer: TypeAlias = tf.keras.optimizers.legacy.Optimizer
+Counted = tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor], list[tf.Tensor], tf.Tensor]
 LossFn = Callable[..., tf.Tensor]
 Batch = Mapping[str, tf.Tensor]
 
@@ -96,7 +98,7 @@ class TrainStep:
         self.sharded = shard_sparse_updates and mode == "split" and hvd.size() > 1
         self.steps = 0
         self._functions: dict[tuple[object, ...], Callable[..., tf.Tensor | None]] = {}
-        self._measuring: Callable[..., tuple[object, ...]] | None = None
+        self._measuring: Callable[..., Counted] | None = None
 
     @property
     def plan(self) -> Plan:
@@ -193,7 +195,7 @@ class TrainStep:
                 reduce_retracing=True)
         return self._functions[key]
 
-    def _gradients_and_counts(self, *batch: Batch) -> tuple[object, ...]:
+    def _gradients_and_counts(self, *batch: Batch) -> Counted:
         """(loss, dense grads, per table indices and rows, [2, tables] distinct/raw rows)."""
         loss, dense_grads, slices = self._local_gradients(batch)
         counts = local_row_counts([s.indices for s in slices])
@@ -264,7 +266,7 @@ def _dense_or_zeros(gradient: Gradient | None, variable: tf.Variable) -> tf.Tens
 
 def _require_legacy_sparse(optimizer: Optimizer) -> None:
     """Refuses sparse optimizers whose per-step cost grows with the table."""
-    if not isinstance(optimizer, LegacyOptimizer):
+    if not isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
         raise TypeError(
             "the sparse optimizer must be a tf.keras.optimizers.legacy optimizer, got "
             f"{type(optimizer).__name__}: the new Keras optimizers update whole tables "
