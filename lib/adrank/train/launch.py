@@ -1,31 +1,16 @@
 """Starts a training stage on Horovod ranks: horovodrun's Python API or Spark executors.
 
-:func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on ``settings.ranks`` processes
-(Gloo, no MPI) and returns rank 0's metrics:
-
-- ``launcher: horovodrun``: ``horovod.runner.run`` on this machine
-  (``hosts="localhost:<ranks>"``); each rank caps TensorFlow at
-  ``train.threads_per_rank`` threads (and ``OMP_NUM_THREADS`` is set for the ranks).
-- ``launcher: spark``: ``horovod.spark.run`` on the active SparkSession's executors
-  (one Spark task per rank; each executor's Python (``PYSPARK_PYTHON``) needs
-  horovod, TensorFlow and adrank installed, and ``settings.checkpoint_root`` must be
-  a folder the executors and the driver share). Checked on ``local[2]``: the same
-  metrics as ``horovodrun``, and a SIGKILLed rank fails the job the same way.
-- ``launcher: auto``: ``spark`` when a SparkSession is active and its master is not
-  ``local[...]``; otherwise ``horovodrun``.
-
-Failure: with Gloo, ``horovod.runner.run`` terminates every other rank as soon as one
-exits non-zero or is killed (checked: a SIGKILLed rank ends the job in seconds), then
-raises. A rank that hangs without dying is ended by the loop's per-rank watchdog
-(``settings.step_timeout_s``). Either way :func:`launch` raises a
-:class:`TrainingFailed` (a RuntimeError) whose one-line message names the stage and
-the last checkpoint step; launching again with the same settings resumes from it.
-
-horovodrun starts its ranks through ``multiprocessing`` (spawn): the calling script
-must guard its entry point (``if __name__ == "__main__": main()``, as ``jobs/`` do).
-
-pyspark is imported lazily here, only to find the SparkSession and to call
-``horovod.spark.run``.
+Contract: :func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on
+``settings.ranks`` processes (Gloo, no MPI) and returns rank 0's metrics. ``launcher:
+horovodrun`` uses ``horovod.runner.run`` on this machine (each rank capped at
+``threads_per_rank`` threads); ``spark`` uses ``horovod.spark.run`` on the active
+SparkSession's executors (one task per rank; ``settings.checkpoint_root`` must be shared
+by executors and driver); ``auto`` picks ``spark`` when a non-local SparkSession is active.
+A rank that fails, dies or hangs (the loop's watchdog) ends the job: :func:`launch` raises
+:class:`TrainingFailed` with one line naming the stage and the last checkpoint step;
+launching again with the same settings resumes from it. horovodrun starts ranks with
+``multiprocessing`` (spawn): the calling script must guard its entry point. pyspark is
+imported lazily, only to find the SparkSession and to call ``horovod.spark.run``.
 """
 
 from __future__ import annotations

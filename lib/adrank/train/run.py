@@ -1,25 +1,11 @@
-"""The ``train`` job's driver side: pin data, hand file lists to Horovod ranks, evaluate, register.
+"""The ``train`` job's driver side: pin data, run a stage on the Horovod ranks, evaluate, register.
 
-For a stage of :data:`adrank.train.stages.STAGES` (``pairwise`` = stage 1, ``lr`` = the LR
-baseline), whose ``driver`` function here runs steps 2-4 on a :class:`PinnedData`:
-
-1. pin one Delta version of ``training_examples`` (latest, or ``--version``) and split its
-   dates into training dates and the held-out last ``train.holdout_days``;
-2. ``pairwise``: build the stage-1 pairs of each split from that version and
-   ``sku_images``, materialise them as Delta tables and pin those versions too;
-   ``lr``: use the examples table's own live files of the training dates;
-3. give the ranks (``adrank.train.launch``: horovodrun locally, ``horovod.spark.run`` on
-   a cluster) the live file lists of the pinned versions in a ``RankSettings``
-   (``adrank.train.checkpoints``); rank 0 checkpoints, a rerun resumes from the latest one;
-4. evaluate on the held-out dates in the driver and export a versioned SavedModel with
-   the metrics and data versions into the model registry.
-
-Nothing is trained, evaluated or registered without data on both sides: a pinned version
-with no held-out date (a single date), no training or held-out rows, or (stage 1) no
-pairs on either side raises :class:`TrainingDataError` (one line) before any rank starts,
-and so does a headline metric that comes out NaN (e.g. a held-out day with one class).
-Other figures that are undefined (cold-start AUC without cold rows) are stored as null.
-
+Contract: :func:`train` pins one version of ``training_examples``, splits its dates into
+training and held-out dates, and hands a :class:`PinnedData` to the stage's ``driver``
+function (:data:`adrank.train.stages.STAGES`), which gives the ranks the live files of
+pinned versions (:func:`adrank.train.launch.launch`), evaluates on the held-out dates and
+exports to the model registry. Data missing on either side, or a NaN headline metric,
+raises :class:`TrainingDataError` (one line) and registers nothing (README, "Training").
 TensorFlow is imported inside functions: the Spark side stays importable without it.
 """
 
