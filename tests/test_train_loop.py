@@ -310,6 +310,17 @@ def test_roles_alternate_and_resume_counts_batches_per_role():
     assert batches_consumed(["detail"], "detail", 5) == 5
 
 
+def test_the_rank_side_and_the_stage_table_import_without_pyspark_or_tensorflow():
+    import os
+    import subprocess
+
+    code = ("import sys; import adrank.train.stages, adrank.train.checkpoints, adrank.train.ranks.loop, "
+            "adrank.train.launch; print(sorted(m for m in ('pyspark', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "lib")})
+    assert out.stdout.strip() == "[]"
+
+
 def test_config_change_starts_fresh_but_step_count_does_not(tmp_path):
     import dataclasses
 
