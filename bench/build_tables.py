@@ -46,7 +46,7 @@ def timed_build(spark, config) -> dict:
     """Generate the inputs, then time ``build_tables`` over all their dates."""
     from adrank.build.run import build_tables
     from adrank.runs import RunReport
-    from adrank.sample import generate_inputs
+    from adrank.sample.generate import generate_inputs
 
     generate_inputs(spark, config.sample, config.inputs.root)
     report = RunReport("bench_build_tables")
@@ -92,7 +92,7 @@ def image_rates(spark, config) -> dict:
     """
     from adrank.build import inputs
     from adrank.build.images import decode_resize_encode, preprocess_images
-    from adrank.sample import generate_inputs
+    from adrank.sample.generate import generate_inputs
 
     generate_inputs(spark, config.sample, config.inputs.root)
     cores = spark.sparkContext.defaultParallelism

@@ -66,9 +66,10 @@ def prepare_pairs(config) -> dict:
     from adrank import delta, layout
     from adrank.build import run as build
     from adrank.runs import RunReport
-    from adrank.sample import generate_inputs
+    from adrank.sample.generate import generate_inputs
     from adrank.spark import build_spark
     from adrank.train import pairs
+    from adrank.train import store as train_store
 
     spark = build_spark(config.spark, "adrank-bench-input")
     generate_inputs(spark, config.sample, config.inputs.root)
@@ -78,9 +79,9 @@ def prepare_pairs(config) -> dict:
     skus = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).cache()
     keys = pairs.stage1_pairs(examples, skus).cache()
     rows, dropped = pairs.with_images(keys, skus)
-    path = layout.table_path(config, layout.PAIRS)
-    version = delta.materialise_pairs(spark, rows, path)
-    files = delta.live_files(None, path, version, {delta.PAIRS_PARTITION: KIND})
+    path = layout.table_path(config, layout.PAIRS_TRAIN)
+    version = train_store.materialise_pairs(spark, rows, path)
+    files = delta.live_files(None, path, version, {train_store.PAIRS_PARTITION: KIND})
     spark.stop()
     return {"files": files, "pairs_version": version, "dropped_without_image": dropped}
 

@@ -1,4 +1,4 @@
-"""Benchmark: step time of the three gradient modes of adrank.train.ranks.gradients.
+"""Benchmark: step time of the three gradient modes of adrank.train.ranks.sparse.
 
 Not a test. Prints ONE JSON line. Shape of the work (defaults): 2 Horovod ranks
 (Gloo, CPU, 1 intra-op + 1 inter-op TF thread each) on this machine; one LR/embedding
@@ -144,7 +144,8 @@ def build_mode(mode: str, policy: str, sharded: bool, rows: int, dim: int,
     """A fresh model (zero table, dense layer) and its train step for one mode."""
     import tensorflow as tf
 
-    from adrank.train.ranks.gradients import PathCostModel, make_train_step
+    from adrank.train.ranks.sparse.plan import PathCostModel
+    from adrank.train.ranks.sparse.step import make_train_step
 
     table = tf.Variable(tf.zeros((rows, dim)), name="lr_table")
     w = tf.Variable(tf.random.stateless_normal((dim, 1), seed=(1, 2)) * 0.1, name="w")
@@ -219,7 +220,7 @@ def summarise(rows: int, times: dict[str, list[float]], split: Any) -> dict[str,
         **{f"{name}_ms": value for name, value in med.items()},
         "min_ms": {name: round(float(np.min(t)), 1) for name, t in times.items()},
         "split_plan": split.plan[0],
-        "touched_rows_all_ranks": int(split.last_touched_rows[0]),
+        "touched_rows_all_ranks": int(split.planner.last_touched_rows[0]),
         "faster_forced_path": "dense" if med["split_forced_dense"] < med["split_forced_sparse"]
         else "sparse",
         "split_vs_best_other": round(med["split"] / best_other, 2),
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     import cloudpickle
     import horovod.runner
 
-    from adrank.train.ranks.gradients import DEFAULT_SPARSE_ELEMENT_COST as DEFAULT_COST
+    from adrank.train.ranks.sparse.plan import DEFAULT_SPARSE_ELEMENT_COST as DEFAULT_COST
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     per_rank = horovod.runner.run(bench_rank, args=(options,), num_proc=args.ranks,

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from adrank import delta, layout
 from adrank.build import run as build
 from adrank.runs import RunReport
-from adrank.sample import generate_inputs
+from adrank.sample.generate import generate_inputs
 from conftest import tiny_config
 
 

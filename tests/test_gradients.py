@@ -1,4 +1,4 @@
-"""Tests of adrank.train.ranks.gradients: the split dense/sparse gradient paths on real Horovod.
+"""Tests of adrank.train.ranks.sparse: the split dense/sparse gradient paths on real Horovod.
 
 One 2-rank Horovod job (Gloo, CPU, one TF thread per rank) runs every distributed
 scenario and returns plain numpy results; the tests below check those results.
@@ -125,7 +125,7 @@ def distributed_run(mode: str, policy: str, zero_tables: bool, steps: int) -> di
     """
     import horovod.tensorflow as hvd
 
-    from adrank.train.ranks.gradients import make_train_step
+    from adrank.train.ranks.sparse.step import make_train_step
 
     variables = make_variables(zero_tables)
     dense, sparse = dense_and_sparse(variables)
@@ -149,7 +149,7 @@ def skewed_plan_run() -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from adrank.train.ranks.gradients import PathCostModel, SparseTable, agree_on_paths
+    from adrank.train.ranks.sparse.plan import PathCostModel, SparseTable, agree_on_paths
 
     rows = 1000
     table = SparseTable(name="t", rows=rows, row_shape=(8,))
@@ -166,7 +166,7 @@ def skewed_train_step_run(model: Any) -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from adrank.train.ranks.gradients import make_train_step
+    from adrank.train.ranks.sparse.step import make_train_step
 
     table = tf.Variable(tf.zeros((64, 8)))
     ids = tf.range(64) if hvd.rank() == 0 else tf.fill([64], 5)
@@ -193,7 +193,8 @@ def dedup_choice_run() -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from adrank.train.ranks.gradients import PathCostModel, make_train_step
+    from adrank.train.ranks.sparse.plan import PathCostModel
+    from adrank.train.ranks.sparse.step import make_train_step
 
     model = PathCostModel()
     out: dict[str, Any] = {"alone_skewed": model.dedup_pays(64, 64) if hvd.rank() == 0
@@ -223,7 +224,7 @@ def broadcast_run() -> dict[str, Any]:
     """Rank-dependent initial values, one step, broadcast: state must match rank 0."""
     import horovod.tensorflow as hvd
 
-    from adrank.train.ranks.gradients import make_train_step
+    from adrank.train.ranks.sparse.step import make_train_step
 
     variables = make_variables(zero_tables=False, seed=100 + hvd.rank())
     dense, sparse = dense_and_sparse(variables)
@@ -373,8 +374,8 @@ def test_single_process_smoke():
     """Size 1, in this process: two auto steps equal the plain reference."""
     import horovod.tensorflow as hvd
 
-    from adrank.train.ranks.gradients import make_train_step
     from adrank.train.ranks.hvd_setup import init_horovod
+    from adrank.train.ranks.sparse.step import make_train_step
 
     init_horovod()
     assert hvd.size() == 1
@@ -393,8 +394,8 @@ def test_single_process_smoke():
 def test_new_keras_ftrl_is_refused():
     import tensorflow as tf
 
-    from adrank.train.ranks.gradients import make_train_step
     from adrank.train.ranks.hvd_setup import init_horovod
+    from adrank.train.ranks.sparse.step import make_train_step
 
     init_horovod()
     variables = make_variables(zero_tables=True)

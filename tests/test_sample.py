@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from adrank.config import SampleConfig
 from adrank.delta import write_text_file
-from adrank.sample import generate_inputs
+from adrank.sample.generate import generate_inputs
 
 TINY = SampleConfig(
     num_skus=120, num_users=40, num_impressions=4000, num_days=3, num_categories=8,

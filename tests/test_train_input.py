@@ -26,14 +26,12 @@ except RuntimeError:  # another test module already started the TF runtime
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from adrank import (
-    delta,
-    layout,  # noqa: E402
-)
+from adrank import delta, layout  # noqa: E402
 from adrank.build import run as build  # noqa: E402
 from adrank.runs import RunReport  # noqa: E402
-from adrank.sample import generate_inputs  # noqa: E402
+from adrank.sample.generate import generate_inputs  # noqa: E402
 from adrank.train import pairs  # noqa: E402
+from adrank.train import store as train_store  # noqa: E402
 from adrank.train.ranks import input as train_input  # noqa: E402
 from adrank.train.ranks.models import PairwiseModel, pairwise_loss, query_tower, sku_tower  # noqa: E402
 from conftest import tiny_config  # noqa: E402
@@ -64,8 +62,8 @@ def stage1(spark, built):
     skus = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).cache()
     keys = pairs.stage1_pairs(examples, skus).cache()
     rows, dropped = pairs.with_images(keys, skus)
-    path = layout.table_path(config, layout.PAIRS)
-    version = delta.materialise_pairs(spark, rows, path, files_per_kind=2)
+    path = layout.table_path(config, layout.PAIRS_TRAIN)
+    version = train_store.materialise_pairs(spark, rows, path, files_per_kind=2)
     yield {"examples": examples, "skus": skus, "keys": keys, "dropped": dropped,
            "path": path, "version": version}
     for frame in (keys, skus, examples):
@@ -150,7 +148,7 @@ def test_two_shards_are_disjoint_cover_everything_and_match_the_footer_counts(bu
     shards = [read_column(files, "impression_id", rank, 2, shuffle=True) for rank in range(2)]
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == sorted(everything)
-    assert train_input.shard_row_counts(files, 2) == [len(s) for s in shards]
+    assert list(train_input.plan_shards(files, 2).shard_rows) == [len(s) for s in shards]
     assert sum(train_input.row_group_rows(files)) == len(everything)
 
 
@@ -158,12 +156,11 @@ def test_more_ranks_than_row_groups_wrap_around_without_hanging(built):
     files = built["files"]
     groups = len(train_input.row_group_rows(files))
     size = groups + 1
-    counts = train_input.shard_row_counts(files, size)
-    assert counts[-1] == 0  # Petastorm's own split would leave the last rank empty
+    # Petastorm's own split (row group i -> shard i mod size) would leave the last rank empty
     plan = train_input.plan_shards(files, size)
     assert plan.shard_count == groups and plan.shard_of(size - 1) == 0
     last, first = (read_column(files, "impression_id", rank, size) for rank in (size - 1, 0))
-    assert last == first and len(last) == plan.rows_of(0)
+    assert last == first and len(last) == plan.shard_rows[plan.shard_of(0)]
 
     batch = 16
     steps = plan.steps(batch)
@@ -245,7 +242,7 @@ def test_rows_without_an_image_are_dropped_and_counted(spark, stage1):
 
 
 def pair_files(stage1, kind):
-    return delta.live_files(None, stage1["path"], stage1["version"], {delta.PAIRS_PARTITION: kind})
+    return delta.live_files(None, stage1["path"], stage1["version"], {train_store.PAIRS_PARTITION: kind})
 
 
 def first_pair_batch(stage1, kind, batch_size, image_size):

@@ -18,6 +18,7 @@ run once per module (fixtures) and the tests check their results:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -47,17 +48,17 @@ ROLE_SEED = {"detail": 1, "search": 2, "examples": 3}
 # --------------------------------------------------------------------------------
 
 
-def make_batch(role: str, rank: int, index: int, settings: dict) -> dict[str, np.ndarray]:
+def make_batch(role: str, rank: int, index: int, settings) -> dict[str, np.ndarray]:
     """Batch ``index`` of a role on a rank: a pure function of its arguments."""
-    rng = np.random.default_rng([ROLE_SEED[role], rank, index, settings["seed"]])
-    train = settings["train"]
+    rng = np.random.default_rng([ROLE_SEED[role], rank, index, settings.seed])
+    train = settings.train
     if role == "examples":
-        size, width = train["lr_batch_size"], settings["features"]["max_sparse_ids"]
-        ids = rng.integers(1, 2 ** settings["features"]["hash_bits"], size=(size, width))
+        size, width = train.lr_batch_size, settings.features.max_sparse_ids
+        ids = rng.integers(1, 2 ** settings.features.hash_bits, size=(size, width))
         return {"sparse_ids": ids.astype(np.int64),
                 "num_sparse_ids": rng.integers(1, width + 1, size).astype(np.int32),
                 "label": (ids[:, 0] % 2).astype(np.float32)}  # learnable from one id
-    size, side = train["pair_batch_size"], settings["features"]["image_size"]
+    size, side = train.pair_batch_size, settings.features.image_size
     kind = rng.integers(0, len(PALETTE), size)
     other = (kind + rng.integers(1, len(PALETTE), size)) % len(PALETTE)
 
@@ -73,7 +74,7 @@ def make_batch(role: str, rank: int, index: int, settings: dict) -> dict[str, np
     return batch
 
 
-def synthetic_dataset(role: str, rank: int, size: int, settings: dict, start_batch: int) -> Any:
+def synthetic_dataset(role: str, rank: int, size: int, settings, start_batch: int) -> Any:
     """The test ``dataset_fn``: endless, seekable (starts at ``start_batch``)."""
     import tensorflow as tf
 
@@ -92,7 +93,7 @@ def synthetic_dataset(role: str, rank: int, size: int, settings: dict, start_bat
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
 
-def examples_on_rank0_only(role: str, rank: int, size: int, settings: dict, start_batch: int) -> Any:
+def examples_on_rank0_only(role: str, rank: int, size: int, settings, start_batch: int) -> Any:
     """A broken ``dataset_fn``: rank 1 has no data (the ranks must agree and fail)."""
     return synthetic_dataset(role, rank, size, settings, start_batch) if rank == 0 else None
 
@@ -113,9 +114,9 @@ def kill_rank_after(step_to_kill: int, rank_to_kill: int = 1):
 # --------------------------------------------------------------------------------
 
 
-def tiny(root: Path, *overrides: str):
-    """The tiny config with a tiny training section, and its settings."""
-    from adrank.train.ranks.loop import make_settings
+def tiny(root: Path, *overrides: str, stage: str = "lr"):
+    """The tiny config with a tiny training section, and a stage's settings."""
+    from adrank.train.checkpoints import make_settings
 
     config = load_config(REPO / "conf" / "tiny.yaml", [
         f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
@@ -124,28 +125,28 @@ def tiny(root: Path, *overrides: str):
         "train.pair_batch_size=4", "train.lr_batch_size=32", "features.hash_bits=12",
         "features.max_sparse_ids=6", f"train.checkpoint_every={EVERY}", "train.pair_steps=1",
         f"train.lr_steps={LR_STEPS}", "train.dense_learning_rate=0.01", *overrides])
-    settings = make_settings(config, data_version=7, checkpoint_root=str(root / "checkpoints"),
+    settings = make_settings(config, stage=stage, data_version=7, checkpoint_root=str(root / "checkpoints"),
                              run_id="test", seed=3, log_every=1, step_timeout_s=60,
                              deterministic=True)
     return config, settings
 
 
 def tiny_on_files(root: Path):
-    """:func:`tiny`, reading ``training_examples``-like Parquet files with Petastorm."""
-    from adrank.train.ranks.loop import make_settings
+    """:func:`tiny` (lr), reading ``training_examples``-like Parquet files with Petastorm."""
+    from adrank.train.checkpoints import make_settings
 
     config, _ = tiny(root)
-    settings = make_settings(config, data_version=7, checkpoint_root=str(root / "checkpoints"),
+    settings = make_settings(config, stage="lr", data_version=7, checkpoint_root=str(root / "checkpoints"),
                              files={"examples": write_example_files(root / "examples")},
                              run_id="test", seed=3, log_every=1, step_timeout_s=60,
                              deterministic=True)
     return config, settings
 
 
-def run(stage: str, config, settings, **kwargs) -> dict[str, Any]:
+def run(settings, **kwargs) -> dict[str, Any]:
     from adrank.train.launch import launch
 
-    return launch(stage, settings, config, dataset_fn=synthetic_dataset, **kwargs)
+    return launch(settings, dataset_fn=synthetic_dataset, **kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -160,9 +161,9 @@ def _pickle_this_module_by_value():
 
 @pytest.fixture(scope="module")
 def pairwise_runs(tmp_path_factory, _pickle_this_module_by_value) -> dict[str, Any]:
-    config, settings = tiny(tmp_path_factory.mktemp("pairwise"))
-    first = run("pairwise", config, settings)
-    again = run("pairwise", config, settings)
+    config, settings = tiny(tmp_path_factory.mktemp("pairwise"), stage="pairwise")
+    first = run(settings)
+    again = run(settings)
     return {"first": first, "again": again, "settings": settings, "config": config}
 
 
@@ -171,9 +172,9 @@ def lr_runs(tmp_path_factory, _pickle_this_module_by_value) -> dict[str, Any]:
     results: dict[str, Any] = {}
     root = tmp_path_factory.mktemp("lr_extend")
     config, settings = tiny(root, "train.lr_steps=1")
-    results["smoke"] = run("lr", config, settings)
+    results["smoke"] = run(settings)
     config, settings = tiny(root)
-    results["extended"] = run("lr", config, settings)
+    results["extended"] = run(settings)
     results["settings"] = settings
 
     # The kill and its rerun read real Parquet files through Petastorm (the default
@@ -183,19 +184,19 @@ def lr_runs(tmp_path_factory, _pickle_this_module_by_value) -> dict[str, Any]:
     config, killed = tiny_on_files(tmp_path_factory.mktemp("lr_killed"))
     started = time.perf_counter()
     with pytest.raises(RuntimeError) as failure:
-        launch("lr", killed, config, on_step=kill_rank_after(KILL_STEP))
+        launch(killed, on_step=kill_rank_after(KILL_STEP))
     results["failure"] = str(failure.value)
     results["failure_seconds"] = time.perf_counter() - started
-    results["resumed"] = launch("lr", killed, config)
+    results["resumed"] = launch(killed)
 
     config, straight = tiny_on_files(tmp_path_factory.mktemp("lr_straight"))
-    results["uninterrupted"] = launch("lr", straight, config)
+    results["uninterrupted"] = launch(straight)
 
     config, broken = tiny(tmp_path_factory.mktemp("lr_broken"))
     with pytest.raises(RuntimeError) as failure:
         from adrank.train.launch import launch
 
-        launch("lr", broken, config, dataset_fn=examples_on_rank0_only)
+        launch(broken, dataset_fn=examples_on_rank0_only)
     results["broken"] = str(failure.value)
     return results
 
@@ -288,14 +289,14 @@ def test_a_role_with_data_on_some_ranks_only_fails_every_rank_clearly(lr_runs):
 def test_default_input_reads_petastorm_files_through_adrank_train_input(tmp_path,
                                                                        _pickle_this_module_by_value):
     pytest.importorskip("adrank.train.ranks.input")
+    from adrank.train.checkpoints import make_settings
     from adrank.train.launch import launch
-    from adrank.train.ranks.loop import make_settings
 
     config, _ = tiny(tmp_path, "train.lr_steps=4")
-    settings = make_settings(config, data_version=1, checkpoint_root=str(tmp_path / "checkpoints"),
+    settings = make_settings(config, stage="lr", data_version=1, checkpoint_root=str(tmp_path / "checkpoints"),
                              files={"examples": write_example_files(tmp_path / "examples")},
                              log_every=2, step_timeout_s=60)
-    metrics = launch("lr", settings, config)  # dataset_fn=None: adrank.train.ranks.input
+    metrics = launch(settings)  # dataset_fn=None: adrank.train.ranks.input
     assert_smoke(metrics, steps=4)
     assert metrics["roles"] == ["examples"] and metrics["last_checkpoint_step"] == 4
 
@@ -309,17 +310,30 @@ def test_roles_alternate_and_resume_counts_batches_per_role():
     assert batches_consumed(["detail"], "detail", 5) == 5
 
 
+def test_the_rank_side_and_the_stage_table_import_without_pyspark_or_tensorflow():
+    import os
+    import subprocess
+
+    code = ("import sys; import adrank.train.stages, adrank.train.checkpoints, adrank.train.ranks.loop, "
+            "adrank.train.launch; print(sorted(m for m in ('pyspark', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "lib")})
+    assert out.stdout.strip() == "[]"
+
+
 def test_config_change_starts_fresh_but_step_count_does_not(tmp_path):
-    from adrank.train.ranks.loop import checkpoint_dir
+    import dataclasses
+
+    from adrank.train.checkpoints import checkpoint_dir
 
     _, base = tiny(tmp_path)
     _, more_steps = tiny(tmp_path, "train.lr_steps=60", "train.checkpoint_every=5")
     _, other_lr = tiny(tmp_path, "train.dense_learning_rate=0.5")
-    assert checkpoint_dir("lr", base) == checkpoint_dir("lr", more_steps)
-    assert checkpoint_dir("lr", base) != checkpoint_dir("lr", other_lr)
-    assert checkpoint_dir("lr", base) != checkpoint_dir("pairwise", base)
-    other_data = dict(base, data_version=8)
-    assert checkpoint_dir("lr", base) != checkpoint_dir("lr", other_data)
+    assert checkpoint_dir(base) == checkpoint_dir(more_steps)
+    assert checkpoint_dir(base) != checkpoint_dir(other_lr)
+    assert checkpoint_dir(base) != checkpoint_dir(dataclasses.replace(base, stage="pairwise"))
+    other_data = dataclasses.replace(base, data_version=8)
+    assert checkpoint_dir(base) != checkpoint_dir(other_data)
 
 
 # --------------------------------------------------------------------------------
@@ -333,8 +347,8 @@ def trained(pairwise_runs, lr_runs) -> dict[str, Any]:
     from adrank.train.ranks.loop import load_trained
 
     cap_tf_threads(1, 1)
-    models = load_trained("pairwise", pairwise_runs["settings"])
-    models.update(load_trained("lr", lr_runs["settings"]))
+    models = load_trained(pairwise_runs["settings"])
+    models.update(load_trained(lr_runs["settings"]))
     return models
 
 
@@ -346,7 +360,7 @@ def test_registry_versions_latest_signatures_and_metadata(tmp_path, trained, pai
     root = tmp_path / "models"
     exported = [export_model(root, "pairwise", pairwise_model=trained["pairwise"],
                              linear_model=trained["lr"], image_size=IMAGE, data_version=7 + i,
-                             config=pairwise_runs["settings"]["train"],
+                             config=dataclasses.asdict(pairwise_runs["settings"].train),
                              metrics=pairwise_runs["first"], run_id=f"run{i}") for i in range(2)]
     assert [v for v, _ in exported] == [1, 2] == versions(root, "pairwise")
     version, path, metadata = latest_model(root, "pairwise")
@@ -454,9 +468,9 @@ def test_spark_launcher_runs_the_same_training_function_as_horovodrun(spark, tmp
 
     config, on_spark = tiny(tmp_path / "spark", "train.launcher=spark", "train.lr_steps=2")
     before = spark_jobs()
-    from_spark = run("lr", config, on_spark)
+    from_spark = run(on_spark)
     assert spark_jobs() > before, "the ranks did not run as Spark tasks"
     config, local = tiny(tmp_path / "local", "train.launcher=horovodrun", "train.lr_steps=2")
-    from_horovodrun = run("lr", config, local)
+    from_horovodrun = run(local)
     assert (from_spark["ranks"], from_spark["final_step"]) == (2, 2)
     assert from_spark["variable_checksums"] == pytest.approx(from_horovodrun["variable_checksums"])

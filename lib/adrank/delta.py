@@ -298,34 +298,3 @@ def _file_uri(path_or_uri: str) -> str:
     return "file://" + str(Path(path_or_uri).resolve())
 
 
-PAIRS_PARTITION = "kind_part"
-
-
-def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files_per_kind: int = 4) -> int:
-    """Writes stage-1 pairs as a Delta table (overwrite, deletion vectors off).
-
-    The table is partitioned by :data:`PAIRS_PARTITION` (a copy of ``kind``), so the
-    files of one kind hold that kind only and training lists them with
-    ``live_files(..., partition={"kind_part": kind})``; ``kind`` and ``date`` stay inside
-    the files as data columns. Each kind is written as about ``files_per_kind`` files
-    (Petastorm shards by row group: at least as many files as ranks keeps every shard
-    its own rows).
-
-    Args:
-        spark: The session.
-        pairs_df: Rows of ``adrank.train.pairs.PAIRS_DDL``.
-        path: Table location.
-        files_per_kind: Files written per kind (one row group each at these sizes).
-
-    Returns:
-        The version written: pin it for training.
-    """
-    from pyspark.sql import functions as F
-
-    frame = pairs_df.withColumn(PAIRS_PARTITION, F.col("kind")).repartition(files_per_kind)
-    writer = (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-              .partitionBy(PAIRS_PARTITION))
-    for key, value in NO_DELETION_VECTORS.items():
-        writer = writer.option(key, value)
-    writer.save(path)
-    return last_commit_metrics(spark, path)["version"]

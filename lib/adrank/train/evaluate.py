@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 DEFAULT_K = 10
 EPSILON = 1e-7
+Batch = Mapping[str, ArrayLike]  # numpy arrays or tensors, by column
 
 
 # --------------------------------------------------------------------------------
@@ -40,7 +41,7 @@ EPSILON = 1e-7
 # --------------------------------------------------------------------------------
 
 
-def auc(labels: Any, scores: Any) -> float:
+def auc(labels: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC curve from ranks (ties get their average rank).
 
     Args:
@@ -75,7 +76,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def log_loss(labels: Any, probabilities: Any, eps: float = EPSILON) -> float:
+def log_loss(labels: ArrayLike, probabilities: ArrayLike, eps: float = EPSILON) -> float:
     """Mean binary cross-entropy; NaN for no rows."""
     labels = np.asarray(labels, dtype=np.float64).ravel()
     p = np.clip(np.asarray(probabilities, dtype=np.float64).ravel(), eps, 1 - eps)
@@ -84,7 +85,7 @@ def log_loss(labels: Any, probabilities: Any, eps: float = EPSILON) -> float:
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def cold_start_mask(is_cold_start_ad: Any = None, ad_sku_ids: Any = None,
+def cold_start_mask(is_cold_start_ad: ArrayLike | None = None, ad_sku_ids: ArrayLike | None = None,
                     seen_ad_skus: Iterable[int] | None = None) -> np.ndarray:
     """Rows that are cold-start impressions: flagged, or an ad SKU unseen in training.
 
@@ -95,7 +96,7 @@ def cold_start_mask(is_cold_start_ad: Any = None, ad_sku_ids: Any = None,
     """
     if is_cold_start_ad is None and ad_sku_ids is None:
         raise ValueError("cold_start_mask needs is_cold_start_ad or ad_sku_ids")
-    n = len(is_cold_start_ad if is_cold_start_ad is not None else ad_sku_ids)
+    n = len(np.asarray(is_cold_start_ad if is_cold_start_ad is not None else ad_sku_ids))
     mask = np.zeros(n, dtype=bool)
     if is_cold_start_ad is not None:
         mask |= np.asarray(is_cold_start_ad).astype(bool).ravel()
@@ -105,7 +106,7 @@ def cold_start_mask(is_cold_start_ad: Any = None, ad_sku_ids: Any = None,
     return mask
 
 
-def lr_metrics(labels: Any, probabilities: Any, cold: Any = None) -> dict[str, float]:
+def lr_metrics(labels: ArrayLike, probabilities: ArrayLike, cold: ArrayLike | None = None) -> dict[str, float]:
     """AUC and log loss, overall and on the ``cold`` rows.
 
     Returns:
@@ -123,7 +124,7 @@ def lr_metrics(labels: Any, probabilities: Any, cold: Any = None) -> dict[str, f
     return result
 
 
-def evaluate_lr(score_fn: Callable[[Mapping[str, Any]], Any], batches: Iterable[Mapping[str, Any]],
+def evaluate_lr(score_fn: Callable[[Batch], ArrayLike], batches: Iterable[Batch],
                 seen_ad_skus: Iterable[int] | None = None) -> dict[str, float]:
     """Scores held-out example batches and computes :func:`lr_metrics`.
 
@@ -156,7 +157,7 @@ def evaluate_lr(score_fn: Callable[[Mapping[str, Any]], Any], batches: Iterable[
 # --------------------------------------------------------------------------------
 
 
-def evaluate_pairs(model: Any, batches: Iterable[Mapping[str, Any]],
+def evaluate_pairs(model: Callable[..., tuple[ArrayLike, ArrayLike]], batches: Iterable[Batch],
                    scale: float = 10.0) -> dict[str, float]:
     """Pairwise accuracy and loss of a PairwiseModel on held-out triplet batches.
 
@@ -178,7 +179,7 @@ def evaluate_pairs(model: Any, batches: Iterable[Mapping[str, Any]],
                         np.concatenate(negatives) if negatives else np.zeros(0), scale)
 
 
-def pair_metrics(sim_pos: Any, sim_neg: Any, scale: float = 10.0) -> dict[str, float]:
+def pair_metrics(sim_pos: ArrayLike, sim_neg: ArrayLike, scale: float = 10.0) -> dict[str, float]:
     """Accuracy (``sim_pos > sim_neg``) and logistic pairwise loss from similarities."""
     sim_pos = np.asarray(sim_pos, np.float64)
     sim_neg = np.asarray(sim_neg, np.float64)
@@ -190,7 +191,7 @@ def pair_metrics(sim_pos: Any, sim_neg: Any, scale: float = 10.0) -> dict[str, f
             "pairs": int(sim_pos.size)}
 
 
-def precision_at_k(embeddings: Any, categories: Any, k: int = DEFAULT_K) -> dict[str, float]:
+def precision_at_k(embeddings: ArrayLike, categories: ArrayLike, k: int = DEFAULT_K) -> dict[str, float]:
     """Mean fraction of each SKU's ``k`` cosine nearest neighbours in its category.
 
     The SKU itself is never its own neighbour; with fewer than ``k + 1`` SKUs, all
@@ -222,7 +223,7 @@ def precision_at_k(embeddings: Any, categories: Any, k: int = DEFAULT_K) -> dict
     return {name: hits / n, "skus": n, "k": k}
 
 
-def catalog_precision(embed_fn: Callable[[Any], Any], batches: Iterable[Mapping[str, Any]],
+def catalog_precision(embed_fn: Callable[[ArrayLike], ArrayLike], batches: Iterable[Batch],
                       k: int = DEFAULT_K) -> dict[str, float]:
     """Embeds catalog batches and computes :func:`precision_at_k`.
 
@@ -242,7 +243,8 @@ def catalog_precision(embed_fn: Callable[[Any], Any], batches: Iterable[Mapping[
     return precision_at_k(np.concatenate(embeddings), np.concatenate(categories), k)
 
 
-def split_holdout_dates(dates: Sequence[Any], holdout_days: int) -> tuple[list[Any], list[Any]]:
+def split_holdout_dates(dates: Sequence[datetime.date | str],
+                        holdout_days: int) -> tuple[list[datetime.date], list[datetime.date]]:
     """(training dates, held-out dates): the last ``holdout_days`` distinct dates are held out.
 
     Dates may be ``datetime.date`` or ISO strings; at least one date stays for training.
@@ -254,7 +256,7 @@ def split_holdout_dates(dates: Sequence[Any], holdout_days: int) -> tuple[list[A
     return distinct[:cut], distinct[cut:]
 
 
-def _numpy(value: Any) -> np.ndarray:
+def _numpy(value: object) -> np.ndarray:
     """Tensors (anything with ``.numpy()``) and array-likes -> numpy."""
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 

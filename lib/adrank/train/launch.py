@@ -1,31 +1,16 @@
 """Starts a training stage on Horovod ranks: horovodrun's Python API or Spark executors.
 
-:func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on ``train.ranks`` processes
-(Gloo, no MPI) and returns rank 0's metrics:
-
-- ``launcher: horovodrun``: ``horovod.runner.run`` on this machine
-  (``hosts="localhost:<ranks>"``); each rank caps TensorFlow at
-  ``train.threads_per_rank`` threads (and ``OMP_NUM_THREADS`` is set for the ranks).
-- ``launcher: spark``: ``horovod.spark.run`` on the active SparkSession's executors
-  (one Spark task per rank; each executor's Python (``PYSPARK_PYTHON``) needs
-  horovod, TensorFlow and adrank installed, and ``settings["checkpoint_root"]`` must be
-  a folder the executors and the driver share). Checked on ``local[2]``: the same
-  metrics as ``horovodrun``, and a SIGKILLed rank fails the job the same way.
-- ``launcher: auto``: ``spark`` when a SparkSession is active and its master is not
-  ``local[...]``; otherwise ``horovodrun``.
-
-Failure: with Gloo, ``horovod.runner.run`` terminates every other rank as soon as one
-exits non-zero or is killed (checked: a SIGKILLed rank ends the job in seconds), then
-raises. A rank that hangs without dying is ended by the loop's per-rank watchdog
-(``settings["step_timeout_s"]``). Either way :func:`launch` raises a
-:class:`TrainingFailed` (a RuntimeError) whose one-line message names the stage and
-the last checkpoint step; launching again with the same settings resumes from it.
-
-horovodrun starts its ranks through ``multiprocessing`` (spawn): the calling script
-must guard its entry point (``if __name__ == "__main__": main()``, as ``jobs/`` do).
-
-This is the one module of ``adrank.train`` allowed to import pyspark (lazily, only to
-find the SparkSession and to call ``horovod.spark.run``).
+Contract: :func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on
+``settings.ranks`` processes (Gloo, no MPI) and returns rank 0's metrics. ``launcher:
+horovodrun`` uses ``horovod.runner.run`` on this machine (each rank capped at
+``threads_per_rank`` threads); ``spark`` uses ``horovod.spark.run`` on the active
+SparkSession's executors (one task per rank; ``settings.checkpoint_root`` must be shared
+by executors and driver); ``auto`` picks ``spark`` when a non-local SparkSession is active.
+A rank that fails, dies or hangs (the loop's watchdog) ends the job: :func:`launch` raises
+:class:`TrainingFailed` with one line naming the stage and the last checkpoint step;
+launching again with the same settings resumes from it. horovodrun starts ranks with
+``multiprocessing`` (spawn): the calling script must guard its entry point. pyspark is
+imported lazily, only to find the SparkSession and to call ``horovod.spark.run``.
 """
 
 from __future__ import annotations
@@ -33,38 +18,40 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from adrank.train.ranks.loop import (
-    DatasetFn,
-    StepHook,
+from adrank.train.checkpoints import (
+    RankSettings,
     checkpoint_dir,
     clear_failures,
     last_checkpoint_step,
     recorded_failures,
-    stage_spec,
 )
+from adrank.train.ranks.loop import StepHook
+from adrank.train.stages import stage_spec
+
+if TYPE_CHECKING:
+    from adrank.train.ranks.loop import DatasetFn
 
 LAUNCHERS: tuple[str, ...] = ("horovodrun", "spark")
 DEFAULT_START_TIMEOUT_S = 120
 SHUTDOWN_ECHO = "Horovod has been shut down"
+RankFn = Callable[..., dict[str, object]]
 
 
 class TrainingFailed(RuntimeError):
     """A training stage failed on some rank; the message says where to resume."""
 
 
-def launch(stage: str, settings: Mapping[str, Any], config: Any, *,
-           dataset_fn: DatasetFn | None = None, on_step: StepHook | None = None,
-           start_timeout: int = DEFAULT_START_TIMEOUT_S) -> dict[str, Any]:
-    """Runs ``train_stage(stage, settings, dataset_fn, on_step)`` on every rank.
+def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
+           on_step: StepHook | None = None,
+           start_timeout: int = DEFAULT_START_TIMEOUT_S) -> dict[str, object]:
+    """Runs ``train_stage(settings, dataset_fn, on_step)`` on ``settings.ranks`` ranks.
 
     Args:
-        stage: A training stage (``"pairwise"``, ``"lr"``).
-        settings: From :func:`adrank.train.ranks.loop.make_settings`.
-        config: The :class:`adrank.config.Config` (``train.launcher``, ``train.ranks``,
-            ``train.threads_per_rank``) or just its ``TrainConfig``.
+        settings: From :func:`adrank.train.checkpoints.make_settings` (stage, launcher,
+            ranks, threads per rank and everything the ranks read).
         dataset_fn: Passed to the ranks (pickled with cloudpickle); None = Petastorm.
         on_step: Passed to the ranks: ``on_step(step, rank)`` after every step.
         start_timeout: Seconds for the ranks to start and rendezvous.
@@ -76,32 +63,32 @@ def launch(stage: str, settings: Mapping[str, Any], config: Any, *,
         TrainingFailed: A rank failed or died; names the stage and last checkpoint.
         ValueError: Unknown stage or launcher.
     """
-    stage_spec(stage)
-    train = getattr(config, "train", config)
-    launcher = resolve_launcher(train.launcher)
-    args = (stage, dict(settings), dataset_fn, on_step)
+    stage_spec(settings.stage)
+    launcher = resolve_launcher(settings.launcher)
+    args = (settings, dataset_fn, on_step)
     from adrank.train.ranks.loop import train_stage
 
-    clear_failures(stage, settings)
+    clear_failures(settings)
     try:
         if launcher == "spark":
-            results = _run_on_spark(train_stage, args, train.ranks, start_timeout)
+            results = _run_on_spark(train_stage, args, settings.ranks, start_timeout)
         else:
-            results = _run_with_horovodrun(train_stage, args, train.ranks,
-                                           train.threads_per_rank, start_timeout)
+            results = _run_with_horovodrun(train_stage, args, settings.ranks,
+                                           settings.threads_per_rank, start_timeout)
     except Exception as exc:  # noqa: BLE001 - every runner error becomes one clear line
-        raise TrainingFailed(failure_message(stage, settings, launcher, exc)) from exc
+        raise TrainingFailed(failure_message(settings, launcher, exc)) from exc
     if not results or results[0] is None:
-        raise TrainingFailed(failure_message(stage, settings, launcher, "rank 0 returned nothing"))
+        raise TrainingFailed(failure_message(settings, launcher, "rank 0 returned nothing"))
     return results[0]
 
 
-def failure_message(stage: str, settings: Mapping[str, Any], launcher: str, cause: Any) -> str:
+def failure_message(settings: RankSettings, launcher: str, cause: BaseException | str) -> str:
     """One line: the stage, the cause's first line, the last checkpoint step."""
-    step = last_checkpoint_step(stage, settings)
+    stage = settings.stage
+    step = last_checkpoint_step(settings)
     text = str(cause)
     rank = re.search(r"Process name:\s*(\S+)\s+Exit code:\s*(-?\d+)", text)
-    reasons = recorded_failures(stage, settings)
+    reasons = recorded_failures(settings)
     # A rank whose peer died fails too ("Horovod has been shut down"): an echo, not a cause.
     causes = {r: line for r, line in reasons.items() if SHUTDOWN_ECHO not in line}
     reasons = causes or reasons
@@ -114,7 +101,7 @@ def failure_message(stage: str, settings: Mapping[str, Any], launcher: str, caus
         first = (text.strip().splitlines() or [type(cause).__name__])[0][:300]
     if reasons:
         first += "; " + "; ".join(f"rank {r}: {line[:200]}" for r, line in sorted(reasons.items()))
-    where = (f"last checkpoint at step {step} ({checkpoint_dir(stage, settings)}); "
+    where = (f"last checkpoint at step {step} ({checkpoint_dir(settings)}); "
              "launch again to resume from it") if step is not None else "no checkpoint yet"
     return f"training stage '{stage}' failed ({launcher}): {first}; {where}"
 
@@ -138,8 +125,8 @@ def _active_spark_master() -> str | None:
     return session.sparkContext.master if session is not None else None
 
 
-def _run_with_horovodrun(fn: Any, args: tuple, ranks: int, threads: int,
-                         start_timeout: int) -> list[Any]:
+def _run_with_horovodrun(fn: RankFn, args: tuple[object, ...], ranks: int, threads: int,
+                         start_timeout: int) -> list[dict[str, object] | None]:
     import horovod.runner
 
     with _rank_thread_env(threads):
@@ -147,7 +134,8 @@ def _run_with_horovodrun(fn: Any, args: tuple, ranks: int, threads: int,
                                   use_gloo=True, start_timeout=start_timeout)
 
 
-def _run_on_spark(fn: Any, args: tuple, ranks: int, start_timeout: int) -> list[Any]:
+def _run_on_spark(fn: RankFn, args: tuple[object, ...], ranks: int,
+                  start_timeout: int) -> list[dict[str, object] | None]:
     import horovod.spark
 
     return horovod.spark.run(fn, args=args, num_proc=ranks, use_gloo=True,

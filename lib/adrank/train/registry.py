@@ -34,6 +34,7 @@ from adrank.config import to_json
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from adrank.train.checkpoints import DataVersion
     from adrank.train.ranks.models import LinearModel, PairwiseModel
 
 LATEST = "latest"
@@ -55,7 +56,7 @@ def versions(root: str | os.PathLike[str], stage: str) -> list[int]:
 
 def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: PairwiseModel | None = None,
                  linear_model: LinearModel | None = None, image_size: int,
-                 data_version: int | Mapping[str, int],
+                 data_version: DataVersion,
                  config: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                  run_id: str = "") -> tuple[int, str]:
     """Saves a new version of a stage's model and points ``latest`` at it.

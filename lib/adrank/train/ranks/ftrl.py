@@ -15,7 +15,7 @@ rows of a 4M x 8 table it is about 1.5x faster (bench/sparse_dense.py,
 The indices reaching ``_resource_apply_sparse`` are unique: the legacy base class
 sums repeated indices first (``_resource_apply_sparse_duplicate_indices``), which a
 scatter needs. A caller that has already de-duplicated (the owner-sharded path of
-:mod:`adrank.train.ranks.gradients`) traces its apply inside
+:mod:`adrank.train.ranks.sparse.step`) traces its apply inside
 :meth:`GatherScatterFtrl.indices_are_distinct` to skip that second ``tf.unique``.
 """
 
@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import tensorflow as tf
+
+# Keras' per-(device, dtype) precomputed coefficients.
+ApplyState = dict[tuple[str, tf.dtypes.DType], dict[str, tf.Tensor]]
 
 
 class GatherScatterFtrl(tf.keras.optimizers.legacy.Ftrl):
@@ -52,14 +54,14 @@ class GatherScatterFtrl(tf.keras.optimizers.legacy.Ftrl):
             self._distinct_indices = False
 
     def _resource_apply_sparse_duplicate_indices(
-        self, grad: tf.Tensor, handle: tf.Variable, indices: tf.Tensor, **kwargs: Any
+        self, grad: tf.Tensor, handle: tf.Variable, indices: tf.Tensor, **kwargs: ApplyState | None
     ) -> tf.Operation:
         if self._distinct_indices:
             return self._resource_apply_sparse(grad, handle, indices, **kwargs)
         return super()._resource_apply_sparse_duplicate_indices(grad, handle, indices, **kwargs)
 
     def _resource_apply_sparse(
-        self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: Any = None
+        self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: ApplyState | None = None
     ) -> tf.Operation:
         coefficients = (apply_state or {}).get((var.device, var.dtype.base_dtype)) or \
             self._fallback_apply_state(var.device, var.dtype.base_dtype)

@@ -1,15 +1,11 @@
-"""Horovod start-up for a TF2 rank, in the documented order.
+"""Horovod start-up for a TF2 rank: thread caps, ``hvd.init()``, the local GPU, rank-0 logs.
 
-1. Cap TensorFlow's thread pools: two ranks on a small machine oversubscribe the
-   cores unless each rank keeps to one intra-op and one inter-op thread
-   (DESIGN.md, "Measured pitfalls"). This must happen before TensorFlow runs
-   its first op.
-2. ``hvd.init()``.
-3. Pin this rank's GPU by ``hvd.local_rank()`` (a no-op on CPU machines).
-4. Learning rates are scaled by ``hvd.size()`` (:func:`scaled_learning_rate`), the
-   state is broadcast from rank 0 after the first step
-   (:func:`adrank.train.ranks.gradients.broadcast_initial_state`), and only rank 0 logs
-   (:func:`rank0_logger`).
+Contract: :func:`init_horovod` caps TensorFlow's thread pools (two ranks on a small
+machine oversubscribe the cores otherwise; must run before TensorFlow's first op), calls
+``hvd.init()`` and pins this rank's GPU by ``hvd.local_rank()`` (a no-op on CPU), in that
+order. :func:`rank0_logger` gives a logger that only emits on rank 0. The rest of the
+Horovod order (scale the learning rate, broadcast after the first step) is in
+:func:`adrank.train.ranks.loop.train_stage`.
 """
 
 from __future__ import annotations
@@ -86,19 +82,6 @@ def init_horovod(intra_op_threads: int = 1, inter_op_threads: int = 1) -> RankIn
     hvd.init()
     pin_local_gpu(hvd.local_rank())
     return RankInfo(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
-
-
-def scaled_learning_rate(base_learning_rate: float, size: int | None = None) -> float:
-    """The Horovod convention: the learning rate grows with the number of ranks.
-
-    Args:
-        base_learning_rate: The rate tuned for one process.
-        size: Number of ranks; ``hvd.size()`` when omitted.
-
-    Returns:
-        ``base_learning_rate * size``.
-    """
-    return base_learning_rate * (hvd.size() if size is None else size)
 
 
 class _ChiefOnly(logging.Filter):

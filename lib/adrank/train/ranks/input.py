@@ -13,7 +13,7 @@ Per rank::
     -> batch(drop_remainder=True) -> prefetch
 
 Sharding and empty shards. Petastorm gives row group ``i`` (files in the order given,
-row groups in file order) to shard ``i mod shard_count``; :func:`shard_row_counts`
+row groups in file order) to shard ``i mod shard_count``; :func:`plan_shards`
 replicates that from the Parquet footers alone. With fewer non-empty row groups than
 ranks some shards would be empty, and a rank reading an empty shard either stops at once
 (its peers then wait for it in their next collective) or, repeating, never yields
@@ -102,20 +102,6 @@ def row_group_rows(files: Sequence[str]) -> list[int]:
             for i in range(footer.num_row_groups)]
 
 
-def shard_row_counts(files: Sequence[str], size: int) -> list[int]:
-    """Rows of each of ``size`` Petastorm shards (row group ``i`` -> shard ``i mod size``).
-
-    Computed from the Parquet footers only. Zeros mark empty shards (Petastorm itself
-    refuses ``shard_count`` above the number of row groups; see :func:`plan_shards`).
-    """
-    if size < 1:
-        raise ValueError(f"size must be at least 1, got {size}")
-    counts = [0] * size
-    for index, rows in enumerate(row_group_rows(files)):
-        counts[index % size] += rows
-    return counts
-
-
 @dataclass(frozen=True)
 class ShardPlan:
     """How ``size`` ranks split a file set (see the module docstring).
@@ -135,10 +121,6 @@ class ShardPlan:
         if not 0 <= rank < self.size:
             raise ValueError(f"rank must be in 0..{self.size - 1}, got {rank}")
         return rank % self.shard_count
-
-    def rows_of(self, rank: int) -> int:
-        """Rows rank ``rank`` reads per epoch."""
-        return self.shard_rows[self.shard_of(rank)]
 
     def steps(self, batch_size: int, num_epochs: int = 1) -> int:
         """Batches every rank can fill in ``num_epochs`` epochs (the smallest shard's)."""

@@ -13,7 +13,7 @@ Pure TensorFlow / tf.keras (Keras 2): nothing here reads files, config or Spark.
   batch norm statistics cover positives and negatives together.
 - :class:`LinearModel`: LR over hashed sparse ids, read with ``tf.gather`` so its
   table's gradient is a ``tf.IndexedSlices`` (the sparse gradient path of
-  :mod:`adrank.train.ranks.gradients`).
+  :mod:`adrank.train.ranks.sparse.step`).
 - :class:`Interaction` (stage 3): dot, elementwise product or a small DNN over the
   context embedding x and the candidate embedding y.
 - :func:`export_signatures`: serving functions for ``tf.saved_model.save``, and
@@ -42,6 +42,8 @@ PAIRWISE_BATCH_KINDS: tuple[str, ...] = ("context_image", "query")
 
 class _RoutedVariables:
     """Mixin: split trainable variables into sparse tables and the dense rest."""
+
+    trainable_variables: list[tf.Variable]  # the Keras model's (declared for the type checker)
 
     def sparse_variables(self) -> list[tf.Variable]:
         """Tables read by id (``tf.IndexedSlices`` gradients): FTRL, allgather."""
@@ -199,11 +201,6 @@ def pairwise_loss(sim_pos: tf.Tensor, sim_neg: tf.Tensor, scale: float = 10.0) -
     return tf.reduce_mean(tf.math.softplus(-scale * (sim_pos - sim_neg)))
 
 
-def pairwise_accuracy(sim_pos: tf.Tensor, sim_neg: tf.Tensor) -> tf.Tensor:
-    """Fraction of triplets whose positive outranks the negative."""
-    return tf.reduce_mean(tf.cast(sim_pos > sim_neg, tf.float32))
-
-
 class PairwiseModel(_RoutedVariables, tf.keras.Model):
     """Stage 1: SKU (and query) towers trained on (context, positive, negative) triplets.
 
@@ -335,6 +332,8 @@ class Interaction(tf.keras.layers.Layer):
             return cosine(x, y)[:, tf.newaxis]
         if self.kind == "product":
             return x * y
+        if self.mlp is None:
+            raise ValueError(f"interaction {self.kind!r} has no MLP")
         return self.mlp(tf.concat([x, y], axis=-1))
 
     def get_config(self) -> dict:
