@@ -1,37 +1,17 @@
 """The ``embed_catalog`` run: keep ``sku_embeddings`` equal to the CNN over ``sku_images``.
 
-One run (:func:`embed_catalog`):
+One run (:func:`embed_catalog`) pins the registered stage-1 model and the latest
+``sku_images`` version, chooses its mode from the last committed run's record
+(:func:`choose_mode`: full, incremental over the Change Data Feed, or fallback), stages
+the rows to upsert and delete once (the CNN runs once), MERGEs them in one commit that
+carries the record, publishes (or patches) the serving snapshot, drops the staging folder
+and compacts the table when due. User-facing behaviour: README "Catalog embeddings".
 
-1. resolve the registered stage-1 model (``latest`` of ``<registry>/pairwise``) and pin
-   the latest version ``to`` of ``sku_images``, once;
-2. read the record of the last committed run from the history of ``sku_embeddings``
-   (:func:`adrank.embed.store.last_processed`) and choose the mode
-   (:func:`choose_mode`): **full** on the first run, with ``--full`` or when the model
-   version changed; **incremental** otherwise, over the Change Data Feed of versions
-   ``source_version + 1 .. to``; **fallback** (a full diff by ``sku_id, image_hash``)
-   when that range cannot be read;
-3. embed the SKUs to (re-)embed (:mod:`adrank.embed.udf`) and write them, with the SKUs
-   to delete, to a staging Parquet folder ``<storage.root>/<embed.staging_folder>/
-   embed_catalog/<run id>``: the CNN runs once, however often the MERGE scans its source;
-4. MERGE the staged rows by ``sku_id`` in one commit whose ``userMetadata`` records
-   ``source_version = to`` and the model version;
-5. publish a serving snapshot of the version just written (:mod:`adrank.embed.export`),
-   then delete the staging folder. When ``CURRENT`` serves the version just before this
-   run's MERGE (or a version with the same rows), an incremental or fallback run
-   *patches* it with the staged rows (O(changed rows) plus a copy of the snapshot);
-   otherwise (first run, full mode, a lost publish, a refused patch) it exports the whole
-   table. ``serving_snapshot.patched_from`` in the figures says which;
-6. compact ``sku_embeddings`` (OPTIMIZE) once the runs since the last compaction added
-   ``embed.compact_after_files_added`` data files. That commit changes no row, so the next
-   run still patches the snapshot.
-
-Crash safety: nothing but the MERGE commit changes the table or the record, and the
-two go together. A run killed before it leaves the table and record as they were (the
-rerun redoes the same work); a run killed after it is complete (the rerun finds nothing
-new and only publishes the snapshot if that step was lost). Every SKU is therefore
-embedded exactly once, with its current image and the model named in the record.
-
-The driver never holds the catalog: it reads counts, the history and a few figures.
+Contract: nothing but the MERGE commit changes the table or the record, and the two go
+together, so a killed run either left both as they were (the rerun redoes the work) or
+is complete (the rerun only publishes a lost snapshot): every SKU is embedded exactly
+once, with its current image and the model named in the record. The driver never holds
+the catalog.
 """
 
 from __future__ import annotations
