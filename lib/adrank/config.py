@@ -116,6 +116,11 @@ class FeaturesConfig:
     hash_bits: int = 20
     max_sparse_ids: int = 32
     crosses: tuple[str, ...] = ("page*ad_category", "device*hour")
+    # The feed's context embedding (stage 3, recommend): the recency-weighted mean of the
+    # embeddings of the user's clicks strictly before the impression (adrank.behaviour).
+    behaviour_half_life_hours: float = 72.0
+    behaviour_max_clicks: int = 20
+    behaviour_lookback_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,13 @@ class TrainConfig:
     dense_learning_rate: float = 0.001
     ftrl_learning_rate: float = 0.05
     gradient_mode: str = "split"
+    # Stage 3 (joint): the LR plus an interaction of context and ad embeddings.
+    interaction: str = "all"
+    finetune_cnn: bool = False
+    joint_steps: int = 300
+    joint_batch_size: int = 1024
+    joint_dense_learning_rate: float = 0.01
+    dnn_hidden: int = 32
     checkpoint_every: int = 100
     holdout_days: int = 1
     registry_folder: str = "models"
@@ -362,6 +374,9 @@ def _validate_features(features: FeaturesConfig) -> None:
              f"must be in 1024..{MAX_BINARY_FILE_BYTES} (below 2 GiB: the most Spark reads of one file)")
     _require(8 <= features.hash_bits <= 30, "features.hash_bits", "must be in 8..30")
     _require(features.max_sparse_ids >= 1, "features.max_sparse_ids", "must be at least 1")
+    _require(features.behaviour_half_life_hours > 0, "features.behaviour_half_life_hours", "must be above 0")
+    for key in ("behaviour_max_clicks", "behaviour_lookback_days"):
+        _require(getattr(features, key) >= 1, f"features.{key}", "must be at least 1")
     for i, cross in enumerate(features.crosses):
         _require(
             len([p for p in cross.split("*") if p]) >= 2,
@@ -380,7 +395,11 @@ def _validate_train(train: TrainConfig) -> None:
         "train.gradient_mode",
         "must be split, sparse_as_dense or horovod_default",
     )
-    for key in ("pair_batch_size", "lr_batch_size", "pair_steps", "lr_steps", "checkpoint_every", "embedding_dim"):
+    _require(train.interaction in ("dot", "product", "dnn", "all"), "train.interaction",
+             "must be dot, product, dnn or all")
+    _require(train.joint_dense_learning_rate > 0, "train.joint_dense_learning_rate", "must be above 0")
+    for key in ("pair_batch_size", "lr_batch_size", "pair_steps", "lr_steps", "checkpoint_every", "embedding_dim",
+                "joint_steps", "joint_batch_size", "dnn_hidden"):
         _require(getattr(train, key) >= 1, f"train.{key}", "must be at least 1")
     _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
 

@@ -25,6 +25,8 @@ QUARANTINE = "quarantine"
 SKU_EMBEDDINGS = "sku_embeddings"
 PAIRS_TRAIN = "stage1_pairs_train"
 PAIRS_HOLDOUT = "stage1_pairs_holdout"
+JOINT_TRAIN = "joint_examples_train"
+JOINT_HOLDOUT = "joint_examples_holdout"
 
 # Raw input sources (under inputs.root)
 CATALOG = "catalog"
@@ -37,6 +39,7 @@ DATED_SOURCES = (CLICK_LOG, LR_FEATURES)
 # Training stages
 PAIRWISE = "pairwise"
 LR = "lr"
+JOINT = "joint"
 
 # Page kinds of an impression (the click log's ``page``)
 DETAIL = "detail"

@@ -48,11 +48,19 @@ def embed_catalog(spark: SparkSession, config: Config, report: RunReport) -> Non
     embed(spark, config, report)
 
 
+def train_joint(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Stage 3: the joint model's interaction modules against the LR and the oracle (prints the table)."""
+    from adrank.train.run import train
+
+    train(spark, config, report, "joint", None)
+
+
 STEPS: tuple[Step, ...] = (
     Step("generate_data", generate_data),
     Step("build_tables", build_tables),
     Step("train", train_stage1_and_lr),
     Step("embed_catalog", embed_catalog),
+    Step("train_joint", train_joint),
     Step("recommend", None, "not built yet"),
 )
 

@@ -59,7 +59,7 @@ def catalog_batches(images: DataFrame) -> Iterator[Batch]:
 
 def example_batches(holdout: DataFrame) -> Iterator[Batch]:
     """``training_examples`` rows: hashed ids, label, cold-start flag, ad SKU."""
-    frame = holdout.select("sparse_ids", "num_sparse_ids", "label", "is_cold_start_ad", "ad_sku_id")
+    frame = holdout.select("sparse_ids", "num_sparse_ids", "label", "is_cold_start_ad", "ad_sku_id", "page")
     for rows in row_chunks(frame, EXAMPLE_BATCH):
         yield {
             "sparse_ids": np.array([r["sparse_ids"] for r in rows], dtype=np.int64),
@@ -67,7 +67,31 @@ def example_batches(holdout: DataFrame) -> Iterator[Batch]:
             "label": np.array([r["label"] for r in rows], dtype=np.float32),
             "is_cold_start_ad": np.array([r["is_cold_start_ad"] for r in rows], dtype=bool),
             "ad_sku_id": np.array([r["ad_sku_id"] for r in rows], dtype=np.int64),
+            "page_name": np.array([r["page"] for r in rows], dtype=object),
         }
 
 
-__all__ = ["catalog_batches", "example_batches", "pair_batches", "row_chunks"]
+def joint_batches(holdout: DataFrame, with_images: bool = False) -> Iterator[Batch]:
+    """``joint_examples_holdout`` rows: the joint model's inputs, the LR's, and the evaluation columns."""
+    for rows in row_chunks(holdout, EXAMPLE_BATCH):
+        batch = {
+            "sparse_ids": np.array([r["sparse_ids"] for r in rows], dtype=np.int64),
+            "num_sparse_ids": np.array([r["num_sparse_ids"] for r in rows], dtype=np.int32),
+            "label": np.array([r["label"] for r in rows], dtype=np.float32),
+            "page": np.array([r["page"] for r in rows], dtype=np.int32),
+            "page_name": np.array([r["page_name"] for r in rows], dtype=object),
+            "x": np.array([r["x"] for r in rows], dtype=np.float32),
+            "x_present": np.array([r["x_present"] for r in rows], dtype=np.float32),
+            "y": np.array([r["y"] for r in rows], dtype=np.float32),
+            "y_present": np.array([r["y_present"] for r in rows], dtype=np.float32),
+            "is_cold_start_ad": np.array([r["is_cold_start_ad"] for r in rows], dtype=bool),
+            "ad_sku_id": np.array([r["ad_sku_id"] for r in rows], dtype=np.int64),
+        }
+        if with_images:
+            batch["ad_image"] = decode_stored_images([r["ad_image"] for r in rows])
+            batch["context_image"] = decode_stored_images([r["context_image"] for r in rows])
+            batch["query"] = np.array([r["query"] for r in rows], dtype=object)
+        yield batch
+
+
+__all__ = ["catalog_batches", "example_batches", "joint_batches", "pair_batches", "row_chunks"]

@@ -31,7 +31,11 @@ CHECKPOINT_PREFIX = "ckpt"
 # TrainConfig fields that do not change what is trained: a run that differs only in
 # these resumes the same checkpoints (so more steps extend a finished run).
 NOT_IN_CONFIG_HASH = frozenset(
-    {"launcher", "checkpoint_every", "registry_folder", "pair_steps", "lr_steps", "threads_per_rank"})
+    {"launcher", "checkpoint_every", "registry_folder", "pair_steps", "lr_steps", "joint_steps",
+     "threads_per_rank"})
+# TrainConfig fields that shape stage 3 only: the other stages' checkpoints ignore them.
+JOINT_ONLY = frozenset(
+    {"interaction", "finetune_cnn", "joint_batch_size", "joint_dense_learning_rate", "dnn_hidden"})
 DEFAULT_LOG_EVERY = 10
 DEFAULT_STEP_TIMEOUT_S = 900.0
 
@@ -67,6 +71,8 @@ class RankSettings:
         step_timeout_s: Watchdog: a rank whose step makes no progress this long exits
             (0 disables).
         deterministic: Turn on ``tf.config.experimental.enable_op_determinism``.
+        init_from: A registered SavedModel whose variables start the towers of a model
+            that fine-tunes them (stage 3 with ``train.finetune_cnn``); empty = none.
     """
 
     stage: str
@@ -80,6 +86,7 @@ class RankSettings:
     log_every: int = DEFAULT_LOG_EVERY
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S
     deterministic: bool = False
+    init_from: str = ""
 
     @property
     def launcher(self) -> str:
@@ -109,8 +116,12 @@ def make_settings(
     log_every: int = DEFAULT_LOG_EVERY,
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     deterministic: bool = False,
+    train: TrainConfig | None = None,
+    init_from: str = "",
 ) -> RankSettings:
     """The settings of one stage run; ``checkpoint_root`` defaults to ``layout.checkpoint_root``.
+
+    ``train`` replaces ``config.train`` (stage 3 trains one settings per interaction module).
 
     Raises:
         ValueError: Unknown stage.
@@ -120,13 +131,13 @@ def make_settings(
     stage_spec(stage)
     features = config.features
     return RankSettings(
-        stage=stage, train=config.train,
+        stage=stage, train=train if train is not None else config.train,
         features=FeatureSizes(features.image_size, features.hash_bits, features.max_sparse_ids),
         data_version=_plain(data_version),
         checkpoint_root=str(checkpoint_root if checkpoint_root is not None else layout.checkpoint_root(config)),
         files={role: tuple(str(f) for f in paths) for role, paths in (files or {}).items()},
         run_id=run_id, seed=int(seed), log_every=int(log_every),
-        step_timeout_s=float(step_timeout_s), deterministic=bool(deterministic),
+        step_timeout_s=float(step_timeout_s), deterministic=bool(deterministic), init_from=str(init_from),
     )
 
 
@@ -138,9 +149,10 @@ def _plain(value: DataVersion) -> DataVersion:
 def config_hash(settings: RankSettings) -> str:
     """A short hash of what the stage trains: train config (minus step counts and
     operational fields), feature sizes and seed."""
-    train = {k: v for k, v in dataclasses.asdict(settings.train).items() if k not in NOT_IN_CONFIG_HASH}
+    ignored = NOT_IN_CONFIG_HASH | (frozenset() if settings.stage == layout.JOINT else JOINT_ONLY)
+    train = {k: v for k, v in dataclasses.asdict(settings.train).items() if k not in ignored}
     keyed = {"stage": settings.stage, "train": train, "features": dataclasses.asdict(settings.features),
-             "seed": settings.seed}
+             "seed": settings.seed, "init_from": settings.init_from}
     text = json.dumps(keyed, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -256,6 +256,27 @@ def split_holdout_dates(dates: Sequence[datetime.date | str],
     return distinct[:cut], distinct[cut:]
 
 
+def evaluate_ranking(score_fn: Callable[[Batch], ArrayLike], batches: Iterable[Batch],
+                     seen_ad_skus: Iterable[int]) -> dict[str, float | int]:
+    """Scores held-out batches and computes :func:`ranking_metrics` (overall, cold start, per page).
+
+    Cold start is :func:`cold_start_mask` of the batches' ``is_cold_start_ad`` and
+    ``ad_sku_id`` against ``seen_ad_skus`` (the same rule for every model); pages are the
+    batches' ``page_name``.
+    """
+    seen = np.fromiter(seen_ad_skus, dtype=np.int64)
+    labels, probabilities, cold, pages = [], [], [], []
+    for batch in batches:
+        labels.append(_numpy(batch["label"]).ravel())
+        probabilities.append(_numpy(score_fn(batch)).ravel())
+        cold.append(cold_start_mask(_numpy(batch["is_cold_start_ad"]), _numpy(batch["ad_sku_id"]), seen))
+        pages.append(np.asarray(batch["page_name"], dtype=object))
+    if not labels:
+        return ranking_metrics(np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0, object))
+    return ranking_metrics(np.concatenate(labels), np.concatenate(probabilities), np.concatenate(cold),
+                           np.concatenate(pages))
+
+
 def _numpy(value: object) -> np.ndarray:
     """Tensors (anything with ``.numpy()``) and array-likes -> numpy."""
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)

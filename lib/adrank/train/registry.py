@@ -10,7 +10,8 @@ Layout (``root`` = :func:`adrank.layout.registry_root`)::
 atomic claim of ``v<N>``, then ``latest`` moved forward; every version is kept), so a
 reader that follows ``latest`` never sees a half-written model. The signatures are
 :func:`adrank.train.ranks.models.export_signatures` (``sku_embedding``, ``query_embedding``,
-``lr_score``); ``metadata.json`` holds ``stage``, ``version``, ``data_version``, ``config``,
+``lr_score``), or for stage 3 :func:`~adrank.train.ranks.models.joint_signatures` (``score``);
+``metadata.json`` holds ``stage``, ``version``, ``data_version``, ``config``,
 ``metrics``, ``created_at`` (UTC ISO-8601), ``run_id``, ``signatures`` and ``image_size``,
 dumped with :func:`adrank.config.to_json` (credentials redacted, NaN as null). A model
 whose metrics hold NaN is refused. Local paths only (see :mod:`adrank.versioned`); TensorFlow
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from adrank.train.checkpoints import DataVersion
-    from adrank.train.ranks.models import LinearModel, PairwiseModel
+    from adrank.train.ranks.models import JointModel, LinearModel, PairwiseModel
 
 LATEST = "latest"
 METADATA = "metadata.json"
@@ -55,10 +56,10 @@ def versions(root: str | os.PathLike[str], stage: str) -> list[int]:
 
 
 def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: PairwiseModel | None = None,
-                 linear_model: LinearModel | None = None, image_size: int,
-                 data_version: DataVersion,
+                 linear_model: LinearModel | None = None, joint_model: JointModel | None = None,
+                 image_size: int, data_version: DataVersion, embedding_dim: int = 0,
                  config: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
-                 run_id: str = "") -> tuple[int, str]:
+                 run_id: str = "", details: Mapping[str, Any] | None = None) -> tuple[int, str]:
     """Saves a new version of a stage's model and points ``latest`` at it.
 
     Args:
@@ -67,11 +68,16 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
         pairwise_model: A :class:`~adrank.train.ranks.models.PairwiseModel` (gives
             ``sku_embedding`` and, with a query tower, ``query_embedding``).
         linear_model: A :class:`~adrank.train.ranks.models.LinearModel` (gives ``lr_score``).
+        joint_model: A :class:`~adrank.train.ranks.models.JointModel` (gives ``score`` and,
+            fine-tuned, its towers' ``sku_embedding`` / ``query_embedding``).
         image_size: Side of the ``sku_embedding`` input images.
         data_version: The Delta version(s) the model was trained on.
         config: The training config (JSON-able), stored in the metadata.
         metrics: Training / evaluation figures, stored in the metadata.
         run_id: The training job's run id.
+        embedding_dim: D, the width of the joint model's ``score`` inputs ``x`` / ``y``.
+        details: More metadata (stage 3: the interaction, the embedding model version, the
+            comparison with the LR and the oracle).
 
     Returns:
         ``(version, path)`` of the new version.
@@ -79,8 +85,8 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
     Raises:
         ValueError: Neither model given, a non-local root, or a metric that is NaN.
     """
-    if pairwise_model is None and linear_model is None:
-        raise ValueError("export_model needs a pairwise model, a linear model or both")
+    if pairwise_model is None and linear_model is None and joint_model is None:
+        raise ValueError("export_model needs a pairwise, linear or joint model")
     undefined = sorted(name for name, value in (metrics or {}).items() if _undefined(value))
     if undefined:
         raise ValueError(f"refusing to register a {stage} model whose metrics {', '.join(undefined)} "
@@ -88,18 +94,23 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
     import tensorflow as tf
 
     folder = _local(root) / stage
-    signatures = _signatures(pairwise_model, linear_model, image_size)
+    if joint_model is not None:
+        from adrank.train.ranks.models import joint_signatures
+
+        signatures = joint_signatures(joint_model, embedding_dim, image_size)
+    else:
+        signatures = _signatures(pairwise_model, linear_model, image_size)
 
     def save(temporary: Path) -> dict[str, Any]:
         from adrank.train.ranks.models import serving_module
 
-        tf.saved_model.save(serving_module(pairwise_model, linear_model), str(temporary),
+        tf.saved_model.save(serving_module(pairwise_model, linear_model, joint_model), str(temporary),
                             signatures=signatures)
         return {
             "stage": stage, "data_version": data_version, "config": dict(config or {}),
             "metrics": dict(metrics or {}), "run_id": run_id, "image_size": image_size,
             "signatures": sorted(signatures),
-            "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(), **dict(details or {}),
         }
 
     version = versioned.publish(folder, MODELS, save, keep=None)
@@ -147,6 +158,19 @@ def latest_model(root: str | os.PathLike[str], stage: str) -> tuple[int, str, di
     return version, str(path), metadata
 
 
+def version_path(root: str | os.PathLike[str], stage: str, version: int) -> tuple[str, dict[str, Any]]:
+    """``(path, metadata)`` of one version of a stage.
+
+    Raises:
+        FileNotFoundError: No such version.
+    """
+    path = _local(root) / stage / f"v{version}"
+    try:
+        return str(path), json.loads((path / METADATA).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no version {version} of stage {stage!r} at {path}") from None
+
+
 def load_model(root: str | os.PathLike[str], stage: str, version: int | None = None) -> Any:
     """``tf.saved_model.load`` of a version (``latest`` when None); use ``.signatures``."""
     import tensorflow as tf
@@ -158,4 +182,5 @@ def load_model(root: str | os.PathLike[str], stage: str, version: int | None = N
     return tf.saved_model.load(path)
 
 
-__all__ = ["LATEST", "METADATA", "MODELS", "export_model", "latest_model", "load_model", "versions"]
+__all__ = ["LATEST", "METADATA", "MODELS", "export_model", "latest_model", "load_model", "version_path",
+           "versions"]

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from adrank import delta, layout
-from adrank.config import Config
+from adrank.config import Config, TrainConfig
 from adrank.errors import InputError
 from adrank.runs import RunReport
 from adrank.train import batches, store
@@ -28,9 +28,10 @@ from adrank.train.stages import STAGES as STAGE_TABLE
 from adrank.train.stages import stage_spec
 
 if TYPE_CHECKING:
-    from adrank.train.ranks.models import LinearModel, PairwiseModel
+    from adrank.train.ranks.models import JointModel, LinearModel, PairwiseModel
 
 STAGES = tuple(STAGE_TABLE)  # the stage names (``--stage`` choices)
+INTERACTIONS = ("dot", "product", "dnn", "all")  # ``--interaction`` choices (stage 3)
 Figures = dict[str, object]
 Metrics = dict[str, float | int | None]
 
@@ -64,6 +65,18 @@ class PinnedData:
     train_dates: list[dt.date]
     holdout_dates: list[dt.date]
     figures: Figures
+
+
+def with_joint_options(config: Config, interaction: str | None, finetune_cnn: bool) -> Config:
+    """The config with the ``train`` job's stage-3 flags applied (None/False keep the config's)."""
+    import dataclasses
+
+    changes: dict[str, object] = {}
+    if interaction is not None:
+        changes["interaction"] = interaction
+    if finetune_cnn:
+        changes["finetune_cnn"] = True
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes)) if changes else config
 
 
 def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> None:
@@ -131,17 +144,24 @@ def _is_nan(value: object) -> bool:
     return isinstance(value, float) and value != value
 
 
-def _launch(pinned: PinnedData, data_version: DataVersion, files: dict[str, list[str]]) -> RankSettings:
-    """Trains the stage on the ranks; the settings it ran with (to load the checkpoint)."""
+def _launch(pinned: PinnedData, data_version: DataVersion, files: dict[str, list[str]], *,
+            train_config: TrainConfig | None = None, init_from: str = "", name: str = "",
+            figures: Figures | None = None) -> RankSettings:
+    """Trains the stage on the ranks; the settings it ran with (to load the checkpoint).
+
+    ``train_config`` replaces ``config.train`` (one stage-3 module); ``name`` labels the
+    timing (default: the stage); ``figures`` receive ``training`` (default: the stage's).
+    """
     from adrank.train.launch import launch
 
     stage, report = pinned.stage, pinned.report
     settings = make_settings(pinned.config, stage=stage, data_version=data_version, files=files,
-                             run_id=report.run_id)
-    with report.timed(f"{stage}_training"):
+                             run_id=report.run_id, train=train_config, init_from=init_from)
+    with report.timed(f"{name or stage}_training"):
         result = launch(settings)
-    pinned.figures["training"] = {
-        k: result[k] for k in ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks")
+    (pinned.figures if figures is None else figures)["training"] = {
+        k: result[k] for k in ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks",
+                               "losses")
         if k in result
     }
     return settings
@@ -179,7 +199,7 @@ def train_lr(pinned: PinnedData) -> None:
     """The LR baseline over hashed ids; AUC and log loss overall and on cold-start ads."""
     import tensorflow as tf
 
-    from adrank.train.evaluate import evaluate_lr
+    from adrank.train.evaluate import evaluate_ranking
     from adrank.train.ranks.loop import load_trained
 
     spark, examples = pinned.spark, pinned.examples
@@ -191,24 +211,33 @@ def train_lr(pinned: PinnedData) -> None:
         trained = examples.where(F.col("date").isin(pinned.train_dates))
         seen = [r.ad_sku_id for r in trained.select("ad_sku_id").distinct().collect()]
         holdout = examples.where(F.col("date").isin(pinned.holdout_dates))
-        metrics = evaluate_lr(lambda b: tf.sigmoid(model(b, training=False)), batches.example_batches(holdout), seen)
+        metrics = evaluate_ranking(lambda b: tf.sigmoid(model(b, training=False)),
+                                   batches.example_batches(holdout), seen)
     _register(pinned, {layout.TRAINING_EXAMPLES: pinned.version}, metrics, linear_model=model)
 
 
 def _register(pinned: PinnedData, data_version: DataVersion, metrics: dict[str, float | int], *,
-              pairwise_model: PairwiseModel | None = None, linear_model: LinearModel | None = None) -> None:
-    """Checks the metrics (into the report, NaN as null, even when refused) and exports the model."""
+              pairwise_model: PairwiseModel | None = None, linear_model: LinearModel | None = None,
+              joint_model: JointModel | None = None, figures: Figures | None = None,
+              details: Figures | None = None) -> None:
+    """Checks the metrics (into the figures, NaN as null, even when refused) and exports the model.
+
+    ``figures`` receive ``metrics`` and ``model_version`` (default: the stage's figures);
+    ``details`` go into the model's metadata.
+    """
     from adrank.config import config_as_dict
     from adrank.train.registry import export_model
 
     config = pinned.config
-    pinned.figures["metrics"] = metrics  # in the report (NaN as null) even when refused below
-    pinned.figures["metrics"] = checked = _checked_metrics(pinned.stage, metrics, pinned.version)
-    pinned.figures["model_version"], _ = export_model(
+    figures = pinned.figures if figures is None else figures
+    figures["metrics"] = metrics  # in the report (NaN as null) even when refused below
+    figures["metrics"] = checked = _checked_metrics(pinned.stage, metrics, pinned.version)
+    figures["model_version"], _ = export_model(
         layout.registry_root(config), pinned.stage, image_size=config.features.image_size,
         data_version=data_version, config=config_as_dict(config), metrics=checked,
         run_id=pinned.report.run_id, pairwise_model=pairwise_model, linear_model=linear_model,
+        joint_model=joint_model, embedding_dim=config.train.embedding_dim, details=details,
     )
 
 
-__all__ = ["STAGES", "PinnedData", "TrainingDataError", "train", "train_lr", "train_pairwise"]
+__all__ = ["INTERACTIONS", "STAGES", "PinnedData", "TrainingDataError", "train", "train_lr", "train_pairwise", "with_joint_options"]

@@ -1,7 +1,8 @@
 """The one table of training stages: what a stage trains on the ranks and how the driver runs it.
 
-Contract: :data:`STAGES` maps a stage name to a :class:`Stage`; adding a stage (stage 3,
-``joint``) is one entry here plus its build/loss functions and its driver runner. This
+Contract: :data:`STAGES` maps a stage name to a :class:`Stage`; a stage is one entry
+here plus its build/loss functions and its driver runner (stage 3, ``joint``, trains one
+interaction module per run of the ranks: ``train.interaction`` names it). This
 module is light and free of pyspark and TensorFlow at import: the rank side reads the
 ``build``/``loss`` callables (TensorFlow imported inside them) and the driver side
 resolves ``driver``, a ``"module:function"`` name, only when it runs the stage.
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from adrank.train.run import PinnedData
 
 # Dataset roles: which batches feed a step (``settings.files`` is keyed by them).
-DETAIL, SEARCH, EXAMPLES = layout.DETAIL, layout.SEARCH, "examples"
+DETAIL, SEARCH, EXAMPLES, JOINT_ROLE = layout.DETAIL, layout.SEARCH, "examples", "joint_examples"
 
 Models = dict[str, "tf.keras.Model"]
 LossFn = Callable[[Mapping[str, "tf.Tensor"]], "tf.Tensor"]
@@ -43,6 +44,7 @@ class Stage:
         headline_metrics: Held-out metrics a model is judged by: NaN means it is not registered.
         driver: ``"module:function"`` the driver runs for the stage (takes the
             :class:`adrank.train.run.PinnedData`); imported only then.
+        dense_lr_field: ``TrainConfig`` field with the dense (RMSProp) learning rate.
     """
 
     name: str
@@ -53,10 +55,15 @@ class Stage:
     primary: str
     headline_metrics: tuple[str, ...]
     driver: str
+    dense_lr_field: str = "dense_learning_rate"
 
     def steps(self, settings: RankSettings) -> int:
         """The configured number of steps."""
         return int(getattr(settings.train, self.steps_field))
+
+    def dense_learning_rate(self, settings: RankSettings) -> float:
+        """The configured dense learning rate (before scaling by the number of ranks)."""
+        return float(getattr(settings.train, self.dense_lr_field))
 
     def run_driver(self, pinned: PinnedData) -> None:
         """Runs the stage's driver function (pyspark side) on the pinned data."""
@@ -99,6 +106,38 @@ def _lr_loss(models: Models) -> LossFn:
     return loss_fn
 
 
+def _build_joint(settings: RankSettings) -> Models:
+    """The joint model of ``train.interaction``; with ``finetune_cnn`` its towers start
+    from the registered stage-1 model ``settings.init_from``."""
+    from adrank.train.ranks.models import JointModel
+
+    train = settings.train
+    towers = _registered_towers(settings) if train.finetune_cnn else (None, None)
+    model = JointModel(train.interaction, settings.features.hash_bits, train.embedding_dim,
+                       hidden=train.dnn_hidden, sku_tower=towers[0], query_tower=towers[1])
+    return {layout.JOINT: model}
+
+
+def _registered_towers(settings: RankSettings) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """Stage-1 towers of this config, holding the variables of the SavedModel ``init_from``."""
+    import tensorflow as tf
+
+    from adrank.train.ranks.models import copy_variables
+
+    if not settings.init_from:
+        raise ValueError("fine-tuning the towers needs the registered stage-1 model (settings.init_from)")
+    pairwise = _build_pairwise(settings)[layout.PAIRWISE]
+    copy_variables(tf.saved_model.load(settings.init_from).model_variables, pairwise.variables)
+    return pairwise.sku_tower, pairwise.query_tower
+
+
+def _joint_loss(models: Models) -> LossFn:
+    from adrank.train.ranks.models import joint_loss
+
+    model = models[layout.JOINT]
+    return lambda batch: joint_loss(model, batch)
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage for stage in (
         Stage(layout.PAIRWISE, (DETAIL, SEARCH), "pair_steps", _build_pairwise, _pairwise_loss,
@@ -107,6 +146,9 @@ STAGES: dict[str, Stage] = {
         Stage(layout.LR, (EXAMPLES,), "lr_steps", _build_lr, _lr_loss,
               primary=layout.LR, headline_metrics=("auc", "log_loss"),
               driver="adrank.train.run:train_lr"),
+        Stage(layout.JOINT, (JOINT_ROLE,), "joint_steps", _build_joint, _joint_loss,
+              primary=layout.JOINT, headline_metrics=("auc", "log_loss"),
+              driver="adrank.train.joint:train_joint", dense_lr_field="joint_dense_learning_rate"),
     )
 }
 
@@ -118,4 +160,4 @@ def stage_spec(stage: str) -> Stage:
     return STAGES[stage]
 
 
-__all__ = ["DETAIL", "EXAMPLES", "SEARCH", "STAGES", "Stage", "stage_spec"]
+__all__ = ["DETAIL", "EXAMPLES", "JOINT_ROLE", "SEARCH", "STAGES", "Stage", "stage_spec"]

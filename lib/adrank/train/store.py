@@ -1,9 +1,11 @@
-"""The I/O of the tables the train job owns: the stage-1 pairs tables.
+"""The I/O of the tables the train job owns: the stage-1 pairs tables and the stage-3 joint examples.
 
 Contract: :func:`write_pairs` materialises pairs as a Delta table partitioned by kind
 (``stage1_pairs_train`` / ``stage1_pairs_holdout``) and returns its new version;
 :func:`pair_files` lists the live files of a pinned version per kind (what the ranks
-read); :func:`rows_per_kind` counts them. Generic Delta I/O goes through :mod:`adrank.delta`.
+read); :func:`rows_per_kind` counts them. :func:`write_joint_examples` overwrites
+``joint_examples_train`` / ``joint_examples_holdout`` (deletion vectors off, so the ranks
+can list their live files) and returns the new version. Generic Delta I/O goes through :mod:`adrank.delta`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ def rows_per_kind(spark: SparkSession, config: Config, name: str) -> dict[str, i
     return {row[PAIRS_PARTITION]: row["count"] for row in counts.collect()}
 
 
+def write_joint_examples(spark: SparkSession, config: Config, frame: DataFrame, name: str, files: int = 4) -> int:
+    """Overwrites joint examples table ``name`` with ``frame`` as about ``files`` files; its new version."""
+    path = layout.table_path(config, name)
+    writer = frame.repartition(files).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    for key, value in delta.NO_DELETION_VECTORS.items():
+        writer = writer.option(key, value)
+    writer.save(path)
+    return delta.last_commit_metrics(spark, path)["version"]
 
 
 def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files_per_kind: int = 4) -> int:

@@ -59,6 +59,8 @@ PAIR_COLUMNS = {
 }
 IMAGE_COLUMNS = ("context_image", "pos_image", "neg_image")
 EXAMPLE_COLUMNS = ("sparse_ids", "num_sparse_ids", "label")
+JOINT_COLUMNS = ("sparse_ids", "num_sparse_ids", "label", "page", "x", "x_present", "y", "y_present")
+JOINT_IMAGE_COLUMNS = ("ad_image", "context_image", "query")  # read only when the towers are fine-tuned
 
 
 class EmptyInputError(ValueError):
@@ -307,6 +309,65 @@ def example_dataset(
             "num_sparse_ids": tf.cast(row["num_sparse_ids"], tf.int32),
             "label": tf.cast(row["label"], tf.float32)})
         yield _batched(typed, batch_size, _steps(files, size, batch_size, num_epochs), None)
+
+
+@contextlib.contextmanager
+def joint_dataset(
+    files: Sequence[str],
+    rank: int,
+    size: int,
+    batch_size: int,
+    max_sparse_ids: int,
+    embedding_dim: int,
+    *,
+    image_size: int | None = None,
+    num_epochs: int | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    workers_count: int = 1,
+) -> Iterator[tf.data.Dataset]:
+    """Stage-3 batches from the ``joint_examples_train`` files for ``JointModel``.
+
+    Args:
+        files: Live files of the pinned ``joint_examples_train`` version.
+        rank: This rank.
+        size: Number of ranks.
+        batch_size: Rows per batch (the last partial batch is dropped).
+        max_sparse_ids: K, the padded width of ``sparse_ids``.
+        embedding_dim: D, the width of ``x`` and ``y``.
+        image_size: When given (fine-tuning the towers), also the decoded ``ad_image`` /
+            ``context_image`` (uint8 ``[S, S, 3]``) and ``query``.
+        num_epochs: As in :func:`pair_dataset`.
+        shuffle: Shuffle row groups per epoch.
+        seed: Shuffle seed (offset by rank).
+        workers_count: Petastorm reader threads.
+
+    Yields:
+        Batches of the LR inputs, ``label`` float32, ``page`` int32, ``x`` / ``y``
+        float32 ``[B, D]``, ``x_present`` / ``y_present`` float32 (and the images).
+    """
+    columns = JOINT_COLUMNS + (JOINT_IMAGE_COLUMNS if image_size is not None else ())
+
+    def typed(row: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        out = {
+            "sparse_ids": tf.ensure_shape(tf.cast(row["sparse_ids"], tf.int64), (max_sparse_ids,)),
+            "num_sparse_ids": tf.cast(row["num_sparse_ids"], tf.int32),
+            "label": tf.cast(row["label"], tf.float32), "page": tf.cast(row["page"], tf.int32),
+            "x": tf.ensure_shape(tf.cast(row["x"], tf.float32), (embedding_dim,)),
+            "y": tf.ensure_shape(tf.cast(row["y"], tf.float32), (embedding_dim,)),
+            "x_present": tf.cast(row["x_present"], tf.float32), "y_present": tf.cast(row["y_present"], tf.float32),
+        }
+        if image_size is not None:
+            for name in ("ad_image", "context_image"):
+                image = tf.io.decode_image(row[name], channels=3, expand_animations=False)
+                out[name] = tf.ensure_shape(image, (image_size, image_size, 3))
+            out["query"] = row["query"]
+        return out
+
+    with shard_rows(files, rank, size, columns, num_epochs=num_epochs, shuffle=shuffle,
+                    seed=seed, workers_count=workers_count) as rows:
+        yield _batched(rows.map(typed, num_parallel_calls=tf.data.AUTOTUNE), batch_size,
+                       _steps(files, size, batch_size, num_epochs), None)
 
 
 def _steps(files: Sequence[str], size: int, batch_size: int, num_epochs: int | None) -> int | None:

@@ -35,7 +35,7 @@ from adrank.train.checkpoints import (
     record_failure,
     write_failure,
 )
-from adrank.train.stages import DETAIL, EXAMPLES, SEARCH, Models, Stage, stage_spec
+from adrank.train.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH, Models, Stage, stage_spec
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -85,6 +85,10 @@ def input_dataset(role: str, rank: int, size: int, settings: RankSettings,
     if role == EXAMPLES:
         return train_input.example_dataset(files, rank, size, train.lr_batch_size,
                                            features.max_sparse_ids, seed=seed)
+    if role == JOINT_ROLE:
+        images = features.image_size if train.finetune_cnn else None
+        return train_input.joint_dataset(files, rank, size, train.joint_batch_size, features.max_sparse_ids,
+                                         train.embedding_dim, image_size=images, seed=seed)
     raise ValueError(f"no default dataset for role {role!r}")
 
 
@@ -139,7 +143,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
                          failure_file(settings, info.rank))
     try:
         # 2. Scale the dense learning rate by the number of ranks.
-        dense_lr = settings.train.dense_learning_rate * info.size
+        dense_lr = spec.dense_learning_rate(settings) * info.size
         # 3. Build the models, the train step and the optimizer state (same order on every rank).
         run = _RankRun(spec, settings, info, dense_lr)
         # 4. Rank 0 restores its newest checkpoint; step and state are broadcast from it.
