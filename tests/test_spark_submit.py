@@ -22,8 +22,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def submit(job: str, root: Path, *submit_options: str, timeout: int = 300) -> dict:
-    """Run a job through spark-submit.sh on the tiny config; return its JSON line."""
+def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdout: list | None = None) -> dict:
+    """Run a job through spark-submit.sh on the tiny config; return its JSON line (``stdout`` gets the lines)."""
     command = [
         str(SPARK_SUBMIT_SH), job, "--conf-file", str(TINY_CONF),
         "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}",
@@ -31,12 +31,15 @@ def submit(job: str, root: Path, *submit_options: str, timeout: int = 300) -> di
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
+    if stdout is not None:
+        stdout.extend(result.stdout.splitlines())
     last_line = result.stdout.strip().splitlines()[-1]
     return json.loads(last_line)
 
 
 def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
-    report = submit("pipeline", tmp_path)
+    submitted_stdout: list[str] = []
+    report = submit("pipeline", tmp_path, stdout=submitted_stdout)
     assert report["job"] == "pipeline"
     assert report["generate_data"]["good_rows"]["click_log"] > 0
     assert set(report["not_built"]) == {"recommend"}
@@ -50,6 +53,20 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     assert embedded["serving_snapshot"]["rows"] == embedded["skus_total"]
     assert (tmp_path / "tables" / "serving" / "sku_embeddings" / "CURRENT").is_file()
     assert report["sources"]["click_log"]["good"] == report["generate_data"]["good_rows"]["click_log"]
+    joint = report["joint"]
+    assert set(joint["comparison"]) == {"lr", "oracle", "dot", "product", "dnn"}
+    for name, row in joint["comparison"].items():
+        assert row["rows"] == joint["holdout_rows"], name  # the same held-out rows for every model
+        assert sum(row[f"{page}_rows"] for page in ("detail", "feed", "search")) == row["rows"]
+    assert joint["comparison"]["oracle"]["auc"] > 0.5
+    # Frozen mode reads sku_embeddings at the version embed_catalog left and never writes it.
+    log = tmp_path / "tables" / "sku_embeddings" / "_delta_log"
+    newest = max(int(p.stem) for p in log.glob("*.json"))
+    assert joint["sku_embeddings_version"] == embedded["sku_embeddings_version"] == newest
+    assert sorted(m["model_version"] for m in joint["modules"].values()) == [1, 2, 3]
+    assert "score" in json.loads((tmp_path / "tables" / "models" / "joint" / "v3" / "metadata.json")
+                                 .read_text())["signatures"]
+    assert "cold AUC" in "\n".join(submitted_stdout)
     stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report
     assert (tmp_path / "inputs" / "catalog").is_dir()

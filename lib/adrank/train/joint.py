@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -96,7 +97,7 @@ def pinned_embeddings(pinned: PinnedData) -> EmbeddingInputs:
     path = layout.table_path(config, layout.SKU_EMBEDDINGS)
     try:
         version = delta.pin_version(spark, path, None)
-    except Exception as error:  # noqa: BLE001 - any reason the table is unreadable is the same advice
+    except (AnalysisException, ValueError) as error:
         raise JointInputError(f"no {layout.SKU_EMBEDDINGS} table at {path} ({type(error).__name__}): "
                               "run `./spark-submit.sh embed_catalog` first; nothing was trained") from None
     frame = delta.read_delta(spark, path, version)

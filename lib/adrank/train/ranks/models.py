@@ -15,7 +15,8 @@ Pure TensorFlow / tf.keras (Keras 2): nothing here reads files, config or Spark.
   table's gradient is a ``tf.IndexedSlices`` (the sparse gradient path of
   :mod:`adrank.train.ranks.sparse.step`).
 - :class:`Interaction` (stage 3): dot, elementwise product or a small DNN over the
-  context embedding x and the candidate embedding y.
+  context embedding x and the candidate embedding y; :class:`JointModel`, the LR plus
+  one interaction (and, fine-tuning, the towers), with :func:`joint_signatures` (``score``).
 - :func:`export_signatures`: serving functions for ``tf.saved_model.save``, and
   :func:`serving_module`, the object to save them with.
 
@@ -374,6 +375,12 @@ class JointModel(_RoutedVariables, tf.keras.Model):
         # dot/product start as the plain LR (zero head); the MLP needs a live head to learn.
         head_init = "glorot_uniform" if kind == "dnn" else "zeros"
         self.head = tf.keras.layers.Dense(1, use_bias=False, kernel_initializer=head_init, name="head")
+        # Built now, not at the first call: the train step lists the dense variables up front.
+        if kind == "dnn" and self.interaction.mlp is not None:
+            self.interaction.mlp.build((None, 2 * embedding_dim + pages))
+            self.head.build((None, hidden))
+        else:
+            self.head.build((None, pages * (1 if kind == "dot" else embedding_dim)))
         self.sku_tower = sku_tower
         self.query_tower = query_tower
 
