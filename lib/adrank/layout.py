@@ -35,6 +35,10 @@ LR_FEATURES = "lr_features"
 USER_SNAPSHOTS = "user_snapshots"
 SKU_SNAPSHOTS = "sku_snapshots"
 DATED_SOURCES = (CLICK_LOG, LR_FEATURES)
+# Beside the inputs, written by the sample generator only: the planted click probability
+# of every impression (the ceiling of stage 3's evaluation; never a pipeline input).
+ORACLE_FOLDER = "_oracle"
+ORACLE_TABLE = "click_probability"
 
 # Training stages
 PAIRWISE = "pairwise"
@@ -65,6 +69,11 @@ def table_path(config: Config, table: str) -> str:
 def input_path(config: Config, source: str) -> str:
     """Where a raw source lives: ``<inputs.root>/<source>``."""
     return join_path(config.inputs.root, source)
+
+
+def oracle_path(config: Config) -> str:
+    """``<inputs.root>/_oracle/click_probability``: the sample's true click probabilities."""
+    return join_path(config.inputs.root, ORACLE_FOLDER, ORACLE_TABLE)
 
 
 def runs_path(config: Config, job: str, run_id: str) -> str:

@@ -20,11 +20,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from adrank.layout import CLICK_LOG, LR_FEATURES
 from adrank.sample.blocks import block_frame, block_ranges
-from adrank.sample.impressions import AB_GROUPS, DEVICES, NETWORKS, PAGES, DayPools, simulate_impressions
+from adrank.sample.impressions import (
+    AB_GROUPS,
+    DEVICES,
+    NETWORKS,
+    PAGES,
+    DayPools,
+    click_probability,
+    simulate_impressions,
+)
 from adrank.sample.source import SourceData
 from adrank.sample.world import World, iso_timestamps
 
@@ -32,6 +40,7 @@ if TYPE_CHECKING:
     from adrank.config import SampleConfig
 
 LINES_SCHEMA = "date string, value string"
+ORACLE_SCHEMA = "impression_id string, click_probability double"
 CLICK_BROKEN_KINDS = ("malformed_json", "unknown_sku", "bad_position", "missing_field", "duplicate_impression")
 FEATURES_BROKEN_KINDS = ("malformed_json", "features_not_array")
 UNKNOWN_SKU_ID_BASE = 1_000_000_000
@@ -81,6 +90,20 @@ def line_blocks(world: World, pools: DayPools, records: Records,
         impressions = simulate_impressions(world, pools, start, size)
         lines = [json.dumps(record) for record in records(world, impressions)]
         yield pd.DataFrame({"date": np.asarray(world.dates)[impressions["day"]], "value": lines})
+
+
+def oracle_blocks(world: World, pools: DayPools, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: the planted click probability of each good impression of each block."""
+    for start, size in block_ranges(batches):
+        impressions = simulate_impressions(world, pools, start, size)
+        yield pd.DataFrame({"impression_id": [impression_id(i) for i in impressions["impression_index"]],
+                            "click_probability": click_probability(world, impressions)})
+
+
+def oracle_frame(spark: SparkSession, world: World, cfg: SampleConfig) -> DataFrame:
+    """``impression_id, click_probability`` of every good impression: the ceiling, never an input."""
+    blocks = block_frame(spark, cfg.num_impressions, cfg.rows_per_partition)
+    return blocks.mapInPandas(partial(oracle_blocks, world, DayPools.of(world)), ORACLE_SCHEMA)
 
 
 def impression_sources(spark: SparkSession, world: World, cfg: SampleConfig) -> dict[str, SourceData]:

@@ -2,7 +2,10 @@
 
 Layout under the inputs root (the input contract ``build_tables`` reads):
 ``catalog/`` (Parquet), ``click_log/date=*/`` and ``lr_features/date=*/`` (JSON
-lines), ``user_snapshots/`` and ``sku_snapshots/`` (JSON lines), ``_manifest.json``.
+lines), ``user_snapshots/`` and ``sku_snapshots/`` (JSON lines), ``_manifest.json``;
+and beside them ``_oracle/click_probability/`` (Parquet: ``impression_id``,
+``click_probability``), the planted probability of every good impression, which only the
+evaluation of stage 3 reads (the ceiling); the pipeline never takes it as an input.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ from pyspark.sql import SparkSession
 
 from adrank.config import to_json
 from adrank.delta import write_text_file
-from adrank.layout import CATALOG
+from adrank.layout import CATALOG, ORACLE_FOLDER, ORACLE_TABLE
 from adrank.sample.catalog import catalog_source
-from adrank.sample.clicklog import impression_sources
+from adrank.sample.clicklog import impression_sources, oracle_frame
 from adrank.sample.impressions import CLICK_MODEL
 from adrank.sample.snapshots import snapshot_sources
 from adrank.sample.source import SourceData
@@ -51,7 +54,11 @@ def generate_inputs(spark: SparkSession, cfg: SampleConfig, inputs_root: str) ->
     }
     for name, source in sources.items():
         write_source(name, source, f"{root}/{name}")
-    manifest_text = to_json(build_manifest(cfg, world, sources), indent=2, sort_keys=True) + "\n"
+    oracle_frame(spark, world, cfg).write.mode("overwrite").parquet(f"{root}/{ORACLE_FOLDER}/{ORACLE_TABLE}")
+    manifest = build_manifest(cfg, world, sources)
+    manifest["oracle"] = {"path": f"{ORACLE_FOLDER}/{ORACLE_TABLE}", "rows": cfg.num_impressions,
+                          "note": "true click probability per good impression; evaluation only, never an input"}
+    manifest_text = to_json(manifest, indent=2, sort_keys=True) + "\n"
     write_text_file(spark, f"{root}/{MANIFEST_NAME}", manifest_text)
     return json.loads(manifest_text)
 

@@ -74,7 +74,7 @@ def example_batches(holdout: DataFrame) -> Iterator[Batch]:
 def joint_batches(holdout: DataFrame, with_images: bool = False) -> Iterator[Batch]:
     """``joint_examples_holdout`` rows: the joint model's inputs, the LR's, and the evaluation columns."""
     for rows in row_chunks(holdout, EXAMPLE_BATCH):
-        batch = {
+        batch: Batch = {
             "sparse_ids": np.array([r["sparse_ids"] for r in rows], dtype=np.int64),
             "num_sparse_ids": np.array([r["num_sparse_ids"] for r in rows], dtype=np.int32),
             "label": np.array([r["label"] for r in rows], dtype=np.float32),

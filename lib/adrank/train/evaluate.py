@@ -124,6 +124,27 @@ def lr_metrics(labels: ArrayLike, probabilities: ArrayLike, cold: ArrayLike | No
     return result
 
 
+def ranking_metrics(labels: ArrayLike, probabilities: ArrayLike, cold: ArrayLike | None = None,
+                    pages: ArrayLike | None = None) -> dict[str, float | int]:
+    """:func:`lr_metrics` plus, with ``pages`` (page names per row), ``<page>_auc``,
+    ``<page>_log_loss`` and ``<page>_rows`` for every page of ``adrank.layout.PAGES``
+    (NaN when a page has no rows or one class)."""
+    from adrank.layout import PAGES
+
+    labels = np.asarray(labels).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    result: dict[str, float | int] = dict(lr_metrics(labels, probabilities, cold))
+    if pages is None:
+        return result
+    names = np.asarray(pages, dtype=object).ravel()
+    for page in PAGES:
+        rows = names == page
+        result.update({f"{page}_auc": auc(labels[rows], probabilities[rows]) if rows.any() else float("nan"),
+                       f"{page}_log_loss": log_loss(labels[rows], probabilities[rows]),
+                       f"{page}_rows": int(rows.sum())})
+    return result
+
+
 def evaluate_lr(score_fn: Callable[[Batch], ArrayLike], batches: Iterable[Batch],
                 seen_ad_skus: Iterable[int] | None = None) -> dict[str, float]:
     """Scores held-out example batches and computes :func:`lr_metrics`.
@@ -282,5 +303,5 @@ def _numpy(value: object) -> np.ndarray:
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
 
-__all__ = ["auc", "catalog_precision", "cold_start_mask", "evaluate_lr", "evaluate_pairs",
-           "log_loss", "lr_metrics", "pair_metrics", "precision_at_k", "split_holdout_dates"]
+__all__ = ["auc", "catalog_precision", "cold_start_mask", "evaluate_lr", "evaluate_pairs", "evaluate_ranking",
+           "log_loss", "lr_metrics", "pair_metrics", "precision_at_k", "ranking_metrics", "split_holdout_dates"]

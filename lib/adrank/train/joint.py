@@ -17,6 +17,7 @@ with the row counts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pyspark.errors import AnalysisException
@@ -67,26 +68,28 @@ def train_joint(pinned: PinnedData) -> None:
     files = {"joint_examples": delta.live_files(spark, train_path, versions[layout.JOINT_TRAIN])}
     seen = _seen_ad_skus(pinned)
     holdout = delta.read_delta(spark, layout.table_path(config, layout.JOINT_HOLDOUT), versions[layout.JOINT_HOLDOUT])
-    comparison: dict[str, Any] = {"lr": lr_baseline(pinned, holdout, seen), "oracle": oracle(pinned)}
-    trained = {}
+    comparison: dict[str, Any] = {"lr": lr_baseline(pinned, holdout, seen), "oracle": oracle(pinned, seen)}
+    trained: dict[str, Any] = {}
+    modules: dict[str, Figures] = {}
+    figures["modules"] = modules
     for kind in kinds:
-        module = figures.setdefault("modules", {}).setdefault(kind, {})
+        modules[kind] = module = {}
         train_config = dataclasses.replace(config.train, interaction=kind)
         settings = _launch(pinned, data_version, files, train_config=train_config, name=f"joint_{kind}",
                            init_from=embeddings.model_path if config.train.finetune_cnn else "", figures=module)
         trained[kind] = model = _load(settings)
         with pinned.report.timed(f"joint_{kind}_evaluation"):
             module["metrics"] = comparison[kind] = evaluate(model, holdout, seen, config.train.finetune_cnn)
-    figures["comparison"] = {name: _row(metrics) for name, metrics in comparison.items()}
+    figures["comparison"] = table = {name: _row(metrics) for name, metrics in comparison.items()}
     for kind in sorted(kinds, key=lambda k: _sort_key(comparison[k])):
         details = {"interaction": kind, "finetune_cnn": config.train.finetune_cnn,
-                   "embedding_model_version": embeddings.model_version, "comparison": figures["comparison"]}
+                   "embedding_model_version": embeddings.model_version, "comparison": table}
         _register(pinned, data_version, comparison[kind], joint_model=trained[kind],
-                  figures=figures["modules"][kind], details=details)
+                  figures=modules[kind], details=details)
     figures["best_module"] = max(kinds, key=lambda k: _sort_key(comparison[k]))
     print(f"joint model on the held-out dates {', '.join(map(str, pinned.holdout_dates))} "
           f"(training_examples v{pinned.version}, sku_embeddings v{embeddings.version}):\n"
-          f"{comparison_table(figures['comparison'])}", flush=True)
+          f"{comparison_table(table)}", flush=True)
 
 
 def pinned_embeddings(pinned: PinnedData) -> EmbeddingInputs:
@@ -167,15 +170,15 @@ def lr_baseline(pinned: PinnedData, holdout: DataFrame, seen: list[int]) -> dict
     return metrics
 
 
-def oracle(pinned: PinnedData) -> dict[str, Any] | None:
+def oracle(pinned: PinnedData, seen: list[int]) -> dict[str, Any] | None:
     """The true click probability's metrics on the held-out rows (sample data only)."""
     from adrank.train.oracle import oracle_metrics
 
     holdout = pinned.examples.where(F.col("date").isin(pinned.holdout_dates))
-    return oracle_metrics(pinned.spark, pinned.config, holdout)
+    return oracle_metrics(pinned.spark, pinned.config, holdout, seen)
 
 
-def _model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The numeric inputs of a batch (strings only as the query)."""
     return {k: v for k, v in batch.items() if k not in ("page_name", "is_cold_start_ad", "ad_sku_id", "label")}
 

@@ -71,12 +71,12 @@ def with_joint_options(config: Config, interaction: str | None, finetune_cnn: bo
     """The config with the ``train`` job's stage-3 flags applied (None/False keep the config's)."""
     import dataclasses
 
-    changes: dict[str, object] = {}
+    train = config.train
     if interaction is not None:
-        changes["interaction"] = interaction
+        train = dataclasses.replace(train, interaction=interaction)
     if finetune_cnn:
-        changes["finetune_cnn"] = True
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes)) if changes else config
+        train = dataclasses.replace(train, finetune_cnn=True)
+    return dataclasses.replace(config, train=train)
 
 
 def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> None:
@@ -240,4 +240,5 @@ def _register(pinned: PinnedData, data_version: DataVersion, metrics: dict[str, 
     )
 
 
-__all__ = ["INTERACTIONS", "STAGES", "PinnedData", "TrainingDataError", "train", "train_lr", "train_pairwise", "with_joint_options"]
+__all__ = ["INTERACTIONS", "STAGES", "PinnedData", "TrainingDataError", "train", "train_lr", "train_pairwise",
+           "with_joint_options"]
