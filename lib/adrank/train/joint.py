@@ -73,7 +73,8 @@ def train_joint(pinned: PinnedData) -> None:
     modules: dict[str, Figures] = {}
     figures["modules"] = modules
     for kind in kinds:
-        modules[kind] = module = {}
+        module: Figures = {}
+        modules[kind] = module
         train_config = dataclasses.replace(config.train, interaction=kind)
         settings = _launch(pinned, data_version, files, train_config=train_config, name=f"joint_{kind}",
                            init_from=embeddings.model_path if config.train.finetune_cnn else "", figures=module)
@@ -204,7 +205,7 @@ def _sort_key(metrics: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) and value == value else float("-inf")
 
 
-def comparison_table(comparison: Figures) -> str:
+def comparison_table(comparison: Mapping[str, Any]) -> str:
     """The comparison as a plain-text table (rows: models; columns: AUC, cold AUC, log loss, per page)."""
     pages = [f"{page} AUC" for page in layout.PAGES]
     header = ["model", "AUC", "cold AUC", "log loss", *pages, "rows", "cold rows"]
