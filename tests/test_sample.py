@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from adrank.config import SampleConfig
 from adrank.delta import write_text_file
 from adrank.sample.generate import generate_inputs
+from conftest import tiny_config
 
 TINY = SampleConfig(
     num_skus=120, num_users=40, num_impressions=4000, num_days=3, num_categories=8,
@@ -46,6 +47,8 @@ class Sample:
     catalog_schema: str
     catalog: list[tuple]
     lines: dict[str, list[tuple[str, str]]]
+    oracle: dict[str, float]
+    root: Path
 
 
 def generate_and_read(spark: SparkSession, cfg: SampleConfig, root: Path) -> Sample:
@@ -58,7 +61,9 @@ def generate_and_read(spark: SparkSession, cfg: SampleConfig, root: Path) -> Sam
                   key=lambda r: (r[0] is None, r[0] or 0, r[1], r[2]))
     lines = {source: sorted(read_lines(spark, root / source)) for source in JSON_SOURCES}
     manifest = json.loads((root / "_manifest.json").read_text())
-    return Sample(figures, manifest, catalog_frame.schema.simpleString(), rows, lines)
+    oracle = {r.impression_id: r.click_probability
+              for r in spark.read.parquet(str(root / "_oracle" / "click_probability")).collect()}
+    return Sample(figures, manifest, catalog_frame.schema.simpleString(), rows, lines, oracle, root)
 
 
 def read_lines(spark: SparkSession, path: Path) -> list[tuple[str, str]]:
@@ -172,6 +177,7 @@ def test_same_seed_gives_identical_rows(spark: SparkSession, tiny: Sample, tmp_p
     for source in JSON_SOURCES:
         assert again.lines[source] == tiny.lines[source], source
     assert again.manifest == tiny.manifest
+    assert again.oracle == tiny.oracle
 
 
 def test_other_seed_gives_other_rows(spark: SparkSession, tiny: Sample, tmp_path: Path) -> None:
@@ -274,3 +280,32 @@ def test_text_file_written_to_a_plain_path_replaces_it_without_a_temporary_left(
         write_text_file(None, str(target), f'{{"seed": {seed}}}\n')
     assert target.read_text() == '{"seed": 2}\n'
     assert [p.name for p in target.parent.iterdir()] == ["_manifest.json"]
+
+
+def test_the_oracle_side_file_holds_the_true_probability_of_every_good_impression(tiny: Sample) -> None:
+    clicks = [record for _, record in good_records(tiny, "click_log")]
+    assert set(tiny.oracle) == {record["impression_id"] for record in clicks}
+    assert len(tiny.oracle) == tiny.manifest["oracle"]["rows"] == TINY.num_impressions
+    probabilities = np.array(list(tiny.oracle.values()))
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    click_rate = np.mean([record["clicked"] for record in clicks])
+    assert abs(probabilities.mean() - click_rate) < 0.03  # the clicks were drawn from these probabilities
+
+
+def test_oracle_metrics_score_held_out_rows_with_the_true_probability(spark: SparkSession, tiny: Sample,
+                                                                      tmp_path: Path) -> None:
+    from adrank.train.oracle import oracle_metrics
+
+    clicks = [record for _, record in good_records(tiny, "click_log")]
+    rows = [(r["impression_id"], r["clicked"], False, r["ad_sku_id"], r["page"]) for r in clicks]
+    rows.append(("imp-not-generated", 1, True, 1, "feed"))
+    holdout = spark.createDataFrame(
+        rows, "impression_id string, label int, is_cold_start_ad boolean, ad_sku_id long, page string")
+    config = tiny_config(tmp_path, f"inputs.root={tiny.root}")
+    metrics = oracle_metrics(spark, config, holdout, seen_ad_skus=[r["ad_sku_id"] for r in clicks])
+    assert metrics is not None
+    assert (metrics["matched_rows"], metrics["holdout_rows"]) == (len(clicks), len(clicks) + 1)
+    assert metrics["auc"] > 0.6
+    assert metrics["cold_rows"] == 0
+    assert sum(metrics[f"{page}_rows"] for page in ("detail", "feed", "search")) == len(clicks)
+    assert oracle_metrics(spark, tiny_config(tmp_path), holdout, seen_ad_skus=[]) is None

@@ -109,3 +109,42 @@ def test_a_nan_headline_metric_is_refused_and_other_nan_figures_become_null():
         training._checked_metrics("lr", {"auc": float("nan"), "log_loss": 0.3, "rows": 5}, 0)
     checked = training._checked_metrics("lr", {"auc": 0.6, "log_loss": 0.3, "cold_auc": float("nan")}, 0)
     assert checked == {"auc": 0.6, "log_loss": 0.3, "cold_auc": None}
+
+
+def test_the_joint_stage_without_sku_embeddings_is_a_one_line_error(spark, tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    write_examples(spark, config, [example(f"i{n}", day, 1, 2 + n % 2, n % 2) for n in range(8) for day in (DAY1, DAY2)])
+    status = load_job("train").main(["--conf-file", str(TINY_CONF), "--stage", "joint", "--interaction", "dot",
+                                     "--set", f"storage.root={tmp_path / 'tables'}",
+                                     "--set", f"inputs.root={tmp_path / 'inputs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert len(err) == 1 and "no sku_embeddings table" in err[0] and "embed_catalog" in err[0], err
+    assert versions(registry_root(config), "joint") == []
+
+
+def test_ranking_metrics_split_by_page_and_cold_start():
+    from adrank.train.evaluate import ranking_metrics
+
+    labels = np.array([1, 0, 1, 0, 1, 0])
+    scores = np.array([0.9, 0.1, 0.2, 0.8, 0.7, 0.6])
+    pages = np.array(["detail", "detail", "feed", "feed", "search", "search"], dtype=object)
+    cold = np.array([False, False, True, True, False, False])
+    metrics = ranking_metrics(labels, scores, cold, pages)
+    assert (metrics["detail_auc"], metrics["feed_auc"], metrics["search_auc"]) == (1.0, 0.0, 1.0)
+    assert (metrics["detail_rows"], metrics["feed_rows"], metrics["search_rows"], metrics["rows"]) == (2, 2, 2, 6)
+    assert metrics["cold_auc"] == 0.0 and metrics["cold_rows"] == 2
+    assert metrics["feed_log_loss"] > metrics["detail_log_loss"]
+    assert "detail_auc" not in ranking_metrics(labels, scores, cold)
+
+
+def test_comparison_table_has_a_row_per_model_and_a_dash_for_missing_figures():
+    from adrank.train.joint import comparison_table
+
+    row = {"auc": 0.61, "cold_auc": 0.54, "log_loss": 0.25, "detail_auc": 0.6, "feed_auc": float("nan"),
+           "search_auc": 0.7, "rows": 10, "cold_rows": 2}
+    lines = comparison_table({"lr": row, "dot": {**row, "auc": 0.7}, "oracle": None}).splitlines()
+    assert lines[0].split()[:4] == ["model", "AUC", "cold", "AUC"]
+    assert lines[1].split() == ["lr", "0.6100", "0.5400", "0.2500", "0.6000", "-", "0.7000", "10", "2"]
+    assert lines[2].split()[1] == "0.7000"
+    assert lines[3].split()[0] == "oracle" and set(lines[3].split()[1:]) == {"-"}
