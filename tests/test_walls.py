@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "lib"
 FRAME = {"adrank", "adrank.config", "adrank.cli", "adrank.spark", "adrank.runs", "adrank.pipeline",
-         "adrank.errors", "adrank.layout", "adrank.delta", "adrank.versioned", "adrank.behaviour"}
+         "adrank.errors", "adrank.layout", "adrank.delta", "adrank.versioned", "adrank.behaviour", "adrank.towers"}
 PACKAGES = ("sample", "build", "train", "embed", "recommend", "report")
 ENTRY_POINTS = ("run", "store")
 SHARED = {"adrank.train.registry"}

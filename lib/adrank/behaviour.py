@@ -21,6 +21,11 @@ SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86_400
 
 
+def clicks_of(examples: DataFrame) -> DataFrame:
+    """``user_id, sku_id, ts`` of the clicked impressions of ``training_examples`` rows (the ad SKU)."""
+    return examples.where(F.col("label") == 1).select("user_id", F.col("ad_sku_id").alias("sku_id"), "ts")
+
+
 def behaviour_embeddings(impressions: DataFrame, clicks: DataFrame, embeddings: DataFrame, *,
                          half_life_hours: float, max_clicks: int, lookback_days: int) -> DataFrame:
     """``impression_id, behaviour, behaviour_clicks`` for every impression.
@@ -96,4 +101,4 @@ def _mean_of(items: Column) -> Column:
                                lambda acc, item: acc + item["weight"] * item["embedding"][i]) / total).cast("float"))
 
 
-__all__ = ["behaviour_as_of", "behaviour_embeddings"]
+__all__ = ["behaviour_as_of", "behaviour_embeddings", "clicks_of"]

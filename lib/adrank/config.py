@@ -167,6 +167,31 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class RecommendConfig:
+    """recommend: the top ``k`` SKUs by cosine similarity of embeddings, for SKUs, users and queries.
+
+    Up to ``exact_max_skus`` SKUs the search is exact (every catalog block against every
+    query block); above it, an inverted-file index (Spark ML ``KMeans`` into ``ivf_lists``
+    clusters, 0 = about sqrt(SKUs), ``ivf_nprobe`` of them searched per query), with its
+    recall@10 against exact search measured on ``recall_sample`` SKUs. ``query_block`` and
+    ``catalog_block`` bound the score matrix one Python worker holds (memory per task).
+    Users active and queries seen in the last ``lookback_days`` get recommendations.
+    """
+
+    k: int = 10
+    exact_max_skus: int = 20_000
+    ivf_lists: int = 0
+    ivf_nprobe: int = 16
+    ivf_train_rows: int = 100_000
+    ivf_max_iterations: int = 20
+    recall_sample: int = 1000
+    query_block: int = 512
+    catalog_block: int = 8192
+    lookback_days: int = 7
+    index_folder: str = "_index/recommend"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole adrank configuration."""
 
@@ -177,6 +202,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
@@ -352,6 +378,7 @@ def _validate(config: Config) -> None:
     _validate_features(config.features)
     _validate_train(config.train)
     _validate_embed(config.embed)
+    _validate_recommend(config.recommend)
     _require(bool(config.storage.root), "storage.root", "must not be empty")
     _validate_local_root(config.storage)
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
@@ -383,6 +410,16 @@ def _validate_features(features: FeaturesConfig) -> None:
             f"features.crosses[{i}]",
             f"must name two or more features joined by '*', got {cross!r}",
         )
+
+
+def _validate_recommend(recommend: RecommendConfig) -> None:
+    for key in ("k", "ivf_nprobe", "recall_sample", "query_block", "catalog_block", "lookback_days",
+                "ivf_max_iterations"):
+        _require(getattr(recommend, key) >= 1, f"recommend.{key}", "must be at least 1")
+    _require(recommend.exact_max_skus >= 0, "recommend.exact_max_skus", "must be at least 0")
+    _require(recommend.ivf_lists >= 0, "recommend.ivf_lists", "must be at least 0 (0 = about sqrt(SKUs))")
+    _require(recommend.ivf_train_rows >= 100, "recommend.ivf_train_rows", "must be at least 100")
+    _require(bool(recommend.index_folder.strip("/")), "recommend.index_folder", "must not be empty")
 
 
 def _validate_train(train: TrainConfig) -> None:

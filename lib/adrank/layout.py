@@ -6,7 +6,7 @@ all import it. A path is built here and nowhere else:
 - Delta tables: ``<storage.root>/<table>``; run reports: ``<storage.root>/_runs``;
   staging: ``<storage.root>/<embed.staging_folder>/<job>/<run id>``.
 - Raw inputs: ``<inputs.root>/<source>``.
-- Plain files (model registry, training checkpoints, serving snapshots) live under
+- Plain files (model registry, training checkpoints, serving snapshots, search indexes) live under
   ``storage.local`` (``storage.local_root``, else ``storage.root``), a path mounted at the
   same place on the driver and every executor.
 """
@@ -27,6 +27,10 @@ PAIRS_TRAIN = "stage1_pairs_train"
 PAIRS_HOLDOUT = "stage1_pairs_holdout"
 JOINT_TRAIN = "joint_examples_train"
 JOINT_HOLDOUT = "joint_examples_holdout"
+SIMILAR_SKUS = "similar_skus"
+USER_RECOMMENDATIONS = "user_recommendations"
+QUERY_RECOMMENDATIONS = "query_recommendations"
+RECOMMENDATION_TABLES = (SIMILAR_SKUS, USER_RECOMMENDATIONS, QUERY_RECOMMENDATIONS)
 
 # Raw input sources (under inputs.root)
 CATALOG = "catalog"
@@ -99,3 +103,8 @@ def checkpoint_root(config: Config) -> str:
 def serving_root(config: Config) -> str:
     """Serving snapshots: ``<storage.local>/<embed.serving_folder>``."""
     return join_path(config.storage.local, config.embed.serving_folder)
+
+
+def index_root(config: Config) -> str:
+    """Search indexes of ``recommend`` runs: ``<storage.local>/<recommend.index_folder>``."""
+    return join_path(config.storage.local, config.recommend.index_folder)

@@ -55,13 +55,20 @@ def train_joint(spark: SparkSession, config: Config, report: RunReport) -> None:
     train(spark, config, report, "joint", None)
 
 
+def recommend(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Similar SKUs, user and query recommendations from the embeddings, against popularity."""
+    from adrank.recommend.run import recommend as recommend_all
+
+    recommend_all(spark, config, report)
+
+
 STEPS: tuple[Step, ...] = (
     Step("generate_data", generate_data),
     Step("build_tables", build_tables),
     Step("train", train_stage1_and_lr),
     Step("embed_catalog", embed_catalog),
     Step("train_joint", train_joint),
-    Step("recommend", None, "not built yet"),
+    Step("recommend", recommend),
 )
 
 

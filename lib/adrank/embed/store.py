@@ -1,4 +1,5 @@
-"""Delta I/O of embed_catalog: the ``sku_embeddings`` table, its run records, the staging area.
+"""Delta I/O of embed_catalog: the ``sku_embeddings`` table, its run records, the staging area,
+and (for other jobs) the published serving snapshot (:func:`serving_snapshot`).
 
 ``sku_embeddings`` (:data:`adrank.embed.incremental.SKU_EMBEDDINGS_DDL`) is written only
 by MERGE from a staged Parquet folder, in one commit whose ``userMetadata`` is the run's
@@ -23,9 +24,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 
+from adrank.config import Config
 from adrank.delta import (
     MERGE_METRICS,
     USER_METADATA_CONF,
@@ -38,6 +41,10 @@ from adrank.delta import (
     set_properties,
 )
 from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
+from adrank.layout import serving_root
+
+if TYPE_CHECKING:
+    from adrank.embed.serving import ServingSnapshot
 
 JOB = "embed_catalog"
 SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
@@ -285,3 +292,16 @@ def remove_stale_folders(spark: SparkSession, parent: str, older_than_s: float) 
             fs.delete(status.getPath(), True)
             removed.append(status.getPath().getName())
     return removed
+
+
+def serving_snapshot(config: Config, version: int | None = None) -> ServingSnapshot:
+    """The serving snapshot ``CURRENT`` names (or ``version``), memory-mapped read-only.
+
+    The way other jobs read embed_catalog's published embeddings (``recommend``).
+
+    Raises:
+        FileNotFoundError: No snapshot is published (or not that version).
+    """
+    from adrank.embed.serving import load_serving_snapshot
+
+    return load_serving_snapshot(serving_root(config), version)

@@ -6,7 +6,7 @@ fixed width D, floats, ints). Per page, x is
 
 * ``detail``: the context SKU's embedding (``sku_embeddings``);
 * ``search``: the query's embedding from the registered stage-1 query tower
-  (:func:`query_vectors`, a ``mapInPandas`` over the distinct queries);
+  (:func:`adrank.towers.query_vectors`, a ``mapInPandas`` over the distinct queries);
 * ``feed``: the user's behaviour embedding (:func:`adrank.behaviour.behaviour_embeddings`,
   clicks strictly before the impression),
 
@@ -18,48 +18,17 @@ and y is the ad SKU's embedding. A missing embedding is a zero vector with
 
 from __future__ import annotations
 
-import functools
 import io
-from collections.abc import Iterator
 
-import numpy as np
-import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 PAGE_INDEX = {page: i for i, page in enumerate(("detail", "feed", "search"))}  # = models.PAGE_KINDS
-QUERY_VECTORS_DDL = "query string, embedding array<float>"
-QUERY_BATCH = 256
 JOINT_COLUMNS = (
     "impression_id", "date", "page_name", "page", "ad_sku_id", "is_cold_start_ad", "label",
     "sparse_ids", "num_sparse_ids", "x", "x_present", "y", "y_present",
 )
 IMAGE_COLUMNS = ("ad_image", "context_image", "query")
-
-
-def query_vectors(queries: DataFrame, model_path: str, batch_size: int = QUERY_BATCH) -> DataFrame:
-    """``(query, embedding)`` of each distinct non-empty ``query`` with the SavedModel's query tower."""
-    distinct = queries.select("query").where(F.col("query").isNotNull() & (F.col("query") != "")).distinct()
-    return distinct.mapInPandas(functools.partial(_embed_queries, model_path, batch_size), QUERY_VECTORS_DDL)
-
-
-def _embed_queries(model_path: str, batch_size: int, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: the ``query_embedding`` signature over batches of queries."""
-    embed = _query_embedder(model_path)
-    for frame in frames:
-        for start in range(0, len(frame), batch_size):
-            queries = frame["query"].iloc[start:start + batch_size].tolist()
-            vectors = embed(queries)
-            yield pd.DataFrame({"query": queries, "embedding": list(vectors.astype(np.float32))})
-
-
-@functools.lru_cache(maxsize=2)
-def _query_embedder(model_path: str):  # noqa: ANN202 - a TensorFlow function
-    """The query tower of a registered SavedModel, loaded once per Python worker."""
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(model_path).signatures["query_embedding"]
-    return lambda queries: signature(query=tf.constant(queries, tf.string))["embedding"].numpy()
 
 
 def joint_examples(examples: DataFrame, sku_vectors: DataFrame, query_embeddings: DataFrame,
@@ -70,7 +39,7 @@ def joint_examples(examples: DataFrame, sku_vectors: DataFrame, query_embeddings
     Args:
         examples: ``training_examples`` rows.
         sku_vectors: ``sku_id, embedding`` (pinned ``sku_embeddings``).
-        query_embeddings: ``query, embedding`` (:func:`query_vectors`).
+        query_embeddings: ``query, embedding`` (:func:`adrank.towers.query_vectors`).
         behaviour: ``impression_id, behaviour, behaviour_clicks``.
         embedding_dim: D.
         images: ``sku_id, image`` (pinned ``sku_images``) to add the image columns.
@@ -134,10 +103,4 @@ def blank_png(image_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def clicks_of(examples: DataFrame) -> DataFrame:
-    """``user_id, sku_id, ts`` of the clicked impressions (the ad SKU, at the impression's time)."""
-    return examples.where(F.col("label") == 1).select("user_id", F.col("ad_sku_id").alias("sku_id"), "ts")
-
-
-__all__ = ["IMAGE_COLUMNS", "JOINT_COLUMNS", "PAGE_INDEX", "blank_png", "clicks_of", "joint_examples",
-           "query_vectors"]
+__all__ = ["IMAGE_COLUMNS", "JOINT_COLUMNS", "PAGE_INDEX", "blank_png", "joint_examples"]

@@ -25,8 +25,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from adrank import delta, layout
-from adrank.behaviour import behaviour_embeddings
+from adrank.behaviour import behaviour_embeddings, clicks_of
 from adrank.errors import InputError
+from adrank.towers import query_vectors
 from adrank.train import batches, context, store
 
 if TYPE_CHECKING:
@@ -123,10 +124,10 @@ def materialise(pinned: PinnedData, embeddings: EmbeddingInputs) -> dict[str, in
     spark, config = pinned.spark, pinned.config
     features = config.features
     examples = pinned.examples
-    queries = context.query_vectors(examples.where(F.col("page") == layout.SEARCH), embeddings.model_path)
+    queries = query_vectors(examples.where(F.col("page") == layout.SEARCH), embeddings.model_path)
     behaviour = behaviour_embeddings(
         examples.where(F.col("page") == layout.FEED).select("impression_id", "user_id", "ts"),
-        context.clicks_of(examples), embeddings.frame, half_life_hours=features.behaviour_half_life_hours,
+        clicks_of(examples), embeddings.frame, half_life_hours=features.behaviour_half_life_hours,
         max_clicks=features.behaviour_max_clicks, lookback_days=features.behaviour_lookback_days)
     images = None
     if config.train.finetune_cnn:

@@ -1,0 +1,1 @@
+"""recommend: similar SKUs, user recommendations and query to SKU from the catalog's embeddings."""

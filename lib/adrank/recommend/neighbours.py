@@ -1,0 +1,224 @@
+"""Top-k cosine neighbours of request vectors among the catalog: exact (blocked) and inverted-file search.
+
+Contract: :func:`nearest` maps a search over a frame of requests (a key, a ``vector`` and
+an optional ``exclude`` array of sku_ids never to return) with ``mapInPandas``: each
+Python worker memory-maps the catalog from a folder on ``storage.local`` (mounted at the
+same place on every executor) and keeps, per block of at most ``query_block`` requests, a
+running top k that it merges with each catalog block's scores, so a task holds at most
+``query_block x catalog_block`` scores whatever the catalog's size, and the requests
+spread over the cluster. Two catalogs (:class:`Catalog`):
+
+* exact: a serving snapshot (``sku_ids.npy`` sorted, ``embeddings.npy``), read in blocks
+  of ``catalog_block`` rows;
+* inverted file (:mod:`adrank.recommend.index`): unit vectors sorted by cluster, with the
+  clusters' centroids and offsets; each request searches its ``nprobe`` nearest clusters.
+
+Scores are cosine similarities in float32; a request's result is its best ``k`` sku_ids,
+best first (ties: the smaller sku_id), without the excluded ids; fewer when the catalog
+(or the probed clusters) hold fewer. Pure numpy apart from :func:`nearest`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+EXACT = "exact"
+IVF = "ivf"
+NEIGHBOURS_TYPE = "array<struct<sku_id:bigint,score:float>>"
+_EMPTY_ID = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    """Where a search reads the catalog, and how (picklable: shipped to the Python workers).
+
+    Attributes:
+        method: :data:`EXACT` (``folder`` is a serving snapshot) or :data:`IVF` (an index).
+        folder: The local folder of the arrays.
+        nprobe: Clusters searched per request (IVF only).
+    """
+
+    method: str
+    folder: str
+    nprobe: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """How many results, and the block sizes that bound a task's memory."""
+
+    k: int
+    query_block: int = 512
+    catalog_block: int = 8192
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to length 1 (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+class TopK:
+    """The running best ``k`` (score, sku_id) of each of ``n`` requests."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.k = k
+        self.scores = np.full((n, k), -np.inf, dtype=np.float32)
+        self.ids = np.full((n, k), _EMPTY_ID, dtype=np.int64)
+
+    def merge(self, rows: np.ndarray, scores: np.ndarray, block_ids: np.ndarray) -> None:
+        """Merges the scores ``[len(rows), m]`` of the catalog ids ``block_ids [m]`` into ``rows``."""
+        all_scores = np.concatenate([self.scores[rows], scores], axis=1)
+        all_ids = np.concatenate([self.ids[rows], np.broadcast_to(block_ids, scores.shape)], axis=1)
+        if all_scores.shape[1] > self.k:
+            keep = np.argpartition(-all_scores, self.k - 1, axis=1)[:, :self.k]
+            all_scores = np.take_along_axis(all_scores, keep, axis=1)
+            all_ids = np.take_along_axis(all_ids, keep, axis=1)
+        self.scores[rows], self.ids[rows] = all_scores, all_ids
+
+    def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per request: ``(sku_ids, scores)`` best first, ties by the smaller id, empty slots dropped."""
+        out = []
+        for ids, scores in zip(self.ids, self.scores):
+            found = np.isfinite(scores)
+            ids, scores = ids[found], scores[found]
+            order = np.lexsort((ids, -scores))
+            out.append((ids[order], scores[order]))
+        return out
+
+
+def mask_excluded(scores: np.ndarray, excluded: Sequence[np.ndarray], block_ids: np.ndarray) -> None:
+    """Sets ``scores[i, j]`` to -inf where ``block_ids[j]`` (sorted) is in ``excluded[i]`` (in place)."""
+    lengths = np.fromiter((len(e) for e in excluded), dtype=np.int64, count=len(excluded))
+    if not lengths.sum() or not len(block_ids):
+        return
+    rows = np.repeat(np.arange(len(excluded)), lengths)
+    wanted = np.concatenate([np.asarray(e, dtype=np.int64) for e in excluded])
+    positions = np.minimum(np.searchsorted(block_ids, wanted), len(block_ids) - 1)
+    hit = block_ids[positions] == wanted
+    scores[rows[hit], positions[hit]] = -np.inf
+
+
+def exact_search(queries: np.ndarray, excluded: Sequence[np.ndarray], ids: np.ndarray, vectors: np.ndarray,
+                 limits: Limits) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every catalog block of ``ids [n]`` (sorted) / ``vectors [n, d]`` against unit ``queries [b, d]``."""
+    top = TopK(len(queries), limits.k)
+    every = np.arange(len(queries))
+    for start in range(0, len(ids), limits.catalog_block):
+        block_ids = np.asarray(ids[start:start + limits.catalog_block])
+        scores = queries @ unit_rows(vectors[start:start + limits.catalog_block]).T
+        mask_excluded(scores, excluded, block_ids)
+        top.merge(every, scores, block_ids)
+    return top.results()
+
+
+@dataclasses.dataclass(frozen=True)
+class InvertedFile:
+    """An inverted-file index in memory (arrays may be memory-mapped).
+
+    Attributes:
+        centroids: Unit vectors ``[lists, d]``.
+        offsets: ``[lists + 1]``: cluster ``c`` holds rows ``offsets[c]:offsets[c + 1]``.
+        ids: sku_ids ``[n]``, sorted within each cluster.
+        vectors: Unit vectors ``[n, d]``, in the same order.
+    """
+
+    centroids: np.ndarray
+    offsets: np.ndarray
+    ids: np.ndarray
+    vectors: np.ndarray
+
+
+def probed_clusters(queries: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
+    """``[b, nprobe]``: the clusters whose centroids are nearest each unit query."""
+    nprobe = min(nprobe, len(centroids))
+    scores = queries @ centroids.T
+    return np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
+
+
+def ivf_search(queries: np.ndarray, excluded: Sequence[np.ndarray], index: InvertedFile, nprobe: int,
+               limits: Limits) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each unit query against the members of its ``nprobe`` nearest clusters only."""
+    top = TopK(len(queries), limits.k)
+    probes = probed_clusters(queries, index.centroids, nprobe)
+    for cluster in np.unique(probes):
+        rows = np.flatnonzero((probes == cluster).any(axis=1))
+        begin, end = int(index.offsets[cluster]), int(index.offsets[cluster + 1])
+        for start in range(begin, end, limits.catalog_block):
+            stop = min(end, start + limits.catalog_block)
+            block_ids = np.asarray(index.ids[start:stop])
+            scores = queries[rows] @ np.asarray(index.vectors[start:stop]).T
+            mask_excluded(scores, [excluded[r] for r in rows], block_ids)
+            top.merge(rows, scores, block_ids)
+    return top.results()
+
+
+@functools.lru_cache(maxsize=4)
+def _open(catalog: Catalog) -> tuple[np.ndarray, np.ndarray] | InvertedFile:
+    """The catalog's arrays, memory-mapped read-only (once per Python worker)."""
+    folder = Path(catalog.folder)
+    if catalog.method == EXACT:
+        return (np.load(folder / "sku_ids.npy", mmap_mode="r"), np.load(folder / "embeddings.npy", mmap_mode="r"))
+    return InvertedFile(*(np.load(folder / f"{name}.npy", mmap_mode="r")
+                          for name in ("centroids", "offsets", "ids", "vectors")))
+
+
+def search(catalog: Catalog, queries: np.ndarray, excluded: Sequence[np.ndarray],
+           limits: Limits) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The top k of raw ``queries [b, d]`` (normalised here) in ``catalog``, block by block."""
+    opened = _open(catalog)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, len(queries), limits.query_block):
+        units = unit_rows(queries[start:start + limits.query_block])
+        part = excluded[start:start + limits.query_block]
+        if isinstance(opened, InvertedFile):
+            out += ivf_search(units, part, opened, catalog.nprobe, limits)
+        else:
+            out += exact_search(units, part, *opened, limits)
+    return out
+
+
+def nearest(requests: DataFrame, key: str, catalog: Catalog, limits: Limits) -> DataFrame:
+    """``key, neighbours`` (top k ``sku_id, score``, best first) of each request row.
+
+    Args:
+        requests: ``key``, ``vector`` (array<float>, not null) and optionally ``exclude``
+            (array<long>: ids never returned, e.g. the SKU itself or what a user clicked).
+        key: The column that names a request (kept as it is).
+        catalog: Where the catalog is, and how to search it.
+        limits: k and the block sizes.
+    """
+    key_type = requests.schema[key].dataType.simpleString()
+    exclude = F.col("exclude") if "exclude" in requests.columns else F.lit(None).cast("array<bigint>")
+    frame = requests.select(key, F.col("vector").cast("array<float>").alias("vector"),
+                            F.coalesce(exclude.cast("array<bigint>"), F.array().cast("array<bigint>")).alias("exclude"))
+    found = frame.mapInPandas(functools.partial(_search_frames, catalog, limits, key),
+                              f"{key} {key_type}, ids array<bigint>, scores array<float>")
+    neighbours = F.zip_with("ids", "scores", lambda i, s: F.struct(i.alias("sku_id"), s.alias("score")))
+    return found.select(key, neighbours.alias("neighbours"))
+
+
+def _search_frames(catalog: Catalog, limits: Limits, key: str,
+                   frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """mapInPandas body of :func:`nearest`."""
+    for frame in frames:
+        if frame.empty:
+            continue
+        queries = np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]])
+        excluded = [np.asarray(e, dtype=np.int64) for e in frame["exclude"]]
+        results = search(catalog, queries, excluded, limits)
+        yield pd.DataFrame({key: frame[key].to_numpy(), "ids": [ids for ids, _ in results],
+                            "scores": [scores for _, scores in results]})
+
+
+__all__ = ["EXACT", "IVF", "Catalog", "InvertedFile", "Limits", "NEIGHBOURS_TYPE", "TopK", "exact_search",
+           "ivf_search", "mask_excluded", "nearest", "probed_clusters", "search", "unit_rows"]

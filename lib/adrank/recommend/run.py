@@ -1,0 +1,249 @@
+"""The ``recommend`` run: similar SKUs, user recommendations and query to SKU, evaluated on the held-out day.
+
+One run (:func:`recommend`) reads the current serving snapshot of ``sku_embeddings`` and
+the ``sku_embeddings`` version it mirrors (so every table comes from one set of
+embeddings), the stage-1 model that made them (its query tower) and the latest
+``training_examples`` version (clicks and queries), then:
+
+1. chooses the search: exact up to ``recommend.exact_max_skus`` SKUs, else an
+   inverted-file index built with Spark ML ``KMeans`` (:mod:`adrank.recommend.index`),
+   whose recall@10 against exact search is measured on ``recommend.recall_sample`` SKUs;
+2. overwrites ``similar_skus`` (every SKU, itself excluded), ``user_recommendations``
+   (users who clicked in the ``lookback_days`` before the end of the data, as of then,
+   their clicks excluded) and ``query_recommendations`` (the window's distinct queries),
+   one commit each carrying the run's record (:mod:`adrank.recommend.store`);
+3. evaluates on the held-out dates (the last ``train.holdout_days``): similar-SKU
+   precision@10 of sharing a category, query recall@10, user hit rate@10 (users as of the
+   held-out day's start), each against popularity (:mod:`adrank.recommend.metrics`).
+
+The run's index folder is removed when it ends, whatever happens. Figures land in
+``report.figures["recommend"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from adrank import delta, layout
+from adrank.behaviour import clicks_of
+from adrank.config import Config
+from adrank.errors import InputError
+from adrank.recommend import index, metrics, store, users
+from adrank.recommend.neighbours import EXACT, IVF, Catalog, Limits, nearest
+from adrank.recommend.queries import window_queries
+from adrank.runs import RunReport
+from adrank.towers import query_vectors
+
+POPULAR_LIMIT = 1000  # the popularity list a baseline filters its exclusions from
+
+
+class RecommendInputError(InputError):
+    """recommend cannot start: no serving snapshot, no training examples, or no model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What one run reads, pinned."""
+
+    embeddings: DataFrame  # sku_id, embedding of the snapshot's sku_embeddings version
+    examples: DataFrame
+    versions: dict[str, int]
+    snapshot_path: str
+    skus: int
+    model_path: str
+    dates: list[dt.date]
+
+
+def recommend(spark: SparkSession, config: Config, report: RunReport) -> dict[str, Any]:
+    """Write the three recommendation tables and evaluate them; the figures (also in the report)."""
+    figures = report.figures.setdefault("recommend", {})
+    inputs = pinned_inputs(spark, config)
+    figures["versions"] = inputs.versions
+    folder = Path(layout.index_root(config)) / report.run_id
+    try:
+        with report.timed("recommend_index"):
+            catalog, figures["search"] = choose_search(config, inputs, folder)
+        limits = Limits(config.recommend.k, config.recommend.query_block, config.recommend.catalog_block)
+        record = {"run_id": report.run_id, **{f"{k}_version": v for k, v in inputs.versions.items()},
+                  "search": figures["search"]["method"]}
+        figures["tables"] = _write_tables(spark, config, report, inputs, catalog, limits, record)
+        if catalog.method == IVF:
+            with report.timed("recommend_recall"):
+                figures["search"]["ivf"]["recall_at_10"] = ivf_recall(spark, config, inputs, catalog, figures)
+        with report.timed("recommend_evaluation"):
+            figures["metrics"] = evaluate(spark, config, inputs, catalog, limits, figures["tables"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
+def pinned_inputs(spark: SparkSession, config: Config) -> Inputs:
+    """The serving snapshot, its ``sku_embeddings`` version and model, and ``training_examples``."""
+    from adrank.embed.store import serving_snapshot
+    from adrank.train.registry import version_path
+
+    try:
+        snapshot = serving_snapshot(config)
+    except FileNotFoundError as error:
+        raise RecommendInputError(f"no serving snapshot of {layout.SKU_EMBEDDINGS} ({error}): "
+                                  "run `./spark-submit.sh embed_catalog` first; nothing was written") from None
+    table_version, model_version = int(snapshot.manifest["table_version"]), int(snapshot.manifest["model_version"])
+    try:
+        model_path, _ = version_path(layout.registry_root(config), layout.PAIRWISE, model_version)
+    except FileNotFoundError as error:
+        raise RecommendInputError(f"{error}: the model behind serving snapshot v{snapshot.version} is gone; "
+                                  "nothing was written") from None
+    examples_path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    try:
+        examples_version = delta.pin_version(spark, examples_path)
+    except Exception as error:  # noqa: BLE001 - any failure to open the table is the same missing input
+        raise RecommendInputError(f"no {layout.TRAINING_EXAMPLES} table at {examples_path} "
+                                  f"({type(error).__name__}): run build_tables first; nothing was written") from None
+    examples = delta.read_delta(spark, examples_path, examples_version)
+    dates = sorted(r.date for r in examples.select("date").distinct().collect())
+    if len(dates) <= config.train.holdout_days:
+        raise RecommendInputError(f"{layout.TRAINING_EXAMPLES} v{examples_version} has {len(dates)} date(s): "
+                                  f"need more than train.holdout_days={config.train.holdout_days}")
+    embeddings = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS), table_version)
+    versions = {"sku_embeddings": table_version, "serving_snapshot": snapshot.version,
+                "embedding_model": model_version, "training_examples": examples_version}
+    return Inputs(embeddings.select("sku_id", "embedding"), examples, versions, snapshot.path, len(snapshot),
+                  model_path, dates)
+
+
+def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalog, dict[str, Any]]:
+    """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, an IVF index in ``folder``."""
+    settings = config.recommend
+    figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
+                               "ivf": None}
+    if inputs.skus <= settings.exact_max_skus:
+        return Catalog(EXACT, inputs.snapshot_path), {"method": EXACT, **figures}
+    built = index.build_index(inputs.embeddings, folder, lists=settings.ivf_lists or index.default_lists(inputs.skus),
+                              train_rows=settings.ivf_train_rows, max_iterations=settings.ivf_max_iterations,
+                              seed=config.sample.seed)
+    nprobe = min(settings.ivf_nprobe, built["lists"])
+    ivf = {**built, "nprobe": nprobe, "recall_sample": None, "recall_at_10": None}
+    return Catalog(IVF, str(folder), nprobe), {"method": IVF, **figures, "ivf": ivf}
+
+
+def sku_requests(embeddings: DataFrame) -> DataFrame:
+    """``sku_id, vector, exclude``: every SKU asks for its neighbours, itself excluded."""
+    return embeddings.select("sku_id", F.col("embedding").alias("vector"),
+                             F.array(F.col("sku_id").cast("bigint")).alias("exclude"))
+
+
+def _end_of(dates: list[dt.date]) -> dt.datetime:
+    """Midnight after the last date (UTC): the time the tables are "as of"."""
+    return dt.datetime.combine(dates[-1] + dt.timedelta(days=1), dt.time())
+
+
+def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs: Inputs, catalog: Catalog,
+                  limits: Limits, record: dict[str, Any]) -> dict[str, Any]:
+    """The three tables, one commit each; ``{table: {version, rows}}``."""
+    end = _end_of(inputs.dates)
+    start = end - dt.timedelta(days=config.recommend.lookback_days)
+    clicks = clicks_of(inputs.examples)
+    similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalog, limits)
+    requests = users.user_requests(users.active_users(clicks, str(end), config.recommend.lookback_days),
+                                   clicks, inputs.embeddings, config.features).cache()  # searched, then joined
+    user_recs = nearest(requests, "user_id", catalog, limits).join(
+        requests.select("user_id", "as_of", "behaviour_clicks"), "user_id").withColumnRenamed(
+        "neighbours", "recommendations")
+    queries = query_vectors(window_queries(inputs.examples, str(start), str(end)), inputs.model_path)
+    query_recs = nearest(queries.withColumnRenamed("embedding", "vector"), "query", catalog, limits)
+    frames = {layout.SIMILAR_SKUS: similar, layout.USER_RECOMMENDATIONS: user_recs,
+              layout.QUERY_RECOMMENDATIONS: query_recs.withColumnRenamed("neighbours", "recommendations")}
+    written = {}
+    try:
+        for table, frame in frames.items():
+            with report.timed(f"recommend_{table}"):
+                commit = store.write_table(spark, config, table, frame, {**record, "as_of": str(end)})
+            written[table] = {"version": commit["version"], "rows": commit["rows_written"]}
+    finally:
+        requests.unpersist()
+    return written
+
+
+def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog,
+               figures: dict[str, Any]) -> float | None:
+    """recall@10 of the index's ``similar_skus`` against exact search, on a sample of SKUs."""
+    sample_size = min(config.recommend.recall_sample, inputs.skus)
+    fraction = min(1.0, 2.0 * sample_size / max(1, inputs.skus))
+    sample = sku_requests(inputs.embeddings).sample(fraction=fraction, seed=config.sample.seed).orderBy(
+        F.xxhash64("sku_id"), "sku_id").limit(sample_size)
+    limits = Limits(metrics.AT, config.recommend.query_block, config.recommend.catalog_block)
+    exact = nearest(sample, "sku_id", Catalog(EXACT, inputs.snapshot_path), limits).select(
+        "sku_id", metrics.top_ids("neighbours").alias("exact"))
+    approximate = store.read_table(spark, config, layout.SIMILAR_SKUS, figures["tables"][layout.SIMILAR_SKUS]["version"])
+    joined = exact.join(approximate.select("sku_id", metrics.top_ids("neighbours").alias("found")), "sku_id")
+    recall = F.size(F.array_intersect("exact", "found")) / F.greatest(F.size("exact"), F.lit(1))
+    row = joined.agg(F.avg(recall).alias("r"), F.count("*").alias("n")).collect()[0]
+    figures["search"]["ivf"]["recall_sample"] = int(row.n)
+    return None if row.r is None else float(row.r)
+
+
+def evaluate(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog, limits: Limits,
+             tables: dict[str, Any]) -> dict[str, Any]:
+    """The held-out metrics of the written tables, each with its popularity baseline."""
+    holdout = inputs.dates[-config.train.holdout_days:]
+    start = dt.datetime.combine(holdout[0], dt.time())
+    before = inputs.examples.where(F.col("date") < F.lit(holdout[0]))
+    after = inputs.examples.where(F.col("date") >= F.lit(holdout[0]))
+    popular = metrics.popular_skus(clicks_of(before), POPULAR_LIMIT)
+    figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT]}
+    figures.update(_similar_metrics(spark, config, tables, popular))
+    figures.update(_query_metrics(spark, config, tables, after, popular))
+    figures.update(_user_metrics(config, inputs, catalog, limits, after, str(start), popular))
+    return figures
+
+
+def _similar_metrics(spark: SparkSession, config: Config, tables: dict[str, Any], popular: list[int]) -> dict[str, Any]:
+    categories = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).select("sku_id", "category_id")
+    similar = store.read_table(spark, config, layout.SIMILAR_SKUS, tables[layout.SIMILAR_SKUS]["version"])
+    found = similar.select("sku_id", metrics.top_ids("neighbours").alias("ids"))
+    baseline = similar.select("sku_id", metrics.popular_excluding(popular, F.array("sku_id")).alias("ids"))
+    return {"similar_precision_at_10": metrics.similar_precision(found, categories),
+            "similar_precision_at_10_popularity": metrics.similar_precision(baseline, categories)}
+
+
+def _query_metrics(spark: SparkSession, config: Config, tables: dict[str, Any], after: DataFrame,
+                   popular: list[int]) -> dict[str, Any]:
+    searches = after.where((F.col("page") == layout.SEARCH) & (F.col("label") == 1)).select(
+        "query", F.col("ad_sku_id").alias("sku_id"))
+    recs = store.read_table(spark, config, layout.QUERY_RECOMMENDATIONS, tables[layout.QUERY_RECOMMENDATIONS]["version"])
+    recall, searched = metrics.query_recall(searches, recs.select("query", metrics.top_ids("recommendations").alias("ids")))
+    baseline, _ = metrics.query_recall(searches, recs.select("query", F.array(*[F.lit(i) for i in popular[:metrics.AT]])
+                                                             .cast("array<bigint>").alias("ids")))
+    return {"query_recall_at_10": recall, "query_recall_at_10_popularity": baseline, "query_searches": searched}
+
+
+def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, limits: Limits, after: DataFrame, start: str,
+                  popular: list[int]) -> dict[str, Any]:
+    """Users with a held-out click, recommended for as of the held-out day's start."""
+    clicks = clicks_of(inputs.examples)
+    held = clicks_of(after).groupBy("user_id").agg(F.collect_set("sku_id").alias("clicked")).cache()
+    asked = held.select("user_id").withColumn("ts", F.to_timestamp(F.lit(start)))
+    requests = users.user_requests(asked, clicks, inputs.embeddings, config.features).cache()
+    try:
+        found = nearest(requests, "user_id", catalog, limits).select(
+            "user_id", metrics.top_ids("neighbours").alias("ids"))
+        with_history = held.join(requests.select("user_id", "exclude"), "user_id")
+        rate, evaluated = metrics.user_hit_rate(with_history.select("user_id", "clicked"), found)
+        baseline, _ = metrics.user_hit_rate(with_history.select("user_id", "clicked"), with_history.select(
+            "user_id", metrics.popular_excluding(popular, F.col("exclude")).alias("ids")))
+        total = held.count()
+    finally:
+        held.unpersist()
+        requests.unpersist()
+    return {"user_hit_rate_at_10": rate, "user_hit_rate_at_10_popularity": baseline, "users_evaluated": evaluated,
+            "users_without_history": total - evaluated}
+
+
+__all__ = ["RecommendInputError", "choose_search", "evaluate", "pinned_inputs", "recommend", "sku_requests"]

@@ -1,0 +1,174 @@
+"""recommend: the search kernels, the index, the exclusions, the point-in-time users, the metrics.
+
+Hand-made embeddings whose neighbours are known; real Spark (the session fixture), real
+Delta tables and a real serving snapshot on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adrank.embed.serving import Shape, publish_snapshot, write_arrays
+from adrank.recommend import index, metrics, users
+from adrank.recommend.neighbours import (
+    EXACT,
+    IVF,
+    Catalog,
+    InvertedFile,
+    Limits,
+    exact_search,
+    ivf_search,
+    mask_excluded,
+    nearest,
+    unit_rows,
+)
+
+
+def brute_force(queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int,
+                excluded: list[np.ndarray]) -> list[list[int]]:
+    """The reference: every cosine, sorted by (-score, id), excluded ids dropped."""
+    scores = unit_rows(queries) @ unit_rows(vectors).T
+    out = []
+    for row, banned in zip(scores, excluded):
+        order = [i for i in np.lexsort((ids, -row)) if ids[i] not in set(banned.tolist())]
+        out.append([int(ids[i]) for i in order[:k]])
+    return out
+
+
+def snapshot(root: Path, ids: np.ndarray, vectors: np.ndarray) -> str:
+    """A real serving snapshot of ``ids`` (sorted) and ``vectors``; its folder."""
+    order = np.argsort(ids)
+    ids, vectors = ids[order], vectors[order].astype(np.float32)
+
+    def write(folder: Path) -> None:
+        write_arrays([(ids, vectors)], folder, len(ids), vectors.shape[1])
+
+    version = publish_snapshot(root, write, Shape(len(ids), vectors.shape[1], 0, 1), keep=2)
+    return str(root / f"v{version}")
+
+
+def clustered(n: int, clusters: int, dim: int, seed: int, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` vectors around ``clusters`` random unit directions; the cluster of each."""
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(rng.normal(size=(clusters, dim)))
+    which = rng.integers(0, clusters, n)
+    return (centres[which] + spread * rng.normal(size=(n, dim))).astype(np.float32), which
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), queries=st.integers(1, 12), k=st.integers(1, 8), block=st.integers(1, 17),
+       seed=st.integers(0, 10_000))
+def test_blocked_exact_search_equals_brute_force(n, queries, k, block, seed):
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(10_000, n, replace=False)).astype(np.int64)
+    vectors = rng.normal(size=(n, 5)).astype(np.float32)
+    asked = rng.normal(size=(queries, 5)).astype(np.float32)
+    excluded = [rng.choice(ids, rng.integers(0, min(n, 4) + 1), replace=False) for _ in range(queries)]
+    found = exact_search(unit_rows(asked), excluded, ids, vectors, Limits(k, catalog_block=block))
+    assert [list(map(int, f[0])) for f in found] == brute_force(asked, ids, vectors, k, excluded)
+    for (got, scores), banned in zip(found, excluded):
+        assert not set(got.tolist()) & set(banned.tolist())
+        assert np.all(np.diff(scores) <= 0)  # best first
+
+
+def test_mask_excluded_touches_only_the_listed_ids():
+    scores = np.zeros((2, 4), dtype=np.float32)
+    mask_excluded(scores, [np.array([5, 99]), np.array([], dtype=np.int64)], np.array([1, 5, 7, 9]))
+    assert np.isneginf(scores[0, 1]) and np.isfinite(scores[0, [0, 2, 3]]).all() and np.isfinite(scores[1]).all()
+
+
+def test_ivf_probing_every_cluster_is_exact_and_one_cluster_stays_inside_it():
+    vectors, which = clustered(300, 6, 8, seed=3)
+    ids = np.arange(300, dtype=np.int64)
+    centres = unit_rows(np.stack([vectors[which == c].mean(0) for c in range(6)]))
+    cluster = np.argmax(unit_rows(vectors) @ centres.T, axis=1)
+    order = np.lexsort((ids, cluster))
+    offsets = np.searchsorted(cluster[order], np.arange(7))
+    ivf = InvertedFile(centres, offsets, ids[order], unit_rows(vectors)[order])
+    queries = unit_rows(vectors[:20])
+    excluded = [np.array([i]) for i in range(20)]
+    everything = ivf_search(queries, excluded, ivf, nprobe=6, limits=Limits(10, catalog_block=7))
+    exact = exact_search(queries, excluded, ids, vectors, Limits(10))
+    assert [list(f[0]) for f in everything] == [list(e[0]) for e in exact]
+    one = ivf_search(queries, excluded, ivf, nprobe=1, limits=Limits(10))
+    for q, (got, _) in enumerate(one):
+        assert set(cluster[got]) == {cluster[q]}
+
+
+def test_nearest_excludes_itself_and_finds_the_planted_neighbours(spark, tmp_path):
+    # Three tight groups of 4 on the axes: each SKU's 3 neighbours are its group, itself excluded.
+    base = np.eye(3, dtype=np.float32)
+    ids = np.arange(12, dtype=np.int64) * 10 + 1
+    vectors = np.repeat(base, 4, axis=0) + 0.01 * np.arange(12, dtype=np.float32)[:, None]
+    folder = snapshot(tmp_path / "serving", ids, vectors)
+    requests = spark.createDataFrame(
+        [(int(i), v.tolist(), [int(i)]) for i, v in zip(ids, vectors)], "sku_id long, vector array<float>, exclude array<long>")
+    found = {r.sku_id: [n.sku_id for n in r.neighbours]
+             for r in nearest(requests, "sku_id", Catalog(EXACT, folder), Limits(3)).collect()}
+    assert set(found) == set(ids.tolist())
+    for sku, neighbours in found.items():
+        group = (sku // 10) // 4
+        assert sorted(neighbours) == sorted(int(i) for i in ids[group * 4:(group + 1) * 4] if i != sku)
+
+
+def test_index_build_and_ivf_search_through_spark_recall_against_exact(spark, tmp_path):
+    vectors, _ = clustered(400, 8, 8, seed=5)
+    ids = np.arange(400, dtype=np.int64) + 1000
+    embeddings = spark.createDataFrame([(int(i), v.tolist()) for i, v in zip(ids, vectors)],
+                                       "sku_id long, embedding array<float>")
+    built = index.build_index(embeddings, tmp_path / "ivf", lists=8, train_rows=400, max_iterations=10, seed=1)
+    assert (built["lists"], built["rows"], built["dim"]) == (8, 400, 8)
+    stored_ids = np.load(tmp_path / "ivf" / "ids.npy")
+    assert sorted(stored_ids.tolist()) == ids.tolist()  # every SKU once
+    offsets = np.load(tmp_path / "ivf" / "offsets.npy")
+    assert offsets[0] == 0 and offsets[-1] == 400 and np.all(np.diff(offsets) >= 0)
+    requests = embeddings.selectExpr("sku_id", "embedding AS vector", "array(sku_id) AS exclude")
+    approx = {r.sku_id: [n.sku_id for n in r.neighbours]
+              for r in nearest(requests, "sku_id", Catalog(IVF, str(tmp_path / "ivf"), nprobe=2), Limits(10)).collect()}
+    exact = exact_search(unit_rows(vectors), [np.array([i]) for i in ids], ids, vectors, Limits(10))
+    recall = np.mean([len(set(approx[int(i)]) & set(e[0].tolist())) / 10 for i, e in zip(ids, exact)])
+    assert recall >= 0.95
+    assert all(int(i) not in approx[int(i)] for i in ids)
+
+
+def test_users_point_in_time_and_exclusion(spark):
+    clicks = spark.createDataFrame([
+        (1, 10, dt.datetime(2026, 11, 2, 9)),   # before: used, excluded
+        (1, 11, dt.datetime(2026, 11, 3, 0)),   # at as_of: never used, not excluded
+        (1, 12, dt.datetime(2026, 11, 3, 5)),   # after: never used
+        (2, 10, dt.datetime(2026, 10, 1, 0)),   # outside the 7-day window: user 2 not active
+    ], "user_id long, sku_id long, ts timestamp")
+    embeddings = spark.createDataFrame([(10, [1.0, 0.0]), (11, [0.0, 1.0]), (12, [0.0, 1.0])],
+                                       "sku_id long, embedding array<float>")
+    active = users.active_users(clicks, "2026-11-03 00:00:00", 7)
+    assert [r.user_id for r in active.collect()] == [1]
+    from adrank.config import FeaturesConfig
+
+    [row] = users.user_requests(active, clicks, embeddings, FeaturesConfig()).collect()
+    assert (row.user_id, row.behaviour_clicks, row.exclude) == (1, 1, [10])
+    assert row.vector == pytest.approx([1.0, 0.0])
+    assert row.as_of == dt.datetime(2026, 11, 3)
+
+
+def test_metrics_on_known_recommendations(spark):
+    categories = spark.createDataFrame([(1, 0), (2, 0), (3, 1), (4, 1)], "sku_id long, category_id int")
+    recommended = spark.createDataFrame([(1, [2, 3]), (3, [4, 4]), (4, [])], "sku_id long, ids array<long>")
+    # sku 1: 1 of 10 slots share its category; sku 3: 2; sku 4: 0 -> (0.1 + 0.2 + 0) / 3
+    assert metrics.similar_precision(recommended, categories) == pytest.approx(0.1)
+    searches = spark.createDataFrame([("a", 1), ("a", 5), ("b", 3), ("zzz", 3)], "query string, sku_id long")
+    recs = spark.createDataFrame([("a", [1, 2]), ("b", [4])], "query string, ids array<long>")
+    assert metrics.query_recall(searches, recs) == (pytest.approx(0.25), 4)
+    held = spark.createDataFrame([(1, [7, 8]), (2, [9])], "user_id long, clicked array<long>")
+    found = spark.createDataFrame([(1, [8]), (2, [1])], "user_id long, ids array<long>")
+    assert metrics.user_hit_rate(held, found) == (pytest.approx(0.5), 2)
+    clicks = spark.createDataFrame([(5,), (5,), (6,), (7,), (7,), (7,)], "sku_id long")
+    assert metrics.popular_skus(clicks, 2) == [7, 5]
+    frame = spark.createDataFrame([(1, [7])], "user_id long, exclude array<long>")
+    [row] = frame.select(metrics.popular_excluding([7, 5, 6], frame["exclude"], at=2).alias("ids")).collect()
+    assert row.ids == [5, 6]
