@@ -172,3 +172,22 @@ def test_metrics_on_known_recommendations(spark):
     frame = spark.createDataFrame([(1, [7])], "user_id long, exclude array<long>")
     [row] = frame.select(metrics.popular_excluding([7, 5, 6], frame["exclude"], at=2).alias("ids")).collect()
     assert row.ids == [5, 6]
+
+
+def test_rerank_blends_cosine_with_popularity_and_keeps_cold_skus_by_their_picture(spark):
+    from adrank.recommend import ranking
+
+    candidates = spark.createDataFrame(
+        [(1, [(10, 0.9), (11, 0.8), (12, 0.7)]), (2, [])],
+        "user_id long, neighbours array<struct<sku_id:bigint,score:float>>")
+    clicks = spark.createDataFrame([(11,)] * 3 + [(13,)], "sku_id long")
+    priors = {r.sku_id: r.prior for r in ranking.popularity_prior(clicks).collect()}
+    assert priors == {11: pytest.approx(1.0), 13: pytest.approx(np.log(2) / np.log(4))}
+    blended = {r.user_id: [(n.sku_id, round(n.score, 4)) for n in r.neighbours]
+               for r in ranking.reranked(candidates, "user_id", "neighbours", ranking.popularity_prior(clicks),
+                                         0.2, 2).collect()}
+    assert blended == {1: [(11, 1.0), (10, 0.9)], 2: []}  # 10 was never clicked: ranked by cosine alone
+    plain = {r.user_id: [n.sku_id for n in r.neighbours]
+             for r in ranking.reranked(candidates, "user_id", "neighbours", ranking.popularity_prior(clicks),
+                                       0.0, 2).collect()}
+    assert plain == {1: [10, 11], 2: []}

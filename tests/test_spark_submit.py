@@ -42,7 +42,7 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     report = submit("pipeline", tmp_path, stdout=submitted_stdout)
     assert report["job"] == "pipeline"
     assert report["generate_data"]["good_rows"]["click_log"] > 0
-    assert set(report["not_built"]) == {"recommend"}
+    assert "not_built" not in report
     assert 0.0 <= report["pairwise"]["metrics"]["pairwise_accuracy"] <= 1.0
     assert report["pairwise"]["training"]["final_step"] == 6
     assert 0.0 <= report["lr"]["metrics"]["auc"] <= 1.0
@@ -70,6 +70,29 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report
     assert (tmp_path / "inputs" / "catalog").is_dir()
+    check_recommendations(report, tmp_path, embedded)
+
+
+def check_recommendations(report: dict, root: Path, embedded: dict) -> None:
+    """The pipeline ends with recommend: three tables from the snapshot it read, metrics against popularity."""
+    from deltalake import DeltaTable
+
+    recommend = report["recommend"]
+    assert recommend["versions"]["sku_embeddings"] == embedded["sku_embeddings_version"]
+    assert recommend["versions"]["serving_snapshot"] == embedded["serving_snapshot"]["snapshot_version"]
+    assert recommend["search"]["method"] == "exact"  # the tiny catalog is below recommend.exact_max_skus
+    similar = DeltaTable(str(root / "tables" / "similar_skus")).to_pandas()
+    assert len(similar) == recommend["tables"]["similar_skus"]["rows"] == embedded["skus_total"]
+    assert all(sku not in [n["sku_id"] for n in neighbours] and len(neighbours) == 10
+               for sku, neighbours in zip(similar["sku_id"], similar["neighbours"]))
+    for table in ("similar_skus", "user_recommendations", "query_recommendations"):
+        history = DeltaTable(str(root / "tables" / table)).history(1)[0]
+        record = json.loads(history["userMetadata"])
+        assert (record["run_id"], record["sku_embeddings_version"]) == (report["run_id"], embedded["sku_embeddings_version"])
+    metrics = recommend["metrics"]
+    for name in ("similar_precision_at_10", "query_recall_at_10", "user_hit_rate_at_10"):
+        assert 0.0 <= metrics[name] <= 1.0 and 0.0 <= metrics[f"{name}_popularity"] <= 1.0, name
+    assert metrics["query_searches"] > 0 and metrics["users_evaluated"] > 0
 
 
 def spark_class() -> str:

@@ -36,6 +36,7 @@ from adrank.behaviour import clicks_of
 from adrank.config import Config
 from adrank.errors import InputError
 from adrank.recommend import index, metrics, store, users
+from adrank.recommend import ranking as ranking_module
 from adrank.recommend.neighbours import EXACT, IVF, Catalog, Limits, nearest
 from adrank.recommend.queries import window_queries
 from adrank.runs import RunReport
@@ -150,16 +151,16 @@ def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs
     end = _end_of(inputs.dates)
     start = end - dt.timedelta(days=config.recommend.lookback_days)
     clicks = clicks_of(inputs.examples)
+    ranking = Ranking(config, ranking_module.popularity_prior(clicks), limits)
     similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalog, limits)
     requests = users.user_requests(users.active_users(clicks, str(end), config.recommend.lookback_days),
                                    clicks, inputs.embeddings, config.features).cache()  # searched, then joined
-    user_recs = nearest(requests, "user_id", catalog, limits).join(
-        requests.select("user_id", "as_of", "behaviour_clicks"), "user_id").withColumnRenamed(
-        "neighbours", "recommendations")
+    user_recs = ranking.ranked(requests, "user_id", catalog).join(
+        requests.select("user_id", "as_of", "behaviour_clicks"), "user_id")
     queries = query_vectors(window_queries(inputs.examples, str(start), str(end)), inputs.model_path)
-    query_recs = nearest(queries.withColumnRenamed("embedding", "vector"), "query", catalog, limits)
     frames = {layout.SIMILAR_SKUS: similar, layout.USER_RECOMMENDATIONS: user_recs,
-              layout.QUERY_RECOMMENDATIONS: query_recs.withColumnRenamed("neighbours", "recommendations")}
+              layout.QUERY_RECOMMENDATIONS: ranking.ranked(queries.withColumnRenamed("embedding", "vector"),
+                                                           "query", catalog)}
     written = {}
     try:
         for table, frame in frames.items():
@@ -169,6 +170,32 @@ def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs
     finally:
         requests.unpersist()
     return written
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """User and query recommendations: ``candidates`` by cosine, the best ``k`` by cosine + popularity."""
+
+    config: Config
+    priors: DataFrame
+    limits: Limits
+
+    def candidates(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
+        """``key, neighbours``: the ``recommend.candidates`` nearest SKUs by cosine (``k`` at weight 0)."""
+        settings = self.config.recommend
+        wanted = settings.candidates if settings.popularity_weight > 0 else settings.k  # weight 0: the top k is it
+        wider = dataclasses.replace(self.limits, k=max(self.limits.k, wanted))
+        return nearest(requests, key, catalog, wider)
+
+    def rerank(self, candidates: DataFrame, key: str, column: str = "neighbours") -> DataFrame:
+        """``key, recommendations``: the best ``k`` of ``candidates`` by the blended score."""
+        settings = self.config.recommend
+        return ranking_module.reranked(candidates, key, column, self.priors, settings.popularity_weight,
+                                       settings.k).withColumnRenamed(column, "recommendations")
+
+    def ranked(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
+        """Candidates, then the re-ranked best ``k``."""
+        return self.rerank(self.candidates(requests, key, catalog), key)
 
 
 def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog,
@@ -191,16 +218,23 @@ def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Cat
 
 def evaluate(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog, limits: Limits,
              tables: dict[str, Any]) -> dict[str, Any]:
-    """The held-out metrics of the written tables, each with its popularity baseline."""
+    """The held-out metrics, each with its popularity baseline (nothing of the held-out dates is used
+    to recommend: users as of their start, popularity from the clicks before it).
+
+    ``*_embedding`` is the embedding's own order (popularity weight 0); the unsuffixed
+    figure is what the tables serve (their ``recommend.popularity_weight``).
+    """
     holdout = inputs.dates[-config.train.holdout_days:]
     start = dt.datetime.combine(holdout[0], dt.time())
     before = inputs.examples.where(F.col("date") < F.lit(holdout[0]))
     after = inputs.examples.where(F.col("date") >= F.lit(holdout[0]))
     popular = metrics.popular_skus(clicks_of(before), POPULAR_LIMIT)
-    figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT]}
+    ranking = Ranking(config, ranking_module.popularity_prior(clicks_of(before)), limits)
+    figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT],
+                               "popularity_weight": config.recommend.popularity_weight}
     figures.update(_similar_metrics(spark, config, tables, popular))
-    figures.update(_query_metrics(spark, config, tables, after, popular))
-    figures.update(_user_metrics(config, inputs, catalog, limits, after, str(start), popular))
+    figures.update(_query_metrics(inputs, catalog, ranking, after, popular))
+    figures.update(_user_metrics(config, inputs, catalog, ranking, after, str(start), popular))
     return figures
 
 
@@ -213,18 +247,35 @@ def _similar_metrics(spark: SparkSession, config: Config, tables: dict[str, Any]
             "similar_precision_at_10_popularity": metrics.similar_precision(baseline, categories)}
 
 
-def _query_metrics(spark: SparkSession, config: Config, tables: dict[str, Any], after: DataFrame,
+def _both_orders(candidates: DataFrame, key: str, ranking: Ranking) -> tuple[DataFrame, DataFrame]:
+    """``key, ids`` of the top 10 in the embedding's order, and in the served (re-ranked) order."""
+    embedding = candidates.select(key, metrics.top_ids("neighbours").alias("ids"))
+    served = ranking.rerank(candidates, key).select(key, metrics.top_ids("recommendations").alias("ids"))
+    return embedding, served
+
+
+def _query_metrics(inputs: Inputs, catalog: Catalog, ranking: Ranking, after: DataFrame,
                    popular: list[int]) -> dict[str, Any]:
+    """Held-out clicked searches: is the clicked SKU among the query's top 10?"""
     searches = after.where((F.col("page") == layout.SEARCH) & (F.col("label") == 1)).select(
-        "query", F.col("ad_sku_id").alias("sku_id"))
-    recs = store.read_table(spark, config, layout.QUERY_RECOMMENDATIONS, tables[layout.QUERY_RECOMMENDATIONS]["version"])
-    recall, searched = metrics.query_recall(searches, recs.select("query", metrics.top_ids("recommendations").alias("ids")))
-    baseline, _ = metrics.query_recall(searches, recs.select("query", F.array(*[F.lit(i) for i in popular[:metrics.AT]])
-                                                             .cast("array<bigint>").alias("ids")))
-    return {"query_recall_at_10": recall, "query_recall_at_10_popularity": baseline, "query_searches": searched}
+        "query", F.col("ad_sku_id").alias("sku_id")).cache()
+    try:
+        vectors = query_vectors(searches, inputs.model_path).withColumnRenamed("embedding", "vector")
+        candidates = ranking.candidates(vectors, "query", catalog).cache()
+        embedding, served = _both_orders(candidates, "query", ranking)
+        recall, searched = metrics.query_recall(searches, served)
+        own, _ = metrics.query_recall(searches, embedding)
+        listed = F.array(*[F.lit(i) for i in popular[:metrics.AT]]).cast("array<bigint>")
+        baseline, _ = metrics.query_recall(searches, searches.select("query").distinct().select(
+            "query", listed.alias("ids")))
+    finally:
+        searches.unpersist()
+    candidates.unpersist()
+    return {"query_recall_at_10": recall, "query_recall_at_10_embedding": own,
+            "query_recall_at_10_popularity": baseline, "query_searches": searched}
 
 
-def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, limits: Limits, after: DataFrame, start: str,
+def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, ranking: Ranking, after: DataFrame, start: str,
                   popular: list[int]) -> dict[str, Any]:
     """Users with a held-out click, recommended for as of the held-out day's start."""
     clicks = clicks_of(inputs.examples)
@@ -232,18 +283,23 @@ def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, limits: Limi
     asked = held.select("user_id").withColumn("ts", F.to_timestamp(F.lit(start)))
     requests = users.user_requests(asked, clicks, inputs.embeddings, config.features).cache()
     try:
-        found = nearest(requests, "user_id", catalog, limits).select(
-            "user_id", metrics.top_ids("neighbours").alias("ids"))
+        candidates = ranking.candidates(requests, "user_id", catalog).cache()
+        embedding, served = _both_orders(candidates, "user_id", ranking)
         with_history = held.join(requests.select("user_id", "exclude"), "user_id")
-        rate, evaluated = metrics.user_hit_rate(with_history.select("user_id", "clicked"), found)
-        baseline, _ = metrics.user_hit_rate(with_history.select("user_id", "clicked"), with_history.select(
+        clicked = with_history.select("user_id", "clicked")
+        rate, evaluated = metrics.user_hit_rate(clicked, served)
+        own, _ = metrics.user_hit_rate(clicked, embedding)
+        baseline, _ = metrics.user_hit_rate(clicked, with_history.select(
             "user_id", metrics.popular_excluding(popular, F.col("exclude")).alias("ids")))
         total = held.count()
+        candidates.unpersist()
     finally:
         held.unpersist()
         requests.unpersist()
-    return {"user_hit_rate_at_10": rate, "user_hit_rate_at_10_popularity": baseline, "users_evaluated": evaluated,
+    return {"user_hit_rate_at_10": rate, "user_hit_rate_at_10_embedding": own,
+            "user_hit_rate_at_10_popularity": baseline, "users_evaluated": evaluated,
             "users_without_history": total - evaluated}
 
 
-__all__ = ["RecommendInputError", "choose_search", "evaluate", "pinned_inputs", "recommend", "sku_requests"]
+__all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "pinned_inputs", "recommend",
+           "sku_requests"]
