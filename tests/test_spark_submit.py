@@ -80,7 +80,11 @@ def check_recommendations(report: dict, root: Path, embedded: dict) -> None:
     recommend = report["recommend"]
     assert recommend["versions"]["sku_embeddings"] == embedded["sku_embeddings_version"]
     assert recommend["versions"]["serving_snapshot"] == embedded["serving_snapshot"]["snapshot_version"]
-    assert recommend["search"]["method"] == "exact"  # the tiny catalog is below recommend.exact_max_skus
+    search = recommend["search"]  # tiny.yaml sets recommend.exact_max_skus below the catalog: the IVF path
+    assert search["method"] == "ivf" and search["ivf"]["rows"] == embedded["skus_total"]
+    assert search["ivf"]["nprobe"] == search["ivf"]["lists"]  # every list probed: as good as exact
+    assert search["ivf"]["recall_at_10"] >= 0.98 and search["ivf"]["recall_sample"] > 0  # float rounding only
+    assert not any((root / "tables" / "_index" / "recommend").glob("*"))  # the run's index is removed
     similar = DeltaTable(str(root / "tables" / "similar_skus")).to_pandas()
     assert len(similar) == recommend["tables"]["similar_skus"]["rows"] == embedded["skus_total"]
     assert all(sku not in [n["sku_id"] for n in neighbours] and len(neighbours) == 10
@@ -93,6 +97,15 @@ def check_recommendations(report: dict, root: Path, embedded: dict) -> None:
     for name in ("similar_precision_at_10", "query_recall_at_10", "user_hit_rate_at_10"):
         assert 0.0 <= metrics[name] <= 1.0 and 0.0 <= metrics[f"{name}_popularity"] <= 1.0, name
     assert metrics["query_searches"] > 0 and metrics["users_evaluated"] > 0
+    # An ad-hoc query from the serving snapshot, in process (no Spark): the same answer as the table.
+    query = DeltaTable(str(root / "tables" / "query_recommendations")).to_pandas().iloc[0]
+    answered = subprocess.run(
+        [str(SPARK_SUBMIT_SH), "recommend", "--conf-file", str(TINY_CONF), "--set", f"storage.root={root / 'tables'}",
+         "--set", f"inputs.root={root / 'inputs'}", "--query", query["query"], "-k", "3"],
+        capture_output=True, text=True, timeout=300)
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    skus = json.loads(answered.stdout.strip().splitlines()[-1])["skus"]
+    assert [s["score"] for s in skus] == pytest.approx([r["score"] for r in query["recommendations"][:3]], abs=1e-4)
 
 
 def spark_class() -> str:
