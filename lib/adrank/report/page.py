@@ -188,8 +188,10 @@ def joint_html(figures: Mapping[str, Any]) -> str:
                 **{f"{kind} model": (m or {}).get("model_version") for kind, m in (modules or {}).items()},
                 "held-out dates": joint.get("holdout_dates")}
     header = ["model", *(title for title, _, _ in COMPARISON_COLUMNS)]
+    missing = "".join(not_available(f"{name} row") for name in ("lr", "oracle")
+                      if not isinstance(comparison.get(name), Mapping))
     body = (f"<p>best module: {esc(joint.get('best_module'))}</p>"
-            + table(header, comparison_rows(comparison), table_id="comparison") + versions_line(versions))
+            + table(header, comparison_rows(comparison), table_id="comparison") + missing + versions_line(versions))
     return section("Joint model: comparison on the held-out dates", body, "joint")
 
 
