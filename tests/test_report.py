@@ -33,11 +33,13 @@ from adrank.report.page import (
     render_page,
 )
 from adrank.report.run import write_report
+from conftest import TINY_CONF, load_job
 
 HOLDOUT = "2024-01-03"
 AS_OF = dt.datetime(2024, 1, 3, 0, 0)
 COLOURS = [(200, 30, 30), (30, 160, 30), (30, 30, 200), (200, 180, 20)]
 ESCAPED_QUERY = "<b>shoes & socks</b>"
+RANKED = "array<struct<sku_id:long, score:float>>"
 QUERIES = ["boots", "hats", "jackets", "scarves", "socks", ESCAPED_QUERY, "zips"]  # sorted: the 6 first are shown
 
 
@@ -138,6 +140,13 @@ def encoded_image(sku: int) -> tuple[bytes, str]:
 
 
 def write_tables(spark, config) -> None:
+    """The five tables the galleries read (``similar_skus`` at two versions)."""
+    for writer in (write_sku_images, write_similar_skus, write_user_recommendations, write_query_recommendations,
+                   write_training_examples):
+        writer(spark, config)
+
+
+def write_sku_images(spark, config) -> None:
     from pyspark.sql import Row
 
     images = []
@@ -150,26 +159,32 @@ def write_tables(spark, config) -> None:
                   "channels int, image_hash string, updated_at timestamp, category_id int")
     write_delta(spark.createDataFrame(images, sku_schema), layout.table_path(config, layout.SKU_IMAGES))
 
-    ranked = "array<struct<sku_id:long, score:float>>"
+
+def write_similar_skus(spark, config) -> None:
     similar = [(s, [(n, 1.0 - d / 20) for d, n in enumerate(neighbours(s), start=1)]) for s in range(1, 21)]
     path = layout.table_path(config, layout.SIMILAR_SKUS)
-    write_delta(spark.createDataFrame(similar, f"sku_id long, neighbours {ranked}"), path)  # version 0: pinned
-    write_delta(spark.createDataFrame([(s, []) for s in range(1, 21)], f"sku_id long, neighbours {ranked}"),
+    write_delta(spark.createDataFrame(similar, f"sku_id long, neighbours {RANKED}"), path)  # version 0: pinned
+    write_delta(spark.createDataFrame([(s, []) for s in range(1, 21)], f"sku_id long, neighbours {RANKED}"),
                 path, mode="overwrite")  # version 1: not the run's, must not be shown
 
+
+def write_user_recommendations(spark, config) -> None:
     users = [(u, AS_OF, u if u < 8 else 0, [((u * 2 + d) % 20 + 1, 0.9 - d / 20) for d in range(10)])
              for u in range(1, 9)]
-    write_delta(spark.createDataFrame(users, f"user_id long, as_of timestamp, behaviour_clicks int, "
-                                             f"recommendations {ranked}"),
-                layout.table_path(config, layout.USER_RECOMMENDATIONS))
+    schema = f"user_id long, as_of timestamp, behaviour_clicks int, recommendations {RANKED}"
+    write_delta(spark.createDataFrame(users, schema), layout.table_path(config, layout.USER_RECOMMENDATIONS))
+
+
+def write_query_recommendations(spark, config) -> None:
     queries = [(q, [((i * 3 + d) % 20 + 1, 0.8 - d / 20) for d in range(10)]) for i, q in enumerate(QUERIES)]
-    write_delta(spark.createDataFrame(queries, f"query string, recommendations {ranked}"),
+    write_delta(spark.createDataFrame(queries, f"query string, recommendations {RANKED}"),
                 layout.table_path(config, layout.QUERY_RECOMMENDATIONS))
-    write_delta(spark.createDataFrame(training_examples(),
-                                      "impression_id string, ts timestamp, date date, user_id long, page string, "
-                                      "context_sku_id long, query string, ad_sku_id long, ad_category_id int, "
-                                      "label int, is_cold_start_ad boolean"),
-                layout.table_path(config, layout.TRAINING_EXAMPLES))
+
+
+def write_training_examples(spark, config) -> None:
+    schema = ("impression_id string, ts timestamp, date date, user_id long, page string, context_sku_id long, "
+              "query string, ad_sku_id long, ad_category_id int, label int, is_cold_start_ad boolean")
+    write_delta(spark.createDataFrame(training_examples(), schema), layout.table_path(config, layout.TRAINING_EXAMPLES))
 
 
 def neighbours(sku: int) -> list[int]:
@@ -265,3 +280,17 @@ def test_the_report_renders_in_a_browser_with_every_image_decoded(spark, config,
         "SKU 17 (cold start)"]
     assert f"query \u201c{ESCAPED_QUERY}\u201d" in headings and view["bold"] == 0 and view["scripts"] == 0
     assert "similar_skus 0; training_examples 0; sku_images 0" in view["text"]
+
+
+def test_the_report_job_renders_a_run_report_file(spark, config, tmp_path, capsys):
+    run = tmp_path / "pipeline-r7.json"
+    run.write_text(json.dumps({"run_id": "r7", "job": "pipeline", "status": "failed", "error": "boom <x>",
+                               "timings_s": {"total": 1.0}}), encoding="utf-8")
+
+    assert load_job("report").main(["--conf-file", str(TINY_CONF), "--set", f"storage.root={config.storage.root}",
+                                    "--run", str(run)]) == 0
+
+    page = Path(layout.reports_path(config, "r7")).read_text(encoding="utf-8")
+    assert "boom &lt;x&gt;" in page and "recommend: not available" in page
+    assert Path(layout.reports_path(config, "latest")).read_text(encoding="utf-8") == page
+    assert '"report_of": "r7"' in capsys.readouterr().out

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
 from adrank import layout
@@ -81,17 +81,18 @@ def cold_start_skus(examples: DataFrame, holdout_dates: Sequence[str] | None) ->
     return flagged.unionByName(held_out.join(before, "sku_id", "left_anti")).distinct()
 
 
-def sample_ids(ids: DataFrame, column: str, n: int, preferred: DataFrame | None = None,
-               n_preferred: int = 0) -> list[Any]:
-    """The first ``n_preferred`` ids (sorted) that are also in ``preferred``, topped up to ``n`` with
-    the first other ids (sorted); returned sorted."""
-    chosen: list[Any] = []
-    if preferred is not None and n_preferred:
-        chosen = [r[0] for r in ids.join(preferred.select(column), column, "left_semi")
-                  .orderBy(column).limit(n_preferred).collect()]
-    others = ids.where(~F.col(column).isin(chosen)) if chosen else ids
-    chosen += [r[0] for r in others.orderBy(column).limit(n - len(chosen)).collect()]
-    return sorted(chosen)
+def first_rows(frame: DataFrame, key: str, n: int, flag: str | None = None, n_flagged: int = 0) -> list[Row]:
+    """The first ``n`` rows of ``frame`` by ``key``, of which up to ``n_flagged`` come first from the rows
+    whose boolean column ``flag`` is true; sorted by ``key``. One Spark job: two ordered limits
+    (top-k on the executors), at most ``n + n_flagged`` rows to the driver."""
+    if flag is None or not n_flagged:
+        return frame.orderBy(key).limit(n).collect()
+    flagged = frame.where(F.col(flag)).orderBy(key).limit(n_flagged)
+    others = frame.where(~F.col(flag)).orderBy(key).limit(n)
+    rows = flagged.unionByName(others).collect()
+    chosen = [r for r in rows if r[flag]][:n_flagged]
+    chosen += [r for r in rows if not r[flag]][:n - len(chosen)]
+    return sorted(chosen, key=lambda r: r[key])
 
 
 def similar_gallery(spark: SparkSession, config: Config, recommend: Mapping[str, Any]) -> Gallery:
@@ -100,11 +101,10 @@ def similar_gallery(spark: SparkSession, config: Config, recommend: Mapping[str,
     similar = read_pinned(spark, config, layout.SIMILAR_SKUS, similar_version)
     examples = read_pinned(spark, config, layout.TRAINING_EXAMPLES, examples_version)
     cold = cold_start_skus(examples, (recommend.get("metrics") or {}).get("holdout_dates"))
-    chosen = sample_ids(similar.select("sku_id"), "sku_id", SAMPLE_SKUS, cold, SAMPLE_COLD_SKUS)
-    cold_chosen = {r[0] for r in cold.where(F.col("sku_id").isin(chosen)).collect()} if chosen else set()
-    rows = similar.where(F.col("sku_id").isin(chosen)).orderBy("sku_id").collect() if chosen else []
+    flagged = similar.join(cold.withColumn("cold", F.lit(True)), "sku_id", "left").fillna(False, ["cold"])
+    rows = first_rows(flagged, "sku_id", SAMPLE_SKUS, "cold", SAMPLE_COLD_SKUS)
     gallery_rows = tuple(
-        GalleryRow(title=f"SKU {r.sku_id}{' (cold start)' if r.sku_id in cold_chosen else ''}",
+        GalleryRow(title=f"SKU {r.sku_id}{' (cold start)' if r.cold else ''}",
                    anchors=(Tile(int(r.sku_id)),), results=_ranked(r.neighbours))
         for r in rows)
     versions = {layout.SIMILAR_SKUS: similar_version, layout.TRAINING_EXAMPLES: examples_version}
@@ -115,8 +115,7 @@ def query_gallery(spark: SparkSession, config: Config, recommend: Mapping[str, A
     """A few queries (sorted) and their top-10 SKUs."""
     version = _pinned(recommend, layout.QUERY_RECOMMENDATIONS)
     queries = read_pinned(spark, config, layout.QUERY_RECOMMENDATIONS, version)
-    chosen = sample_ids(queries.select("query").where(F.col("query").isNotNull()), "query", SAMPLE_QUERIES)
-    rows = queries.where(F.col("query").isin(chosen)).orderBy("query").collect() if chosen else []
+    rows = first_rows(queries.where(F.col("query").isNotNull()), "query", SAMPLE_QUERIES)
     gallery_rows = tuple(GalleryRow(title=f"query \u201c{r.query}\u201d", results=_ranked(r.recommendations))
                          for r in rows)
     return Gallery("Query -> SKU recommendations (top 10)", gallery_rows, {layout.QUERY_RECOMMENDATIONS: version})
@@ -126,9 +125,7 @@ def user_gallery(spark: SparkSession, config: Config, recommend: Mapping[str, An
     """A few users with history (sorted ids): their recent clicks, then their recommendations."""
     version, examples_version = _pinned(recommend, layout.USER_RECOMMENDATIONS), _examples_version(recommend)
     users = read_pinned(spark, config, layout.USER_RECOMMENDATIONS, version)
-    with_history = users.where(F.col("behaviour_clicks") > 0).select("user_id")
-    chosen = sample_ids(with_history, "user_id", SAMPLE_USERS)
-    rows = users.where(F.col("user_id").isin(chosen)).orderBy("user_id").collect() if chosen else []
+    rows = first_rows(users.where(F.col("behaviour_clicks") > 0), "user_id", SAMPLE_USERS)
     examples = read_pinned(spark, config, layout.TRAINING_EXAMPLES, examples_version)
     clicks = recent_clicks(spark, examples, [(int(r.user_id), r.as_of) for r in rows])
     gallery_rows = tuple(

@@ -97,6 +97,11 @@ def fmt_count(value: Any) -> str:
     return str(int(value))
 
 
+def fmt_seconds(value: Any) -> str:
+    """Seconds with one decimal; "-" when missing."""
+    return MISSING if fmt_metric(value) == MISSING else f"{value:.1f}"
+
+
 def fmt_value(value: Any) -> str:
     """Any figure as short text: floats with 4 decimals, lists joined, None/NaN as "-"."""
     if isinstance(value, float):
@@ -156,7 +161,7 @@ def header_html(figures: Mapping[str, Any]) -> str:
         parts.append(f'<p class="failed">error: {esc(figures["error"])}</p>')
     timings = figures.get("timings_s")
     if isinstance(timings, Mapping) and timings:
-        parts.append(table(["step", "seconds"], [[k, fmt_value(v)] for k, v in timings.items()],
+        parts.append(table(["step", "seconds"], [[k, fmt_seconds(v)] for k, v in timings.items()],
                            table_id="timings"))
     return "".join(parts)
 

@@ -10,6 +10,7 @@ report still renders and says "not available".
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -49,6 +50,15 @@ def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]
     for target in (path, layout.reports_path(config, LATEST)):
         _replace_file(spark, target, page)
     return path
+
+
+def read_figures(spark: SparkSession, path: str) -> dict[str, Any]:
+    """A run's figures from its JSON report (``<storage.root>/_runs/<job>-<run id>.json``; a path or a URI)."""
+    text = "\n".join(row.value for row in spark.read.text(path).collect())
+    figures = json.loads(text)
+    if not isinstance(figures, dict):
+        raise ValueError(f"{path} does not hold a JSON object of figures")
+    return figures
 
 
 def _run_id(figures: Mapping[str, Any]) -> str:
