@@ -3,7 +3,8 @@
 Pure (no Spark, no TensorFlow), so the driver, the Spark workers and the Horovod ranks can
 all import it. A path is built here and nowhere else:
 
-- Delta tables: ``<storage.root>/<table>``; run reports: ``<storage.root>/_runs``;
+- Delta tables: ``<storage.root>/<table>``; run reports: ``<storage.root>/_runs``; HTML
+  reports: ``<storage.root>/_reports``;
   staging: ``<storage.root>/<embed.staging_folder>/<job>/<run id>``.
 - Raw inputs: ``<inputs.root>/<source>``.
 - Plain files (model registry, training checkpoints, serving snapshots, search indexes) live under
@@ -57,6 +58,7 @@ PAGES = (DETAIL, FEED, SEARCH)
 
 # Folders beside the tables and under storage.local
 RUNS_FOLDER = "_runs"
+REPORTS_FOLDER = "_reports"
 CHECKPOINTS_FOLDER = "_checkpoints"
 
 
@@ -83,6 +85,11 @@ def oracle_path(config: Config) -> str:
 def runs_path(config: Config, job: str, run_id: str) -> str:
     """The JSON report of one run: ``<storage.root>/_runs/<job>-<run id>.json``."""
     return join_path(config.storage.root, RUNS_FOLDER, f"{job}-{run_id}.json")
+
+
+def reports_path(config: Config, name: str) -> str:
+    """An HTML report: ``<storage.root>/_reports/<name>.html`` (``name``: a run id or ``latest``)."""
+    return join_path(config.storage.root, REPORTS_FOLDER, f"{name}.html")
 
 
 def staging_root(config: Config, job: str) -> str:

@@ -1,0 +1,5 @@
+"""The per-run HTML report: :func:`adrank.report.run.write_report` writes one self-contained page.
+
+``run`` orchestrates; ``page`` turns figures into HTML (pure); ``plots`` draws the training
+curves and metric charts (matplotlib, Agg); ``gallery`` samples the recommendation tables.
+"""

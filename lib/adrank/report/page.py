@@ -1,0 +1,348 @@
+"""The HTML of a run report: figures (a run's ``RunReport.as_dict()``) in, one HTML string out.
+
+Pure: no Spark, no files. Every text that comes from the figures goes through
+:func:`html.escape`; images arrive as ``data:`` URIs (made by :mod:`adrank.report.plots` and
+:mod:`adrank.report.gallery`), so the page is self-contained: no network, no external CSS or
+JavaScript (its Content-Security-Policy forbids both). A section whose figures are missing
+(a failed or partial run) says "not available" instead; a missing number is shown as "-".
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+NOT_AVAILABLE = "not available"
+MISSING = "-"
+MODELS = ("lr", "oracle", "dot", "product", "dnn")
+PAGES = ("detail", "feed", "search")
+# (column title, key of a comparison row, how it is formatted)
+COMPARISON_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("AUC", "auc", "metric"), ("cold AUC", "cold_auc", "metric"), ("log loss", "log_loss", "metric"),
+    *((f"{page} AUC", f"{page}_auc", "metric") for page in PAGES),
+    ("rows", "rows", "count"), ("cold rows", "cold_rows", "count"),
+)
+# (what is measured, the embeddings' figure, popularity's figure, what it is evaluated on)
+RECOMMEND_METRICS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("similar SKUs: precision@10 (same category)", "similar_precision_at_10",
+     "similar_precision_at_10_popularity", None),
+    ("query -> SKU: recall@10", "query_recall_at_10", "query_recall_at_10_popularity", "query_searches"),
+    ("user behaviour: hit rate@10", "user_hit_rate_at_10", "user_hit_rate_at_10_popularity", "users_evaluated"),
+)
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.6em}h3{font-size:1em}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.2em .6em}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
+.versions{color:#555;font-size:.9em}.na{color:#a33;font-style:italic}.failed{color:#a33}
+.gallery-row{display:flex;flex-wrap:wrap;gap:.4em;align-items:flex-start;margin:.4em 0 1em}
+figure{margin:0;text-align:center;font-size:.75em;width:72px}figure img{width:64px;height:64px}
+figure.anchor{border:2px solid #333}figure.match{background:#dfd}.sep{align-self:center;font-size:1.4em}
+"""
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One SKU image in a gallery: its id, category, image (a ``data:`` URI) and caption."""
+
+    sku_id: int
+    category_id: int | None = None
+    image_uri: str | None = None
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class GalleryRow:
+    """One sampled item: a title, what it is about (a SKU, a user's clicks) and its top results."""
+
+    title: str
+    anchors: tuple[Tile, ...] = ()
+    results: tuple[Tile, ...] = ()
+    anchor_label: str = ""
+    results_label: str = ""
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A gallery section: its rows, the data versions behind them, or why it is not available."""
+
+    title: str
+    rows: tuple[GalleryRow, ...] = ()
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    unavailable: str | None = None
+
+
+def esc(value: Any) -> str:
+    """``value`` as escaped HTML text (attribute-safe); None and NaN as "-"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return html.escape(str(value), quote=True)
+
+
+def fmt_metric(value: Any) -> str:
+    """A metric with 4 decimals, as ``adrank.train.joint.comparison_table`` prints it; else "-"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return MISSING
+    return f"{value:.4f}"
+
+
+def fmt_count(value: Any) -> str:
+    """A count (rows, users) as an integer; "-" when missing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return MISSING
+    return str(int(value))
+
+
+def fmt_seconds(value: Any) -> str:
+    """Seconds with one decimal; "-" when missing."""
+    return MISSING if fmt_metric(value) == MISSING else f"{value:.1f}"
+
+
+def fmt_value(value: Any) -> str:
+    """Any figure as short text: floats with 4 decimals, lists joined, None/NaN as "-"."""
+    if isinstance(value, float):
+        return fmt_metric(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt_value(v) for v in value) or MISSING
+    return MISSING if value is None else str(value)
+
+
+def not_available(what: str = "") -> str:
+    """The "not available" note of a missing section or figure."""
+    return f'<p class="na">{esc(what + ": " if what else "")}{NOT_AVAILABLE}</p>'
+
+
+def versions_line(versions: Mapping[str, Any]) -> str:
+    """The data and model versions behind a figure, as one line."""
+    parts = [f"{esc(name)} {esc(fmt_value(value))}" for name, value in versions.items()]
+    return f'<p class="versions">versions: {"; ".join(parts) or NOT_AVAILABLE}</p>'
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int = 1,
+          table_id: str = "") -> str:
+    """An HTML table of already formatted cells (escaped here); cells from ``numeric_from`` on are numbers."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=num" if i >= numeric_from else ""}>{esc(c)}</td>'
+                         for i, c in enumerate(row)) + "</tr>"
+        for row in rows)
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def image(uri: str | None, alt: str, what: str = "") -> str:
+    """An inline ``<img>`` (the URI is a ``data:`` URI), or "not available"."""
+    if not uri:
+        return not_available(what or alt)
+    return f'<img src="{esc(uri)}" alt="{esc(alt)}">'
+
+
+def section(title: str, body: str, section_id: str) -> str:
+    """A titled section."""
+    return f'<section id="{esc(section_id)}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def _section_figures(figures: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    value = figures.get(name)
+    return value if isinstance(value, Mapping) else None
+
+
+def header_html(figures: Mapping[str, Any]) -> str:
+    """Title, run id, job, status (and error) and the step timings."""
+    status = figures.get("status")
+    parts = [f"<h1>adrank run {esc(figures.get('run_id'))}</h1>",
+             f"<p>job {esc(figures.get('job'))}; status "
+             f'<span class="{"failed" if status == "failed" else "status"}">{esc(status)}</span></p>']
+    if figures.get("error"):
+        parts.append(f'<p class="failed">error: {esc(figures["error"])}</p>')
+    timings = figures.get("timings_s")
+    if isinstance(timings, Mapping) and timings:
+        parts.append(table(["step", "seconds"], [[k, fmt_seconds(v)] for k, v in timings.items()],
+                           table_id="timings"))
+    return "".join(parts)
+
+
+def comparison_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
+    """The joint comparison as formatted cells: one row per model, "-" for a model without figures."""
+    names = [m for m in MODELS if m in comparison] + [m for m in comparison if m not in MODELS]
+    rows = []
+    for name in names:
+        row = comparison[name]
+        if not isinstance(row, Mapping):
+            rows.append([name, *[MISSING] * len(COMPARISON_COLUMNS)])
+            continue
+        rows.append([name, *(fmt_metric(row.get(key)) if kind == "metric" else fmt_count(row.get(key))
+                             for _, key, kind in COMPARISON_COLUMNS)])
+    return rows
+
+
+def joint_html(figures: Mapping[str, Any]) -> str:
+    """Stage 3: the comparison table of every model on the held-out dates, with its versions."""
+    joint = _section_figures(figures, "joint")
+    comparison = joint.get("comparison") if joint else None
+    if not joint or not isinstance(comparison, Mapping) or not comparison:
+        return section("Joint model: comparison on the held-out dates", not_available("comparison"), "joint")
+    modules = joint.get("modules") if isinstance(joint.get("modules"), Mapping) else {}
+    versions = {"training_examples": joint.get("training_examples_version"),
+                "sku_embeddings": joint.get("sku_embeddings_version"),
+                "embedding_model": joint.get("embedding_model_version"),
+                **{f"{kind} model": (m or {}).get("model_version") for kind, m in (modules or {}).items()},
+                "held-out dates": joint.get("holdout_dates")}
+    header = ["model", *(title for title, _, _ in COMPARISON_COLUMNS)]
+    missing = "".join(not_available(f"{name} row") for name in ("lr", "oracle")
+                      if not isinstance(comparison.get(name), Mapping))
+    body = (f"<p>best module: {esc(joint.get('best_module'))}</p>"
+            + table(header, comparison_rows(comparison), table_id="comparison") + missing + versions_line(versions))
+    return section("Joint model: comparison on the held-out dates", body, "joint")
+
+
+def training_html(figures: Mapping[str, Any], plots: Mapping[str, str]) -> str:
+    """Training curves (loss by step) of stage 1, the LR and the joint modules, with their versions."""
+    parts = []
+    for stage, title in (("pairwise", "Stage 1: pairwise CNN"), ("lr", "LR baseline"),
+                         ("joint", "Stage 3: joint modules")):
+        stage_figures = _section_figures(figures, stage) or {}
+        parts.append(f"<h3>{esc(title)}</h3>" + image(plots.get(stage), f"{stage} training loss by step",
+                                                     f"{stage} training curve"))
+        parts.append(versions_line(_training_versions(stage, stage_figures)))
+    return section("Training curves", "".join(parts), "training")
+
+
+def _training_versions(stage: str, figures: Mapping[str, Any]) -> dict[str, Any]:
+    versions: dict[str, Any] = {"training_examples": figures.get("training_examples_version")}
+    if stage == "joint":
+        modules = figures.get("modules") if isinstance(figures.get("modules"), Mapping) else {}
+        versions.update({f"{kind} model": (m or {}).get("model_version") for kind, m in (modules or {}).items()})
+    else:
+        versions["model"] = figures.get("model_version")
+    return versions
+
+
+def embed_html(figures: Mapping[str, Any]) -> str:
+    """Stage 2: which model embedded the catalog, the ``sku_embeddings`` version and the serving snapshot."""
+    embed = _section_figures(figures, "embed_catalog")
+    if embed is None:
+        return section("Catalog embeddings", not_available("embed_catalog"), "embed")
+    snapshot = embed.get("serving_snapshot") if isinstance(embed.get("serving_snapshot"), Mapping) else {}
+    rows = [["embedding model", fmt_value(embed.get("model_version"))],
+            ["sku_embeddings version", fmt_value(embed.get("sku_embeddings_version"))],
+            ["serving snapshot version", fmt_value((snapshot or {}).get("snapshot_version"))],
+            ["serving snapshot rows", fmt_count((snapshot or {}).get("rows"))],
+            ["embedding dim", fmt_count((snapshot or {}).get("dim"))]]
+    return section("Catalog embeddings", table(["figure", "value"], rows, table_id="embed"), "embed")
+
+
+def as_number(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not NaN, not a bool), else None."""
+    return None if fmt_metric(value) == MISSING else float(value)
+
+
+def recommend_metric_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
+    """Each recommendation metric against the popularity baseline (and what it was evaluated on)."""
+    rows = []
+    for title, ours, popularity, evaluated in RECOMMEND_METRICS:
+        mine, base = as_number(metrics.get(ours)), as_number(metrics.get(popularity))
+        lift = mine - base if mine is not None and base is not None else None
+        rows.append([title, fmt_metric(mine), fmt_metric(base), fmt_metric(lift),
+                     fmt_count(metrics.get(evaluated)) if evaluated else MISSING])
+    return rows
+
+
+def recommend_html(figures: Mapping[str, Any], plots: Mapping[str, str]) -> str:
+    """Recommendations: metrics against popularity, the search method, the tables written, versions."""
+    recommend = _section_figures(figures, "recommend")
+    if recommend is None:
+        return section("Recommendations", not_available("recommend"), "recommend")
+    metrics = recommend.get("metrics") if isinstance(recommend.get("metrics"), Mapping) else None
+    parts = [table(["metric", "embeddings", "popularity", "difference", "evaluated on"],
+                   recommend_metric_rows(metrics), table_id="recommend-metrics")
+             if metrics else not_available("metrics")]
+    if metrics:
+        parts.append(f"<p>users without history: {esc(fmt_count(metrics.get('users_without_history')))}</p>")
+    parts.append(image(plots.get("recommend"), "recommendation metrics against popularity", "metrics chart"))
+    parts.append(_search_html(recommend.get("search")))
+    parts.append(_tables_html(recommend.get("tables")))
+    versions = dict(recommend.get("versions") or {}) if isinstance(recommend.get("versions"), Mapping) else {}
+    versions["held-out dates"] = (metrics or {}).get("holdout_dates")
+    parts.append(versions_line(versions))
+    return section("Recommendations", "".join(parts), "recommend")
+
+
+def _search_html(search: Any) -> str:
+    if not isinstance(search, Mapping):
+        return not_available("search")
+    text = (f"nearest neighbours: {esc(search.get('method'))} search over {esc(fmt_count(search.get('skus')))}"
+            f" SKUs, k = {esc(fmt_count(search.get('k')))}")
+    ivf = search.get("ivf")
+    if isinstance(ivf, Mapping):
+        text += (f"; IVF {esc(fmt_count(ivf.get('lists')))} lists, nprobe {esc(fmt_count(ivf.get('nprobe')))}, "
+                 f"recall@10 against exact {esc(fmt_metric(ivf.get('recall_at_10')))} "
+                 f"(sample {esc(fmt_count(ivf.get('recall_sample')))})")
+    return f"<p>{text}</p>"
+
+
+def _tables_html(tables: Any) -> str:
+    if not isinstance(tables, Mapping) or not tables:
+        return not_available("tables written")
+    rows = [[name, fmt_value((t or {}).get("version")), fmt_count((t or {}).get("rows"))]
+            for name, t in tables.items()]
+    return table(["table", "version", "rows"], rows, table_id="recommend-tables")
+
+
+def tile_html(tile: Tile, anchor_category: int | None = None, anchor: bool = False) -> str:
+    """One SKU image with its caption; results of the anchor's category are marked."""
+    classes = ["anchor"] if anchor else []
+    if not anchor and anchor_category is not None and tile.category_id == anchor_category:
+        classes.append("match")
+    cls = f' class="{" ".join(classes)}"' if classes else ""
+    picture = (f'<img src="{esc(tile.image_uri)}" alt="SKU {esc(tile.sku_id)}">' if tile.image_uri
+               else '<span class="na">no image</span>')
+    return f"<figure{cls}>{picture}<figcaption>{esc(tile.caption)}</figcaption></figure>"
+
+
+def gallery_row_html(row: GalleryRow) -> str:
+    """One gallery row: the anchors (boxed), an arrow, the results."""
+    category = row.anchors[0].category_id if len(row.anchors) == 1 else None
+    anchors = "".join(tile_html(t, anchor=True) for t in row.anchors) or (
+        f'<span class="na">{esc(row.anchor_label or "none")}</span>' if row.anchor_label else "")
+    results = "".join(tile_html(t, category) for t in row.results) or '<span class="na">no results</span>'
+    return (f"<h3>{esc(row.title)}</h3>"
+            f'<div class="gallery-row">{anchors}<span class="sep">&rarr;</span>{results}</div>')
+
+
+def gallery_html(gallery: Gallery, index: int) -> str:
+    """A gallery section (or why it is not available) with its versions line."""
+    if gallery.unavailable is not None:
+        body = not_available(gallery.unavailable)
+    elif not gallery.rows:
+        body = not_available("no rows sampled")
+    else:
+        body = "".join(gallery_row_html(r) for r in gallery.rows)
+    return section(gallery.title, body + versions_line(gallery.versions), f"gallery-{index}")
+
+
+def render_page(figures: Mapping[str, Any], plots: Mapping[str, str] | None = None,
+                galleries: Sequence[Gallery] = ()) -> str:
+    """The whole report page.
+
+    Args:
+        figures: The run's figures (``RunReport.as_dict()``); any section may be missing.
+        plots: ``data:`` URIs of the plots by name (``pairwise``, ``lr``, ``joint``, ``recommend``).
+        galleries: The sampled galleries (:mod:`adrank.report.gallery`); none: "not available".
+
+    Returns:
+        One self-contained HTML document.
+    """
+    plots = plots or {}
+    body = [header_html(figures), joint_html(figures), training_html(figures, plots), embed_html(figures),
+            recommend_html(figures, plots)]
+    body += [gallery_html(g, i) for i, g in enumerate(galleries)] or [
+        section("Galleries", not_available("recommendation galleries"), "galleries")]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>adrank run {esc(figures.get('run_id'))}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(body)}</body></html>\n")

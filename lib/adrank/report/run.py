@@ -1,0 +1,87 @@
+"""Write a run's HTML report: ``<storage.root>/_reports/<run id>.html`` and ``latest.html``.
+
+The report is one self-contained HTML file (plots and SKU images inline as ``data:`` URIs;
+no network, no external CSS or JavaScript) built from the run's figures
+(``RunReport.as_dict()``): the joint model's comparison, the training curves, the catalog
+embeddings, the recommendation metrics against popularity, and galleries sampled from the
+recommendation tables at the versions the run wrote. Any section may be missing: the
+report still renders and says "not available".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pyspark.sql import SparkSession
+
+from adrank import layout
+from adrank.config import Config
+from adrank.delta import write_text_file
+from adrank.report.gallery import galleries
+from adrank.report.page import render_page
+from adrank.report.plots import all_plots
+
+LATEST = "latest"
+
+
+def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> str:
+    """Write the run's HTML report and make it ``latest.html``.
+
+    Args:
+        spark: The session (reads the recommendation tables for the galleries; writes URIs).
+        config: The run's config (where the tables and reports live).
+        figures: The run's figures, ``RunReport.as_dict()`` (``run_id`` is required).
+
+    Returns:
+        The path of the run's report, ``<storage.root>/_reports/<run id>.html``.
+
+    Raises:
+        ValueError: ``figures`` has no usable ``run_id``.
+    """
+    run_id = _run_id(figures)
+    page = render_page(figures, all_plots(figures), galleries(spark, config, figures))
+    path = layout.reports_path(config, run_id)
+    for target in (path, layout.reports_path(config, LATEST)):
+        _replace_file(spark, target, page)
+    return path
+
+
+def read_figures(spark: SparkSession, path: str) -> dict[str, Any]:
+    """A run's figures from its JSON report (``<storage.root>/_runs/<job>-<run id>.json``; a path or a URI)."""
+    text = "\n".join(row.value for row in spark.read.text(path).collect())
+    figures = json.loads(text)
+    if not isinstance(figures, dict):
+        raise ValueError(f"{path} does not hold a JSON object of figures")
+    return figures
+
+
+def _run_id(figures: Mapping[str, Any]) -> str:
+    run_id = figures.get("run_id")
+    if not isinstance(run_id, str) or not run_id or run_id == LATEST or any(c in run_id for c in "/\\"):
+        raise ValueError(f"the figures need a run_id usable as a file name, not {run_id!r}")
+    return run_id
+
+
+def _replace_file(spark: SparkSession, target: str, text: str) -> None:
+    """Write ``text`` to ``target``, replacing it whole: a local path through a temporary file in the
+    same folder and :func:`os.replace`; a URI through the session's Hadoop FileSystem."""
+    if urlparse(target).scheme:
+        write_text_file(spark, target, text)
+        return
+    folder = Path(target).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".report-", suffix=".tmp",
+                                     delete=False) as handle:
+        handle.write(text)
+    try:
+        os.chmod(handle.name, 0o644)  # a temporary file is private; the report is not
+        os.replace(handle.name, target)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
