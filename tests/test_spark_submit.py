@@ -71,6 +71,10 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     assert json.loads(stored.read_text()) == report
     assert (tmp_path / "inputs" / "catalog").is_dir()
     check_recommendations(report, tmp_path, embedded)
+    path = Path(report["report"]["path"])  # the run's HTML report, and latest.html the same page
+    assert path == tmp_path / "tables" / "_reports" / f"{report['run_id']}.html"
+    assert (path.parent / "latest.html").read_text() == path.read_text()
+    assert f"report: {path}" in submitted_stdout and "user hit rate@10" in "\n".join(submitted_stdout)
 
 
 def check_recommendations(report: dict, root: Path, embedded: dict) -> None:

@@ -1,8 +1,8 @@
 """The task graph behind the ``pipeline`` job (and ``demo``, its run on the embedded default).
 
 Each step is a function ``(spark, config, report) -> None`` that records its figures in
-the report. Steps that later issues build are listed with the reason they do not run yet,
-and the pipeline says so plainly in its report instead of pretending.
+the report. After the last step (or a failed one) the run's HTML report is written under
+``<storage.root>/_reports/`` and its path printed.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from adrank.sample.run import generate_data
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline step; ``run`` is None while the step is not built yet."""
+    """One pipeline step."""
 
     name: str
-    run: Callable[[SparkSession, Config, RunReport], None] | None
-    not_built_reason: str = ""
+    run: Callable[[SparkSession, Config, RunReport], None]
 
 
 def build_tables(spark: SparkSession, config: Config, report: RunReport) -> None:
@@ -73,9 +72,24 @@ STEPS: tuple[Step, ...] = (
 
 
 def run_pipeline(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Run every built step in order; list the others as not built yet."""
-    for step in STEPS:
-        if step.run is None:
-            report.figures.setdefault("not_built", {})[step.name] = step.not_built_reason
-            continue
-        step.run(spark, config, report)
+    """Run every step in order, then write the run's HTML report (a failed run's too) and print its path."""
+    try:
+        for step in STEPS:
+            step.run(spark, config, report)
+    finally:
+        _write_report(spark, config, report)
+
+
+def _write_report(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """The HTML report of the run so far; a failure to write it is one line, never the run's error."""
+    from adrank.report.run import write_report
+
+    try:
+        with report.timed("report"):
+            path = write_report(spark, config, report.as_dict())
+    except Exception as error:  # noqa: BLE001 - the report must never hide the run's own outcome
+        report.figures["report"] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+        print(f"pipeline: the HTML report was not written: {report.figures['report']['error']}", flush=True)
+        return
+    report.figures["report"] = {"path": path}
+    print(f"report: {path}", flush=True)

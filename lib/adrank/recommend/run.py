@@ -82,7 +82,31 @@ def recommend(spark: SparkSession, config: Config, report: RunReport) -> dict[st
             figures["metrics"] = evaluate(spark, config, inputs, catalog, limits, figures["tables"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    print(metrics_table(figures), flush=True)
     return figures
+
+
+def metrics_table(figures: dict[str, Any]) -> str:
+    """The held-out metrics against popularity as plain text, with what they were computed from."""
+    found, versions, search = figures["metrics"], figures["versions"], figures["search"]
+    rows = [("metric", "served", "embedding", "popularity", "measured on")]
+    for label, name, count in (("similar-SKU precision@10", "similar_precision_at_10", f"{search['skus']} SKUs"),
+                               ("query recall@10", "query_recall_at_10", f"{found['query_searches']} searches"),
+                               ("user hit rate@10", "user_hit_rate_at_10", f"{found['users_evaluated']} users")):
+        rows.append((label, _fmt(found.get(name)), _fmt(found.get(f"{name}_embedding", found.get(name))),
+                     _fmt(found.get(f"{name}_popularity")), count))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    ivf = search.get("ivf") or {}
+    how = (f"IVF, {ivf.get('lists')} lists, nprobe {ivf.get('nprobe')}, recall@10 {_fmt(ivf.get('recall_at_10'))}"
+           if search["method"] == IVF else "exact")
+    head = (f"recommendations on the held-out dates {', '.join(found['holdout_dates'])} (sku_embeddings "
+            f"v{versions['sku_embeddings']}, serving snapshot v{versions['serving_snapshot']}, embedding model "
+            f"v{versions['embedding_model']}, search {how}, popularity weight {found['popularity_weight']}):")
+    return "\n".join([head, *("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)])
+
+
+def _fmt(value: Any) -> str:
+    return "-" if not isinstance(value, (int, float)) or value != value else f"{value:.4f}"
 
 
 def pinned_inputs(spark: SparkSession, config: Config) -> Inputs:
@@ -301,5 +325,5 @@ def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, ranking: Ran
             "users_without_history": total - evaluated}
 
 
-__all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "pinned_inputs", "recommend",
+__all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "metrics_table", "pinned_inputs", "recommend",
            "sku_requests"]
