@@ -191,3 +191,16 @@ def test_rerank_blends_cosine_with_popularity_and_keeps_cold_skus_by_their_pictu
              for r in ranking.reranked(candidates, "user_id", "neighbours", ranking.popularity_prior(clicks),
                                        0.0, 2).collect()}
     assert plain == {1: [10, 11], 2: []}
+
+
+def test_always_scored_skus_join_the_nearest_unless_excluded():
+    from adrank.recommend.neighbours import Always, with_always
+
+    ids = np.array([1, 2, 3, 4], dtype=np.int64)
+    vectors = unit_rows(np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32))
+    query = unit_rows(np.array([[1, 0]], dtype=np.float32))
+    found = exact_search(query, [np.array([1])], ids, vectors, Limits(1))  # 1 is excluded: the nearest is 2
+    always = Always(np.array([2, 3, 4]), vectors[[1, 2, 3]])
+    [(got, scores)] = with_always(found, query, [np.array([1, 4])], always)
+    assert got.tolist() == [2, 3]  # 2 once, 3 added, 4 excluded; by cosine, best first
+    assert scores.tolist() == pytest.approx([float(vectors[1, 0]), 0.0], abs=1e-6)

@@ -176,12 +176,14 @@ class RecommendConfig:
     recall@10 against exact search measured on ``recall_sample`` SKUs. ``query_block`` and
     ``catalog_block`` bound the score matrix one Python worker holds (memory per task).
     Users active and queries seen in the last ``lookback_days`` get recommendations: the
-    best ``k`` of their ``candidates`` nearest SKUs by cosine + ``popularity_weight`` x a
-    popularity prior in [0, 1] (0 = the embedding's order; similar SKUs always use it).
+    best ``k`` of their ``candidates`` nearest SKUs and the ``popular_candidates`` most
+    clicked ones, by cosine + ``popularity_weight`` x a popularity prior in [0, 1]
+    (0 = the embedding's order alone; similar SKUs always use it).
     """
 
     k: int = 10
     candidates: int = 100
+    popular_candidates: int = 100
     popularity_weight: float = 0.0
     exact_max_skus: int = 20_000
     ivf_lists: int = 0
@@ -419,6 +421,7 @@ def _validate_features(features: FeaturesConfig) -> None:
 def _validate_recommend(recommend: RecommendConfig) -> None:
     _require(recommend.candidates >= recommend.k, "recommend.candidates", "must be at least recommend.k")
     _require(recommend.popularity_weight >= 0, "recommend.popularity_weight", "must be at least 0")
+    _require(recommend.popular_candidates >= 0, "recommend.popular_candidates", "must be at least 0")
     for key in ("k", "ivf_nprobe", "recall_sample", "query_block", "catalog_block", "lookback_days",
                 "ivf_max_iterations"):
         _require(getattr(recommend, key) >= 1, f"recommend.{key}", "must be at least 1")

@@ -51,6 +51,19 @@ class Catalog:
     nprobe: int = 1
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Always:
+    """SKUs every request also scores, besides its nearest (e.g. the most popular ones).
+
+    Attributes:
+        ids: sku_ids ``[p]``, sorted ascending.
+        vectors: Their unit vectors ``[p, d]``.
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """How many results, and the block sizes that bound a task's memory."""
@@ -173,22 +186,41 @@ def _open(catalog: Catalog) -> tuple[np.ndarray, np.ndarray] | InvertedFile:
 
 
 def search(catalog: Catalog, queries: np.ndarray, excluded: Sequence[np.ndarray],
-           limits: Limits) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The top k of raw ``queries [b, d]`` (normalised here) in ``catalog``, block by block."""
+           limits: Limits, always: Always | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The top k of raw ``queries [b, d]`` (normalised here) in ``catalog``, block by block.
+
+    With ``always``, each result also holds those SKUs (unless excluded), all by cosine, best first.
+    """
     opened = _open(catalog)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(queries), limits.query_block):
         units = unit_rows(queries[start:start + limits.query_block])
         part = excluded[start:start + limits.query_block]
         if isinstance(opened, InvertedFile):
-            out += ivf_search(units, part, opened, catalog.nprobe, limits)
+            found = ivf_search(units, part, opened, catalog.nprobe, limits)
         else:
-            out += exact_search(units, part, *opened, limits)
+            found = exact_search(units, part, *opened, limits)
+        out += found if always is None else with_always(found, units, part, always)
     return out
 
 
-def nearest(requests: DataFrame, key: str, catalog: Catalog, limits: Limits) -> DataFrame:
-    """``key, neighbours`` (top k ``sku_id, score``, best first) of each request row.
+def with_always(found: list[tuple[np.ndarray, np.ndarray]], units: np.ndarray, excluded: Sequence[np.ndarray],
+                always: Always) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each result joined with the ``always`` SKUs it lacks (their cosine to the unit query), best first."""
+    scores = units @ always.vectors.T
+    mask_excluded(scores, excluded, always.ids)
+    out = []
+    for (ids, best), row in zip(found, scores):
+        keep = np.isfinite(row) & ~np.isin(always.ids, ids)
+        ids, best = np.concatenate([ids, always.ids[keep]]), np.concatenate([best, row[keep]])
+        order = np.lexsort((ids, -best))
+        out.append((ids[order], best[order]))
+    return out
+
+
+def nearest(requests: DataFrame, key: str, catalog: Catalog, limits: Limits,
+            always: Always | None = None) -> DataFrame:
+    """``key, neighbours`` (top k ``sku_id, score``, best first; plus ``always``) of each request row.
 
     Args:
         requests: ``key``, ``vector`` (array<float>, not null) and optionally ``exclude``
@@ -196,18 +228,19 @@ def nearest(requests: DataFrame, key: str, catalog: Catalog, limits: Limits) -> 
         key: The column that names a request (kept as it is).
         catalog: Where the catalog is, and how to search it.
         limits: k and the block sizes.
+        always: SKUs every result also holds (shipped to the workers: keep it small).
     """
     key_type = requests.schema[key].dataType.simpleString()
     exclude = F.col("exclude") if "exclude" in requests.columns else F.lit(None).cast("array<bigint>")
     frame = requests.select(key, F.col("vector").cast("array<float>").alias("vector"),
                             F.coalesce(exclude.cast("array<bigint>"), F.array().cast("array<bigint>")).alias("exclude"))
-    found = frame.mapInPandas(functools.partial(_search_frames, catalog, limits, key),
+    found = frame.mapInPandas(functools.partial(_search_frames, catalog, limits, key, always),
                               f"{key} {key_type}, ids array<bigint>, scores array<float>")
     neighbours = F.zip_with("ids", "scores", lambda i, s: F.struct(i.alias("sku_id"), s.alias("score")))
     return found.select(key, neighbours.alias("neighbours"))
 
 
-def _search_frames(catalog: Catalog, limits: Limits, key: str,
+def _search_frames(catalog: Catalog, limits: Limits, key: str, always: Always | None,
                    frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """mapInPandas body of :func:`nearest`."""
     for frame in frames:
@@ -215,10 +248,10 @@ def _search_frames(catalog: Catalog, limits: Limits, key: str,
             continue
         queries = np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]])
         excluded = [np.asarray(e, dtype=np.int64) for e in frame["exclude"]]
-        results = search(catalog, queries, excluded, limits)
+        results = search(catalog, queries, excluded, limits, always)
         yield pd.DataFrame({key: frame[key].to_numpy(), "ids": [ids for ids, _ in results],
                             "scores": [scores for _, scores in results]})
 
 
-__all__ = ["EXACT", "IVF", "Catalog", "InvertedFile", "Limits", "NEIGHBOURS_TYPE", "TopK", "exact_search",
-           "ivf_search", "mask_excluded", "nearest", "probed_clusters", "search", "unit_rows"]
+__all__ = ["EXACT", "IVF", "Always", "Catalog", "InvertedFile", "Limits", "NEIGHBOURS_TYPE", "TopK", "exact_search",
+           "ivf_search", "mask_excluded", "nearest", "probed_clusters", "search", "unit_rows", "with_always"]

@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -37,7 +38,7 @@ from adrank.config import Config
 from adrank.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
-from adrank.recommend.neighbours import EXACT, IVF, Catalog, Limits, nearest
+from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest, unit_rows
 from adrank.recommend.queries import window_queries
 from adrank.runs import RunReport
 from adrank.towers import query_vectors
@@ -175,7 +176,7 @@ def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs
     end = _end_of(inputs.dates)
     start = end - dt.timedelta(days=config.recommend.lookback_days)
     clicks = clicks_of(inputs.examples)
-    ranking = Ranking(config, ranking_module.popularity_prior(clicks), limits)
+    ranking = Ranking.of(config, clicks, inputs.embeddings, limits)
     similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalog, limits)
     requests = users.user_requests(users.active_users(clicks, str(end), config.recommend.lookback_days),
                                    clicks, inputs.embeddings, config.features).cache()  # searched, then joined
@@ -198,18 +199,29 @@ def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs
 
 @dataclasses.dataclass(frozen=True)
 class Ranking:
-    """User and query recommendations: ``candidates`` by cosine, the best ``k`` by cosine + popularity."""
+    """User and query recommendations: ``candidates`` by cosine (and the most clicked SKUs), the best
+    ``k`` of them by cosine + popularity."""
 
     config: Config
     priors: DataFrame
     limits: Limits
+    always: Always | None = None
+
+    @classmethod
+    def of(cls, config: Config, clicks: DataFrame, embeddings: DataFrame, limits: Limits) -> Ranking:
+        """The ranking whose popularity comes from ``clicks`` (``sku_id``)."""
+        settings = config.recommend
+        always = None
+        if settings.popularity_weight > 0 and settings.popular_candidates > 0:
+            always = popular_vectors(embeddings, metrics.popular_skus(clicks, settings.popular_candidates))
+        return cls(config, ranking_module.popularity_prior(clicks), limits, always)
 
     def candidates(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
         """``key, neighbours``: the ``recommend.candidates`` nearest SKUs by cosine (``k`` at weight 0)."""
         settings = self.config.recommend
         wanted = settings.candidates if settings.popularity_weight > 0 else settings.k  # weight 0: the top k is it
         wider = dataclasses.replace(self.limits, k=max(self.limits.k, wanted))
-        return nearest(requests, key, catalog, wider)
+        return nearest(requests, key, catalog, wider, self.always)
 
     def rerank(self, candidates: DataFrame, key: str, column: str = "neighbours") -> DataFrame:
         """``key, recommendations``: the best ``k`` of ``candidates`` by the blended score."""
@@ -220,6 +232,15 @@ class Ranking:
     def ranked(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
         """Candidates, then the re-ranked best ``k``."""
         return self.rerank(self.candidates(requests, key, catalog), key)
+
+
+def popular_vectors(embeddings: DataFrame, popular: list[int]) -> Always | None:
+    """The popular SKUs that have an embedding, sorted, with their unit vectors (a few rows to the driver)."""
+    rows = sorted((r.sku_id, r.embedding) for r in embeddings.where(F.col("sku_id").isin(popular)).collect())
+    if not rows:
+        return None
+    return Always(np.array([i for i, _ in rows], dtype=np.int64),
+                  unit_rows(np.array([v for _, v in rows], dtype=np.float32)))
 
 
 def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog,
@@ -253,7 +274,7 @@ def evaluate(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catal
     before = inputs.examples.where(F.col("date") < F.lit(holdout[0]))
     after = inputs.examples.where(F.col("date") >= F.lit(holdout[0]))
     popular = metrics.popular_skus(clicks_of(before), POPULAR_LIMIT)
-    ranking = Ranking(config, ranking_module.popularity_prior(clicks_of(before)), limits)
+    ranking = Ranking.of(config, clicks_of(before), inputs.embeddings, limits)
     figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT],
                                "popularity_weight": config.recommend.popularity_weight}
     figures.update(_similar_metrics(spark, config, tables, popular))
