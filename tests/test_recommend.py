@@ -204,3 +204,18 @@ def test_always_scored_skus_join_the_nearest_unless_excluded():
     [(got, scores)] = with_always(found, query, [np.array([1, 4])], always)
     assert got.tolist() == [2, 3]  # 2 once, 3 added, 4 excluded; by cosine, best first
     assert scores.tolist() == pytest.approx([float(vectors[1, 0]), 0.0], abs=1e-6)
+
+
+def test_whitening_fitted_on_spark_equals_the_in_process_one_and_whitens(spark):
+    from adrank.recommend.neighbours import whitening_of_arrays
+
+    rng = np.random.default_rng(4)
+    raw = (rng.normal(size=(500, 6)) * np.array([5, 3, 1, 1, 0.5, 0.2])).astype(np.float32)
+    frame = spark.createDataFrame([(i, v.tolist()) for i, v in enumerate(raw)], "sku_id long, embedding array<float>")
+    fitted = index.fit_whitening(frame.repartition(3), power=1.0)
+    local = whitening_of_arrays(raw, power=1.0, block=77)
+    np.testing.assert_allclose(fitted.mean, local.mean, atol=1e-6)
+    np.testing.assert_allclose(np.abs(fitted.matrix), np.abs(local.matrix), rtol=1e-4)  # eigenvector signs may differ
+    centred = (unit_rows(raw) - fitted.mean) @ fitted.matrix
+    np.testing.assert_allclose(np.cov(centred.T, bias=True), np.eye(6), atol=1e-3)  # power 1: identity covariance
+    assert np.allclose(np.linalg.norm(fitted.apply(raw), axis=1), 1.0, atol=1e-5)

@@ -178,13 +178,16 @@ class RecommendConfig:
     Users active and queries seen in the last ``lookback_days`` get recommendations: the
     best ``k`` of their ``candidates`` nearest SKUs and the ``popular_candidates`` most
     clicked ones, by cosine + ``popularity_weight`` x a popularity prior in [0, 1]
-    (0 = the embedding's order alone; similar SKUs always use it).
+    (0 = the embedding's order alone; similar SKUs always use it). Cosine is taken after
+    a PCA whitening fitted on the catalog, each direction scaled by ``variance ** -power/2``
+    with ``whitening_power`` (0 = plain cosine).
     """
 
     k: int = 10
     candidates: int = 100
     popular_candidates: int = 100
     popularity_weight: float = 0.0
+    whitening_power: float = 0.5
     exact_max_skus: int = 20_000
     ivf_lists: int = 0
     ivf_nprobe: int = 16
@@ -421,6 +424,7 @@ def _validate_features(features: FeaturesConfig) -> None:
 def _validate_recommend(recommend: RecommendConfig) -> None:
     _require(recommend.candidates >= recommend.k, "recommend.candidates", "must be at least recommend.k")
     _require(recommend.popularity_weight >= 0, "recommend.popularity_weight", "must be at least 0")
+    _require(0 <= recommend.whitening_power <= 1, "recommend.whitening_power", "must be in 0..1")
     _require(recommend.popular_candidates >= 0, "recommend.popular_candidates", "must be at least 0")
     for key in ("k", "ivf_nprobe", "recall_sample", "query_block", "catalog_block", "lookback_days",
                 "ivf_max_iterations"):

@@ -1,7 +1,11 @@
-"""The inverted-file index of the approximate search, built on Spark ML's ``KMeans``.
+"""How the catalog is prepared for search: the whitening fitted on it, and the inverted-file index.
 
-Contract: :func:`build_index` clusters the unit embeddings (``KMeans`` fitted on a sample
-of at most ``ivf_train_rows`` rows; the centroids are normalised, so a request probes the
+:func:`fit_whitening` fits the PCA whitening of the catalog's unit embeddings from
+partial sums computed on the executors (the driver holds d x d numbers).
+
+:func:`build_index` (the approximate search, on Spark ML's ``KMeans``) clusters the
+prepared embeddings (``KMeans`` fitted on a sample of at most ``ivf_train_rows`` rows; the
+centroids are normalised, so a request probes the
 clusters of highest cosine), assigns every SKU to its nearest centroid on the executors
 (the same cosine rule the search probes with), and streams the rows sorted by (cluster,
 sku_id), one range partition at a time, into memory-mapped arrays in a new folder under
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from adrank.recommend.neighbours import unit_rows
+from adrank.recommend.neighbours import IVF, Catalog, PartialSums, Whitening, unit_rows, whitening_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 PARTITION_BYTES = 64 << 20
 _ASSIGNED_DDL = "cluster int, sku_id bigint, vector array<float>"
 _PACKED_DDL = "clusters binary, ids binary, vectors binary"
+_SUMS_DDL = "count bigint, total binary, outer binary"
 
 
 def default_lists(skus: int) -> int:
@@ -50,13 +55,39 @@ def fit_centroids(frame: DataFrame, lists: int, train_rows: int, max_iterations:
     return unit_rows(np.stack([np.asarray(c, dtype=np.float32) for c in model.clusterCenters()]))
 
 
-def unit_vectors(embeddings: DataFrame) -> DataFrame:
-    """``sku_id, vector``: each embedding scaled to length 1."""
-    from pyspark.sql import functions as F
+def fit_whitening(embeddings: DataFrame, power: float) -> Whitening:
+    """The PCA whitening of the unit ``embedding`` rows: partial sums on the executors, d x d on the driver."""
+    parts = embeddings.select("embedding").mapInPandas(_partial_sums, _SUMS_DDL).collect()
+    count = sum(int(p["count"]) for p in parts)
+    if count == 0:
+        raise ValueError("cannot fit a whitening on an empty catalog")
+    total = np.sum([np.frombuffer(p["total"], dtype="<f8") for p in parts], axis=0)
+    outer = np.sum([np.frombuffer(p["outer"], dtype="<f8") for p in parts], axis=0)
+    return whitening_of(count, total, outer.reshape(len(total), len(total)), power)
 
-    norm = F.sqrt(F.aggregate("embedding", F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))
-    vector = F.transform("embedding", lambda x: (x / F.when(norm > 0, norm).otherwise(1.0)).cast("float"))
-    return embeddings.select(F.col("sku_id").cast("bigint").alias("sku_id"), vector.alias("vector"))
+
+def _partial_sums(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    sums = PartialSums()
+    for frame in frames:
+        if not frame.empty:
+            sums.add(np.stack([np.asarray(v, dtype=np.float32) for v in frame["embedding"]]))
+    if sums.count:
+        yield pd.DataFrame({"count": [sums.count], "total": [sums.total.astype("<f8").tobytes()],
+                            "outer": [sums.outer.astype("<f8").tobytes()]})
+
+
+def prepared_vectors(embeddings: DataFrame, catalog: Catalog) -> DataFrame:
+    """``sku_id, vector``: each embedding as ``catalog`` compares it (whitened, if so, and of length 1)."""
+    return embeddings.select("sku_id", "embedding").mapInPandas(
+        functools.partial(_prepare_frames, catalog), "sku_id bigint, vector array<float>")
+
+
+def _prepare_frames(catalog: Catalog, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    for frame in frames:
+        if frame.empty:
+            continue
+        vectors = catalog.prepare(np.stack([np.asarray(v, dtype=np.float32) for v in frame["embedding"]]))
+        yield pd.DataFrame({"sku_id": frame["sku_id"].to_numpy(), "vector": list(vectors)})
 
 
 def assign(vectors: DataFrame, centroids: np.ndarray) -> DataFrame:
@@ -74,13 +105,13 @@ def _assign_frames(centroids: np.ndarray, frames: Iterator[pd.DataFrame]) -> Ite
 
 
 def build_index(embeddings: DataFrame, folder: Path, *, lists: int, train_rows: int, max_iterations: int,
-                seed: int) -> dict[str, int]:
-    """Writes the index of ``embeddings`` (``sku_id, embedding``) into ``folder`` (created).
+                seed: int, whitening: Whitening | None = None) -> dict[str, int]:
+    """Writes the index of ``embeddings`` (``sku_id, embedding``; whitened first, if given) into ``folder``.
 
     Returns:
         ``{"lists": clusters, "rows": SKUs, "dim": d, "largest_list": rows of the largest cluster}``.
     """
-    vectors = unit_vectors(embeddings).cache()
+    vectors = prepared_vectors(embeddings, Catalog(IVF, str(folder), whitening=whitening)).cache()
     try:
         rows = vectors.count()
         if rows == 0:
@@ -137,4 +168,4 @@ def _pack(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             [{"clusters": clusters.tobytes(), "ids": ids.tobytes(), "vectors": vectors.tobytes()}], schema=schema)
 
 
-__all__ = ["assign", "build_index", "default_lists", "fit_centroids", "unit_vectors"]
+__all__ = ["assign", "build_index", "default_lists", "fit_centroids", "fit_whitening", "prepared_vectors"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +36,79 @@ NEIGHBOURS_TYPE = "array<struct<sku_id:bigint,score:float>>"
 _EMPTY_ID = -1
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Whitening:
+    """A linear map fitted on the catalog's unit embeddings: ``(unit(x) - mean) @ matrix``, then length 1.
+
+    PCA whitening (each principal direction scaled by ``variance ** -power / 2``) spreads
+    the directions the embeddings crowd into; it is unsupervised (the catalog's own
+    statistics), and applied alike to requests and catalog, so cosine stays symmetric.
+    """
+
+    mean: np.ndarray
+    matrix: np.ndarray
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Unit rows of the whitened ``vectors``."""
+        return unit_rows((unit_rows(vectors) - self.mean) @ self.matrix)
+
+
+class PartialSums:
+    """``count``, ``sum(x)`` and ``sum(x x^T)`` of unit vectors, added block by block (float64)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray = np.zeros(0)
+        self.outer: np.ndarray = np.zeros((0, 0))
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Adds the unit rows of raw ``vectors [b, d]``."""
+        units = unit_rows(vectors).astype(np.float64)
+        if not self.count:
+            self.total, self.outer = np.zeros(units.shape[1]), np.zeros((units.shape[1],) * 2)
+        self.count += len(units)
+        self.total = self.total + units.sum(0)
+        self.outer = self.outer + units.T @ units
+
+
+def whitening_of_arrays(vectors: np.ndarray, power: float, block: int = 65_536) -> Whitening:
+    """The whitening of raw ``vectors [n, d]`` (e.g. a memory-mapped snapshot), read in blocks."""
+    sums = PartialSums()
+    for start in range(0, len(vectors), block):
+        sums.add(np.asarray(vectors[start:start + block]))
+    return whitening_of(sums.count, sums.total, sums.outer, power)
+
+
+def whitening_of(count: int, total: np.ndarray, outer: np.ndarray, power: float) -> Whitening:
+    """The whitening of ``count`` unit vectors with ``sum(x)`` = ``total`` and ``sum(x x^T)`` = ``outer``."""
+    mean = total / count
+    covariance = outer / count - np.outer(mean, mean)
+    variances, directions = np.linalg.eigh((covariance + covariance.T) / 2)
+    floor = max(float(variances.max()), 1e-12) * 1e-6
+    scale = np.maximum(variances, floor) ** (-power / 2)
+    return Whitening(mean.astype(np.float32), (directions * scale).astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Catalog:
     """Where a search reads the catalog, and how (picklable: shipped to the Python workers).
 
     Attributes:
-        method: :data:`EXACT` (``folder`` is a serving snapshot) or :data:`IVF` (an index).
+        method: :data:`EXACT` (``folder`` is a serving snapshot) or :data:`IVF` (an index,
+            whose vectors are already prepared).
         folder: The local folder of the arrays.
         nprobe: Clusters searched per request (IVF only).
+        whitening: Applied to requests (and, exact, to catalog blocks); None: plain cosine.
     """
 
     method: str
     folder: str
     nprobe: int = 1
+    whitening: Whitening | None = None
+
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw vectors as the search compares them: whitened (if any) and of length 1."""
+        return unit_rows(vectors) if self.whitening is None else self.whitening.apply(vectors)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -122,13 +182,15 @@ def mask_excluded(scores: np.ndarray, excluded: Sequence[np.ndarray], block_ids:
 
 
 def exact_search(queries: np.ndarray, excluded: Sequence[np.ndarray], ids: np.ndarray, vectors: np.ndarray,
-                 limits: Limits) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every catalog block of ``ids [n]`` (sorted) / ``vectors [n, d]`` against unit ``queries [b, d]``."""
+                 limits: Limits, prepare: Callable[[np.ndarray], np.ndarray] = unit_rows,
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every catalog block of ``ids [n]`` (sorted) / ``vectors [n, d]`` (``prepare``-d: unit by
+    default) against unit ``queries [b, d]``."""
     top = TopK(len(queries), limits.k)
     every = np.arange(len(queries))
     for start in range(0, len(ids), limits.catalog_block):
         block_ids = np.asarray(ids[start:start + limits.catalog_block])
-        scores = queries @ unit_rows(vectors[start:start + limits.catalog_block]).T
+        scores = queries @ prepare(vectors[start:start + limits.catalog_block]).T
         mask_excluded(scores, excluded, block_ids)
         top.merge(every, scores, block_ids)
     return top.results()
@@ -176,10 +238,10 @@ def ivf_search(queries: np.ndarray, excluded: Sequence[np.ndarray], index: Inver
 
 
 @functools.lru_cache(maxsize=4)
-def _open(catalog: Catalog) -> tuple[np.ndarray, np.ndarray] | InvertedFile:
+def _open(method: str, folder_name: str) -> tuple[np.ndarray, np.ndarray] | InvertedFile:
     """The catalog's arrays, memory-mapped read-only (once per Python worker)."""
-    folder = Path(catalog.folder)
-    if catalog.method == EXACT:
+    folder = Path(folder_name)
+    if method == EXACT:
         return (np.load(folder / "sku_ids.npy", mmap_mode="r"), np.load(folder / "embeddings.npy", mmap_mode="r"))
     return InvertedFile(*(np.load(folder / f"{name}.npy", mmap_mode="r")
                           for name in ("centroids", "offsets", "ids", "vectors")))
@@ -189,17 +251,18 @@ def search(catalog: Catalog, queries: np.ndarray, excluded: Sequence[np.ndarray]
            limits: Limits, always: Always | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The top k of raw ``queries [b, d]`` (normalised here) in ``catalog``, block by block.
 
-    With ``always``, each result also holds those SKUs (unless excluded), all by cosine, best first.
+    With ``always`` (vectors prepared like the catalog's), each result also holds those SKUs
+    (unless excluded), all by cosine, best first.
     """
-    opened = _open(catalog)
+    opened = _open(catalog.method, catalog.folder)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(queries), limits.query_block):
-        units = unit_rows(queries[start:start + limits.query_block])
+        units = catalog.prepare(queries[start:start + limits.query_block])
         part = excluded[start:start + limits.query_block]
         if isinstance(opened, InvertedFile):
             found = ivf_search(units, part, opened, catalog.nprobe, limits)
         else:
-            found = exact_search(units, part, *opened, limits)
+            found = exact_search(units, part, *opened, limits, catalog.prepare)
         out += found if always is None else with_always(found, units, part, always)
     return out
 
@@ -253,5 +316,5 @@ def _search_frames(catalog: Catalog, limits: Limits, key: str, always: Always | 
                             "scores": [scores for _, scores in results]})
 
 
-__all__ = ["EXACT", "IVF", "Always", "Catalog", "InvertedFile", "Limits", "NEIGHBOURS_TYPE", "TopK", "exact_search",
+__all__ = ["EXACT", "IVF", "Always", "Catalog", "PartialSums", "Whitening", "whitening_of", "whitening_of_arrays", "InvertedFile", "Limits", "NEIGHBOURS_TYPE", "TopK", "exact_search",
            "ivf_search", "mask_excluded", "nearest", "probed_clusters", "search", "unit_rows", "with_always"]

@@ -38,7 +38,7 @@ from adrank.config import Config
 from adrank.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
-from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest, unit_rows
+from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest
 from adrank.recommend.queries import window_queries
 from adrank.runs import RunReport
 from adrank.towers import query_vectors
@@ -149,14 +149,16 @@ def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalog
     settings = config.recommend
     figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
                                "ivf": None}
+    whitening = index.fit_whitening(inputs.embeddings, settings.whitening_power) if settings.whitening_power else None
+    figures["whitening_power"] = settings.whitening_power
     if inputs.skus <= settings.exact_max_skus:
-        return Catalog(EXACT, inputs.snapshot_path), {"method": EXACT, **figures}
+        return Catalog(EXACT, inputs.snapshot_path, whitening=whitening), {"method": EXACT, **figures}
     built = index.build_index(inputs.embeddings, folder, lists=settings.ivf_lists or index.default_lists(inputs.skus),
                               train_rows=settings.ivf_train_rows, max_iterations=settings.ivf_max_iterations,
-                              seed=config.sample.seed)
+                              seed=config.sample.seed, whitening=whitening)
     nprobe = min(settings.ivf_nprobe, built["lists"])
     ivf = {**built, "nprobe": nprobe, "recall_sample": None, "recall_at_10": None}
-    return Catalog(IVF, str(folder), nprobe), {"method": IVF, **figures, "ivf": ivf}
+    return Catalog(IVF, str(folder), nprobe, whitening), {"method": IVF, **figures, "ivf": ivf}
 
 
 def sku_requests(embeddings: DataFrame) -> DataFrame:
@@ -176,7 +178,7 @@ def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs
     end = _end_of(inputs.dates)
     start = end - dt.timedelta(days=config.recommend.lookback_days)
     clicks = clicks_of(inputs.examples)
-    ranking = Ranking.of(config, clicks, inputs.embeddings, limits)
+    ranking = Ranking.of(config, clicks, inputs.embeddings, limits, catalog)
     similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalog, limits)
     requests = users.user_requests(users.active_users(clicks, str(end), config.recommend.lookback_days),
                                    clicks, inputs.embeddings, config.features).cache()  # searched, then joined
@@ -208,12 +210,13 @@ class Ranking:
     always: Always | None = None
 
     @classmethod
-    def of(cls, config: Config, clicks: DataFrame, embeddings: DataFrame, limits: Limits) -> Ranking:
-        """The ranking whose popularity comes from ``clicks`` (``sku_id``)."""
+    def of(cls, config: Config, clicks: DataFrame, embeddings: DataFrame, limits: Limits,
+           catalog: Catalog) -> Ranking:
+        """The ranking whose popularity comes from ``clicks`` (``sku_id``), for searches of ``catalog``."""
         settings = config.recommend
         always = None
         if settings.popularity_weight > 0 and settings.popular_candidates > 0:
-            always = popular_vectors(embeddings, metrics.popular_skus(clicks, settings.popular_candidates))
+            always = popular_vectors(embeddings, metrics.popular_skus(clicks, settings.popular_candidates), catalog)
         return cls(config, ranking_module.popularity_prior(clicks), limits, always)
 
     def candidates(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
@@ -234,13 +237,13 @@ class Ranking:
         return self.rerank(self.candidates(requests, key, catalog), key)
 
 
-def popular_vectors(embeddings: DataFrame, popular: list[int]) -> Always | None:
-    """The popular SKUs that have an embedding, sorted, with their unit vectors (a few rows to the driver)."""
+def popular_vectors(embeddings: DataFrame, popular: list[int], catalog: Catalog) -> Always | None:
+    """The popular SKUs that have an embedding, sorted, prepared as ``catalog`` compares them (a few rows)."""
     rows = sorted((r.sku_id, r.embedding) for r in embeddings.where(F.col("sku_id").isin(popular)).collect())
     if not rows:
         return None
     return Always(np.array([i for i, _ in rows], dtype=np.int64),
-                  unit_rows(np.array([v for _, v in rows], dtype=np.float32)))
+                  catalog.prepare(np.array([v for _, v in rows], dtype=np.float32)))
 
 
 def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog,
@@ -251,7 +254,7 @@ def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Cat
     sample = sku_requests(inputs.embeddings).sample(fraction=fraction, seed=config.sample.seed).orderBy(
         F.xxhash64("sku_id"), "sku_id").limit(sample_size)
     limits = Limits(metrics.AT, config.recommend.query_block, config.recommend.catalog_block)
-    exact = nearest(sample, "sku_id", Catalog(EXACT, inputs.snapshot_path), limits).select(
+    exact = nearest(sample, "sku_id", Catalog(EXACT, inputs.snapshot_path, whitening=catalog.whitening), limits).select(
         "sku_id", metrics.top_ids("neighbours").alias("exact"))
     approximate = store.read_table(spark, config, layout.SIMILAR_SKUS, figures["tables"][layout.SIMILAR_SKUS]["version"])
     joined = exact.join(approximate.select("sku_id", metrics.top_ids("neighbours").alias("found")), "sku_id")
@@ -274,7 +277,7 @@ def evaluate(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catal
     before = inputs.examples.where(F.col("date") < F.lit(holdout[0]))
     after = inputs.examples.where(F.col("date") >= F.lit(holdout[0]))
     popular = metrics.popular_skus(clicks_of(before), POPULAR_LIMIT)
-    ranking = Ranking.of(config, clicks_of(before), inputs.embeddings, limits)
+    ranking = Ranking.of(config, clicks_of(before), inputs.embeddings, limits, catalog)
     figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT],
                                "popularity_weight": config.recommend.popularity_weight}
     figures.update(_similar_metrics(spark, config, tables, popular))
