@@ -178,15 +178,15 @@ class RecommendConfig:
     Users active and queries seen in the last ``lookback_days`` get recommendations: the
     best ``k`` of their ``candidates`` nearest SKUs and the ``popular_candidates`` most
     clicked ones, by cosine + ``popularity_weight`` x a popularity prior in [0, 1]
-    (0 = the embedding's order alone; similar SKUs always use it). Cosine is taken after
-    a PCA whitening fitted on the catalog, each direction scaled by ``variance ** -power/2``
-    with ``whitening_power`` (0 = plain cosine).
+    (0 = the embedding's order alone). Similar SKUs are the nearest by cosine after a PCA
+    whitening fitted on the catalog, each direction scaled by ``variance ** -power/2`` with
+    ``whitening_power`` (0 = plain cosine).
     """
 
     k: int = 10
     candidates: int = 100
     popular_candidates: int = 100
-    popularity_weight: float = 0.0
+    popularity_weight: float = 1.0
     whitening_power: float = 0.5
     exact_max_skus: int = 20_000
     ivf_lists: int = 0

@@ -3,7 +3,8 @@
 :func:`window_queries` is a pure transform (the distinct queries of the search
 impressions in a time window). :func:`similar_to_query` is the library call for one
 query string: the registered stage-1 query tower behind the current serving snapshot
-embeds it in this process, and an exact search over the memory-mapped snapshot answers.
+embeds it in this process, and an exact search (plain cosine) over the memory-mapped
+snapshot answers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 from adrank import layout
 from adrank.config import Config
 from adrank.errors import InputError
-from adrank.recommend.neighbours import EXACT, Catalog, Limits, search, whitening_of_arrays
+from adrank.recommend.neighbours import EXACT, Catalog, Limits, search
 from adrank.towers import embed_query_texts
 
 
@@ -30,8 +31,9 @@ def similar_to_query(config: Config, query: str, k: int | None = None) -> list[t
     """The top ``k`` (default ``recommend.k``) ``(sku_id, cosine)`` for ``query``, best first.
 
     Reads the current serving snapshot and the stage-1 model version it was made with
-    (the registry); no Spark. Cosine after the same whitening as the ``recommend`` job
-    (fitted on the snapshot). Raises InputError (one line) if either is missing.
+    (the registry); no Spark. Plain cosine, as the job's query candidates (the job then
+    re-ranks them with the popularity of its run). Raises InputError (one line) if either
+    is missing.
     """
     from adrank.embed.store import serving_snapshot
     from adrank.train.registry import version_path
@@ -44,10 +46,7 @@ def similar_to_query(config: Config, query: str, k: int | None = None) -> list[t
         raise InputError(f"cannot answer a query: {error} (run embed_catalog first)") from None
     vector = embed_query_texts(model_path, [query])
     limits = Limits(k or config.recommend.k, config.recommend.query_block, config.recommend.catalog_block)
-    power = config.recommend.whitening_power
-    whitening = whitening_of_arrays(snapshot.embeddings, power) if power else None  # as the recommend job does
-    catalog = Catalog(EXACT, snapshot.path, whitening=whitening)
-    [(ids, scores)] = search(catalog, vector, [np.zeros(0, dtype=np.int64)], limits)
+    [(ids, scores)] = search(Catalog(EXACT, snapshot.path), vector, [np.zeros(0, dtype=np.int64)], limits)
     return [(int(i), float(s)) for i, s in zip(ids, scores)]
 
 

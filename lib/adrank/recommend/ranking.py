@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 def popularity_prior(clicks: DataFrame) -> DataFrame:
     """``sku_id, prior`` in (0, 1] for every clicked SKU of ``clicks`` (``sku_id``)."""
     counts = clicks.groupBy("sku_id").agg(F.count("*").alias("clicks"))
-    top = F.max("clicks").over(Window.partitionBy())
-    return counts.select("sku_id", (F.log1p("clicks") / F.log1p(top)).alias("prior"))
+    most = counts.agg(F.max("clicks").alias("most"))  # one row
+    return counts.crossJoin(most).select("sku_id", (F.log1p("clicks") / F.log1p("most")).alias("prior"))
 
 
 def reranked(found: DataFrame, key: str, column: str, priors: DataFrame, weight: float, k: int) -> DataFrame:

@@ -71,16 +71,16 @@ def recommend(spark: SparkSession, config: Config, report: RunReport) -> dict[st
     folder = Path(layout.index_root(config)) / report.run_id
     try:
         with report.timed("recommend_index"):
-            catalog, figures["search"] = choose_search(config, inputs, folder)
+            catalogs, figures["search"] = choose_search(config, inputs, folder)
         limits = Limits(config.recommend.k, config.recommend.query_block, config.recommend.catalog_block)
         record = {"run_id": report.run_id, **{f"{k}_version": v for k, v in inputs.versions.items()},
                   "search": figures["search"]["method"]}
-        figures["tables"] = _write_tables(spark, config, report, inputs, catalog, limits, record)
-        if catalog.method == IVF:
+        figures["tables"] = _write_tables(spark, config, report, inputs, catalogs, limits, record)
+        if catalogs.similar.method == IVF:
             with report.timed("recommend_recall"):
-                figures["search"]["ivf"]["recall_at_10"] = ivf_recall(spark, config, inputs, catalog, figures)
+                figures["search"]["ivf"]["recall_at_10"] = ivf_recall(spark, config, inputs, catalogs.similar, figures)
         with report.timed("recommend_evaluation"):
-            figures["metrics"] = evaluate(spark, config, inputs, catalog, limits, figures["tables"])
+            figures["metrics"] = evaluate(spark, config, inputs, catalogs.requests, limits, figures["tables"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(metrics_table(figures), flush=True)
@@ -93,7 +93,9 @@ def metrics_table(figures: dict[str, Any]) -> str:
     rows = [("metric", "served", "embedding", "popularity", "measured on")]
     for label, name, count in (("similar-SKU precision@10", "similar_precision_at_10", f"{search['skus']} SKUs"),
                                ("query recall@10", "query_recall_at_10", f"{found['query_searches']} searches"),
-                               ("user hit rate@10", "user_hit_rate_at_10", f"{found['users_evaluated']} users")):
+                               ("user hit rate@10", "user_hit_rate_at_10", f"{found['users_evaluated']} users"),
+                               ("user hit rate@10, feed", "user_hit_rate_at_10_feed",
+                                f"{found['users_evaluated_feed']} users")):
         rows.append((label, _fmt(found.get(name)), _fmt(found.get(f"{name}_embedding", found.get(name))),
                      _fmt(found.get(f"{name}_popularity")), count))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -144,21 +146,39 @@ def pinned_inputs(spark: SparkSession, config: Config) -> Inputs:
                   model_path, dates)
 
 
-def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalog, dict[str, Any]]:
-    """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, an IVF index in ``folder``."""
+@dataclasses.dataclass(frozen=True)
+class Catalogs:
+    """The two ways a run searches: SKU to SKU (whitened cosine), and users and queries (plain cosine).
+
+    The query tower and the behaviour means do not share the catalog's statistics, so the
+    whitening fitted on the catalog serves similar SKUs only (measured: it lifts
+    similar-SKU precision and lowers query recall and user hit rate).
+    """
+
+    similar: Catalog
+    requests: Catalog
+
+
+def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalogs, dict[str, Any]]:
+    """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, IVF indexes under ``folder``."""
     settings = config.recommend
-    figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
-                               "ivf": None}
     whitening = index.fit_whitening(inputs.embeddings, settings.whitening_power) if settings.whitening_power else None
-    figures["whitening_power"] = settings.whitening_power
+    figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
+                               "whitening_power": settings.whitening_power, "ivf": None}
     if inputs.skus <= settings.exact_max_skus:
-        return Catalog(EXACT, inputs.snapshot_path, whitening=whitening), {"method": EXACT, **figures}
-    built = index.build_index(inputs.embeddings, folder, lists=settings.ivf_lists or index.default_lists(inputs.skus),
-                              train_rows=settings.ivf_train_rows, max_iterations=settings.ivf_max_iterations,
-                              seed=config.sample.seed, whitening=whitening)
-    nprobe = min(settings.ivf_nprobe, built["lists"])
-    ivf = {**built, "nprobe": nprobe, "recall_sample": None, "recall_at_10": None}
-    return Catalog(IVF, str(folder), nprobe, whitening), {"method": IVF, **figures, "ivf": ivf}
+        return (Catalogs(Catalog(EXACT, inputs.snapshot_path, whitening=whitening), Catalog(EXACT, inputs.snapshot_path)),
+                {"method": EXACT, **figures})
+    lists = settings.ivf_lists or index.default_lists(inputs.skus)
+    built = {}
+    for name, how in (("similar", whitening), ("requests", None)) if whitening else (("similar", None),):
+        built[name] = index.build_index(inputs.embeddings, folder / name, lists=lists, train_rows=settings.ivf_train_rows,
+                                        max_iterations=settings.ivf_max_iterations, seed=config.sample.seed,
+                                        whitening=how)
+    nprobe = min(settings.ivf_nprobe, built["similar"]["lists"])
+    similar = Catalog(IVF, str(folder / "similar"), nprobe, whitening)
+    requests = Catalog(IVF, str(folder / "requests"), nprobe) if whitening else similar
+    ivf = {**built["similar"], "nprobe": nprobe, "indexes": len(built), "recall_sample": None, "recall_at_10": None}
+    return Catalogs(similar, requests), {"method": IVF, **figures, "ivf": ivf}
 
 
 def sku_requests(embeddings: DataFrame) -> DataFrame:
@@ -172,14 +192,15 @@ def _end_of(dates: list[dt.date]) -> dt.datetime:
     return dt.datetime.combine(dates[-1] + dt.timedelta(days=1), dt.time())
 
 
-def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs: Inputs, catalog: Catalog,
+def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs: Inputs, catalogs: Catalogs,
                   limits: Limits, record: dict[str, Any]) -> dict[str, Any]:
     """The three tables, one commit each; ``{table: {version, rows}}``."""
     end = _end_of(inputs.dates)
     start = end - dt.timedelta(days=config.recommend.lookback_days)
     clicks = clicks_of(inputs.examples)
+    catalog = catalogs.requests
     ranking = Ranking.of(config, clicks, inputs.embeddings, limits, catalog)
-    similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalog, limits)
+    similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalogs.similar, limits)
     requests = users.user_requests(users.active_users(clicks, str(end), config.recommend.lookback_days),
                                    clicks, inputs.embeddings, config.features).cache()  # searched, then joined
     user_recs = ranking.ranked(requests, "user_id", catalog).join(
@@ -325,28 +346,41 @@ def _query_metrics(inputs: Inputs, catalog: Catalog, ranking: Ranking, after: Da
 
 def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, ranking: Ranking, after: DataFrame, start: str,
                   popular: list[int]) -> dict[str, Any]:
-    """Users with a held-out click, recommended for as of the held-out day's start."""
+    """Users with a held-out click, recommended for as of the held-out day's start.
+
+    ``user_hit_rate_at_10`` counts a held-out click on any page; ``*_feed`` only the feed's
+    (the page user recommendations serve), over the users with a held-out feed click.
+    """
     clicks = clicks_of(inputs.examples)
-    held = clicks_of(after).groupBy("user_id").agg(F.collect_set("sku_id").alias("clicked")).cache()
+    held = _clicked_sets(after).cache()
     asked = held.select("user_id").withColumn("ts", F.to_timestamp(F.lit(start)))
     requests = users.user_requests(asked, clicks, inputs.embeddings, config.features).cache()
     try:
         candidates = ranking.candidates(requests, "user_id", catalog).cache()
         embedding, served = _both_orders(candidates, "user_id", ranking)
-        with_history = held.join(requests.select("user_id", "exclude"), "user_id")
-        clicked = with_history.select("user_id", "clicked")
-        rate, evaluated = metrics.user_hit_rate(clicked, served)
-        own, _ = metrics.user_hit_rate(clicked, embedding)
-        baseline, _ = metrics.user_hit_rate(clicked, with_history.select(
-            "user_id", metrics.popular_excluding(popular, F.col("exclude")).alias("ids")))
-        total = held.count()
+        baseline = requests.select("user_id", metrics.popular_excluding(popular, F.col("exclude")).alias("ids"))
+        with_history = held.join(requests.select("user_id"), "user_id")
+        figures: dict[str, Any] = {}
+        for suffix, column in (("", "clicked"), ("_feed", "clicked_feed")):
+            evaluated = with_history.select("user_id", F.col(column).alias("clicked")).where(F.size("clicked") > 0)
+            figures[f"user_hit_rate_at_10{suffix}"], figures[f"users_evaluated{suffix}"] = metrics.user_hit_rate(
+                evaluated, served)
+            figures[f"user_hit_rate_at_10{suffix}_embedding"], _ = metrics.user_hit_rate(evaluated, embedding)
+            figures[f"user_hit_rate_at_10{suffix}_popularity"], _ = metrics.user_hit_rate(evaluated, baseline)
+        figures["users_without_history"] = held.count() - figures["users_evaluated"]
         candidates.unpersist()
     finally:
         held.unpersist()
         requests.unpersist()
-    return {"user_hit_rate_at_10": rate, "user_hit_rate_at_10_embedding": own,
-            "user_hit_rate_at_10_popularity": baseline, "users_evaluated": evaluated,
-            "users_without_history": total - evaluated}
+    return figures
+
+
+def _clicked_sets(after: DataFrame) -> DataFrame:
+    """``user_id, clicked, clicked_feed``: each user's held-out clicked SKUs, on any page and on the feed."""
+    clicked = after.where(F.col("label") == 1)
+    feed = F.when(F.col("page") == layout.FEED, F.col("ad_sku_id"))
+    return clicked.groupBy("user_id").agg(F.array_sort(F.collect_set("ad_sku_id")).alias("clicked"),
+                                          F.array_sort(F.collect_set(feed)).alias("clicked_feed"))
 
 
 __all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "metrics_table", "pinned_inputs", "recommend",
