@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skus", type=int, default=20_000, help="N (the second size is 4N)")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--topics", type=int, default=200)
-    parser.add_argument("--spread", type=float, default=0.12)
+    parser.add_argument("--spread", type=float, default=0.2)
     parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--lists", type=int, default=0, help="IVF lists (0: about sqrt(SKUs), the job's default)")
     parser.add_argument("--recall-sample", type=int, default=1000)
@@ -96,8 +96,8 @@ def one_size(spark, n: int, args: argparse.Namespace, work: Path) -> dict:  # no
 
     exact_s, _ = timed(lambda: run(Catalog(EXACT, folder)))
     lists = args.lists or index.default_lists(n)
-    build_s, built = timed(lambda: index.build_index(frame, work / f"ivf-{n}", lists=lists, train_rows=100_000,
-                                                     max_iterations=20, seed=args.seed))
+    build_s, built = timed(lambda: index.build_index(frame, work / f"ivf-{n}", lists=lists, train_rows=lists * 64,
+                                                     max_iterations=10, seed=args.seed))
     ivf = Catalog(IVF, str(work / f"ivf-{n}"), min(args.nprobe, built["lists"]))
     search_s, _ = timed(lambda: run(ivf))
     sample = np.random.default_rng(args.seed + 1).choice(n, min(args.recall_sample, n), replace=False)

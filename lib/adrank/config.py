@@ -172,8 +172,8 @@ class RecommendConfig:
 
     Up to ``exact_max_skus`` SKUs the search is exact (every catalog block against every
     query block); above it, an inverted-file index (Spark ML ``KMeans`` into ``ivf_lists``
-    clusters, 0 = about sqrt(SKUs), ``ivf_nprobe`` of them searched per query), with its
-    recall@10 against exact search measured on ``recall_sample`` SKUs. ``query_block`` and
+    clusters, 0 = about sqrt(SKUs), fitted on ``ivf_train_per_list`` SKUs per cluster;
+    ``ivf_nprobe`` of them searched per query), with its recall@10 against exact search measured on ``recall_sample`` SKUs. ``query_block`` and
     ``catalog_block`` bound the score matrix one Python worker holds (memory per task).
     Users active and queries seen in the last ``lookback_days`` get recommendations: the
     best ``k`` of their ``candidates`` nearest SKUs and the ``popular_candidates`` most
@@ -191,8 +191,8 @@ class RecommendConfig:
     exact_max_skus: int = 20_000
     ivf_lists: int = 0
     ivf_nprobe: int = 16
-    ivf_train_rows: int = 100_000
-    ivf_max_iterations: int = 20
+    ivf_train_per_list: int = 64
+    ivf_max_iterations: int = 10
     recall_sample: int = 1000
     query_block: int = 512
     catalog_block: int = 8192
@@ -431,7 +431,7 @@ def _validate_recommend(recommend: RecommendConfig) -> None:
         _require(getattr(recommend, key) >= 1, f"recommend.{key}", "must be at least 1")
     _require(recommend.exact_max_skus >= 0, "recommend.exact_max_skus", "must be at least 0")
     _require(recommend.ivf_lists >= 0, "recommend.ivf_lists", "must be at least 0 (0 = about sqrt(SKUs))")
-    _require(recommend.ivf_train_rows >= 100, "recommend.ivf_train_rows", "must be at least 100")
+    _require(recommend.ivf_train_per_list >= 4, "recommend.ivf_train_per_list", "must be at least 4")
     _require(bool(recommend.index_folder.strip("/")), "recommend.index_folder", "must not be empty")
 
 

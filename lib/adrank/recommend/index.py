@@ -4,7 +4,7 @@
 partial sums computed on the executors (the driver holds d x d numbers).
 
 :func:`build_index` (the approximate search, on Spark ML's ``KMeans``) clusters the
-prepared embeddings (``KMeans`` fitted on a sample of at most ``ivf_train_rows`` rows; the
+prepared embeddings (``KMeans`` fitted on a sample of at most ``train_rows`` rows; the
 centroids are normalised, so a request probes the
 clusters of highest cosine), assigns every SKU to its nearest centroid on the executors
 (the same cosine rule the search probes with), and streams the rows sorted by (cluster,

@@ -171,7 +171,7 @@ def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalog
     lists = settings.ivf_lists or index.default_lists(inputs.skus)
     built = {}
     for name, how in (("similar", whitening), ("requests", None)) if whitening else (("similar", None),):
-        built[name] = index.build_index(inputs.embeddings, folder / name, lists=lists, train_rows=settings.ivf_train_rows,
+        built[name] = index.build_index(inputs.embeddings, folder / name, lists=lists, train_rows=lists * settings.ivf_train_per_list,
                                         max_iterations=settings.ivf_max_iterations, seed=config.sample.seed,
                                         whitening=how)
     nprobe = min(settings.ivf_nprobe, built["similar"]["lists"])
