@@ -173,8 +173,8 @@ class RecommendConfig:
     Up to ``exact_max_skus`` SKUs the search is exact (every catalog block against every
     query block); above it, an inverted-file index (Spark ML ``KMeans`` into ``ivf_lists``
     clusters, 0 = about sqrt(SKUs), fitted on ``ivf_train_per_list`` SKUs per cluster;
-    ``ivf_nprobe`` of them searched per query), with its recall@10 against exact search measured on ``recall_sample`` SKUs. ``query_block`` and
-    ``catalog_block`` bound the score matrix one Python worker holds (memory per task).
+    ``ivf_nprobe`` of them searched per query), with its recall@10 against exact search
+    measured on ``recall_sample`` SKUs. ``query_block`` and ``catalog_block`` bound the score matrix one Python worker holds (memory per task).
     Users active and queries seen in the last ``lookback_days`` get recommendations: the
     best ``k`` of their ``candidates`` nearest SKUs and the ``popular_candidates`` most
     clicked ones, by cosine + ``popularity_weight`` x a popularity prior in [0, 1]
