@@ -114,7 +114,7 @@ def test_none_and_nan_are_shown_as_a_dash():
     assert rows["dnn"] == ["dnn", *["-"] * 8]
     assert rows["dot"][1:4] == ["-", "0.7123", "-"] and rows["dot"][-2:] == ["-", "-"]
     metrics = {"similar_precision_at_10": None, "similar_precision_at_10_popularity": float("nan")}
-    assert recommend_metric_rows(metrics)[0][1:] == ["-", "-", "-", "-"]
+    assert recommend_metric_rows(metrics)[0][1:] == ["-", "-", "-", "-", "-"]
     page = render_page({"run_id": "r", "recommend": {"metrics": metrics, "versions": {"sku_embeddings": None}}})
     assert "None" not in page and ">nan<" not in page.lower() and "sku_embeddings -" in page
 
@@ -271,8 +271,8 @@ def test_the_report_renders_in_a_browser_with_every_image_decoded(spark, config,
         assert comparison[name][1:4] == [fmt_metric(expected[name][k]) for k in ("auc", "cold_auc", "log_loss")]
     assert comparison["dot"][1] == "0.6556" and comparison["product"][6] == "-" and comparison["dnn"][1:] == ["-"] * 8
     metrics = {row[0].split(":")[0]: row[1:] for row in view["tables"]["recommend-metrics"][1:]}
-    assert metrics["similar SKUs"] == ["0.4123", "0.2500", "0.1623", "-"]
-    assert metrics["user behaviour"] == ["0.5000", "0.1250", "0.3750", "8"]
+    assert metrics["similar SKUs"] == ["0.4123", "0.4123", "0.2500", "0.1623", "-"]
+    assert metrics["user behaviour"] == ["0.5000", "-", "0.1250", "0.3750", "8"]
     assert ["similar_skus", "0", "20"] in view["tables"]["recommend-tables"]
     headings = view["headings"]
     assert [h for h in headings if h.startswith("SKU")] == [

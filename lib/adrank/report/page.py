@@ -26,11 +26,16 @@ COMPARISON_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rows", "rows", "count"), ("cold rows", "cold_rows", "count"),
 )
 # (what is measured, the embeddings' figure, popularity's figure, what it is evaluated on)
-RECOMMEND_METRICS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("similar SKUs: precision@10 (same category)", "similar_precision_at_10",
+# (title, served figure, the embedding's own order, popularity, what it was evaluated on)
+RECOMMEND_METRICS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("similar SKUs: precision@10 (same category)", "similar_precision_at_10", "similar_precision_at_10",
      "similar_precision_at_10_popularity", None),
-    ("query -> SKU: recall@10", "query_recall_at_10", "query_recall_at_10_popularity", "query_searches"),
-    ("user behaviour: hit rate@10", "user_hit_rate_at_10", "user_hit_rate_at_10_popularity", "users_evaluated"),
+    ("query -> SKU: recall@10", "query_recall_at_10", "query_recall_at_10_embedding",
+     "query_recall_at_10_popularity", "query_searches"),
+    ("user behaviour: hit rate@10", "user_hit_rate_at_10", "user_hit_rate_at_10_embedding",
+     "user_hit_rate_at_10_popularity", "users_evaluated"),
+    ("user behaviour, feed clicks: hit rate@10", "user_hit_rate_at_10_feed", "user_hit_rate_at_10_feed_embedding",
+     "user_hit_rate_at_10_feed_popularity", "users_evaluated_feed"),
 )
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -244,10 +249,10 @@ def as_number(value: Any) -> float | None:
 def recommend_metric_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Each recommendation metric against the popularity baseline (and what it was evaluated on)."""
     rows = []
-    for title, ours, popularity, evaluated in RECOMMEND_METRICS:
+    for title, ours, embedding, popularity, evaluated in RECOMMEND_METRICS:
         mine, base = as_number(metrics.get(ours)), as_number(metrics.get(popularity))
         lift = mine - base if mine is not None and base is not None else None
-        rows.append([title, fmt_metric(mine), fmt_metric(base), fmt_metric(lift),
+        rows.append([title, fmt_metric(mine), fmt_metric(metrics.get(embedding)), fmt_metric(base), fmt_metric(lift),
                      fmt_count(metrics.get(evaluated)) if evaluated else MISSING])
     return rows
 
@@ -258,7 +263,7 @@ def recommend_html(figures: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     if recommend is None:
         return section("Recommendations", not_available("recommend"), "recommend")
     metrics = recommend.get("metrics") if isinstance(recommend.get("metrics"), Mapping) else None
-    parts = [table(["metric", "embeddings", "popularity", "difference", "evaluated on"],
+    parts = [table(["metric", "served", "embedding order", "popularity", "served - popularity", "evaluated on"],
                    recommend_metric_rows(metrics), table_id="recommend-metrics")
              if metrics else not_available("metrics")]
     if metrics:

@@ -76,7 +76,7 @@ def recommend_plot(metrics: Any) -> str | None:
     if not isinstance(metrics, Mapping):
         return None
     rows: list[tuple[str, float, float]] = []
-    for title, ours, base, _ in RECOMMEND_METRICS:
+    for title, ours, _, base, _ in RECOMMEND_METRICS:
         mine, popularity = as_number(metrics.get(ours)), as_number(metrics.get(base))
         if mine is not None and popularity is not None:
             rows.append((title.split(":")[0], mine, popularity))
@@ -85,7 +85,7 @@ def recommend_plot(metrics: Any) -> str | None:
     figure = Figure(figsize=(6, 2.6), dpi=80)
     axes = figure.add_subplot()
     positions = range(len(rows))
-    axes.bar([p - 0.2 for p in positions], [r[1] for r in rows], width=0.4, label="embeddings")
+    axes.bar([p - 0.2 for p in positions], [r[1] for r in rows], width=0.4, label="served")
     axes.bar([p + 0.2 for p in positions], [r[2] for r in rows], width=0.4, label="popularity")
     axes.set_xticks(list(positions), [r[0] for r in rows])
     axes.set(ylim=(0, 1), title="@10 against popularity")
