@@ -219,3 +219,19 @@ def test_whitening_fitted_on_spark_equals_the_in_process_one_and_whitens(spark):
     centred = (unit_rows(raw) - fitted.mean) @ fitted.matrix
     np.testing.assert_allclose(np.cov(centred.T, bias=True), np.eye(6), atol=1e-3)  # power 1: identity covariance
     assert np.allclose(np.linalg.norm(fitted.apply(raw), axis=1), 1.0, atol=1e-5)
+
+
+def test_user_recommendations_never_hold_what_the_user_clicked_before(spark, tmp_path):
+    from adrank.config import FeaturesConfig
+
+    ids = np.array([10, 11, 12, 13], dtype=np.int64)
+    vectors = np.array([[1, 0], [0.99, 0.1], [0.98, 0.2], [0, 1]], dtype=np.float32)
+    folder = snapshot(tmp_path / "serving", ids, vectors)
+    clicks = spark.createDataFrame([(1, 10, dt.datetime(2026, 11, 2)), (1, 11, dt.datetime(2026, 11, 2, 1))],
+                                   "user_id long, sku_id long, ts timestamp")
+    embeddings = spark.createDataFrame([(int(i), v.tolist()) for i, v in zip(ids, vectors)],
+                                       "sku_id long, embedding array<float>")
+    requests = users.user_requests(users.active_users(clicks, "2026-11-03 00:00:00", 7), clicks, embeddings,
+                                   FeaturesConfig())
+    [row] = nearest(requests, "user_id", Catalog(EXACT, folder), Limits(3)).collect()
+    assert [n.sku_id for n in row.neighbours] == [12, 13]  # 10 and 11 were clicked: the rest, nearest first
