@@ -75,6 +75,7 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     path = Path(report["report"]["path"])  # the run's HTML report, and latest.html the same page
     assert path == tmp_path / "tables" / "_reports" / f"{report['run_id']}.html"
     assert (path.parent / "latest.html").read_text() == path.read_text()
+    assert ">succeeded</span>" in path.read_text()  # the run's status, though written before the JSON line
     assert f"report: {path}" in submitted_stdout and "user hit rate@10" in "\n".join(submitted_stdout)
 
 

@@ -76,6 +76,10 @@ def run_pipeline(spark: SparkSession, config: Config, report: RunReport) -> None
     try:
         for step in STEPS:
             step.run(spark, config, report)
+        report.figures["status"] = "succeeded"  # the report is written before run_job records it
+    except Exception as error:
+        report.figures.update(status="failed", error=f"{type(error).__name__}: {error}".splitlines()[0][:500])
+        raise
     finally:
         _write_report(spark, config, report)
 
