@@ -79,7 +79,7 @@ def recommend_plot(metrics: Any) -> str | None:
     for title, ours, _, base, _ in RECOMMEND_METRICS:
         mine, popularity = as_number(metrics.get(ours)), as_number(metrics.get(base))
         if mine is not None and popularity is not None:
-            rows.append((title.split(":")[0], mine, popularity))
+            rows.append((title.split(":")[0].replace(", ", ",\n"), mine, popularity))
     if not rows:
         return None
     figure = Figure(figsize=(6, 2.6), dpi=80)
