@@ -40,7 +40,7 @@ def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdou
 
 def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
     submitted_stdout: list[str] = []
-    report = submit("pipeline", tmp_path, stdout=submitted_stdout)
+    report = submit("pipeline", tmp_path, stdout=submitted_stdout, timeout=1200)  # every stage, on 2 busy cores
     assert report["job"] == "pipeline"
     assert report["generate_data"]["good_rows"]["click_log"] > 0
     assert "not_built" not in report
