@@ -10,7 +10,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
-PLANNED_JOBS="recommend"
 
 usage() {
   echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]" >&2
@@ -22,10 +21,7 @@ usage() {
 JOB="$1"; shift
 case "$JOB" in -h|--help) usage ;; demo) JOB=pipeline ;; esac
 if [ ! -f "$ROOT/jobs/$JOB.py" ]; then
-  case " $PLANNED_JOBS " in
-    *" $JOB "*) echo "spark-submit.sh: job '$JOB' is not built yet (see the open issues); built jobs: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2; exit 2 ;;
-    *) echo "spark-submit.sh: unknown job '$JOB'" >&2; usage ;;
-  esac
+  echo "spark-submit.sh: unknown job '$JOB'" >&2; usage
 fi
 
 CONF_FILE="$ROOT/conf/local.yaml"

@@ -88,7 +88,7 @@ def test_job_exits_2_with_one_line_before_spark_starts(tmp_path):
     assert not (tmp_path / "_runs").exists()
 
 
-def test_spark_submit_sh_rejects_bad_config_and_unbuilt_jobs(tmp_path):
+def test_spark_submit_sh_rejects_bad_config_and_unknown_jobs(tmp_path):
     bad = subprocess.run(
         [str(REPO / "spark-submit.sh"), "generate_data", "--conf-file", str(TINY_CONF),
          "--set", "sample.num_days=x"],
@@ -96,11 +96,24 @@ def test_spark_submit_sh_rejects_bad_config_and_unbuilt_jobs(tmp_path):
     )
     assert bad.returncode == 2
     assert "config key 'sample.num_days' must be int" in bad.stderr
-    unbuilt = subprocess.run(
-        [str(REPO / "spark-submit.sh"), "recommend"], capture_output=True, text=True, timeout=60
+    unknown = subprocess.run(
+        [str(REPO / "spark-submit.sh"), "rank_everything"], capture_output=True, text=True, timeout=60
     )
-    assert unbuilt.returncode == 2
-    assert "not built yet" in unbuilt.stderr
+    assert unknown.returncode == 2
+    assert "unknown job 'rank_everything'" in unknown.stderr and "recommend" in unknown.stderr  # the jobs listed
+
+
+def test_recommend_without_embeddings_is_one_line_and_writes_nothing(tmp_path):
+    missing = subprocess.run(
+        [str(REPO / "spark-submit.sh"), "recommend", "--conf-file", str(TINY_CONF),
+         "--set", f"storage.root={tmp_path / 'tables'}", "--set", f"inputs.root={tmp_path / 'inputs'}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert missing.returncode == 1, missing.stderr[-2000:]
+    output = missing.stdout + missing.stderr  # spark-submit may route the driver's stderr to stdout
+    [line] = [x for x in output.splitlines() if x.startswith("recommend: error:")]
+    assert "no serving snapshot" in line and "embed_catalog" in line and "Traceback" not in output
+    assert not any((tmp_path / "tables").glob("*_recommendations")) and not (tmp_path / "tables" / "similar_skus").exists()
 
 
 def test_credentials_come_from_env_and_are_not_printed(tmp_path, monkeypatch):
