@@ -11,8 +11,7 @@ from pyspark.sql import SparkSession
 from adrank.cli import job_parser, parse_job_args
 from adrank.config import Config
 from adrank.errors import InputError
-from adrank.recommend.queries import similar_to_query
-from adrank.recommend.run import recommend
+from adrank.recommend.run import recommend, similar_to_query
 from adrank.runs import RunReport, run_job
 
 

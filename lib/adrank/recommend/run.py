@@ -39,7 +39,7 @@ from adrank.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
 from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest
-from adrank.recommend.queries import window_queries
+from adrank.recommend.queries import similar_to_query, window_queries
 from adrank.runs import RunReport
 from adrank.towers import query_vectors
 
@@ -383,5 +383,5 @@ def _clicked_sets(after: DataFrame) -> DataFrame:
                                           F.array_sort(F.collect_set(feed)).alias("clicked_feed"))
 
 
-__all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "metrics_table", "pinned_inputs", "recommend",
-           "sku_requests"]
+__all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "metrics_table", "pinned_inputs",
+           "recommend", "similar_to_query", "sku_requests"]
