@@ -232,12 +232,17 @@ class Ranking:
 
     @classmethod
     def of(cls, config: Config, clicks: DataFrame, embeddings: DataFrame, limits: Limits,
-           catalog: Catalog) -> Ranking:
-        """The ranking whose popularity comes from ``clicks`` (``sku_id``), for searches of ``catalog``."""
+           catalog: Catalog, popular: list[int] | None = None) -> Ranking:
+        """The ranking whose popularity comes from ``clicks`` (``sku_id``), for searches of ``catalog``.
+
+        ``popular``: the most clicked sku_ids of ``clicks`` if the caller has them (else counted here).
+        """
         settings = config.recommend
         always = None
         if settings.popularity_weight > 0 and settings.popular_candidates > 0:
-            always = popular_vectors(embeddings, metrics.popular_skus(clicks, settings.popular_candidates), catalog)
+            wanted = settings.popular_candidates
+            ranked = popular[:wanted] if popular is not None and len(popular) >= wanted else None
+            always = popular_vectors(embeddings, ranked or metrics.popular_skus(clicks, wanted), catalog)
         return cls(config, ranking_module.popularity_prior(clicks), limits, always)
 
     def candidates(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
@@ -298,7 +303,7 @@ def evaluate(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catal
     before = inputs.examples.where(F.col("date") < F.lit(holdout[0]))
     after = inputs.examples.where(F.col("date") >= F.lit(holdout[0]))
     popular = metrics.popular_skus(clicks_of(before), POPULAR_LIMIT)
-    ranking = Ranking.of(config, clicks_of(before), inputs.embeddings, limits, catalog)
+    ranking = Ranking.of(config, clicks_of(before), inputs.embeddings, limits, catalog, popular)
     figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT],
                                "popularity_weight": config.recommend.popularity_weight}
     figures.update(_similar_metrics(spark, config, tables, popular))
