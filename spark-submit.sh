@@ -4,7 +4,7 @@
 # Packages lib/ for --py-files, ships the config with --files, adds the Delta jars and
 # passes everything after `--` to spark-submit (--master, --deploy-mode, --executor-*,
 # --conf ...), so one command runs a job on local[*], a standalone cluster, YARN or
-# Kubernetes. Without --master, the config's spark.master is used. `demo` is the
+# Kubernetes. Without --master, the config's spark.master is used. `demo` is the sample
 # `pipeline` job on conf/local.yaml. The first run bootstraps .venv/ (scripts/bootstrap.sh).
 set -euo pipefail
 
@@ -13,13 +13,13 @@ VENV="$ROOT/.venv"
 
 usage() {
   echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]" >&2
-  echo "jobs: demo $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
+  echo "jobs: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
   exit 2
 }
 
 [ $# -ge 1 ] || usage
 JOB="$1"; shift
-case "$JOB" in -h|--help) usage ;; demo) JOB=pipeline ;; esac
+case "$JOB" in -h|--help) usage ;; esac
 if [ ! -f "$ROOT/jobs/$JOB.py" ]; then
   echo "spark-submit.sh: unknown job '$JOB'" >&2; usage
 fi

@@ -1,20 +1,23 @@
-"""spark-submit job: run the whole pipeline (``demo`` is this job on conf/local.yaml)."""
+"""spark-submit job: the task graph (build_tables -> train -> embed_catalog -> ... -> recommend).
+
+Tasks whose outputs are current are skipped; a rerun after a failure resumes at the failed
+task. ``--from-task T`` reruns T and everything downstream; ``--only T1,T2`` just those.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-from adrank.cli import job_parser, parse_job_args
+from adrank.cli import pipeline_parser, pipeline_selection
 from adrank.pipeline import run_pipeline
 from adrank.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run every built pipeline step in order and print one JSON line of figures."""
-    parser = job_parser("pipeline", "Run the adrank pipeline end to end.")
-    _, config = parse_job_args(parser, argv)
-    return run_job("pipeline", config, run_pipeline)
+    """Run the pipeline's tasks that are not current and print one JSON line of figures."""
+    args, config, selection = pipeline_selection(pipeline_parser("pipeline", "Run the adrank pipeline."), argv)
+    return run_job("pipeline", config, lambda spark, cfg, report: run_pipeline(spark, cfg, report, selection))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ before starting Spark.
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from adrank.config import Config, ConfigError, get_value, load_config, resolve_config_path
 
@@ -25,6 +27,51 @@ def job_parser(job: str, description: str) -> argparse.ArgumentParser:
         help="override one config key, e.g. --set sample.seed=3 (repeatable)",
     )
     return parser
+
+
+def add_date_options(parser: argparse.ArgumentParser) -> None:
+    """``--date D`` or ``--from D1 --to D2``: the click-log dates to build."""
+    iso = datetime.date.fromisoformat
+    parser.add_argument("--date", type=iso, help="build one date (YYYY-MM-DD)")
+    parser.add_argument("--from", dest="start", type=iso, help="first date of a range")
+    parser.add_argument("--to", dest="end", type=iso, help="last date of a range (inclusive)")
+
+
+def date_range(args: argparse.Namespace,
+               parser: argparse.ArgumentParser) -> tuple[datetime.date, datetime.date] | None:
+    """The dates of :func:`add_date_options` (inclusive); None means every date in the inputs."""
+    start = args.date or args.start
+    end = args.date or args.end or start
+    if args.date and (args.start or args.end):
+        parser.error("give --date or --from/--to, not both")
+    if start is None:
+        return None
+    if end < start:
+        parser.error(f"--to {end} is before --from {start}")
+    return start, end
+
+
+def pipeline_parser(job: str, description: str) -> argparse.ArgumentParser:
+    """The options of ``pipeline`` and ``demo``: the dates, ``--from-task``, ``--only``."""
+    parser = job_parser(job, description)
+    add_date_options(parser)
+    parser.add_argument("--from-task", metavar="TASK",
+                        help="run TASK and every task downstream of it, even when current")
+    parser.add_argument("--only", metavar="TASK[,TASK]", default="",
+                        help="run just these tasks (comma-separated), even when current")
+    return parser
+
+
+def pipeline_selection(parser: argparse.ArgumentParser,
+                       argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, Any]:
+    """Parse a pipeline job's arguments: ``(args, config, adrank.pipeline.Selection)``."""
+    from adrank.pipeline import Selection
+
+    args, config = parse_job_args(parser, argv)
+    if args.from_task and args.only:
+        parser.error("give --from-task or --only, not both")
+    only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+    return args, config, Selection(date_range(args, parser), args.from_task, only)
 
 
 def parse_job_args(

@@ -140,6 +140,31 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
         stream.close()
 
 
+def read_text_file(spark: SparkSession | None, uri: str) -> str | None:
+    """The text of one small UTF-8 file written by :func:`write_text_file`; None when absent."""
+    if not urlparse(uri).scheme:
+        try:
+            return Path(uri).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+    if spark is None:
+        raise ValueError(f"reading {uri} needs a SparkSession (Hadoop FileSystem)")
+    path, fs = hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return None
+    stream = fs.open(path)
+    try:
+        reader = jvm(spark).java.io.BufferedReader(jvm(spark).java.io.InputStreamReader(stream, "UTF-8"))
+        lines = []
+        line = reader.readLine()
+        while line is not None:
+            lines.append(line)
+            line = reader.readLine()
+        return "\n".join(lines) + "\n"
+    finally:
+        stream.close()
+
+
 def commit_figures(row: Row, metrics: Mapping[str, str] = MERGE_METRICS) -> dict[str, int]:
     """``version`` and the figures (``metrics``: operationMetrics key -> name, absent = 0) of a
     history row; a property commit has no row metrics, so its figures are 0."""

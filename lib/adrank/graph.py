@@ -7,6 +7,7 @@ jobs under ``conf/`` and ``databricks.yml`` (a test checks they mirror it) and t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 CPU = "cpu"  # a Spark task: the CPU job cluster
@@ -17,8 +18,11 @@ GPU = "gpu"  # training and embedding: the GPU job cluster
 class Task:
     """One task: ``jobs/<job>.py <args>``, run after every task in ``depends_on``.
 
-    ``shaped_by`` names the config sections whose values change what the task writes:
-    a change there makes its outputs stale.
+    ``shaped_by`` names the config sections whose values change what the task writes: a
+    change there makes its outputs stale. ``reads`` and ``writes`` name the resources the
+    task reads and writes: :data:`INPUTS` (the raw input files), ``table:<name>`` (a Delta
+    table under ``storage.root``) or ``model:<stage>`` (a stage of the model registry). The
+    pipeline skips a task whose inputs, config and outputs are those its last success saw.
     """
 
     name: str
@@ -27,6 +31,8 @@ class Task:
     depends_on: tuple[str, ...]
     compute: str
     shaped_by: tuple[str, ...]
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -34,22 +40,45 @@ class Task:
         return (self.job, *self.args)
 
 
-GENERATE_DATA = Task("generate_data", "generate_data", (), (), CPU, ("sample", "inputs"))
+INPUTS = "inputs"
+
+
+def table(name: str) -> str:
+    """The resource name of a Delta table."""
+    return f"table:{name}"
+
+
+def model(stage: str) -> str:
+    """The resource name of a registry stage."""
+    return f"model:{stage}"
+
+
+GENERATE_DATA = Task("generate_data", "generate_data", (), (), CPU, ("sample", "inputs"), writes=(INPUTS,))
 
 PIPELINE_TASKS: tuple[Task, ...] = (
-    Task("build_tables", "build_tables", (), (), CPU, ("inputs", "features")),
-    Task("train_pairwise", "train", ("--stage", "pairwise"), ("build_tables",), GPU, ("features", "train")),
-    Task("embed_catalog", "embed_catalog", (), ("train_pairwise",), GPU, ("features", "embed")),
-    Task("train_lr", "train", ("--stage", "lr"), ("build_tables",), GPU, ("features", "train")),
+    Task("build_tables", "build_tables", (), (), CPU, ("inputs", "features"), reads=(INPUTS,),
+         writes=(table("sku_images"), table("training_examples"), table("quarantine"))),
+    Task("train_pairwise", "train", ("--stage", "pairwise"), ("build_tables",), GPU, ("features", "train"),
+         reads=(table("training_examples"), table("sku_images")),
+         writes=(model("pairwise"), table("stage1_pairs_train"), table("stage1_pairs_holdout"))),
+    Task("embed_catalog", "embed_catalog", (), ("train_pairwise",), GPU, ("features", "embed"),
+         reads=(table("sku_images"), model("pairwise")), writes=(table("sku_embeddings"),)),
+    Task("train_lr", "train", ("--stage", "lr"), ("build_tables",), GPU, ("features", "train"),
+         reads=(table("training_examples"),), writes=(model("lr"),)),
     Task("train_joint", "train", ("--stage", "joint"), ("embed_catalog", "train_lr"), GPU,
-         ("features", "train")),
-    Task("recommend", "recommend", (), ("embed_catalog", "train_joint"), CPU, ("recommend",)),
+         ("features", "train"),
+         reads=(table("training_examples"), table("sku_images"), table("sku_embeddings"), model("pairwise"),
+                model("lr")),
+         writes=(model("joint"), table("joint_examples_train"), table("joint_examples_holdout"))),
+    Task("recommend", "recommend", (), ("embed_catalog", "train_joint"), CPU, ("recommend",),
+         reads=(table("training_examples"), table("sku_images"), table("sku_embeddings"), model("pairwise")),
+         writes=(table("similar_skus"), table("user_recommendations"), table("query_recommendations"))),
 )
 
 
 def _with_dependency(task: Task, name: str) -> Task:
     """``task`` that also waits for ``name``."""
-    return Task(task.name, task.job, task.args, (*task.depends_on, name), task.compute, task.shaped_by)
+    return dataclasses.replace(task, depends_on=(*task.depends_on, name))
 
 
 DEMO_TASKS: tuple[Task, ...] = (

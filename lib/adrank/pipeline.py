@@ -1,87 +1,238 @@
-"""The task graph behind the ``pipeline`` job (and ``demo``, its run on the embedded default).
+"""The ``pipeline`` and ``demo`` jobs: run the task graph of :mod:`adrank.graph`, skipping what is current.
 
-Each step is a function ``(spark, config, report) -> None`` that records its figures in
-the report. After the last step (or a failed one) the run's HTML report is written under
-``<storage.root>/_reports/`` and its path printed.
+Tasks run in graph order, one at a time, in one SparkSession. Before each task the runner
+reads the state of what it reads and writes (:mod:`adrank.freshness`); a task whose last
+success saw the same inputs, config and outputs is skipped, and its figures from that run
+are carried into this run's report. A task that fails ends the run (the tasks after it
+do not run); rerunning the pipeline skips what finished and resumes at the failed task.
+``--from-task T`` runs T and every task downstream of it, ``--only T1,T2`` just those,
+both even when current. Each task prints one line as it starts and one as it ends; the
+run ends with the HTML report (``<storage.root>/_reports/``) and a summary table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import SparkSession
 
+from adrank import freshness
 from adrank.config import Config
+from adrank.errors import InputError
+from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
 from adrank.runs import RunReport
-from adrank.sample.run import generate_data
+
+DateRange = tuple[datetime.date, datetime.date]
 
 
 @dataclass(frozen=True)
-class Step:
-    """One pipeline step."""
+class Selection:
+    """What a person asked for: the dates to build and the part of the graph to force."""
 
-    name: str
-    run: Callable[[SparkSession, Config, RunReport], None]
+    dates: DateRange | None = None
+    from_task: str | None = None
+    only: tuple[str, ...] = ()
+
+    def forced(self, tasks: tuple[Task, ...]) -> tuple[str, ...] | None:
+        """The tasks to run even when current (None: the whole graph, each only when stale)."""
+        names = task_names(tasks)
+        for name in (*self.only, *([self.from_task] if self.from_task else [])):
+            if name not in names:
+                raise InputError(f"no task {name!r} in the pipeline; the tasks are: {', '.join(names)}")
+        if self.only:
+            return tuple(name for name in names if name in self.only)
+        if self.from_task:
+            return downstream_of(tasks, self.from_task)
+        return None
+
+    def build_args(self) -> tuple[str, ...]:
+        """The ``build_tables`` arguments for the dates (what its config digest includes)."""
+        return ("--from", str(self.dates[0]), "--to", str(self.dates[1])) if self.dates else ()
 
 
-def build_tables(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Build the feature tables for every date of the click log."""
-    from adrank.build.run import build_tables as build_all_dates
-
-    build_all_dates(spark, config, report, None)
+TaskBody = Callable[[SparkSession, Config, RunReport, Selection], None]
 
 
-def train_stage1_and_lr(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Stage 1 (pairwise CNN) and the LR baseline on the latest training examples."""
-    from adrank.train.run import train
+def _generate_data(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
+    from adrank.sample.run import generate_data
 
-    for stage in ("pairwise", "lr"):
+    generate_data(spark, config, report)
+
+
+def _build_tables(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
+    from adrank.build.run import build_tables
+
+    build_tables(spark, config, report, selection.dates)
+
+
+def _train(stage: str) -> TaskBody:
+    def train_stage(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
+        from adrank.train.run import train
+
         train(spark, config, report, stage, None)
 
-
-def embed_catalog(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Stage 2: embed the catalog with the stage-1 model (incremental after the first run)."""
-    from adrank.embed.run import embed_catalog as embed
-
-    embed(spark, config, report)
+    return train_stage
 
 
-def train_joint(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Stage 3: the joint model's interaction modules against the LR and the oracle (prints the table)."""
-    from adrank.train.run import train
+def _embed_catalog(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
+    from adrank.embed.run import embed_catalog
 
-    train(spark, config, report, "joint", None)
-
-
-def recommend(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Similar SKUs, user and query recommendations from the embeddings, against popularity."""
-    from adrank.recommend.run import recommend as recommend_all
-
-    recommend_all(spark, config, report)
+    embed_catalog(spark, config, report)
 
 
-STEPS: tuple[Step, ...] = (
-    Step("generate_data", generate_data),
-    Step("build_tables", build_tables),
-    Step("train", train_stage1_and_lr),
-    Step("embed_catalog", embed_catalog),
-    Step("train_joint", train_joint),
-    Step("recommend", recommend),
-)
+def _recommend(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
+    from adrank.recommend.run import recommend
+
+    recommend(spark, config, report)
 
 
-def run_pipeline(spark: SparkSession, config: Config, report: RunReport) -> None:
-    """Run every step in order, then write the run's HTML report (a failed run's too) and print its path."""
+BODIES: dict[str, TaskBody] = {
+    "generate_data": _generate_data,
+    "build_tables": _build_tables,
+    "train_pairwise": _train("pairwise"),
+    "embed_catalog": _embed_catalog,
+    "train_lr": _train("lr"),
+    "train_joint": _train("joint"),
+    "recommend": _recommend,
+}
+
+
+def run_pipeline(spark: SparkSession, config: Config, report: RunReport, selection: Selection | None = None) -> None:
+    """The ``pipeline`` job: the graph on the inputs under ``inputs.root``."""
+    run_graph(spark, config, report, PIPELINE_TASKS, selection or Selection())
+
+
+def run_demo(spark: SparkSession, config: Config, report: RunReport, selection: Selection | None = None) -> None:
+    """The ``demo`` job: the sample data (unless current), then the pipeline."""
+    run_graph(spark, config, report, DEMO_TASKS, selection or Selection())
+
+
+def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tuple[Task, ...],
+              selection: Selection, bodies: Mapping[str, TaskBody] = BODIES) -> None:
+    """Run (or skip) every task in order, then write the HTML report and print the summary.
+
+    ``bodies`` maps each task's name to the function that does its work.
+    """
+    forced = selection.forced(tasks)
+    states: dict[str, dict[str, Any]] = report.figures.setdefault("tasks", {})
     try:
-        for step in STEPS:
-            step.run(spark, config, report)
+        for number, task in enumerate(tasks, start=1):
+            prefix = f"[{number}/{len(tasks)}] {task.name:<15}"
+            if forced is not None and task.name not in forced:
+                states[task.name] = {"status": "not selected"}
+                say(f"{prefix} not selected")
+                continue
+            states[task.name] = run_task(spark, config, report, task, bodies[task.name], selection, prefix,
+                                         forced=forced is not None)
         report.figures["status"] = "succeeded"  # the report is written before run_job records it
     except Exception as error:
         report.figures.update(status="failed", error=f"{type(error).__name__}: {error}".splitlines()[0][:500])
+        for task in tasks:
+            states.setdefault(task.name, {"status": "not run"})
         raise
     finally:
         _write_report(spark, config, report)
+        say(summary(report.as_dict()))
+
+
+def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task, body: TaskBody,
+             selection: Selection, prefix: str, *, forced: bool) -> dict[str, Any]:
+    """Run one task unless its outputs are current; return its entry of ``figures["tasks"]``."""
+    args = selection.build_args() if task.name == "build_tables" else ()
+    digest = freshness.config_digest(config, task, args)
+    inputs = freshness.resource_states(spark, config, task.reads)
+    record = freshness.read_record(spark, config, task.name)
+    reason = "asked for" if forced else freshness.stale_because(
+        record, inputs, digest, freshness.resource_states(spark, config, task.writes))
+    if reason is None and record is not None:
+        for key, value in record.figures.items():
+            report.figures.setdefault(key, value)
+        say(f"{prefix} skipped: current ({freshness.describe_states(inputs) or 'nothing to read'}; "
+            f"from run {record.run_id})")
+        return {"status": "skipped", "reason": "current", "from_run": record.run_id}
+    say(f"{prefix} started ({reason})")
+    before = dict(report.figures)
+    start = time.perf_counter()
+    try:
+        with report.timed(f"task_{task.name}"):
+            body(spark, config, report, selection)
+    except Exception as error:
+        seconds = round(time.perf_counter() - start, 1)
+        report.figures["tasks"][task.name] = {"status": "failed", "seconds": seconds, "reason": reason}
+        say(f"{prefix} FAILED after {seconds:.1f} s: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            if str(error) else f"{prefix} FAILED after {seconds:.1f} s: {type(error).__name__}")
+        raise
+    seconds = round(time.perf_counter() - start, 1)
+    figures = {key: value for key, value in report.figures.items()
+               if key not in ("tasks", "status") and (key not in before or before[key] is not value)}
+    outputs = freshness.resource_states(spark, config, task.writes)
+    freshness.save_record(spark, config, freshness.TaskRecord(task.name, report.run_id, inputs, digest,
+                                                              outputs, figures))
+    say(f"{prefix} done in {seconds:.1f} s" + (f": {headline(task.name, report.figures)}" if figures else ""))
+    return {"status": "ran", "reason": reason, "seconds": seconds, "outputs": outputs}
+
+
+def say(line: str) -> None:
+    """One console line of the pipeline."""
+    print(line, flush=True)
+
+
+def headline(task: str, figures: dict[str, Any]) -> str:
+    """The key figures of a finished task, in a few words."""
+    try:
+        return HEADLINES[task](figures)
+    except (KeyError, TypeError, ValueError):
+        return ""
+
+
+def _rows(figures: dict[str, Any]) -> str:
+    sources = figures["sources"]
+    total = {kind: sum(row[kind] for row in sources.values()) for kind in ("input", "good", "quarantined")}
+    return f"{total['input']} rows in, {total['good']} good, {total['quarantined']} quarantined"
+
+
+def _comparison(figures: dict[str, Any]) -> str:
+    joint = figures["joint"]
+    best, lr = joint["comparison"][joint["best_module"]], joint["comparison"]["lr"]
+    return (f"best {joint['best_module']}: AUC {best['auc']:.4f} (LR {lr['auc']:.4f}), "
+            f"cold start {best['cold_auc']:.4f} (LR {lr['cold_auc']:.4f})")
+
+
+def _recommendations(figures: dict[str, Any]) -> str:
+    found = figures["recommend"]["metrics"]
+    return (f"similar P@10 {found['similar_precision_at_10']:.3f}, query recall@10 "
+            f"{found['query_recall_at_10']:.3f}, user hit@10 {found['user_hit_rate_at_10']:.3f}")
+
+
+HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "generate_data": lambda f: f"{f['generate_data']['good_rows']['click_log']} impressions, "
+                               f"{f['generate_data']['good_rows']['catalog']} SKUs",
+    "build_tables": _rows,
+    "train_pairwise": lambda f: f"model v{f['pairwise']['model_version']}, pairwise accuracy "
+                                f"{f['pairwise']['metrics']['pairwise_accuracy']:.4f}",
+    "embed_catalog": lambda f: f"{f['embed_catalog']['skus_embedded']} of {f['embed_catalog']['skus_total']} "
+                               f"SKUs embedded ({f['embed_catalog']['mode']})",
+    "train_lr": lambda f: f"model v{f['lr']['model_version']}, AUC {f['lr']['metrics']['auc']:.4f}",
+    "train_joint": _comparison,
+    "recommend": _recommendations,
+}
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The table printed at the end of a run: each task's status and time, then the report path."""
+    lines = ["", f"{'task':<16}{'status':<14}{'seconds':>9}  figures"]
+    for name, entry in report.get("tasks", {}).items():
+        seconds = entry.get("seconds")
+        shown = "" if entry.get("status") not in ("ran", "skipped") else headline(name, report)
+        lines.append(f"{name:<16}{entry.get('status', ''):<14}{'' if seconds is None else f'{seconds:.1f}':>9}  {shown}")
+    report_path = (report.get("report") or {}).get("path")
+    if report_path:
+        lines.append(f"report: {report_path}")
+    return "\n".join(lines)
 
 
 def _write_report(spark: SparkSession, config: Config, report: RunReport) -> None:
@@ -93,7 +244,6 @@ def _write_report(spark: SparkSession, config: Config, report: RunReport) -> Non
             path = write_report(spark, config, report.as_dict())
     except Exception as error:  # noqa: BLE001 - the report must never hide the run's own outcome
         report.figures["report"] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
-        print(f"pipeline: the HTML report was not written: {report.figures['report']['error']}", flush=True)
+        say(f"pipeline: the HTML report was not written: {report.figures['report']['error']}")
         return
     report.figures["report"] = {"path": path}
-    print(f"report: {path}", flush=True)

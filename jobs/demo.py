@@ -1,0 +1,21 @@
+"""spark-submit job: the sample data (unless it is already there), then the whole pipeline."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from adrank.cli import pipeline_parser, pipeline_selection
+from adrank.pipeline import run_demo
+from adrank.runs import run_job
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """generate_data, then every pipeline task that is not current; one JSON line of figures."""
+    args, config, selection = pipeline_selection(
+        pipeline_parser("demo", "Generate the sample data and run the adrank pipeline on it."), argv)
+    return run_job("demo", config, lambda spark, cfg, report: run_demo(spark, cfg, report, selection))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
