@@ -253,16 +253,17 @@ def _disk_full(link: _Link, notes: str) -> str | None:
     if not python and "No space left on device" not in link.text:
         return None
     path = exc.filename if isinstance(exc, OSError) and exc.filename else None
-    where = f" writing {path}{_filesystem(str(path))}" if path else ""
+    where = f" writing {path}" if path else ""
+    filesystem = _filesystem(str(path)) if path else ""
     places = ("that filesystem" if path else
               "the disks of storage.root, storage.local_root and Spark's scratch folder (spark.local.dir, /tmp by "
               "default)")
-    return (f"out of disk space{where} (No space left on device): free space on {places}, or point storage.root / "
-            "storage.local_root / spark.local.dir at a larger disk; then rerun the job")
+    return (f"out of disk space{where} (No space left on device{filesystem}): free space on {places}, or point "
+            "storage.root / storage.local_root / spark.local.dir at a larger disk; then rerun the job")
 
 
 def _filesystem(path: str) -> str:
-    """`` (filesystem /mnt, 12 MB free)`` for the filesystem holding ``path`` (empty if unknown)."""
+    """``; filesystem /mnt, 12 MB free`` for the filesystem holding ``path`` (empty if unknown)."""
     folder = Path(path).absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -273,7 +274,7 @@ def _filesystem(path: str) -> str:
         free = shutil.disk_usage(folder).free
     except OSError:
         return ""
-    return f" (filesystem {mount}, {free // 2**20} MB free)"
+    return f"; filesystem {mount}, {free // 2**20} MB free"
 
 
 def _port_in_use(link: _Link, notes: str) -> str | None:
