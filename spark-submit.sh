@@ -41,7 +41,25 @@ done
 [ -f "$CONF_FILE" ] || { echo "spark-submit.sh: config file not found: $CONF_FILE" >&2; exit 2; }
 CONF_FILE="$(cd "$(dirname "$CONF_FILE")" && pwd)/$(basename "$CONF_FILE")"
 
+# Preflight: what Spark needs to start, each missing piece one line and exit status 1 (Java
+# before the bootstrap, which needs it too; the Delta jars after it, as it fetches them).
+if ! command -v java >/dev/null 2>&1; then
+  if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
+    export PATH="$JAVA_HOME/bin:$PATH"
+  else
+    why="JAVA_HOME unset"; [ -z "${JAVA_HOME:-}" ] || why="JAVA_HOME=$JAVA_HOME has no bin/java"
+    echo "spark-submit.sh: Java 17+ is needed (java not on PATH and $why): install it, e.g. apt-get install openjdk-17-jre-headless" >&2
+    exit 1
+  fi
+fi
 bash "$ROOT/scripts/bootstrap.sh"
+DELTA_VERSION="$(sed -n 's/^delta-spark==//p' "$ROOT/constraints.txt")"
+for jar in "delta-spark_2.13-$DELTA_VERSION.jar" "delta-storage-$DELTA_VERSION.jar"; do
+  [ -s "$ROOT/.cache/jars/$jar" ] || {
+    echo "spark-submit.sh: Delta jars missing: no $jar in $ROOT/.cache/jars: remove that folder and run again (scripts/bootstrap.sh fetches them from Maven Central with mvn)" >&2
+    exit 1
+  }
+done
 
 # Validate the whole config (exit 2 naming the key) and read the master, before Spark starts.
 MASTER="$("$VENV/bin/python" -m adrank.cli get spark.master --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2

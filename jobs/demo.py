@@ -14,7 +14,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """generate_data, then every pipeline task that is not current; one JSON line of figures."""
     args, config, selection = pipeline_selection(
         pipeline_parser("demo", "Generate the sample data and run the adrank pipeline on it."), argv)
-    return run_job("demo", config, lambda spark, cfg, report: run_demo(spark, cfg, report, selection))
+    return run_job("demo", config, lambda spark, cfg, report: run_demo(spark, cfg, report, selection),
+                   debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from adrank.cli import job_parser, parse_job_args
 from adrank.config import Config
-from adrank.embed.run import EmbedError, embed_catalog
+from adrank.embed.run import embed_catalog
 from adrank.runs import RunReport, run_job
 
 
@@ -22,11 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
         embed_catalog(spark, cfg, report, full=args.full)
 
-    try:
-        return run_job("embed_catalog", config, body)
-    except EmbedError as error:
-        print(f"embed_catalog: error: {error}", file=sys.stderr)
-        return 1
+    return run_job("embed_catalog", config, body, debug=args.debug)
 
 
 if __name__ == "__main__":

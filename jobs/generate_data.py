@@ -13,8 +13,8 @@ from adrank.sample.run import generate_data
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate sample inputs under ``inputs.root`` with the sizes of ``sample.*``."""
     parser = job_parser("generate_data", "Write deterministic sample inputs.")
-    _, config = parse_job_args(parser, argv)
-    return run_job("generate_data", config, generate_data)
+    args, config = parse_job_args(parser, argv)
+    return run_job("generate_data", config, generate_data, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from adrank.runs import run_job
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline's tasks that are not current and print one JSON line of figures."""
     args, config, selection = pipeline_selection(pipeline_parser("pipeline", "Run the adrank pipeline."), argv)
-    return run_job("pipeline", config, lambda spark, cfg, report: run_pipeline(spark, cfg, report, selection))
+    return run_job("pipeline", config, lambda spark, cfg, report: run_pipeline(spark, cfg, report, selection),
+                   debug=args.debug)
 
 
 if __name__ == "__main__":

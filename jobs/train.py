@@ -22,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="joint: train the SKU and query towers end to end (GPUs; tiny on CPU)")
     args, config = parse_job_args(parser, argv)
     config = with_joint_options(config, args.interaction, args.finetune_cnn)
-    return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version))
+    return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version),
+                   debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -37,18 +37,16 @@ def test_report_is_printed_as_one_json_line_and_stored(spark, config, capsys):
     assert json.loads(printed[0])["rows_in"] == 5
 
 
-def test_a_failing_job_still_publishes_its_report_then_raises(spark, config, capsys):
-    import pytest
-
+def test_a_failing_job_still_publishes_its_report_then_returns_1(spark, config, capsys):
     from adrank.runs import run_job
 
     def body(spark_, config_, report):
         report.figures["rows_in"] = 3
         raise ValueError("input folder is empty\nsecond line")
 
-    with pytest.raises(ValueError, match="input folder is empty"):
-        run_job("failing", config, body)
+    assert run_job("failing", config, body) == 1
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["status"] == "failed"
     assert report["error"] == "ValueError: input folder is empty"
+    assert report["error_type"] == "ValueError"
     assert report["rows_in"] == 3

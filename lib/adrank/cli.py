@@ -26,6 +26,10 @@ def job_parser(job: str, description: str) -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one config key, e.g. --set sample.seed=3 (repeatable)",
     )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="on failure, print the full traceback too (the error is one line without it)",
+    )
     return parser
 
 

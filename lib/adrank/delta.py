@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
+from adrank.errors import naming_table
+
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 NO_DELETION_VECTORS = {"delta.enableDeletionVectors": "false"}
 # operationMetrics key -> figure name, for the commits adrank makes (absent = 0)
@@ -105,7 +107,8 @@ def write_delta(
         writer = writer.option("replaceWhere", replace_where)
     if commit_info:
         writer = writer.option("userMetadata", json.dumps(dict(commit_info), sort_keys=True))
-    writer.save(path)
+    with naming_table(path):
+        writer.save(path)
 
 
 def read_delta(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
@@ -195,7 +198,8 @@ def create_table(spark: SparkSession, path: str, schema: StructType, properties:
 def set_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
     """One commit setting table properties (it adds and removes no data file)."""
     pairs = ", ".join(f"'{key}' = '{value}'" for key, value in properties.items())
-    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
+    with naming_table(path):
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({pairs})")
 
 
 def table_properties(spark: SparkSession, path: str) -> dict[str, str] | None:

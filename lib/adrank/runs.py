@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from pyspark.sql import SparkSession
 
 from adrank.config import Config, to_json
 from adrank.delta import write_text_file
-from adrank.errors import InputError
+from adrank.errors import error_type, explain, summary
 from adrank.layout import runs_path
 from adrank.spark import build_spark
 
@@ -66,31 +67,61 @@ def publish_report(spark: SparkSession | None, config: Config, report: RunReport
 JobBody = Callable[[SparkSession, Config, RunReport], None]
 
 
-def run_job(job: str, config: Config, body: JobBody) -> int:
+def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
     """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
 
-    A failing run still publishes its report, with ``status: failed`` and the error's
-    first line, then re-raises; an :class:`~adrank.errors.InputError` (bad inputs or
-    request, raised before any write) is printed as one line on stderr and returns 1
-    instead. A session that already existed (a platform's, or a test's) is left running.
+    A failing run still publishes its report, with ``status: failed``, ``error`` (the
+    :func:`~adrank.errors.explain` line, else the error's type and first line) and
+    ``error_type``, prints ``<job>: error: <line>`` on stderr and returns 1 (see
+    :func:`exit_on_error`; ``debug`` adds the traceback, and re-raises an error
+    ``explain`` does not know). A session that already existed (a platform's, or a
+    test's) is left running.
     """
     report = RunReport(job)
     session_was_active = SparkSession.getActiveSession() is not None
-    spark = build_spark(config.spark, f"adrank-{job}")
+    try:
+        spark = build_spark(config.spark, f"adrank-{job}")
+    except Exception as exc:  # e.g. no Java: pyspark's JAVA_GATEWAY_EXITED
+        line = explain(exc)
+        record_failure(None, config, report, exc, line)
+        if line is None and debug:
+            raise
+        return exit_on_error(job, exc, line, debug)
     try:
         try:
             with report.timed("total"):
                 body(spark, config, report)
         except Exception as exc:
-            report.figures.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-            publish_report(spark, config, report)
-            if not isinstance(exc, InputError):
+            line = explain(exc)
+            record_failure(spark, config, report, exc, line)
+            if line is None and debug:
                 raise
-            print(f"{job}: error: {exc}", file=sys.stderr, flush=True)
-            return 1
+            return exit_on_error(job, exc, line, debug)
         report.figures["status"] = "succeeded"
         publish_report(spark, config, report)
     finally:
         if not session_was_active:
             spark.stop()
     return 0
+
+
+def record_failure(spark: SparkSession | None, config: Config, report: RunReport, exc: BaseException,
+                   line: str | None) -> None:
+    """Publish the failed run's report: ``error`` is ``line`` (the explained cause) or the error's summary."""
+    report.figures.update(status="failed", error=(line or summary(exc))[:500], error_type=error_type(exc))
+    try:
+        publish_report(spark, config, report)
+    except Exception as publish_error:  # noqa: BLE001 - the run's own error is the one to show
+        if spark is not None:
+            raise
+        print(f"{report.job}: could not write the run report without Spark: {summary(publish_error)}",
+              file=sys.stderr, flush=True)
+
+
+def exit_on_error(job: str, exc: BaseException, line: str | None, debug: bool) -> int:
+    """Print ``<job>: error: <line>`` on stderr (the traceback before it with ``debug``); return 1."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    text = line or f"{summary(exc)} (run with --debug for the traceback)"
+    print(f"{job}: error: {text}", file=sys.stderr, flush=True)
+    return 1

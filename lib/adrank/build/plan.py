@@ -68,7 +68,9 @@ def plan_build(
     clicks = listings[CLICK_LOG]
     if requested is None:
         if not clicks.dates:
-            raise InputError(f"no date=YYYY-MM-DD folders under {CLICK_LOG}/: nothing to build")
+            raise InputError(f"no date=YYYY-MM-DD folders under {CLICK_LOG}/ of inputs.root: nothing to build; put the "
+                             "click log there (a date=YYYY-MM-DD folder of JSON lines per day) or write sample "
+                             "inputs with ./spark-submit.sh generate_data")
         requested = (clicks.dates[0], clicks.dates[-1])
     if requested[1] > today + FUTURE_GRACE:
         raise InputError(f"refusing to build {requested[1]}: it is in the future (today is {today}, UTC)")

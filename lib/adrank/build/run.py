@@ -37,6 +37,7 @@ from adrank.build.images import STATUS_OK, preprocess_images, preprocessing_fing
 from adrank.build.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
 from adrank.build.quarantine import quarantine_rows
 from adrank.config import Config
+from adrank.errors import InputError
 from adrank.runs import RunReport
 
 WHOLE_SOURCES = (layout.CATALOG, layout.USER_SNAPSHOTS, layout.SKU_SNAPSHOTS)
@@ -138,8 +139,8 @@ def build_sku_images(
     counted = preprocessed.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(stored_image, 1)).alias("reused"))
     input_rows, reused = counted.collect()[0]
     if input_rows == 0:
-        raise ValueError(f"the catalog at {layout.input_path(config, layout.CATALOG)} is empty: "
-                         "refusing to MERGE it (it would delete every SKU)")
+        raise InputError(f"the catalog at {layout.input_path(config, layout.CATALOG)} is empty: "
+                         "refusing to MERGE it (it would delete every SKU); put the catalog there")
     figures = store.upsert_sku_images(
         spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
         preprocessing=fingerprint if stored is None else None,  # record it only where it is not recorded yet

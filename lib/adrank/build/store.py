@@ -28,6 +28,7 @@ from adrank.delta import (
     set_properties,
     table_properties,
 )
+from adrank.errors import naming_table
 
 SKU_IMAGES_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
 PREPROCESSING_PROPERTY = "adrank.images.preprocessing"  # what made the stored images
@@ -133,13 +134,14 @@ def _merge_sku_images(spark: SparkSession, changes: DataFrame, path: str, column
     from delta.tables import DeltaTable
 
     values: dict[str, str | Column] = {c: f"s.{c}" for c in columns}
-    (DeltaTable.forPath(spark, path).alias("t")
-     .merge(changes.alias("s"), "t.sku_id = s.sku_id")
-     .whenMatchedDelete(condition=f"s.{_OP} = 'delete'")
-     .whenMatchedUpdate(condition=f"s.{_OP} = 'upsert' AND ({SKU_IMAGES_CHANGED})",
-                        set={**values, "image": "coalesce(s.image, t.image)"})
-     .whenNotMatchedInsert(condition=f"s.{_OP} = 'upsert' AND s.image IS NOT NULL", values=values)
-     .execute())
+    merge = (DeltaTable.forPath(spark, path).alias("t")
+             .merge(changes.alias("s"), "t.sku_id = s.sku_id")
+             .whenMatchedDelete(condition=f"s.{_OP} = 'delete'")
+             .whenMatchedUpdate(condition=f"s.{_OP} = 'upsert' AND ({SKU_IMAGES_CHANGED})",
+                                set={**values, "image": "coalesce(s.image, t.image)"})
+             .whenNotMatchedInsert(condition=f"s.{_OP} = 'upsert' AND s.image IS NOT NULL", values=values))
+    with naming_table(path):
+        merge.execute()
 
 
 def decode_stored_images(images: Iterable[bytes]) -> np.ndarray:

@@ -41,6 +41,7 @@ from adrank.delta import (
     set_properties,
 )
 from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
+from adrank.errors import naming_table
 from adrank.layout import serving_root
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
 
     staged = spark.read.schema(STAGED_DDL).parquet(staged_path)
     values: dict[str, str | Column] = {c: f"s.{c}" for c in SKU_EMBEDDINGS_COLUMNS}
-    with session_conf(spark, {USER_METADATA_CONF: record.metadata()}):
+    with session_conf(spark, {USER_METADATA_CONF: record.metadata()}), naming_table(path):
         (DeltaTable.forPath(spark, path).alias("t")
          .merge(staged.alias("s"), "t.sku_id = s.sku_id")
          .whenMatchedDelete(condition=f"s.op = '{DELETE}'")
@@ -267,7 +268,8 @@ def compact(spark: SparkSession, path: str) -> dict[str, int]:
     """
     from delta.tables import DeltaTable
 
-    metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().select("metrics").collect()[0][0]
+    with naming_table(path):
+        metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().select("metrics").collect()[0][0]
     return {"files_removed": int(metrics.numFilesRemoved), "files_added": int(metrics.numFilesAdded),
             "version": latest_version(spark, path)}
 

@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from adrank import delta, layout
 from adrank.config import Config
+from adrank.errors import naming_table
 
 PAIR_KINDS = (layout.DETAIL, layout.SEARCH)
 PAIRS_PARTITION = "kind_part"  # a copy of kind: the files of one kind hold that kind only
@@ -44,7 +45,8 @@ def write_joint_examples(spark: SparkSession, config: Config, frame: DataFrame, 
     writer = frame.repartition(files).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     for key, value in delta.NO_DELETION_VECTORS.items():
         writer = writer.option(key, value)
-    writer.save(path)
+    with naming_table(path):
+        writer.save(path)
     return delta.last_commit_metrics(spark, path)["version"]
 
 
@@ -74,5 +76,6 @@ def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files
               .partitionBy(PAIRS_PARTITION))
     for key, value in delta.NO_DELETION_VECTORS.items():
         writer = writer.option(key, value)
-    writer.save(path)
+    with naming_table(path):
+        writer.save(path)
     return delta.last_commit_metrics(spark, path)["version"]
