@@ -70,8 +70,15 @@ done
 $has_master || SUBMIT_ARGS=(--master "$MASTER" "${SUBMIT_ARGS[@]}")
 
 # lib/ as a zip for --py-files (executors import adrank from it).
-LIB_ZIP="$ROOT/.cache/adrank-lib.zip"
-(cd "$ROOT/lib" && rm -f "$LIB_ZIP" && "$VENV/bin/python" -m zipfile -c "$LIB_ZIP" adrank)
+# Named by its content and never rewritten: a run reads its zip by path while it runs, so a
+# concurrent run from the same checkout must not replace it under it.
+mkdir -p "$ROOT/.cache/py-files"
+ZIP_TMP="$(mktemp "$ROOT/.cache/py-files/.adrank-lib.XXXXXX")"
+rm -f "$ZIP_TMP"
+(cd "$ROOT/lib" && "$VENV/bin/python" -m zipfile -c "$ZIP_TMP" adrank)
+LIB_ZIP="$ROOT/.cache/py-files/adrank-lib-$(sha256sum "$ZIP_TMP" | cut -c1-16).zip"
+if [ -f "$LIB_ZIP" ]; then rm -f "$ZIP_TMP"; touch "$LIB_ZIP"; else mv "$ZIP_TMP" "$LIB_ZIP"; fi
+find "$ROOT/.cache/py-files" -name "adrank-lib-*.zip" -mtime +7 -delete 2>/dev/null || true
 DELTA_JARS="$(ls "$ROOT"/.cache/jars/delta-*.jar | tr '\n' ',' | sed 's/,$//')"
 
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV/bin/python}"

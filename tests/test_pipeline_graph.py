@@ -45,9 +45,9 @@ def bodies(runs: list[str], fail: set[str] | None = None):
     return {"make": make, "double": double}
 
 
-def run(spark, config, runs, selection=Selection(), fail=None, tasks=TASKS) -> RunReport:
+def run(spark, config, runs, selection=None, fail=None, tasks=TASKS) -> RunReport:
     report = RunReport("pipeline")
-    run_graph(spark, config, report, tasks, selection, bodies(runs, fail))
+    run_graph(spark, config, report, tasks, selection or Selection(), bodies(runs, fail))
     return report
 
 

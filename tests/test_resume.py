@@ -9,8 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import REPO, TINY_CONF
 from tables import PIPELINE_TABLES, assert_same_tables
+
+from conftest import REPO, TINY_CONF
 from test_spark_submit import submit
 
 KILLED_TASK = "train_joint"  # long enough on the tiny config to be killed inside it, Delta writes first
