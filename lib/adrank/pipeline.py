@@ -22,7 +22,8 @@ from pyspark.sql import SparkSession
 
 from adrank import freshness
 from adrank.config import Config
-from adrank.errors import InputError
+from adrank.errors import InputError, explain
+from adrank.errors import summary as summary_of
 from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
 from adrank.runs import RunReport
 
@@ -130,7 +131,7 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
                                          forced=forced is not None)
         report.figures["status"] = "succeeded"  # the report is written before run_job records it
     except Exception as error:
-        report.figures.update(status="failed", error=f"{type(error).__name__}: {error}".splitlines()[0][:500])
+        report.figures.update(status="failed", error=(explain(error) or summary_of(error))[:500])
         for task in tasks:
             states.setdefault(task.name, {"status": "not run"})
         raise
@@ -163,8 +164,7 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     except Exception as error:
         seconds = round(time.perf_counter() - start, 1)
         report.figures["tasks"][task.name] = {"status": "failed", "seconds": seconds, "reason": reason}
-        say(f"{prefix} FAILED after {seconds:.1f} s: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
-            if str(error) else f"{prefix} FAILED after {seconds:.1f} s: {type(error).__name__}")
+        say(f"{prefix} FAILED after {seconds:.1f} s: {(explain(error) or summary_of(error))[:300]}")
         raise
     seconds = round(time.perf_counter() - start, 1)
     figures = {key: value for key, value in report.figures.items()
