@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -201,6 +202,21 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking of training (:mod:`adrank.tracking`): one MLflow run per (run id, stage).
+
+    ``uri`` is the MLflow tracking URI (``http(s)://``, ``databricks``, ``file:``...); empty =
+    a local file store at ``file:<storage.local>/_mlruns``. ``enabled: false`` logs nothing.
+    Credentials never go here: MLflow reads them from its own environment variables
+    (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``, ``DATABRICKS_TOKEN``).
+    """
+
+    uri: str = ""
+    enabled: bool = True
+    experiment: str = "adrank"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole adrank configuration."""
 
@@ -212,6 +228,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
@@ -388,6 +405,7 @@ def _validate(config: Config) -> None:
     _validate_train(config.train)
     _validate_embed(config.embed)
     _validate_recommend(config.recommend)
+    _validate_tracking(config.tracking)
     _require(bool(config.storage.root), "storage.root", "must not be empty")
     _validate_local_root(config.storage)
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
@@ -480,6 +498,18 @@ def _validate_embed(embed: EmbedConfig) -> None:
         folder = getattr(embed, key)
         _require(bool(folder.strip("/")) and ".." not in folder.split("/") and "://" not in folder,
                  f"embed.{key}", f"must be a folder below {base}, got {folder!r}")
+
+
+def _validate_tracking(tracking: TrackingConfig) -> None:
+    uri = tracking.uri
+    _require(uri == uri.strip() and not any(c.isspace() for c in uri), "tracking.uri", "must not contain spaces")
+    _require(not uri or uri == "databricks" or os.path.isabs(uri) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri)
+             is not None, "tracking.uri",
+             f"must be empty (a local file store), 'databricks', an absolute path or a URI with a scheme, got {uri!r}")
+    _require(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@", uri) is None, "tracking.uri",
+             "holds a password: put credentials in MLflow's environment variables "
+             "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN), never in the config")
+    _require(bool(tracking.experiment.strip()), "tracking.experiment", "must not be empty")
 
 
 def _check_date(text: str, key: str) -> None:

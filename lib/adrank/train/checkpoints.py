@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from adrank.config import Config
 
 CHECKPOINT_PREFIX = "ckpt"
+TENSORBOARD_FOLDER = "tensorboard"
 # TrainConfig fields that do not change what is trained: a run that differs only in
 # these resumes the same checkpoints (so more steps extend a finished run).
 NOT_IN_CONFIG_HASH = frozenset(
@@ -73,6 +74,9 @@ class RankSettings:
         deterministic: Turn on ``tf.config.experimental.enable_op_determinism``.
         init_from: A registered SavedModel whose variables start the towers of a model
             that fine-tunes them (stage 3 with ``train.finetune_cnn``); empty = none.
+        tensorboard_dir: Where rank 0 writes TensorBoard summaries (loss, steps/s, learning
+            rates every ``log_every`` steps); empty = ``<checkpoint dir>/tensorboard``
+            (:func:`tensorboard_dir`).
     """
 
     stage: str
@@ -87,6 +91,7 @@ class RankSettings:
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S
     deterministic: bool = False
     init_from: str = ""
+    tensorboard_dir: str = ""
 
     @property
     def launcher(self) -> str:
@@ -118,6 +123,7 @@ def make_settings(
     deterministic: bool = False,
     train: TrainConfig | None = None,
     init_from: str = "",
+    tensorboard_dir: str = "",
 ) -> RankSettings:
     """The settings of one stage run; ``checkpoint_root`` defaults to ``layout.checkpoint_root``.
 
@@ -138,6 +144,7 @@ def make_settings(
         files={role: tuple(str(f) for f in paths) for role, paths in (files or {}).items()},
         run_id=run_id, seed=int(seed), log_every=int(log_every),
         step_timeout_s=float(step_timeout_s), deterministic=bool(deterministic), init_from=str(init_from),
+        tensorboard_dir=str(tensorboard_dir),
     )
 
 
@@ -164,6 +171,11 @@ def checkpoint_dir(settings: RankSettings) -> str:
     safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text)).strip("_")[:80] or "none"
     return layout.join_path(settings.checkpoint_root, settings.stage,
                             f"data-{safe}-{config_hash(settings)}")
+
+
+def tensorboard_dir(settings: RankSettings) -> str:
+    """``settings.tensorboard_dir``, or ``<checkpoint dir>/tensorboard`` when it is empty."""
+    return settings.tensorboard_dir or layout.join_path(checkpoint_dir(settings), TENSORBOARD_FOLDER)
 
 
 def last_checkpoint_step(settings: RankSettings) -> int | None:
@@ -224,5 +236,5 @@ def clear_failures(settings: RankSettings) -> None:
 __all__ = [
     "CHECKPOINT_PREFIX", "DataVersion", "FeatureSizes", "RankSettings", "checkpoint_dir",
     "clear_failures", "config_hash", "failure_file", "last_checkpoint_step", "make_settings",
-    "record_failure", "recorded_failures", "write_failure",
+    "record_failure", "recorded_failures", "tensorboard_dir", "write_failure",
 ]

@@ -87,7 +87,8 @@ def train_joint(pinned: PinnedData) -> None:
         details = {"interaction": kind, "finetune_cnn": config.train.finetune_cnn,
                    "embedding_model_version": embeddings.model_version, "comparison": table}
         _register(pinned, data_version, comparison[kind], joint_model=trained[kind],
-                  figures=modules[kind], details=details)
+                  figures=modules[kind], details=details, name=kind,
+                  train_config=dataclasses.replace(config.train, interaction=kind))
     figures["best_module"] = max(kinds, key=lambda k: _sort_key(comparison[k]))
     print(f"joint model on the held-out dates {', '.join(map(str, pinned.holdout_dates))} "
           f"(training_examples v{pinned.version}, sku_embeddings v{embeddings.version}):\n"

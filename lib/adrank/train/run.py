@@ -161,7 +161,7 @@ def _launch(pinned: PinnedData, data_version: DataVersion, files: dict[str, list
         result = launch(settings)
     (pinned.figures if figures is None else figures)["training"] = {
         k: result[k] for k in ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks",
-                               "losses")
+                               "losses", "tensorboard_dir")
         if k in result
     }
     return settings
@@ -219,11 +219,13 @@ def train_lr(pinned: PinnedData) -> None:
 def _register(pinned: PinnedData, data_version: DataVersion, metrics: dict[str, float | int], *,
               pairwise_model: PairwiseModel | None = None, linear_model: LinearModel | None = None,
               joint_model: JointModel | None = None, figures: Figures | None = None,
-              details: Figures | None = None) -> None:
-    """Checks the metrics (into the figures, NaN as null, even when refused) and exports the model.
+              details: Figures | None = None, train_config: TrainConfig | None = None, name: str = "") -> None:
+    """Checks the metrics (into the figures, NaN as null, even when refused), exports the model, tracks it.
 
-    ``figures`` receive ``metrics`` and ``model_version`` (default: the stage's figures);
-    ``details`` go into the model's metadata.
+    ``figures`` receive ``metrics``, ``model_version`` and ``tracking`` (where the MLflow run
+    went, or its error; default: the stage's figures); ``details`` go into the model's
+    metadata; ``train_config`` (default ``config.train``) is what MLflow records as params
+    and ``name`` (a stage-3 module) prefixes its keys there.
     """
     from adrank.config import config_as_dict
     from adrank.train.registry import export_model
@@ -232,12 +234,26 @@ def _register(pinned: PinnedData, data_version: DataVersion, metrics: dict[str, 
     figures = pinned.figures if figures is None else figures
     figures["metrics"] = metrics  # in the report (NaN as null) even when refused below
     figures["metrics"] = checked = _checked_metrics(pinned.stage, metrics, pinned.version)
-    figures["model_version"], _ = export_model(
+    model_version, model_path = export_model(
         layout.registry_root(config), pinned.stage, image_size=config.features.image_size,
         data_version=data_version, config=config_as_dict(config), metrics=checked,
         run_id=pinned.report.run_id, pairwise_model=pairwise_model, linear_model=linear_model,
         joint_model=joint_model, embedding_dim=config.train.embedding_dim, details=details,
     )
+    figures["model_version"] = model_version
+    figures["tracking"] = _track(pinned, data_version, checked, model_path, model_version,
+                                 train_config or config.train, name)
+
+
+def _track(pinned: PinnedData, data_version: DataVersion, metrics: Metrics, model_path: str, model_version: int,
+           train_config: TrainConfig, name: str) -> Figures:
+    """The registered model to MLflow (:func:`adrank.tracking.track_stage`, which never raises)."""
+    from adrank.config import config_as_dict
+    from adrank.tracking import track_stage
+
+    with pinned.report.timed(f"{pinned.stage}{'_' + name if name else ''}_tracking"):
+        return track_stage(pinned.config, pinned.report.run_id, pinned.stage, config_as_dict(train_config),
+                           metrics, model_path, model_version, data_version=data_version, name=name)
 
 
 __all__ = ["INTERACTIONS", "STAGES", "PinnedData", "TrainingDataError", "train", "train_lr", "train_pairwise",

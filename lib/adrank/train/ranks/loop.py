@@ -4,7 +4,9 @@ Contract: :func:`train_stage` is what the launcher (:mod:`adrank.train.launch`) 
 the ranks. It takes a picklable :class:`~adrank.train.checkpoints.RankSettings` and
 imports TensorFlow and Horovod inside, so this module is cheap to import on a driver.
 Every rank runs exactly ``steps - start`` steps, in the Horovod order (read it in
-:func:`train_stage`); only rank 0 logs and checkpoints; a rerun resumes from rank 0's
+:func:`train_stage`); only rank 0 logs, writes TensorBoard summaries (loss, steps/s and
+learning rates every ``log_every`` steps, under
+:func:`~adrank.train.checkpoints.tensorboard_dir`) and checkpoints; a rerun resumes from rank 0's
 newest checkpoint. A rank whose step makes no progress for ``settings.step_timeout_s``
 is ended by a watchdog; a failing rank leaves a one-line reason for the launcher.
 
@@ -33,6 +35,7 @@ from adrank.train.checkpoints import (
     checkpoint_dir,
     failure_file,
     record_failure,
+    tensorboard_dir,
     write_failure,
 )
 from adrank.train.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH, Models, Stage, stage_spec
@@ -126,7 +129,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         ``checkpoint_dir``, ``initial_checksum`` / ``variable_checksums`` (sum of
         |trainable variable| after the initial broadcast / at the end, the latter per
         rank), ``roles``, ``seconds``, ``steps_per_s``, ``data_version``, ``run_id``,
-        ``ranks``.
+        ``ranks``, ``tensorboard_dir`` (rank 0's summaries).
 
     Raises:
         ValueError: Unknown stage. RuntimeError: a role has data on some ranks only,
@@ -141,6 +144,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
     _configure_logging(info.rank)
     watchdog = _Watchdog(settings.step_timeout_s, settings.stage, info.rank,
                          failure_file(settings, info.rank))
+    run: _RankRun | None = None
     try:
         # 2. Scale the dense learning rate by the number of ranks.
         dense_lr = spec.dense_learning_rate(settings) * info.size
@@ -175,6 +179,8 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         raise
     finally:
         watchdog.stop()
+        if run is not None:
+            run.close_summaries()
 
 
 class _RankRun:
@@ -216,6 +222,11 @@ class _RankRun:
         self.loss = float("nan")
         self.roles: list[str] = []
         self.initial_checksum = 0.0
+        self.learning_rates = {"dense": dense_lr, "ftrl": train.ftrl_learning_rate}
+        self.tensorboard_dir = tensorboard_dir(settings)
+        # Only rank 0 writes summaries (Horovod convention 6); the others hold no writer.
+        self.summaries = tf.summary.create_file_writer(self.tensorboard_dir) if info.is_chief else None
+        self.last_logged = (time.perf_counter(), 0)
 
     def restore_and_broadcast(self) -> None:
         """Rank 0 restores the newest checkpoint; step and variables go to every rank."""
@@ -240,6 +251,7 @@ class _RankRun:
                               self.manager.latest_checkpoint, restored)
         start = hvd.broadcast(tf.constant(restored, tf.int64), 0, name="adrank_start_step")
         self.start = int(start.numpy())
+        self.last_logged = (time.perf_counter(), self.start)
         self.step_var.assign(self.start)
         self.last_saved = self.start if self.start else None
         # Model variables (trainable and not) and the restored optimizer state: every
@@ -262,6 +274,7 @@ class _RankRun:
             self.losses.append([done, self.loss])
             self.log.info("%s step %d/%d (%s): loss %.5f", self.stage, done, self.total, role,
                           self.loss)
+            self.write_summaries(done)
         if done % self.settings.train.checkpoint_every == 0 or done == self.total:
             # Every rank: batch-norm moving statistics averaged (they differ per rank), sparse
             # FTRL slots made whole, so the checkpoint reflects every rank's data.
@@ -270,6 +283,28 @@ class _RankRun:
             if self.manager is not None:
                 self.manager.save(checkpoint_number=done)
             self.last_saved = done
+
+    def write_summaries(self, done: int) -> None:
+        """Rank 0: the rank-mean loss, steps/s since the last log and the learning rates at ``done``."""
+        import tensorflow as tf
+
+        now, step = time.perf_counter(), done
+        (then, before), self.last_logged = self.last_logged, (now, step)
+        if self.summaries is None:
+            return
+        with self.summaries.as_default(step=done):
+            tf.summary.scalar("loss", self.loss)
+            if now > then and step > before:
+                tf.summary.scalar("steps_per_s", (step - before) / (now - then))
+            for name, rate in self.learning_rates.items():
+                tf.summary.scalar(f"learning_rate/{name}", rate)
+        self.summaries.flush()
+
+    def close_summaries(self) -> None:
+        """Flushes and closes rank 0's summary writer (no-op on other ranks)."""
+        if self.summaries is not None:
+            self.summaries.close()
+            self.summaries = None
 
     def metrics(self, started: float) -> dict[str, object]:
         """The JSON-able metrics (see :func:`train_stage`); a collective: all ranks."""
@@ -289,6 +324,7 @@ class _RankRun:
             "steps_per_s": round(steps_run / seconds, 3) if seconds else 0.0,
             "data_version": self.settings.data_version,
             "run_id": self.settings.run_id, "ranks": self.info.size,
+            "tensorboard_dir": self.tensorboard_dir,
         }
 
 

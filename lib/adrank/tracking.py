@@ -1,0 +1,144 @@
+"""MLflow tracking of training: one MLflow run per (adrank run id, stage), never failing training.
+
+Contract: :func:`track_stage` logs a registered model's train settings (params), its
+held-out metrics (NaN and non-numbers skipped, nested figures flattened as ``a.b``), the
+registry path and version, the Delta versions read and the adrank run id (tags) to the
+experiment ``tracking.experiment`` at ``tracking.uri`` (empty: a local file store at
+``file:<storage.local>/_mlruns``). A second call for the same (run id, stage), e.g. the
+next stage-3 module, logs into the same MLflow run under a ``<name>.`` key prefix. It
+returns what the report records: ``{uri, experiment, run_id}``, or ``{error}`` when
+tracking failed (a warning line is logged; training goes on), or ``{enabled: false}``.
+MLflow is imported inside the function: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from adrank import layout
+from adrank.config import Config
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+LOG = logging.getLogger(__name__)
+MLRUNS_FOLDER = "_mlruns"
+RUN_ID_TAG = "adrank.run_id"
+STAGE_TAG = "adrank.stage"
+DATA_VERSION_TAG = "adrank.data_version"
+# MLflow >= 3.? refuses its file store unless this is set (the store is in maintenance
+# mode, still supported); a file: URI is what the default writes to.
+ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
+
+
+def tracking_uri(config: Config) -> str:
+    """``tracking.uri``, or ``file:<storage.local>/_mlruns`` when it is empty."""
+    if config.tracking.uri:
+        return config.tracking.uri
+    local = config.storage.local
+    folder = layout.join_path(local, MLRUNS_FOLDER)
+    return folder if folder.startswith("file:") else f"file:{folder}"
+
+
+def track_stage(config: Config, run_id: str, stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
+                model_path: str, model_version: int, *, data_version: Any = None,
+                name: str = "") -> dict[str, Any]:
+    """Log one registered model of a stage to MLflow; what the report records (never raises).
+
+    Args:
+        config: The job's config (``tracking`` and ``storage.local``).
+        run_id: The adrank run id (tag ``adrank.run_id``; with ``stage`` it names the MLflow run).
+        stage: The stage (tag ``adrank.stage``).
+        params: The stage's train settings (stringified; nested mappings flattened).
+        metrics: The held-out metrics (numbers only; NaN, None and text skipped).
+        model_path: The registered model's folder (tag ``adrank.model_path``).
+        model_version: Its registry version (tag ``adrank.model_version``).
+        data_version: The Delta version(s) read (tags ``adrank.data_version[.<table>]``).
+        name: A sub-model of the stage (a stage-3 module): prefixes its keys with ``<name>.``.
+
+    Returns:
+        ``{"uri", "experiment", "run_id"}``, ``{"error": "<Type>: <first line>"}`` or
+        ``{"enabled": False}``.
+    """
+    if not config.tracking.enabled:
+        return {"enabled": False}
+    uri = tracking_uri(config)
+    try:
+        mlflow_run = _log(config, uri, run_id, stage, params, metrics, model_path, model_version,
+                          data_version, name)
+    except Exception as exc:  # noqa: BLE001 - tracking must never fail training
+        line = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        LOG.warning("adrank tracking: %s %s not logged to MLflow at %s: %s", stage, name or "", uri, line)
+        return {"uri": uri, "error": line}
+    return {"uri": uri, "experiment": config.tracking.experiment, "run_id": mlflow_run}
+
+
+def _log(config: Config, uri: str, run_id: str, stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
+         model_path: str, model_version: int, data_version: Any, name: str) -> str:
+    """Log into the (run id, stage) MLflow run, made if missing; its MLflow run id."""
+    if uri.startswith("file:"):
+        os.environ.setdefault(ALLOW_FILE_STORE_ENV, "true")
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    mlflow_run = _stage_run(client, config.tracking.experiment, run_id, stage, data_version)
+    prefix = f"{name}." if name else ""
+    now = int(time.time() * 1000)
+    client.log_batch(
+        mlflow_run,
+        metrics=[Metric(prefix + k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
+        params=[Param(prefix + k, v) for k, v in _flat(params)],
+        tags=[RunTag(f"adrank.{prefix}model_path", str(model_path)),
+              RunTag(f"adrank.{prefix}model_version", str(model_version))],
+    )
+    client.set_terminated(mlflow_run)
+    return mlflow_run
+
+
+def _stage_run(client: MlflowClient, experiment: str, run_id: str, stage: str, data_version: Any) -> str:
+    """The MLflow run of (run id, stage) in the experiment: found by its tags, else made."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    query = f"tags.`{RUN_ID_TAG}` = '{_quoted(run_id)}' and tags.`{STAGE_TAG}` = '{_quoted(stage)}'"
+    existing = client.search_runs([experiment_id], query, max_results=1)
+    if existing:
+        return str(existing[0].info.run_id)
+    tags = {RUN_ID_TAG: run_id, STAGE_TAG: stage, **data_version_tags(data_version)}
+    return str(client.create_run(experiment_id, tags=tags, run_name=f"{stage}-{run_id}").info.run_id)
+
+
+def data_version_tags(data_version: Any) -> dict[str, str]:
+    """``{"adrank.data_version.<table>": "<v>"}`` per table, or one ``adrank.data_version`` tag."""
+    if data_version is None:
+        return {}
+    if isinstance(data_version, Mapping):
+        return {f"{DATA_VERSION_TAG}.{table}": str(v) for table, v in data_version.items()}
+    return {DATA_VERSION_TAG: str(data_version)}
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of (nested) metrics, keys joined with ``.``; bools, None, NaN, text dropped."""
+    return {key: float(value) for key, value in _flat(metrics, keep_raw=True)
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)}
+
+
+def _flat(values: Mapping[str, Any], parent: str = "", keep_raw: bool = False) -> Iterator[tuple[str, Any]]:
+    for key, value in values.items():
+        full = f"{parent}{key}"
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{full}.", keep_raw)
+        else:
+            yield full, value if keep_raw else ("" if value is None else str(value))[:6000]
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+__all__ = ["data_version_tags", "numeric_metrics", "track_stage", "tracking_uri"]
