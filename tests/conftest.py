@@ -1,27 +1,35 @@
-"""Shared test fixtures: one SparkSession with Delta for the whole session, tiny configs."""
+"""Shared test fixtures: the adrank.testing plugin's, under the names the tests use.
+
+``spark`` is the plugin's ``adrank_spark`` (one SparkSession with Delta for the whole
+session), ``config`` its ``adrank_config`` (tiny, under this test's folder), and
+``tiny_config`` its helper: the suite uses the same fixtures users get. The plugin is
+loaded here for runs from the source tree; when adrank is installed with its ``pytest11``
+entry point (named ``adrank.testing`` too) pytest finds it registered already.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from adrank.config import Config, load_config
+from adrank.config import Config
+
+pytest_plugins = ["adrank.testing", "pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONF = REPO / "conf" / "tiny.yaml"
 
+__all__ = ["REPO", "TINY_CONF", "config", "load_job", "spark", "tiny_config"]
+
 
 def tiny_config(root: Path, *overrides: str) -> Config:
-    """The tiny test config with storage and inputs under ``root``."""
-    return load_config(
-        TINY_CONF,
-        [f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}", *overrides],
-    )
+    """The tiny test config with storage and inputs under ``root`` (:func:`adrank.testing.tiny_config`)."""
+    from adrank.testing import tiny_config as plugin_tiny_config  # not before pytest imports the plugin
+
+    return plugin_tiny_config(root, *overrides)
 
 
 def load_job(name: str) -> ModuleType:
@@ -33,18 +41,12 @@ def load_job(name: str) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory):
+def spark(adrank_spark):
     """The one SparkSession of the test session (local[2], Delta, tiny settings)."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from adrank.spark import build_spark
-
-    config = tiny_config(tmp_path_factory.mktemp("spark"))
-    session = build_spark(config.spark, "adrank-tests")
-    yield session
-    session.stop()
+    return adrank_spark
 
 
 @pytest.fixture
-def config(tmp_path) -> Config:
+def config(adrank_config) -> Config:
     """A tiny config whose tables and inputs live in this test's own folder."""
-    return tiny_config(tmp_path)
+    return adrank_config
