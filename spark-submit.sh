@@ -68,9 +68,10 @@ SPARK_SUBMIT="${SPARK_SUBMIT:-$VENV/bin/spark-submit}"
 # which logs everything and shows only Spark's progress bar and the job's error line.
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
 LOG="$("$VENV/bin/python" -m adrank.cli log-file "$JOB" "$RUN_ID" --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
-mkdir -p "$(dirname "$LOG")"
+mkdir -p "$(dirname "$LOG")" 2>/dev/null || {  # storage.local not mounted on this machine: a local folder
+  LOG="${TMPDIR:-/tmp}/adrank/_runs/$(basename "$LOG")"; mkdir -p "$(dirname "$LOG")"; }
 export ADRANK_RUN_ID="$RUN_ID" ADRANK_LOG_FILE="$LOG" ADRANK_VERBOSE="$VERBOSE"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"  # TensorFlow's C++ start-up notices, even in the log
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"  # no TensorFlow C++ INFO notices, not even in the log
 FILTER=("$VENV/bin/python" -u -m adrank.console_filter "$LOG" --job "$JOB")
 [ "$VERBOSE" = 1 ] && FILTER+=(--verbose)
 

@@ -133,6 +133,9 @@ def quiet_session(job: str, log_path: str, verbose: bool = False) -> Iterator[No
     os.dup2(target, 2)
     session = _Session(job, log_path, verbose, console, log, tee=tee)
     streams = (sys.stdout, sys.stderr)
+    for stream in streams:  # the log is read while it grows: a line as soon as it is written
+        with contextlib.suppress(Exception):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if not verbose:  # the error line must reach the person: copy it to the console
         sys.stdout = _ErrorLines(sys.stdout, f"{job}: error:", session)  # type: ignore[assignment]
         sys.stderr = _ErrorLines(sys.stderr, f"{job}: error:", session)  # type: ignore[assignment]

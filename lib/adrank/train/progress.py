@@ -95,7 +95,7 @@ def progress_bar(settings: RankSettings, total: int, stream: TextIO | None) -> I
     tty = stream.isatty()
     bar = tqdm(total=total, desc=bar_label(settings), unit="step", file=stream, leave=True,
                mininterval=TTY_MININTERVAL_S if tty else PIPE_MININTERVAL_S,
-               dynamic_ncols=tty, ncols=None if tty else 80)
+               dynamic_ncols=tty, ncols=None if tty else 80, ascii=None if tty else True)
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(bar, path, stop), name="adrank-progress", daemon=True)
     poller.start()
