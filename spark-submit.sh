@@ -53,9 +53,12 @@ for arg in "${SUBMIT_ARGS[@]}"; do
 done
 $has_master || SUBMIT_ARGS=(--master "$MASTER" "${SUBMIT_ARGS[@]}")
 
-# lib/ as a zip for --py-files (executors import adrank from it).
-LIB_ZIP="$ROOT/.cache/adrank-lib.zip"
-(cd "$ROOT/lib" && rm -f "$LIB_ZIP" && "$VENV/bin/python" -m zipfile -c "$LIB_ZIP" adrank)
+# lib/ as a zip for --py-files (the driver and executors import adrank from it), one per run:
+# another run from this checkout must not rewrite it under a running job.
+mkdir -p "$ROOT/.cache"
+LIB_ZIP="$(mktemp --suffix=.zip "$ROOT/.cache/adrank-lib.XXXXXX")"
+trap 'rm -f "$LIB_ZIP"' EXIT
+(cd "$ROOT/lib" && "$VENV/bin/python" -m zipfile -c "$LIB_ZIP" adrank)
 DELTA_JARS="$(ls "$ROOT"/.cache/jars/delta-*.jar | tr '\n' ',' | sed 's/,$//')"
 
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV/bin/python}"

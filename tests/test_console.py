@@ -89,6 +89,7 @@ SESSION_SCRIPT = textwrap.dedent("""
         logging.getLogger("x").warning("a logging warning")
         console.say("demo: adrank line")
         print("demo: error: the one error line", file=sys.stderr)
+        print("report: /x/r.html"); print("reported: not this one")
         console.announce_log()
         console.say('{"job": "demo"}')
     print("after the session")
@@ -103,13 +104,13 @@ def run_session(tmp_path: Path, verbose: bool) -> tuple[list[str], str, Path]:
     return done.stdout.splitlines(), done.stderr, log
 
 
-NOISE = ["a library's print", "a C library on fd 2", "a child rank", "a FutureWarning", "a logging warning"]
+NOISE = ["reported: not this one", "a library's print", "a C library on fd 2", "a child rank", "a FutureWarning", "a logging warning"]
 
 
 def test_quiet_session_sends_the_driver_and_its_children_to_the_log(tmp_path):
     lines, stderr, log = run_session(tmp_path, verbose=False)
-    assert lines == ["demo: adrank line", "demo: error: the one error line", f"log: {log}", '{"job": "demo"}',
-                     "after the session"]
+    assert lines == ["demo: adrank line", "demo: error: the one error line", "report: /x/r.html", f"log: {log}",
+                     '{"job": "demo"}', "after the session"]
     assert stderr == ""
     logged = log.read_text()
     for text in [*NOISE, "demo: adrank line", "demo: error: the one error line", '{"job": "demo"}']:

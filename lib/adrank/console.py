@@ -34,6 +34,9 @@ VERBOSE_ENV = "ADRANK_VERBOSE"
 # TensorFlow's C++ INFO notices (oneDNN, CPU features) are noise even in the log; warnings stay.
 TF_LOG_LEVEL = "1"
 DRAIN_TIMEOUT_S = 2.0
+# adrank lines still written with print() that belong on the console (the pipeline's report
+# path, until adrank.pipeline says it with say()); the job's error line is added per job.
+PRINTED_CONSOLE_LINES = ("report: ",)
 
 
 @dataclass
@@ -137,8 +140,9 @@ def quiet_session(job: str, log_path: str, verbose: bool = False) -> Iterator[No
         with contextlib.suppress(Exception):
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if not verbose:  # the error line must reach the person: copy it to the console
-        sys.stdout = _ErrorLines(sys.stdout, f"{job}: error:", session)  # type: ignore[assignment]
-        sys.stderr = _ErrorLines(sys.stderr, f"{job}: error:", session)  # type: ignore[assignment]
+        shown = (f"{job}: error:", *PRINTED_CONSOLE_LINES)
+        sys.stdout = _ErrorLines(sys.stdout, shown, session)  # type: ignore[assignment]
+        sys.stderr = _ErrorLines(sys.stderr, shown, session)  # type: ignore[assignment]
     _SESSION = session
     try:
         yield
@@ -160,27 +164,26 @@ def quiet_session(job: str, log_path: str, verbose: bool = False) -> Iterator[No
 
 
 class _ErrorLines:
-    """A text stream that also copies its lines starting with ``prefix`` to the session's console."""
+    """A text stream that also copies its lines starting with one of ``prefixes`` to the session's console."""
 
-    def __init__(self, stream: TextIO, prefix: str, session: _Session) -> None:
-        self._stream, self._prefix, self._session = stream, prefix, session
+    def __init__(self, stream: TextIO, prefixes: tuple[str, ...], session: _Session) -> None:
+        self._stream, self._prefixes, self._session = stream, prefixes, session
         self._pending = ""
-        self._skipping = False  # the current line cannot be an error line
+        self._skipping = False  # the current line cannot be one of them
 
     def write(self, text: str) -> int:
         written = self._stream.write(text)
         *lines, rest = text.split("\n")
         for line in lines:
             whole, self._pending = self._pending + line, ""
-            if not self._skipping and whole.startswith(self._prefix):
+            if not self._skipping and whole.startswith(self._prefixes):
                 self._stream.flush()
                 self._session.console.write(whole + "\n")
                 self._session.console.flush()
             self._skipping = False
         if not self._skipping:
             self._pending += rest
-            head = self._pending[:len(self._prefix)]
-            if not self._prefix.startswith(head):
+            if not any(p.startswith(self._pending[:len(p)]) for p in self._prefixes):
                 self._pending, self._skipping = "", True
         return written
 
