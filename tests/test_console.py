@@ -228,3 +228,17 @@ def test_verbose_shows_the_spark_lines_live(tmp_path):
     done, report, log = submit(tmp_path, "--verbose")
     assert "WARNING: Using incubator modules" in done.stderr
     assert report["status"] == "succeeded" and log.is_file()
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ([], "{tmp}/tables/_runs/pipeline-R1.log"),
+    (["storage.root=s3a://bucket/tables", "storage.local_root=/mnt/shared"], "/mnt/shared/_runs/pipeline-R1.log"),
+    (["storage.root=file:///data/tables"], "/data/tables/_runs/pipeline-R1.log"),
+])
+def test_cli_log_file_is_a_local_path_beside_the_run_reports(tmp_path, overrides, expected):
+    command = [sys.executable, "-m", "adrank.cli", "log-file", "pipeline", "R1", "--conf-file", str(TINY_CONF),
+               "--set", f"storage.root={tmp_path / 'tables'}", *[a for o in overrides for a in ("--set", o)]]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(LIB)},
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected.format(tmp=tmp_path) + "\n"
