@@ -196,7 +196,8 @@ def submit(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess, 
     command = [str(REPO / "spark-submit.sh"), "generate_data", "--conf-file", str(TINY_CONF),
                "--set", f"storage.root={tmp_path / 'tables'}", "--set", f"inputs.root={tmp_path / 'inputs'}",
                *options, "--", "--driver-memory", "768m"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, timeout=600)  # bytes: text mode would turn \r into \n
+    done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1], parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     log_lines = [line for line in done.stdout.splitlines() if line.startswith("log: ")]
