@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
 
 usage() {
-  echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]" >&2
+  echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [--verbose] [-- spark-submit options]" >&2
   echo "jobs: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
   exit 2
 }
@@ -28,8 +28,10 @@ CONF_FILE="$ROOT/conf/local.yaml"
 JOB_ARGS=()
 SET_ARGS=()  # the --set overrides alone: what the config check before Spark understands
 SUBMIT_ARGS=()
+VERBOSE=0  # --verbose: the run's log shown live on the console too
 while [ $# -gt 0 ]; do
   case "$1" in
+    --verbose) JOB_ARGS+=(--verbose); VERBOSE=1; shift ;;
     --conf-file) [ $# -ge 2 ] || usage; CONF_FILE="$2"; shift 2 ;;
     --conf-file=*) CONF_FILE="${1#*=}"; shift ;;
     --set) [ $# -ge 2 ] || usage; JOB_ARGS+=(--set "$2"); SET_ARGS+=(--set "$2"); shift 2 ;;
@@ -86,11 +88,26 @@ export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}"
 SPARK_SUBMIT="${SPARK_HOME:+$SPARK_HOME/bin/spark-submit}"
 SPARK_SUBMIT="${SPARK_SUBMIT:-$VENV/bin/spark-submit}"
 
-exec "$SPARK_SUBMIT" \
+# The run's id and log file (<storage.root>/_runs/<job>-<run id>.log): the job's RunReport takes
+# the id, its driver writes there, and the JVM's stderr goes through adrank.console_filter,
+# which logs everything and shows only Spark's progress bar and the job's error line.
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
+LOG="$("$VENV/bin/python" -m adrank.cli log-file "$JOB" "$RUN_ID" --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
+mkdir -p "$(dirname "$LOG")" 2>/dev/null || {  # storage.local not mounted on this machine: a local folder
+  LOG="${TMPDIR:-/tmp}/adrank/_runs/$(basename "$LOG")"; mkdir -p "$(dirname "$LOG")"; }
+export ADRANK_RUN_ID="$RUN_ID" ADRANK_LOG_FILE="$LOG" ADRANK_VERBOSE="$VERBOSE"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"  # no TensorFlow C++ INFO notices, not even in the log
+FILTER=("$VENV/bin/python" -u -m adrank.console_filter "$LOG" --job "$JOB")
+[ "$VERBOSE" = 1 ] && FILTER+=(--verbose)
+
+rc=0
+{ "$SPARK_SUBMIT" \
   --name "adrank-$JOB" \
   --py-files "$LIB_ZIP" \
   --files "$CONF_FILE" \
   --jars "$DELTA_JARS" \
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
   "${SUBMIT_ARGS[@]}" \
-  "$ROOT/jobs/$JOB.py" --conf-file "$CONF_FILE" "${JOB_ARGS[@]}"
+  "$ROOT/jobs/$JOB.py" --conf-file "$CONF_FILE" "${JOB_ARGS[@]}" \
+  2>&1 1>&3 3>&- | "${FILTER[@]}" 3>&-; } 3>&1 || rc=$?  # only stderr through the filter
+exit "$rc"

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "lib"
-FRAME = {"adrank", "adrank.config", "adrank.cli", "adrank.spark", "adrank.runs", "adrank.pipeline",
+FRAME = {"adrank", "adrank.config", "adrank.cli", "adrank.console", "adrank.console_filter", "adrank.spark", "adrank.runs", "adrank.pipeline",
          "adrank.errors", "adrank.layout", "adrank.delta", "adrank.versioned", "adrank.behaviour", "adrank.towers"}
 PACKAGES = ("sample", "build", "train", "embed", "recommend", "report")
 ENTRY_POINTS = ("run", "store")

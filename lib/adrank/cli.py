@@ -1,8 +1,9 @@
 """Command-line plumbing shared by the jobs: ``--conf-file``, ``--set``, exit status 2.
 
 Also ``python -m adrank.cli get KEY [--conf-file F] [--set k=v ...]``, which prints one
-config value; ``spark-submit.sh`` uses it to validate the config and read the master
-before starting Spark.
+config value, and ``python -m adrank.cli log-file JOB RUN_ID [...]``, which prints the
+run's log file (:func:`adrank.layout.log_path`); ``spark-submit.sh`` uses them to validate
+the config, read the master and place the log before starting Spark.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adrank.config import Config, ConfigError, get_value, load_config, resolve_config_path
+from adrank.layout import log_path
 
 DEFAULT_CONF = "conf/local.yaml"
 
@@ -29,6 +31,10 @@ def job_parser(job: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true",
         help="on failure, print the full traceback too (the error is one line without it)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="spark-submit.sh runs: show the run's log live on the console too (it always goes to the log file)",
     )
     return parser
 
@@ -96,13 +102,20 @@ def config_or_exit(conf_file: str, overrides: Sequence[str], prog: str) -> Confi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``get KEY``: print one config value (validating the whole config first)."""
-    parser = job_parser("adrank.cli", "Print one validated config value.")
-    parser.add_argument("command", choices=["get"])
-    parser.add_argument("key")
+    """``get KEY``: print one config value; ``log-file JOB RUN_ID``: the run's log (config validated first)."""
+    parser = job_parser("adrank.cli", "Print one validated config value, or a run's log file.")
+    parser.add_argument("command", choices=["get", "log-file"])
+    parser.add_argument("names", nargs="+", metavar="KEY | JOB RUN_ID")
     args, config = parse_job_args(parser, argv)
+    if args.command == "log-file":
+        if len(args.names) != 2:
+            parser.error("log-file takes JOB RUN_ID")
+        print(log_path(config, *args.names))
+        return 0
+    if len(args.names) != 1:
+        parser.error("get takes one KEY")
     try:
-        print(get_value(config, args.key))
+        print(get_value(config, args.names[0]))
     except ConfigError as exc:
         print(f"adrank.cli: config error: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 Pure (no Spark, no TensorFlow), so the driver, the Spark workers and the Horovod ranks can
 all import it. A path is built here and nowhere else:
 
-- Delta tables: ``<storage.root>/<table>``; run reports: ``<storage.root>/_runs``; HTML
+- Delta tables: ``<storage.root>/<table>``; run reports and logs: ``<storage.root>/_runs``; HTML
   reports: ``<storage.root>/_reports``;
   staging: ``<storage.root>/<embed.staging_folder>/<job>/<run id>``.
 - Raw inputs: ``<inputs.root>/<source>``.
@@ -85,6 +85,19 @@ def oracle_path(config: Config) -> str:
 def runs_path(config: Config, job: str, run_id: str) -> str:
     """The JSON report of one run: ``<storage.root>/_runs/<job>-<run id>.json``."""
     return join_path(config.storage.root, RUNS_FOLDER, f"{job}-{run_id}.json")
+
+
+def log_path(config: Config, job: str, run_id: str) -> str:
+    """The console log of one run (a local file): ``<storage.root>/_runs/<job>-<run id>.log``.
+
+    Under ``<storage.local>/_runs`` when ``storage.root`` is a URI (``s3a://``...); a
+    ``file:`` root is its path.
+    """
+    root = config.storage.root
+    base = root if "://" not in root or root.startswith("file:") else config.storage.local
+    if base.startswith("file:"):
+        base = "/" + base.removeprefix("file:").lstrip("/")
+    return join_path(base, RUNS_FOLDER, f"{job}-{run_id}.log")
 
 
 def reports_path(config: Config, name: str) -> str:

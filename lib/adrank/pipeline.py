@@ -22,6 +22,7 @@ from pyspark.sql import SparkSession
 
 from adrank import freshness
 from adrank.config import Config
+from adrank.console import say, summary_table
 from adrank.errors import InputError, explain
 from adrank.errors import summary as summary_of
 from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
@@ -137,7 +138,7 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
         raise
     finally:
         _write_report(spark, config, report)
-        say(summary(report.as_dict()))
+        say(summary_table(report.as_dict()))
 
 
 def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task, body: TaskBody,
@@ -174,11 +175,6 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
                                                               outputs, figures))
     say(f"{prefix} done in {seconds:.1f} s" + (f": {headline(task.name, report.figures)}" if figures else ""))
     return {"status": "ran", "reason": reason, "seconds": seconds, "outputs": outputs}
-
-
-def say(line: str) -> None:
-    """One console line of the pipeline."""
-    print(line, flush=True)
 
 
 def headline(task: str, figures: dict[str, Any]) -> str:
@@ -220,19 +216,6 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "train_joint": _comparison,
     "recommend": _recommendations,
 }
-
-
-def summary(report: dict[str, Any]) -> str:
-    """The table printed at the end of a run: each task's status and time, then the report path."""
-    lines = ["", f"{'task':<16}{'status':<14}{'seconds':>9}  figures"]
-    for name, entry in report.get("tasks", {}).items():
-        seconds = entry.get("seconds")
-        shown = "" if entry.get("status") not in ("ran", "skipped") else headline(name, report)
-        lines.append(f"{name:<16}{entry.get('status', ''):<14}{'' if seconds is None else f'{seconds:.1f}':>9}  {shown}")
-    report_path = (report.get("report") or {}).get("path")
-    if report_path:
-        lines.append(f"report: {report_path}")
-    return "\n".join(lines)
 
 
 def _write_report(spark: SparkSession, config: Config, report: RunReport) -> None:

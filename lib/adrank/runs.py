@@ -19,6 +19,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from adrank import console
 from adrank.config import Config, to_json
 from adrank.delta import write_text_file
 from adrank.errors import error_type, explain, summary
@@ -32,12 +33,17 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
+def current_run_id() -> str:
+    """The id ``spark-submit.sh`` made for this run (``ADRANK_RUN_ID``: its log has it too), else a new one."""
+    return console.env_run_id() or new_run_id()
+
+
 @dataclass
 class RunReport:
     """Figures gathered during one job run."""
 
     job: str
-    run_id: str = field(default_factory=new_run_id)
+    run_id: str = field(default_factory=current_run_id)
     figures: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -60,7 +66,8 @@ def publish_report(spark: SparkSession | None, config: Config, report: RunReport
     line = to_json(report.as_dict(), sort_keys=True)
     path = runs_path(config, report.job, report.run_id)
     write_text_file(spark, path, line + "\n")
-    print(line, flush=True)
+    console.announce_log()
+    console.say(line)
     return line
 
 
@@ -68,6 +75,16 @@ JobBody = Callable[[SparkSession, Config, RunReport], None]
 
 
 def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
+    """:func:`_run_job`, in the run's quiet console when ``spark-submit.sh`` launched it.
+
+    There (``ADRANK_LOG_FILE`` set) the driver's output goes to the run's log and the
+    console shows adrank's own lines (:mod:`adrank.console`); elsewhere nothing changes.
+    """
+    with console.job_console(job):
+        return _run_job(job, config, body, debug=debug)
+
+
+def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
     """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
 
     A failing run still publishes its report, with ``status: failed``, ``error`` (the

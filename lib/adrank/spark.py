@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from adrank import console
 from adrank.config import SparkConfig
 
 DELTA_SQL_CONF = {
@@ -58,6 +59,8 @@ def build_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
         **LOCAL_DEFAULTS, **DELTA_SQL_CONF, "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
     }
+    if console.env_log_file():  # spark-submit.sh's filter shows the bar and logs the rest
+        settings["spark.ui.showConsoleProgress"] = "true"
     settings.update(cfg.conf)
     settings.update(_hadoop_credentials(cfg.hadoop_env))
     for key, value in settings.items():

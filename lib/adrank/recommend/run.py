@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from adrank import delta, layout
 from adrank.behaviour import clicks_of
 from adrank.config import Config
+from adrank.console import say_table
 from adrank.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
@@ -83,7 +84,7 @@ def recommend(spark: SparkSession, config: Config, report: RunReport) -> dict[st
             figures["metrics"] = evaluate(spark, config, inputs, catalogs.requests, limits, figures["tables"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(metrics_table(figures), flush=True)
+    say_table(report.job, metrics_table(figures))
     return figures
 
 

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from adrank import delta, layout
 from adrank.behaviour import behaviour_embeddings, clicks_of
+from adrank.console import say_table
 from adrank.errors import InputError
 from adrank.towers import query_vectors
 from adrank.train import batches, context, store
@@ -90,9 +91,9 @@ def train_joint(pinned: PinnedData) -> None:
                   figures=modules[kind], details=details, name=kind,
                   train_config=dataclasses.replace(config.train, interaction=kind))
     figures["best_module"] = max(kinds, key=lambda k: _sort_key(comparison[k]))
-    print(f"joint model on the held-out dates {', '.join(map(str, pinned.holdout_dates))} "
-          f"(training_examples v{pinned.version}, sku_embeddings v{embeddings.version}):\n"
-          f"{comparison_table(table)}", flush=True)
+    say_table(pinned.report.job, f"joint model on the held-out dates {', '.join(map(str, pinned.holdout_dates))} "
+        f"(training_examples v{pinned.version}, sku_embeddings v{embeddings.version}):\n"
+        f"{comparison_table(table)}")
 
 
 def pinned_embeddings(pinned: PinnedData) -> EmbeddingInputs:

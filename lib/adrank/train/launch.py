@@ -10,7 +10,9 @@ A rank that fails, dies or hangs (the loop's watchdog) ends the job: :func:`laun
 :class:`TrainingFailed` with one line naming the stage and the last checkpoint step;
 launching again with the same settings resumes from it. horovodrun starts ranks with
 ``multiprocessing`` (spawn): the calling script must guard its entry point. pyspark is
-imported lazily, only to find the SparkSession and to call ``horovod.spark.run``.
+imported lazily, only to find the SparkSession and to call ``horovod.spark.run``. While
+the ranks train, rank 0's progress is drawn as a tqdm bar on the console
+(:mod:`adrank.train.progress`; a quiet ``spark-submit.sh`` run, or a terminal).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from adrank.console import console_stream
 from adrank.train.checkpoints import (
     RankSettings,
     checkpoint_dir,
@@ -28,6 +31,7 @@ from adrank.train.checkpoints import (
     last_checkpoint_step,
     recorded_failures,
 )
+from adrank.train.progress import progress_bar
 from adrank.train.ranks.loop import StepHook
 from adrank.train.stages import stage_spec
 
@@ -70,11 +74,12 @@ def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
 
     clear_failures(settings)
     try:
-        if launcher == "spark":
-            results = _run_on_spark(train_stage, args, settings.ranks, start_timeout)
-        else:
-            results = _run_with_horovodrun(train_stage, args, settings.ranks,
-                                           settings.threads_per_rank, start_timeout)
+        with progress_bar(settings, stage_spec(settings.stage).steps(settings), console_stream()):
+            if launcher == "spark":
+                results = _run_on_spark(train_stage, args, settings.ranks, start_timeout)
+            else:
+                results = _run_with_horovodrun(train_stage, args, settings.ranks,
+                                               settings.threads_per_rank, start_timeout)
     except Exception as exc:  # noqa: BLE001 - every runner error becomes one clear line
         raise TrainingFailed(failure_message(settings, launcher, exc)) from exc
     if not results or results[0] is None:

@@ -38,6 +38,7 @@ from adrank.train.checkpoints import (
     tensorboard_dir,
     write_failure,
 )
+from adrank.train.progress import ProgressWriter, progress_file
 from adrank.train.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH, Models, Stage, stage_spec
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
             run.roles = [r for r in spec.roles if r in batches]
             run.log.info("%s: steps %d -> %d on %d ranks, roles %s, checkpoints in %s", settings.stage,
                          run.start, run.total, info.size, run.roles, run.directory)
+            progress = ProgressWriter(progress_file(settings), settings.stage, run.start, run.total) \
+                if info.is_chief else None
             for step in range(run.start, run.total):
                 role = role_schedule(run.roles, step)
                 loss = run.train_step(_next_batch(batches[role], role, step, info.rank))
@@ -171,6 +174,8 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
                 # 6. Rank-mean loss logged on rank 0; rank 0 writes the checkpoints.
                 run.log_and_checkpoint(step + 1, role, loss)
                 watchdog.beat()
+                if progress is not None:  # the driver's progress bar
+                    progress.update(step + 1, _as_float(loss))
                 if on_step is not None:
                     on_step(step + 1, info.rank)
         return run.metrics(started)
@@ -385,6 +390,14 @@ def _average_non_trainable(models: Models) -> None:
                                      name="adrank_bn_stats")
     for variable, value in zip(variables, averaged):
         variable.assign(value)
+
+
+def _as_float(value: object) -> float | None:
+    """A scalar tensor's value (None if it is not one)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def _checksum(variables: Sequence[tf.Variable]) -> float:
