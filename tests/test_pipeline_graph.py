@@ -144,3 +144,12 @@ def test_the_graph_is_the_documented_order_and_demo_adds_the_sample_data_first()
         written_before = {w for other in PIPELINE_TASKS[: PIPELINE_TASKS.index(task)] for w in other.writes}
         assert set(task.reads) <= written_before | {"inputs"}, task.name
         assert not task.depends_on or upstream, task.name
+
+
+def test_a_tables_state_is_its_latest_commit_read_from_the_log_listing(spark, tmp_path):
+    path = str(tmp_path / "t")
+    assert freshness.table_version(spark, path) is None
+    for rows in (3, 4, 5):
+        delta.write_delta(spark.range(rows).toDF("x"), path, mode="overwrite")
+    assert freshness.table_version(spark, path) == delta.latest_version(spark, path) == 2
+    assert freshness.table_version(spark, f"file://{path}") == 2  # through Hadoop too

@@ -143,6 +143,16 @@ def write_text_file(spark: SparkSession | None, uri: str, text: str) -> None:
         stream.close()
 
 
+def path_exists(spark: SparkSession | None, uri: str) -> bool:
+    """Whether a file or folder exists at a local path or a URI (the latter through Hadoop)."""
+    if not urlparse(uri).scheme:
+        return Path(uri).exists()
+    if spark is None:
+        raise ValueError(f"checking {uri} needs a SparkSession (Hadoop FileSystem)")
+    path, fs = hadoop_path(spark, uri)
+    return bool(fs.exists(path))
+
+
 def read_text_file(spark: SparkSession | None, uri: str) -> str | None:
     """The text of one small UTF-8 file written by :func:`write_text_file`; None when absent."""
     if not urlparse(uri).scheme:

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +28,7 @@ from adrank.config import Config, to_json
 from adrank.graph import INPUTS, Task
 
 TASKS_FOLDER = "tasks"
+COMMIT_FILE = re.compile(r"\d{20}\.json")  # a Delta commit: <version, 20 digits>.json
 ResourceStates = dict[str, Any]
 
 
@@ -95,12 +97,16 @@ def resource_state(spark: SparkSession, config: Config, resource: str) -> Any:
 
 
 def table_version(spark: SparkSession, path: str) -> int | None:
-    """The latest version of the Delta table at ``path``; None if there is no table there."""
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return delta.latest_version(spark, path)
+    """The latest version of the Delta table at ``path`` (None: no table there), from a listing of
+    its ``_delta_log`` (the newest commit file), without a Spark job."""
+    log = layout.join_path(path, "_delta_log")
+    if not urlparse(path).scheme:
+        names = os.listdir(log) if os.path.isdir(log) else []
+    else:
+        log_path, fs = delta.hadoop_path(spark, log)
+        names = [status.getPath().getName() for status in fs.listStatus(log_path)] if fs.exists(log_path) else []
+    versions = [int(name[:-5]) for name in names if COMMIT_FILE.fullmatch(name)]
+    return max(versions) if versions else None
 
 
 def inputs_digest(spark: SparkSession, root: str) -> dict[str, Any] | None:

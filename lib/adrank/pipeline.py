@@ -20,7 +20,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from adrank import freshness
+from adrank import delta, freshness, layout
 from adrank.config import Config
 from adrank.console import say, summary_table
 from adrank.errors import InputError, explain
@@ -119,6 +119,7 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
 
     ``bodies`` maps each task's name to the function that does its work.
     """
+    start = time.perf_counter()
     forced = selection.forced(tasks)
     states: dict[str, dict[str, Any]] = report.figures.setdefault("tasks", {})
     try:
@@ -137,7 +138,10 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
             states.setdefault(task.name, {"status": "not run"})
         raise
     finally:
-        _write_report(spark, config, report)
+        report.timings_s.setdefault("total", round(time.perf_counter() - start, 3))  # run_job's replaces it
+        if any(entry.get("status") in ("ran", "failed") for entry in states.values()) or not _reuse_report(
+                spark, config, report):
+            _write_report(spark, config, report)
         say(summary_table(report.as_dict()))
 
 
@@ -216,6 +220,15 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "train_joint": _comparison,
     "recommend": _recommendations,
 }
+
+
+def _reuse_report(spark: SparkSession, config: Config, report: RunReport) -> bool:
+    """A run that ran nothing points at the latest HTML report (it shows the same outputs)."""
+    latest = layout.reports_path(config, "latest")
+    if not delta.path_exists(spark, latest):
+        return False
+    report.figures["report"] = {"path": latest, "reused": True}
+    return True
 
 
 def _write_report(spark: SparkSession, config: Config, report: RunReport) -> None:
