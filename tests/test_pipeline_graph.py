@@ -7,6 +7,7 @@ the pipeline's heavy ones; the runner, the freshness records and Delta are the r
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -61,8 +62,14 @@ def test_a_second_run_skips_every_current_task_and_keeps_their_figures(spark, co
     assert {n: e["status"] for n, e in second.figures["tasks"].items()} == {"make": "skipped", "double": "skipped"}
     assert second.figures["tasks"]["double"]["from_run"] == first.run_id
     assert second.figures["double"] == {"rows": 5}  # carried from the run that made the outputs
-    printed = capsys.readouterr().out
-    assert "[2/2] double          skipped: current (a v0; from run" in printed
+    printed = capsys.readouterr()
+    assert "[2/2] double          skipped: current (a v0; from run" in printed.out
+    events = [json.loads(line.split(" ", 1)[1]) for line in printed.err.splitlines()
+              if line.startswith("adrank-event ")]
+    finished = [e for e in events if e["event"] == "task_succeeded" and e["task"] == "double"]
+    assert len(finished) == 1 and finished[0]["run_id"] == first.run_id
+    assert finished[0]["reads"] == {"table:a": 0} and finished[0]["writes"] == {"table:b": 0}
+    assert [e["task"] for e in events if e["event"] == "task_skipped"] == ["make", "double"]
 
 
 def test_a_new_input_version_reruns_the_reader_and_a_touched_output_reruns_its_writer(spark, config):

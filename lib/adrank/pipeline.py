@@ -26,7 +26,7 @@ from adrank.console import say, summary_table
 from adrank.errors import InputError, explain
 from adrank.errors import summary as summary_of
 from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
-from adrank.runs import RunReport
+from adrank.runs import RunReport, log_event
 
 DateRange = tuple[datetime.date, datetime.date]
 
@@ -157,9 +157,11 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     if reason is None and record is not None:
         for key, value in record.figures.items():
             report.figures.setdefault(key, value)
+        log_event(report, "task_skipped", task=task.name, reads=inputs, from_run=record.run_id)
         say(f"{prefix} skipped: current ({freshness.describe_states(inputs) or 'nothing to read'}; "
             f"from run {record.run_id})")
         return {"status": "skipped", "reason": "current", "from_run": record.run_id}
+    log_event(report, "task_started", task=task.name, reason=reason, reads=inputs)
     say(f"{prefix} started ({reason})")
     before = dict(report.figures)
     start = time.perf_counter()
@@ -169,6 +171,7 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     except Exception as error:
         seconds = round(time.perf_counter() - start, 1)
         report.figures["tasks"][task.name] = {"status": "failed", "seconds": seconds, "reason": reason}
+        log_event(report, "task_failed", task=task.name, seconds=seconds, error=explain(error) or summary_of(error))
         say(f"{prefix} FAILED after {seconds:.1f} s: {(explain(error) or summary_of(error))[:300]}")
         raise
     seconds = round(time.perf_counter() - start, 1)
@@ -177,6 +180,7 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     outputs = freshness.resource_states(spark, config, task.writes)
     freshness.save_record(spark, config, freshness.TaskRecord(task.name, report.run_id, inputs, digest,
                                                               outputs, figures))
+    log_event(report, "task_succeeded", task=task.name, seconds=seconds, reads=inputs, writes=outputs)
     say(f"{prefix} done in {seconds:.1f} s" + (f": {headline(task.name, report.figures)}" if figures else ""))
     return {"status": "ran", "reason": reason, "seconds": seconds, "outputs": outputs}
 

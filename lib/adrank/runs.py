@@ -74,6 +74,13 @@ def publish_report(spark: SparkSession | None, config: Config, report: RunReport
 JobBody = Callable[[SparkSession, Config, RunReport], None]
 
 
+def log_event(report: RunReport, event: str, **fields: Any) -> None:
+    """One structured log line (JSON: time, job, run id, event, fields) on stderr: the run's log."""
+    line = to_json({"ts": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+                    "job": report.job, "run_id": report.run_id, "event": event, **fields}, sort_keys=False)
+    print(f"adrank-event {line}", file=sys.stderr, flush=True)
+
+
 def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
     """:func:`_run_job`, in the run's quiet console when ``spark-submit.sh`` launched it.
 
@@ -104,17 +111,20 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
         if line is None and debug:
             raise
         return exit_on_error(job, exc, line, debug)
+    log_event(report, "job_started", master=spark.sparkContext.master, storage_root=config.storage.root)
     try:
         try:
             with report.timed("total"):
                 body(spark, config, report)
         except Exception as exc:
             line = explain(exc)
+            log_event(report, "job_failed", error=line or summary(exc))
             record_failure(spark, config, report, exc, line)
             if line is None and debug:
                 raise
             return exit_on_error(job, exc, line, debug)
         report.figures["status"] = "succeeded"
+        log_event(report, "job_succeeded", seconds=report.timings_s.get("total"))
         publish_report(spark, config, report)
     finally:
         if not session_was_active:
