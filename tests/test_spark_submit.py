@@ -24,8 +24,9 @@ def free_port() -> int:
 def test_demo_pipeline_on_local_master_prints_json_and_stores_report(local_pipeline_run):
     root, report = local_pipeline_run
     submitted_stdout = (root / PIPELINE_STDOUT).read_text().splitlines()
+    generated = json.loads((root / "inputs" / "_manifest.json").read_text())  # generate_data ran first
     assert report["job"] == "pipeline"
-    assert report["generate_data"]["good_rows"]["click_log"] > 0
+    assert generated["good_rows"]["click_log"] > 0
     assert "not_built" not in report
     assert 0.0 <= report["pairwise"]["metrics"]["pairwise_accuracy"] <= 1.0
     assert report["pairwise"]["training"]["final_step"] == 6
@@ -36,7 +37,7 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(local_pipel
     assert embedded["skus_embedded"] == embedded["skus_total"] == report["sku_images"]["rows_inserted"] > 0
     assert embedded["serving_snapshot"]["rows"] == embedded["skus_total"]
     assert (root / "tables" / "serving" / "sku_embeddings" / "CURRENT").is_file()
-    assert report["sources"]["click_log"]["good"] == report["generate_data"]["good_rows"]["click_log"]
+    assert report["sources"]["click_log"]["good"] == generated["good_rows"]["click_log"]
     joint = report["joint"]
     assert set(joint["comparison"]) == {"lr", "oracle", "dot", "product", "dnn"}
     for name, row in joint["comparison"].items():
