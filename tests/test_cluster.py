@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from adrank import layout
 from conftest import run_tiny_pipeline
 from tables import PIPELINE_TABLES, assert_same_tables
 from test_spark_submit import free_port, start_daemon
@@ -23,6 +24,10 @@ pytestmark = pytest.mark.cluster
 WORKERS = 2
 WORKER_MEMORY = "1g"
 EXECUTOR_MEMORY = "768m"
+# The feed's behaviour embedding (x) is a Spark aggregation over a user's earlier clicks: its
+# float32 sum runs in partition order, which differs between masters (seen: 2 of 2,620 rows
+# differ by 3e-8). Every other table is equal bit for bit, embeddings and scores included.
+TOLERANCE = {layout.JOINT_TRAIN: 1e-6, layout.JOINT_HOLDOUT: 1e-6}
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,22 @@ def trainings(report: dict) -> dict[str, dict]:
 
 
 def model_figures(report: dict) -> dict[str, object]:
-    """What the models learnt: their held-out metrics, final losses and the recommendation metrics."""
-    return {
+    """What the models learnt: held-out metrics and final losses, flat (``"lr.auc"``: value)."""
+    figures = {
         "pairwise": report["pairwise"]["metrics"], "lr": report["lr"]["metrics"],
         "joint": report["joint"]["comparison"], "recommend": report["recommend"]["metrics"],
-        "losses": {name: figures["losses"] for name, figures in trainings(report).items()},
+        "losses": {name: dict(figures["losses"]) for name, figures in trainings(report).items()},
     }
+    return flat(figures)
+
+
+def flat(value: object, prefix: str = "") -> dict[str, object]:
+    """Nested dicts and lists as one dict of leaves by dotted path."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
 
 
 def test_pipeline_on_two_workers_trains_on_their_executors_and_equals_the_local_run(
@@ -95,8 +110,9 @@ def test_pipeline_on_two_workers_trains_on_their_executors_and_equals_the_local_
     for work in two_worker_cluster.work_dirs:
         executors = list((work / pipeline_app).glob("*/stderr"))
         assert len(executors) == 1, f"{work}: {executors}"
-        assert (executors[0].parent / "adrank-lib.zip").is_file()  # the --py-files the ranks import adrank from
+        assert list(executors[0].parent.glob("adrank-lib*.zip"))  # the --py-files the ranks import adrank from
 
-    assert model_figures(report) == model_figures(local_report)
+    # The same training: losses and held-out metrics (a Spark mean may differ in its last bits).
+    assert model_figures(report) == pytest.approx(model_figures(local_report), rel=1e-9, abs=1e-12)
     spark = request.getfixturevalue("spark")  # only now: no local session beside the cluster's run
-    assert_same_tables(local_root / "tables", tmp_path / "tables", PIPELINE_TABLES, spark)
+    assert_same_tables(local_root / "tables", tmp_path / "tables", PIPELINE_TABLES, spark, tolerance=TOLERANCE)
