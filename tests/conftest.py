@@ -5,11 +5,16 @@ session), ``config`` its ``adrank_config`` (tiny, under this test's folder), and
 ``tiny_config`` its helper: the suite uses the same fixtures users get. The plugin is
 loaded here for runs from the source tree; when adrank is installed with its ``pytest11``
 entry point (named ``adrank.testing`` too) pytest finds it registered already.
+
+``local_pipeline_run`` is one local run of the whole tiny pipeline through spark-submit.sh,
+shared by the session (``submit`` and ``run_tiny_pipeline`` are its helpers).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -21,8 +26,11 @@ pytest_plugins = ["adrank.testing", "pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONF = REPO / "conf" / "tiny.yaml"
+SPARK_SUBMIT_SH = REPO / "spark-submit.sh"
+PIPELINE_STDOUT = "pipeline.stdout"  # the local pipeline run's stdout, beside its tables and inputs
 
-__all__ = ["REPO", "TINY_CONF", "config", "load_job", "spark", "tiny_config"]
+__all__ = ["PIPELINE_STDOUT", "REPO", "SPARK_SUBMIT_SH", "TINY_CONF", "config", "load_job", "local_pipeline_run",
+           "run_tiny_pipeline", "spark", "submit", "tiny_config"]
 
 
 def tiny_config(root: Path, *overrides: str) -> Config:
@@ -38,6 +46,50 @@ def load_job(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdout: list | None = None,
+           job_args: tuple[str, ...] = ()) -> dict:
+    """Run a job through spark-submit.sh on the tiny config with storage and inputs under ``root``.
+
+    Returns its JSON line; ``stdout`` gets the lines; ``job_args`` go to the job,
+    ``submit_options`` to spark-submit (after ``--driver-memory 768m``).
+    """
+    command = [
+        str(SPARK_SUBMIT_SH), job, "--conf-file", str(TINY_CONF),
+        "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}", *job_args,
+        "--", "--driver-memory", "768m", *submit_options,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if stdout is not None:
+        stdout.extend(result.stdout.splitlines())
+    last_line = result.stdout.strip().splitlines()[-1]
+    return json.loads(last_line)
+
+
+def run_tiny_pipeline(root: Path, *submit_options: str) -> dict:
+    """``generate_data`` then ``pipeline`` under ``root`` (the tiny config's seed); the pipeline's JSON line.
+
+    The pipeline's stdout is kept in ``root / PIPELINE_STDOUT``.
+    """
+    submit("generate_data", root, *submit_options)
+    lines: list[str] = []
+    report = submit("pipeline", root, *submit_options, stdout=lines, timeout=1200)  # every stage, on 2 busy cores
+    (root / PIPELINE_STDOUT).write_text("\n".join(lines) + "\n")
+    return report
+
+
+@pytest.fixture(scope="session")
+def local_pipeline_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One run of the whole tiny pipeline on the local master, shared by the test session.
+
+    Returns ``(root, report)``: tables under ``root / "tables"``, inputs under
+    ``root / "inputs"``, the run's stdout in ``root / PIPELINE_STDOUT``, and the pipeline's
+    JSON line. Treat it as read-only: other tests compare against it.
+    """
+    root = tmp_path_factory.mktemp("local_pipeline")
+    return root, run_tiny_pipeline(root)
 
 
 @pytest.fixture(scope="session")

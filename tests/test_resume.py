@@ -9,9 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tables import PIPELINE_TABLES, assert_same_tables
-
 from conftest import REPO, TINY_CONF
+from tables import PIPELINE_TABLES, assert_same_tables
 from test_spark_submit import submit
 
 KILLED_TASK = "train_joint"  # long enough on the tiny config to be killed inside it, Delta writes first
@@ -48,7 +47,7 @@ def test_a_killed_pipeline_resumes_at_the_killed_task_with_the_same_tables(tmp_p
     assert statuses == {"build_tables": "skipped", "train_pairwise": "skipped", "embed_catalog": "skipped",
                         "train_lr": "skipped", "train_joint": "ran", "recommend": "ran"}
     assert resumed["tasks"][KILLED_TASK]["reason"] == "no earlier success"
-    assert_same_tables(spark, reference_root / "tables", tmp_path / "tables", PIPELINE_TABLES)
+    assert_same_tables(reference_root / "tables", tmp_path / "tables", PIPELINE_TABLES, spark)
     again = submit("pipeline", tmp_path, timeout=900)
     assert {entry["status"] for entry in again["tasks"].values()} == {"skipped"}
     assert again["joint"]["comparison"] == resumed["joint"]["comparison"]  # figures carried from the run

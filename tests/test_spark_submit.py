@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_CONF
-
-SPARK_SUBMIT_SH = REPO / "spark-submit.sh"
+from conftest import PIPELINE_STDOUT, SPARK_SUBMIT_SH, TINY_CONF, submit
 
 
 def free_port() -> int:
@@ -23,37 +21,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdout: list | None = None) -> dict:
-    """Run a job through spark-submit.sh on the tiny config; return its JSON line (``stdout`` gets the lines)."""
-    command = [
-        str(SPARK_SUBMIT_SH), job, "--conf-file", str(TINY_CONF),
-        "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}",
-        "--", "--driver-memory", "768m", *submit_options,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    if stdout is not None:
-        stdout.extend(result.stdout.splitlines())
-    last_line = result.stdout.strip().splitlines()[-1]
-    return json.loads(last_line)
-
-
-def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
-    submitted_stdout: list[str] = []
-    report = submit("pipeline", tmp_path, stdout=submitted_stdout, timeout=1200)  # every stage, on 2 busy cores
+def test_demo_pipeline_on_local_master_prints_json_and_stores_report(local_pipeline_run):
+    root, report = local_pipeline_run
+    submitted_stdout = (root / PIPELINE_STDOUT).read_text().splitlines()
+    generated = json.loads((root / "inputs" / "_manifest.json").read_text())  # generate_data ran first
     assert report["job"] == "pipeline"
-    assert report["generate_data"]["good_rows"]["click_log"] > 0
+    assert generated["good_rows"]["click_log"] > 0
     assert "not_built" not in report
     assert 0.0 <= report["pairwise"]["metrics"]["pairwise_accuracy"] <= 1.0
     assert report["pairwise"]["training"]["final_step"] == 6
     assert 0.0 <= report["lr"]["metrics"]["auc"] <= 1.0
-    assert (tmp_path / "tables" / "models" / "pairwise" / "v1" / "saved_model.pb").is_file()
+    assert (root / "tables" / "models" / "pairwise" / "v1" / "saved_model.pb").is_file()
     embedded = report["embed_catalog"]
     assert (embedded["mode"], embedded["model_version"]) == ("full", report["pairwise"]["model_version"])
     assert embedded["skus_embedded"] == embedded["skus_total"] == report["sku_images"]["rows_inserted"] > 0
     assert embedded["serving_snapshot"]["rows"] == embedded["skus_total"]
-    assert (tmp_path / "tables" / "serving" / "sku_embeddings" / "CURRENT").is_file()
-    assert report["sources"]["click_log"]["good"] == report["generate_data"]["good_rows"]["click_log"]
+    assert (root / "tables" / "serving" / "sku_embeddings" / "CURRENT").is_file()
+    assert report["sources"]["click_log"]["good"] == generated["good_rows"]["click_log"]
     joint = report["joint"]
     assert set(joint["comparison"]) == {"lr", "oracle", "dot", "product", "dnn"}
     for name, row in joint["comparison"].items():
@@ -61,19 +45,19 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(tmp_path):
         assert sum(row[f"{page}_rows"] for page in ("detail", "feed", "search")) == row["rows"]
     assert joint["comparison"]["oracle"]["auc"] > 0.5
     # Frozen mode reads sku_embeddings at the version embed_catalog left and never writes it.
-    log = tmp_path / "tables" / "sku_embeddings" / "_delta_log"
+    log = root / "tables" / "sku_embeddings" / "_delta_log"
     newest = max(int(p.stem) for p in log.glob("*.json"))
     assert joint["sku_embeddings_version"] == embedded["sku_embeddings_version"] == newest
     assert sorted(m["model_version"] for m in joint["modules"].values()) == [1, 2, 3]
-    assert "score" in json.loads((tmp_path / "tables" / "models" / "joint" / "v3" / "metadata.json")
+    assert "score" in json.loads((root / "tables" / "models" / "joint" / "v3" / "metadata.json")
                                  .read_text())["signatures"]
     assert "cold AUC" in "\n".join(submitted_stdout)
-    stored = tmp_path / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
+    stored = root / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report
-    assert (tmp_path / "inputs" / "catalog").is_dir()
-    check_recommendations(report, tmp_path, embedded)
+    assert (root / "inputs" / "catalog").is_dir()
+    check_recommendations(report, root, embedded)
     path = Path(report["report"]["path"])  # the run's HTML report, and latest.html the same page
-    assert path == tmp_path / "tables" / "_reports" / f"{report['run_id']}.html"
+    assert path == root / "tables" / "_reports" / f"{report['run_id']}.html"
     assert (path.parent / "latest.html").read_text() == path.read_text()
     assert ">succeeded</span>" in path.read_text()  # the run's status, though written before the JSON line
     assert f"report: {path}" in submitted_stdout and "user hit rate@10" in "\n".join(submitted_stdout)
@@ -130,9 +114,10 @@ def spark_class() -> str:
     return str(Path(pyspark.__file__).parent / "bin" / "spark-class")
 
 
-def start_daemon(args: list[str], log: Path, ready_text: str, timeout: float = 90) -> subprocess.Popen:
-    """Start a Spark daemon class and wait until its log shows ``ready_text``."""
-    env = {**os.environ, "SPARK_DAEMON_MEMORY": "256m", "SPARK_LOCAL_IP": "127.0.0.1"}
+def start_daemon(args: list[str], log: Path, ready_text: str, timeout: float = 90,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a Spark daemon class and wait until its log shows ``ready_text`` (``env``: extra variables)."""
+    env = {**os.environ, "SPARK_DAEMON_MEMORY": "256m", "SPARK_LOCAL_IP": "127.0.0.1", **(env or {})}
     process = subprocess.Popen([spark_class(), *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + timeout
     while time.time() < deadline:

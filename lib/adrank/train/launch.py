@@ -61,7 +61,8 @@ def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
         start_timeout: Seconds for the ranks to start and rendezvous.
 
     Returns:
-        Rank 0's metrics dict.
+        Rank 0's metrics dict, with ``launcher``: the launcher that ran the ranks
+        (``horovodrun`` or ``spark``; ``auto`` resolved).
 
     Raises:
         TrainingFailed: A rank failed or died; names the stage and last checkpoint.
@@ -84,7 +85,7 @@ def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
         raise TrainingFailed(failure_message(settings, launcher, exc)) from exc
     if not results or results[0] is None:
         raise TrainingFailed(failure_message(settings, launcher, "rank 0 returned nothing"))
-    return results[0]
+    return {**results[0], "launcher": launcher}
 
 
 def failure_message(settings: RankSettings, launcher: str, cause: BaseException | str) -> str:

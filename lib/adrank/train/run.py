@@ -161,7 +161,7 @@ def _launch(pinned: PinnedData, data_version: DataVersion, files: dict[str, list
         result = launch(settings)
     (pinned.figures if figures is None else figures)["training"] = {
         k: result[k] for k in ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks",
-                               "losses", "tensorboard_dir")
+                               "launcher", "losses", "tensorboard_dir")
         if k in result
     }
     return settings

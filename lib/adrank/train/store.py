@@ -5,12 +5,18 @@ Contract: :func:`write_pairs` materialises pairs as a Delta table partitioned by
 :func:`pair_files` lists the live files of a pinned version per kind (what the ranks
 read); :func:`rows_per_kind` counts them. :func:`write_joint_examples` overwrites
 ``joint_examples_train`` / ``joint_examples_holdout`` (deletion vectors off, so the ranks
-can list their live files) and returns the new version. Generic Delta I/O goes through :mod:`adrank.delta`.
+can list their live files) and returns the new version. Both lay their rows out with
+:func:`in_stable_files`: which rows share a file, and their order in it, depend on the
+rows alone, so the ranks read the same batches whatever master computed them. Generic
+Delta I/O goes through :mod:`adrank.delta`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from adrank import delta, layout
 from adrank.config import Config
@@ -18,6 +24,22 @@ from adrank.errors import naming_table
 
 PAIR_KINDS = (layout.DETAIL, layout.SEARCH)
 PAIRS_PARTITION = "kind_part"  # a copy of kind: the files of one kind hold that kind only
+# Columns that order the rows of the tables the ranks read (identical rows may tie).
+PAIR_ORDER = ("kind", "date", "context_sku_id", "query", "pos_sku_id", "neg_sku_id")
+JOINT_ORDER = ("impression_id",)
+
+
+def in_stable_files(frame: DataFrame, files: int, keys: Sequence[str]) -> DataFrame:
+    """``frame`` in ``files`` partitions by a hash of ``keys``, each sorted by that hash, then ``keys``.
+
+    Which file a row lands in and where, then depends on the row alone. A round-robin
+    ``repartition(files)`` depends on the upstream partitions too: a standalone cluster
+    and a local master wrote the same rows in other files and orders, so the ranks read
+    other batches and trained other models. Sorting by the hash rather than the keys keeps
+    each file in a pseudo-random order (Petastorm shuffles row groups, never rows).
+    """
+    order = F.xxhash64(*keys)
+    return frame.repartition(files, order).sortWithinPartitions(order, *keys)
 
 
 def write_pairs(spark: SparkSession, config: Config, pairs: DataFrame, name: str) -> int:
@@ -42,7 +64,8 @@ def rows_per_kind(spark: SparkSession, config: Config, name: str) -> dict[str, i
 def write_joint_examples(spark: SparkSession, config: Config, frame: DataFrame, name: str, files: int = 4) -> int:
     """Overwrites joint examples table ``name`` with ``frame`` as about ``files`` files; its new version."""
     path = layout.table_path(config, name)
-    writer = frame.repartition(files).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    writer = (in_stable_files(frame, files, JOINT_ORDER).write.format("delta").mode("overwrite")
+              .option("overwriteSchema", "true"))
     for key, value in delta.NO_DELETION_VECTORS.items():
         writer = writer.option(key, value)
     with naming_table(path):
@@ -69,9 +92,7 @@ def materialise_pairs(spark: SparkSession, pairs_df: DataFrame, path: str, files
     Returns:
         The version written: pin it for training.
     """
-    from pyspark.sql import functions as F
-
-    frame = pairs_df.withColumn(PAIRS_PARTITION, F.col("kind")).repartition(files_per_kind)
+    frame = in_stable_files(pairs_df.withColumn(PAIRS_PARTITION, F.col("kind")), files_per_kind, PAIR_ORDER)
     writer = (frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
               .partitionBy(PAIRS_PARTITION))
     for key, value in delta.NO_DELETION_VECTORS.items():
