@@ -223,6 +223,9 @@ def test_a_job_through_spark_submit_prints_a_handful_of_lines_and_logs_the_rest(
     assert "WARNING: Using incubator modules" in logged  # the JVM's stderr
     assert logged.rstrip().endswith(done.stdout.splitlines()[-1]) and "[Stage" not in logged
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", report["run_id"])  # new_run_id's format
+    events = [json.loads(line.split(" ", 1)[1]) for line in logged.splitlines() if line.startswith("adrank-event ")]
+    assert [e["event"] for e in events] == ["job_started", "job_succeeded"]  # structured lines, in the log only
+    assert {e["run_id"] for e in events} == {report["run_id"]} and "adrank-event" not in done.stdout
 
 
 def test_verbose_shows_the_spark_lines_live(tmp_path):

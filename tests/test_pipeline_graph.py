@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -52,7 +53,8 @@ def run(spark, config, runs, selection=None, fail=None, tasks=TASKS) -> RunRepor
     return report
 
 
-def test_a_second_run_skips_every_current_task_and_keeps_their_figures(spark, config, capsys):
+def test_a_second_run_skips_every_current_task_and_keeps_their_figures(spark, config, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="adrank.events")
     runs: list[str] = []
     first = run(spark, config, runs)
     assert runs == ["make", "double"]
@@ -64,8 +66,8 @@ def test_a_second_run_skips_every_current_task_and_keeps_their_figures(spark, co
     assert second.figures["double"] == {"rows": 5}  # carried from the run that made the outputs
     printed = capsys.readouterr()
     assert "[2/2] double          skipped: current (a v0; from run" in printed.out
-    events = [json.loads(line.split(" ", 1)[1]) for line in printed.err.splitlines()
-              if line.startswith("adrank-event ")]
+    assert "adrank-event" not in printed.err  # outside spark-submit.sh, events go to logging only
+    events = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records if r.name == "adrank.events"]
     finished = [e for e in events if e["event"] == "task_succeeded" and e["task"] == "double"]
     assert len(finished) == 1 and finished[0]["run_id"] == first.run_id
     assert finished[0]["reads"] == {"table:a": 0} and finished[0]["writes"] == {"table:b": 0}

@@ -8,6 +8,7 @@ one JSON line on stdout and written to ``<storage.root>/_runs/<job>-<run id>.jso
 from __future__ import annotations
 
 import datetime
+import logging
 import sys
 import time
 import traceback
@@ -72,13 +73,22 @@ def publish_report(spark: SparkSession | None, config: Config, report: RunReport
 
 
 JobBody = Callable[[SparkSession, Config, RunReport], None]
+EVENTS = logging.getLogger("adrank.events")
+EVENT_PREFIX = "adrank-event"
 
 
 def log_event(report: RunReport, event: str, **fields: Any) -> None:
-    """One structured log line (JSON: time, job, run id, event, fields) on stderr: the run's log."""
+    """One structured log line (JSON: time, job, run id, event, fields) in the run's log.
+
+    Under ``spark-submit.sh`` it goes to stderr, which is the run's log file; elsewhere to the
+    ``adrank.events`` logger at INFO (silent unless the caller configures logging).
+    """
     line = to_json({"ts": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
                     "job": report.job, "run_id": report.run_id, "event": event, **fields}, sort_keys=False)
-    print(f"adrank-event {line}", file=sys.stderr, flush=True)
+    if console.active():  # a spark-submit.sh run: stderr is the run's log
+        print(f"{EVENT_PREFIX} {line}", file=sys.stderr, flush=True)
+    else:  # a test, a notebook, a platform's scheduler: theirs to route (logging)
+        EVENTS.info("%s %s", EVENT_PREFIX, line)
 
 
 def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
