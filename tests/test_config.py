@@ -455,8 +455,9 @@ def test_a_hadoop_env_variable_is_checked_where_the_session_is_built(tmp_path, m
             _hadoop_credentials({"fs.s3a.secret.key": env_name})
         assert str(info.value).startswith(f"config key 'spark.hadoop_env.fs.s3a.secret.key' names the environment "
                                           f"variable {env_name}, which is not set")
-    with pytest.raises(InputError) as info:
-        _hadoop_credentials(config.spark.hadoop_env)
+    with pytest.raises(InputError, match="'spark.hadoop_env.fs.s3a.secret.key' names the environment variable "
+                                         "ADRANK_TEST_UNSET"):
+        _hadoop_credentials(config.spark.hadoop_env)  # the loaded config: validated, not yet usable here
     lower_case_token = "ghp_s3cr3tT0ken"  # a variable name by its letters, but more likely a pasted token
     with pytest.raises(InputError) as info:
         _hadoop_credentials({"fs.s3a.secret.key": lower_case_token})

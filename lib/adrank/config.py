@@ -62,7 +62,7 @@ REDACTED = "***redacted***"
 ENV_NAME_MAPPINGS = ("hadoop_env",)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The user-info of a URI (``scheme://<user-info>@host``): a token or user:password.
-URI_USER_INFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+URI_USER_INFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/?#@\s]*@")  # a scheme: at most 32 characters
 MLFLOW_CREDENTIALS_HINT = ("pass the token in MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME and "
                            "MLFLOW_TRACKING_PASSWORD; DATABRICKS_TOKEN for databricks), never in the config")
 
@@ -605,13 +605,20 @@ def _validate_embed(embed: EmbedConfig) -> None:
 
 def _validate_tracking(tracking: TrackingConfig) -> None:
     uri = tracking.uri
-    _require(URI_USER_INFO.search(uri) is None and not re.match(r"^[^:/]*@", uri), "tracking.uri",
+    _require(not _has_user_info(uri), "tracking.uri",
              f"carries user-info (a token or user:password before '@'; not shown): {MLFLOW_CREDENTIALS_HINT}")
     _require(uri == uri.strip() and not any(c.isspace() for c in uri), "tracking.uri", "must not contain spaces")
     _require(not uri or uri == "databricks" or os.path.isabs(uri) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri)
              is not None, "tracking.uri",
              f"must be empty (a local file store), 'databricks', an absolute path or a URI with a scheme, got {uri!r}")
     _require(bool(tracking.experiment.strip()), "tracking.experiment", "must not be empty")
+
+
+def _has_user_info(uri: str) -> bool:
+    """Whether the authority of ``uri`` (after ``scheme://``, or from the start without one, up to
+    the first ``/``, ``?`` or ``#``) holds an ``@``: ``http://<token>@host``, ``<token>@host:5999``."""
+    rest = uri.split("://", 1)[-1]
+    return "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]
 
 
 def _check_date(text: str, key: str) -> None:
