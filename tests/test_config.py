@@ -351,7 +351,8 @@ def test_numbers_for_number_keys_are_plain_numbers(tmp_path):
         ("tracking.experiment=yes", "config key 'tracking.experiment' must be str, got bool True (YAML reads "
                                     "yes/no/on/off/true/false as a boolean: quote the word to mean it)"),
         ("sample.seed=2026-11-05", "config key 'sample.seed' must be int, got str '2026-11-05'"),
-        ("sample.seed=1.5", "config key 'sample.seed' must be int, got"),
+        ("sample.seed=1.5", "config key 'sample.seed' must be int, got float 1.5"),
+        ("tracking.enabled=0", "config key 'tracking.enabled' must be bool, got int 0"),
         ("features.crosses=[a*b, [c]]", "config key 'features.crosses[1]' must be str, got list"),
     ],
 )

@@ -343,7 +343,7 @@ for _tag, _kind in (("tag:yaml.org,2002:int", _IntText), ("tag:yaml.org,2002:flo
 
 def _parse_yaml(text: str) -> Any:
     """Config YAML (a file or a ``--set`` value) with :class:`_ConfigLoader`."""
-    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: plain data only
 
 
 def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -453,9 +453,14 @@ def _scalar(hint: type, value: Any, key: str) -> Any:
         quote = (" (YAML reads yes/no/on/off/true/false as a boolean: quote the word to mean it)"
                  if hint is str and isinstance(value, bool) else "")
         raise ConfigError(
-            f"config key '{key}' must be {hint.__name__}, got {type(value).__name__} {value!r}{quote}"
+            f"config key '{key}' must be {hint.__name__}, got {_type_name(value)} {value!r}{quote}"
         )
     return hint(value) if hint in (int, float) else value  # a plain number, not the text-keeping subclass
+
+
+def _type_name(value: Any) -> str:
+    """The YAML type of a value for an error line (``int`` for an :class:`_IntText`)."""
+    return "int" if isinstance(value, _IntText) else "float" if isinstance(value, _FloatText) else type(value).__name__
 
 
 def _text(value: Any) -> str:
