@@ -430,6 +430,14 @@ def test_dumps_strip_the_user_info_of_uris_anywhere(tmp_path, capsys):
     for text in (line, stored, capsys.readouterr().out):
         assert TOKEN not in text and "mlflow.example:5999" in text
 
+    from adrank import versioned
+    from adrank.train.registry import METADATA, MODELS
+
+    folder = tmp_path / "models" / "lr"
+    version = versioned.publish(folder, MODELS, lambda _: {"config": dump, "metrics": {"auc": 0.5}})
+    metadata = json.loads((folder / f"v{version}" / METADATA).read_text())
+    assert metadata["config"]["tracking"]["uri"] == f"http://{REDACTED}@mlflow.example:5999"
+
 
 @pytest.mark.parametrize("value", ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "s3cr3t value", "ab+c=", "9token"])
 def test_a_hadoop_env_value_that_is_not_a_variable_name_is_refused_without_showing_it(tmp_path, value):
