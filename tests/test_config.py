@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -131,20 +133,68 @@ def test_credentials_come_from_env_and_are_not_printed(tmp_path, monkeypatch):
 # Credentials: literal spark.conf keys, the credential check, redacted dumps
 # --------------------------------------------------------------------------------
 
-CREDENTIAL_KEYS = [
+CREDENTIAL_KEYS = [  # keys that HOLD a secret: refused in spark.conf, their values redacted in dumps
     "spark.hadoop.fs.s3a.secret.key",
+    "spark.hadoop.fs.s3a.access.key",
+    "spark.hadoop.fs.s3a.bucket.logs.secret.key",
     "spark.hadoop.fs.azure.account.key.myaccount.dfs.core.windows.net",
+    "spark.hadoop.fs.azure.account.key.myaccount.blob.core.windows.net",
+    "spark.hadoop.fs.azure.account.oauth2.client.secret",
+    "spark.hadoop.fs.azure.account.oauth2.client.secret.myaccount.dfs.core.windows.net",
     "spark.hadoop.fs.s3a.encryption.key",
+    "spark.hadoop.fs.s3a.server-side-encryption.key",
     "spark.hadoop.fs.gs.auth.service.account.private.key",
     "spark.authenticate.secret",
     "spark.ssl.keyStorePassword",
+    "spark.ssl.keyPassword",
+    "spark.hadoop.javax.jdo.option.ConnectionPassword",
     "spark.hadoop.fs.s3a.session.token",
+    "spark.kubernetes.authenticate.driver.oauthToken",
+    "spark.executorEnv.MLFLOW_TRACKING_TOKEN",
     "SPARK.HADOOP.FS.S3A.SECRET.KEY",
     "spark.hadoop.fs.azure.sas.container.account.blob.core.windows.net",
+    "spark.hadoop.fs.azure.sas.provider.account.blob.core.windows.net",  # a container named "provider"
+    "spark.hadoop.fs.azure.sas.fixed.token",
 ]
 ORDINARY_KEYS = ["spark.authenticate.enableSaslEncryption", "spark.io.encryption.enabled",
                  "spark.sql.shuffle.partitions", "spark.io.encryption.keySizeBits",
                  "spark.hadoop.fs.s3a.endpoint"]
+CREDENTIAL_SETTINGS = [  # keys that merely NAME a credential (a switch, a class, a path): accepted, shown
+    ("spark.security.credentials.hive.enabled", "false"),
+    ("spark.security.credentials.hbase.enabled", "false"),
+    ("spark.security.credentials.renewalRatio", "0.75"),
+    ("spark.hadoop.fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"),
+    ("spark.hadoop.fs.s3a.assumed.role.credentials.provider",
+     "com.amazonaws.auth.EnvironmentVariableCredentialsProvider"),
+    ("spark.hadoop.fs.s3a.delegation.token.binding",
+     "org.apache.hadoop.fs.s3a.auth.delegation.SessionTokenBinding"),
+    ("spark.hadoop.fs.azure.account.oauth.provider.type",
+     "org.apache.hadoop.fs.azurebfs.oauth2.ClientCredsTokenProvider"),
+    ("spark.hadoop.fs.azure.sas.token.provider.type", "com.example.MySasTokenProvider"),
+    ("spark.hadoop.hadoop.security.credential.provider.path", "jceks://hdfs/user/adrank/s3.jceks"),
+    ("spark.authenticate.secret.file", "/etc/spark/secret"),
+    ("spark.authenticate.enableSaslEncryption", "true"),
+    ("spark.kubernetes.driver.secrets.spark-secret", "/etc/secrets"),
+    ("spark.kubernetes.executor.secretKeyRef.DB_PASSWORD", "db-secret:password"),
+    ("spark.sql.mapKeyDedupPolicy", "LAST_WIN"),
+]
+
+
+def test_the_credential_rule_refuses_keys_holding_a_secret_and_accepts_keys_naming_one():
+    from adrank.config import is_credential_key
+
+    assert [key for key in CREDENTIAL_KEYS if not is_credential_key(key)] == []
+    assert [key for key, _ in CREDENTIAL_SETTINGS if is_credential_key(key)] == []
+    assert [key for key in ORDINARY_KEYS if is_credential_key(key)] == []
+
+
+@pytest.mark.parametrize("key, value", CREDENTIAL_SETTINGS)
+def test_settings_that_name_a_credential_are_accepted_and_dumped_as_they_are(tmp_path, key, value):
+    from adrank.config import to_json
+
+    config = tiny_config(tmp_path, f"spark.conf.{key}={value}")
+    assert dict(config.spark.conf) == {key: value}
+    assert json.loads(to_json(config))["spark"]["conf"] == {key: value}  # not redacted
 
 
 @pytest.mark.parametrize("key", CREDENTIAL_KEYS)
@@ -250,3 +300,188 @@ def test_the_registry_refuses_a_model_with_nan_metrics(tmp_path):
         export_model(tmp_path, "lr", linear_model=object(), image_size=32, data_version=0,
                      metrics={"auc": float("nan"), "log_loss": float("nan"), "rows": 0})
     assert versions(tmp_path, "lr") == []
+
+
+# --------------------------------------------------------------------------------
+# YAML scalars for str keys: a date or a number keeps its text, in --set and in a file
+# --------------------------------------------------------------------------------
+
+TEXT_VALUES = [  # (written, key, the str the config holds)
+    ("sample.start_date=2026-11-05", "sample.start_date", "2026-11-05"),
+    ("tracking.experiment=1.10", "tracking.experiment", "1.10"),
+    ("tracking.experiment=2026", "tracking.experiment", "2026"),
+    ("spark.driver_memory=010", "spark.driver_memory", "010"),
+]
+
+
+@pytest.mark.parametrize("override, key, text", TEXT_VALUES)
+def test_a_date_or_a_number_for_a_str_key_keeps_its_text_in_set_and_in_a_file(tmp_path, override, key, text):
+    from adrank.config import get_value
+
+    assert get_value(tiny_config(tmp_path, override), key) == text
+    section, name = key.split(".")
+    written = override.partition("=")[2]
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"storage:\n  root: {tmp_path}\ninputs:\n  root: {tmp_path}\n{section}:\n  {name}: {written}\n")
+    assert get_value(load_config(conf), key) == text
+
+
+def test_spark_conf_values_keep_the_text_they_were_written_as(tmp_path):
+    config = tiny_config(tmp_path, "spark.conf.spark.sql.shuffle.partitions=010",
+                         "spark.conf.spark.memory.fraction=0.60", "spark.conf.spark.x.day=2026-11-05",
+                         "spark.conf.spark.sql.adaptive.enabled=false", "spark.conf.spark.eventLog.enabled=True")
+    assert dict(config.spark.conf) == {"spark.sql.shuffle.partitions": "010", "spark.memory.fraction": "0.60",
+                                       "spark.x.day": "2026-11-05", "spark.sql.adaptive.enabled": "false",
+                                       "spark.eventLog.enabled": "true"}
+
+
+def test_numbers_for_number_keys_are_plain_numbers(tmp_path):
+    config = tiny_config(tmp_path, "sample.seed=0x10", "recommend.popularity_weight=2", "recommend.k=1_0")
+    assert (config.sample.seed, config.recommend.k, config.recommend.popularity_weight) == (16, 10, 2.0)
+    assert (type(config.sample.seed), type(config.recommend.k), type(config.recommend.popularity_weight)) == (
+        int, int, float)
+    assert json.loads(json.dumps(dataclasses.asdict(config.sample)))["seed"] == 16
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("tracking.experiment=[a, b]", "config key 'tracking.experiment' must be str, got list"),
+        ("tracking.experiment={a: 1}", "config key 'tracking.experiment' must be str, got dict"),
+        ("tracking.experiment=yes", "config key 'tracking.experiment' must be str, got bool True (YAML reads "
+                                    "yes/no/on/off/true/false as a boolean: quote the word to mean it)"),
+        ("sample.seed=2026-11-05", "config key 'sample.seed' must be int, got str '2026-11-05'"),
+        ("sample.seed=1.5", "config key 'sample.seed' must be int, got float 1.5"),
+        ("tracking.enabled=0", "config key 'tracking.enabled' must be bool, got int 0"),
+        ("features.crosses=[a*b, [c]]", "config key 'features.crosses[1]' must be str, got list"),
+    ],
+)
+def test_wrong_types_for_str_and_number_keys_are_still_refused(tmp_path, override, message):
+    with pytest.raises(ConfigError) as info:
+        tiny_config(tmp_path, override)
+    assert message in str(info.value)
+
+
+def test_a_quoted_boolean_word_is_a_str(tmp_path):
+    assert tiny_config(tmp_path, "tracking.experiment='yes'").tracking.experiment == "yes"
+
+
+def test_the_cli_prints_a_start_date_set_on_the_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "adrank.cli", "get", "sample.start_date", "--conf-file", str(TINY_CONF),
+         "--set", f"storage.root={tmp_path}", "--set", "sample.start_date=2026-11-05"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "2026-11-05\n", "")
+
+
+# --------------------------------------------------------------------------------
+# No credential in a URI or in spark.hadoop_env reaches the console or a file
+# --------------------------------------------------------------------------------
+
+TOKEN = "dapi0123456789abcdef"
+
+
+@pytest.mark.parametrize("uri", [f"http://{TOKEN}@mlflow.example:5999", f"https://{TOKEN}@mlflow.example/api",
+                                 f"http://adrank:{TOKEN}@mlflow.example:5999", f"{TOKEN}@mlflow.example:5999",
+                                 f"databricks://{TOKEN}@workspace"])
+def test_a_tracking_uri_with_user_info_is_refused_without_showing_it(tmp_path, uri):
+    with pytest.raises(ConfigError) as info:
+        tiny_config(tmp_path, f"tracking.uri={uri}")
+    message = str(info.value)
+    assert message.startswith("config key 'tracking.uri' carries user-info") and "MLFLOW_TRACKING_TOKEN" in message
+    assert TOKEN not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("uri", ["http://mlflow.example:5999", "databricks", "file:///srv/ml@runs",
+                                 "sqlite:////srv/mlflow.db", "http://mlflow.example/api?user=a@b.c"])
+def test_tracking_uris_without_user_info_are_accepted(tmp_path, uri):
+    assert tiny_config(tmp_path, f"tracking.uri={uri}").tracking.uri == uri
+
+
+def test_a_job_refuses_a_tracking_uri_with_a_token_before_it_writes_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "generate_data.py"), "--conf-file", str(TINY_CONF),
+         "--set", f"storage.root={tmp_path}", "--set", f"tracking.uri=http://{TOKEN}@mlflow.example:5999"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and TOKEN not in result.stdout + result.stderr
+    assert result.stderr.startswith("generate_data: config error: config key 'tracking.uri' carries user-info")
+    assert not (tmp_path / "_runs").exists()
+
+
+def test_dumps_strip_the_user_info_of_uris_anywhere(tmp_path, capsys):
+    from adrank.config import REDACTED, redacted, to_json
+    from adrank.runs import RunReport, publish_report
+
+    dump = {"tracking": {"uri": f"http://{TOKEN}@mlflow.example:5999", "experiment": "adrank"},
+            "runs": [{"error": f"ConnectionError: HTTPConnectionPool: url: https://u:{TOKEN}@h/api/2.0 (refused)"}],
+            "paths": ["file:///srv/ml@runs", "s3a://bucket/t"]}
+    clean = redacted(dump)
+    assert clean["tracking"] == {"uri": f"http://{REDACTED}@mlflow.example:5999", "experiment": "adrank"}
+    assert clean["runs"] == [{"error": f"ConnectionError: HTTPConnectionPool: url: https://{REDACTED}@h/api/2.0 "
+                                       "(refused)"}]
+    assert clean["paths"] == dump["paths"]
+    assert TOKEN not in to_json(dump)
+
+    report = RunReport("train", figures=dump)
+    line = publish_report(None, tiny_config(tmp_path), report)
+    stored = (tmp_path / "tables" / "_runs" / f"train-{report.run_id}.json").read_text()
+    for text in (line, stored, capsys.readouterr().out):
+        assert TOKEN not in text and "mlflow.example:5999" in text
+
+    from adrank import versioned
+    from adrank.train.registry import METADATA, MODELS
+
+    folder = tmp_path / "models" / "lr"
+    version = versioned.publish(folder, MODELS, lambda _: {"config": dump, "metrics": {"auc": 0.5}})
+    metadata = json.loads((folder / f"v{version}" / METADATA).read_text())
+    assert metadata["config"]["tracking"]["uri"] == f"http://{REDACTED}@mlflow.example:5999"
+
+
+@pytest.mark.parametrize("value", ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "s3cr3t value", "ab+c=", "9token"])
+def test_a_hadoop_env_value_that_is_not_a_variable_name_is_refused_without_showing_it(tmp_path, value):
+    for override in (f"spark.hadoop_env.fs.s3a.secret.key={value}", f"spark.hadoop_env={{fs.s3a.secret.key: '{value}'}}"):
+        with pytest.raises(ConfigError) as info:
+            tiny_config(tmp_path, override)
+        message = str(info.value)
+        assert message.startswith("config key 'spark.hadoop_env.fs.s3a.secret.key' must be the NAME of an "
+                                  "environment variable")
+        assert value not in message and "\n" not in message
+
+
+def test_a_hadoop_env_variable_is_checked_where_the_session_is_built(tmp_path, monkeypatch):
+    """The config loads where the variable is not set (spark-submit.sh's check, CI); building
+    the session there is a one-line error naming the key (and the variable, when upper-case)."""
+    from adrank.errors import InputError
+    from adrank.spark import _hadoop_credentials
+
+    monkeypatch.delenv("ADRANK_TEST_UNSET", raising=False)
+    monkeypatch.setenv("ADRANK_TEST_EMPTY", "")
+    config = tiny_config(tmp_path, "spark.hadoop_env.fs.s3a.secret.key=ADRANK_TEST_UNSET")
+    for env_name in ("ADRANK_TEST_UNSET", "ADRANK_TEST_EMPTY"):
+        with pytest.raises(InputError) as info:
+            _hadoop_credentials({"fs.s3a.secret.key": env_name})
+        assert str(info.value).startswith(f"config key 'spark.hadoop_env.fs.s3a.secret.key' names the environment "
+                                          f"variable {env_name}, which is not set")
+    with pytest.raises(InputError, match="'spark.hadoop_env.fs.s3a.secret.key' names the environment variable "
+                                         "ADRANK_TEST_UNSET"):
+        _hadoop_credentials(config.spark.hadoop_env)  # the loaded config: validated, not yet usable here
+    lower_case_token = "ghp_s3cr3tT0ken"  # a variable name by its letters, but more likely a pasted token
+    with pytest.raises(InputError) as info:
+        _hadoop_credentials({"fs.s3a.secret.key": lower_case_token})
+    assert "'spark.hadoop_env.fs.s3a.secret.key'" in str(info.value) and lower_case_token not in str(info.value)
+
+
+def test_a_job_with_an_unset_hadoop_env_variable_fails_in_one_line_before_spark_starts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ADRANK_TEST_UNSET"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "generate_data.py"), "--conf-file", str(TINY_CONF),
+         "--set", f"storage.root={tmp_path}", "--set", "spark.hadoop_env.fs.s3a.secret.key=ADRANK_TEST_UNSET"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "generate_data: error: config key 'spark.hadoop_env.fs.s3a.secret.key' names the environment variable "
+        "ADRANK_TEST_UNSET, which is not set (or empty) where the Spark driver runs: export it there, or remove "
+        "the key"]

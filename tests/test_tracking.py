@@ -135,7 +135,7 @@ def test_tracking_disabled_logs_nothing(tmp_path):
 
 @pytest.mark.parametrize(("uri", "message"), [
     ("mlruns", "must be empty (a local file store), 'databricks', an absolute path or a URI with a scheme"),
-    ("https://me:s3cret@mlflow.example.com", "holds a password"),
+    ("https://me:s3cret@mlflow.example.com", "carries user-info"),
     ("http://host/a b", "must not contain spaces"),
 ])
 def test_a_bad_tracking_uri_is_a_config_error_naming_the_key(tmp_path, uri, message):

@@ -4,18 +4,25 @@ The config is parsed before any Spark or TensorFlow start-up. An unknown key, a 
 the wrong type or a missing required value raises :class:`ConfigError` with a one-line
 message naming the key; jobs turn it into exit status 2.
 
+Values are YAML, read by the schema: a number or a date for a ``str`` key keeps the text
+it was written as (``--set sample.start_date=2026-11-05``); a boolean, a list or a mapping
+for it is refused.
+
 Credentials never live in the config: ``spark.hadoop_env`` maps a Hadoop property to the
 *name* of an environment variable, read when the SparkSession is built. The keys under
 ``spark.conf`` and ``spark.hadoop_env`` are literal (``--set spark.conf.spark.sql.x=1`` sets
-the key ``spark.sql.x``); a ``spark.conf`` key matching :data:`SECRET_PATTERNS` is rejected.
-Every dump of a config or a report goes through :func:`to_json`, which replaces the values
-of credential-looking keys (:func:`redacted`) and writes NaN as null.
+the key ``spark.sql.x``); a ``spark.conf`` key that holds a credential
+(:func:`is_credential_key`) is rejected, and so is a ``tracking.uri`` with user-info
+(``http://<token>@host``). Every dump of a config or a report goes through :func:`to_json`,
+which replaces the values of credential keys and the user-info of URIs (:func:`redacted`)
+and writes NaN as null.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import datetime
 import fnmatch
 import json
 import math
@@ -32,17 +39,32 @@ from typing import Any
 import yaml
 
 MAX_BINARY_FILE_BYTES = 2**31 - 1  # Spark's binaryFile source reads no file longer than this
-# Key names (lower-cased, fnmatch) that hold a credential: rejected in ``spark.conf``,
-# their values redacted in every dump. ``sas`` only as a whole dotted word (Azure SAS
-# tokens), so that ``spark.authenticate.enableSaslEncryption`` stays an ordinary setting.
-SECRET_PATTERNS = (
-    "*secret*", "*password*", "*token*", "*credential*", "*access.key*",
-    "*fs.azure.account.key.*", "*encryption.key", "*private.key",
-    "*.sas.*", "sas.*", "*.sas",
-)
+# Which keys HOLD a credential (rejected in ``spark.conf``, their values redacted in every
+# dump): see :func:`is_credential_key`. A key is read as words, split at ``.``, ``-``, ``_``
+# and camelCase, in any case (``spark.ssl.keyStorePassword`` -> spark ssl key store password).
+SECRET_WORDS = frozenset({"secret", "secrets", "password", "passwords", "passwd", "passphrase",
+                          "token", "tokens", "credential", "credentials", "sas"})
+# ``<qualifier> key`` is a key that holds one (``fs.s3a.access.key``, ``fs.azure.account.key.<account>``);
+# a bare ``key`` is not (``spark.sql.mapKeyDedupPolicy``).
+SECRET_KEY_QUALIFIERS = frozenset({"secret", "access", "account", "encryption", "private", "session", "api",
+                                   "master", "signing", "storage", "shared"})
+# A key whose LAST word is one of these holds a setting about a credential, not the
+# credential: a switch, a class name, a file or path, a number (``*.enabled``, ``*.provider``,
+# ``spark.authenticate.secret.file``, ``spark.io.encryption.keySizeBits``).
+SETTING_WORDS = frozenset({"enabled", "enable", "disabled", "disable", "provider", "providers", "type", "class",
+                           "classes", "impl", "binding", "file", "path", "dir", "location", "ratio", "wait",
+                           "interval", "period", "timeout", "ttl", "bits", "length", "size", "algorithm", "mode"})
+# Keys whose values name a Kubernetes secret (mount path, secret:key), never hold one.
+SECRET_REFERENCE_PATTERNS = ("spark.kubernetes.driver.secrets.*", "spark.kubernetes.executor.secrets.*",
+                             "spark.kubernetes.driver.secretkeyref.*", "spark.kubernetes.executor.secretkeyref.*")
 REDACTED = "***redacted***"
 # A mapping whose values are environment variable NAMES: shown, never redacted.
 ENV_NAME_MAPPINGS = ("hadoop_env",)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The user-info of a URI (``scheme://<user-info>@host``): a token or user:password.
+URI_USER_INFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/?#@\s]*@")  # a scheme: at most 32 characters
+MLFLOW_CREDENTIALS_HINT = ("pass the token in MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME and "
+                           "MLFLOW_TRACKING_PASSWORD; DATABRICKS_TOKEN for databricks), never in the config")
 
 
 class ConfigError(ValueError):
@@ -279,13 +301,58 @@ def resolve_config_path(path: str) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+class _IntText(int):
+    """A YAML int that keeps the text it was written as (``010``, ``0x1F``, ``1_000``)."""
+
+    text: str
+
+
+class _FloatText(float):
+    """A YAML float that keeps the text it was written as (``1.10``, ``1.0e+3``)."""
+
+    text: str
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader for config text: a date stays text, a number remembers its text.
+
+    The schema decides what a scalar means: a number for a ``str`` field (``tracking.experiment:
+    1.10``) keeps its text, a date (``sample.start_date: 2026-11-05``) is the text it was written as.
+    """
+
+
+def _number_with_text(tag: str, kind: type[_IntText] | type[_FloatText]) -> Any:
+    """A constructor of ``tag`` making ``kind``: YAML's number, with the node's text."""
+    construct = yaml.SafeLoader.yaml_constructors[tag]
+
+    def construct_with_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        number = kind(construct(loader, node))
+        number.text = str(node.value)
+        return number
+
+    return construct_with_text
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _kind in (("tag:yaml.org,2002:int", _IntText), ("tag:yaml.org,2002:float", _FloatText)):
+    _ConfigLoader.add_constructor(_tag, _number_with_text(_tag, _kind))
+
+
+def _parse_yaml(text: str) -> Any:
+    """Config YAML (a file or a ``--set`` value) with :class:`_ConfigLoader`."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: plain data only
+
+
 def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = _parse_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc.problem}") from None
     if not isinstance(data, dict):
@@ -304,7 +371,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"cannot set '{key}': '{part}' is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(text) if text else ""
+    node[parts[-1]] = _parse_yaml(text) if text else ""
 
 
 def _override_path(key: str) -> list[str]:
@@ -367,20 +434,45 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                     f"config key '{key}.{k}' must be a single value: keys under '{key}' are literal "
                     f"(write the whole key, e.g. {key}: {{spark.sql.shuffle.partitions: 4}})"
                 )
-        return types.MappingProxyType({str(k): str(v) for k, v in value.items()})
+        return types.MappingProxyType({str(k): _text(v) for k, v in value.items()})
     return _scalar(hint, value, key)
 
 
 def _scalar(hint: type, value: Any, key: str) -> Any:
+    """``value`` as the field's type: a number for a ``str`` keeps the text it was written as.
+
+    A boolean for a ``str`` is refused: YAML reads ``yes``/``no``/``on``/``off``/``true`` as
+    one, and adrank's strings are names, paths and choices, where a boolean is a mistake
+    (quoted, the word is kept).
+    """
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+    if hint is str and isinstance(value, int | float | datetime.date) and not isinstance(value, bool):
+        return _text(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        quote = (" (YAML reads yes/no/on/off/true/false as a boolean: quote the word to mean it)"
+                 if hint is str and isinstance(value, bool) else "")
         raise ConfigError(
-            f"config key '{key}' must be {hint.__name__}, got {type(value).__name__} {value!r}"
+            f"config key '{key}' must be {hint.__name__}, got {_type_name(value)} {value!r}{quote}"
         )
-    return value
+    return hint(value) if hint in (int, float) else value  # a plain number, not the text-keeping subclass
+
+
+def _type_name(value: Any) -> str:
+    """The YAML type of a value for an error line (``int`` for an :class:`_IntText`)."""
+    return "int" if isinstance(value, _IntText) else "float" if isinstance(value, _FloatText) else type(value).__name__
+
+
+def _text(value: Any) -> str:
+    """A YAML scalar as the text it was written as (:class:`_ConfigLoader`); a boolean as
+    ``true``/``false`` (Spark's and Hadoop's spelling), a date in ISO form."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(getattr(value, "text", value))
 
 
 def _validate(config: Config) -> None:
@@ -409,12 +501,28 @@ def _validate(config: Config) -> None:
     _require(bool(config.storage.root), "storage.root", "must not be empty")
     _validate_local_root(config.storage)
     _require(bool(config.inputs.root), "inputs.root", "must not be empty")
-    for name in config.spark.conf:
+    _validate_spark(config.spark)
+
+
+def _validate_spark(spark: SparkConfig) -> None:
+    """No credential in ``spark.conf``; ``spark.hadoop_env`` values are environment variable names.
+
+    Whether each named variable is set is checked where the secrets are read, when the
+    SparkSession is built (:func:`adrank.spark.build_spark`): the config is validated on
+    machines that do not hold them too (``spark-submit.sh`` before submitting, CI).
+    """
+    for name in spark.conf:
         _require(
             not is_credential_key(name),
             f"spark.conf.{name}",
             "looks like a credential: never put its value in the config; map the Hadoop "
             "property to the name of an environment variable in spark.hadoop_env",
+        )
+    for name, env_name in spark.hadoop_env.items():
+        _require(  # the value is not echoed: what is not a variable name may be the secret itself
+            ENV_NAME.fullmatch(env_name) is not None, f"spark.hadoop_env.{name}",
+            "must be the NAME of an environment variable ([A-Za-z_][A-Za-z0-9_]*) that holds the value, "
+            "never the value itself (not shown)",
         )
 
 
@@ -502,19 +610,23 @@ def _validate_embed(embed: EmbedConfig) -> None:
 
 def _validate_tracking(tracking: TrackingConfig) -> None:
     uri = tracking.uri
+    _require(not _has_user_info(uri), "tracking.uri",
+             f"carries user-info (a token or user:password before '@'; not shown): {MLFLOW_CREDENTIALS_HINT}")
     _require(uri == uri.strip() and not any(c.isspace() for c in uri), "tracking.uri", "must not contain spaces")
     _require(not uri or uri == "databricks" or os.path.isabs(uri) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri)
              is not None, "tracking.uri",
              f"must be empty (a local file store), 'databricks', an absolute path or a URI with a scheme, got {uri!r}")
-    _require(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@", uri) is None, "tracking.uri",
-             "holds a password: put credentials in MLflow's environment variables "
-             "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN), never in the config")
     _require(bool(tracking.experiment.strip()), "tracking.experiment", "must not be empty")
 
 
-def _check_date(text: str, key: str) -> None:
-    import datetime
+def _has_user_info(uri: str) -> bool:
+    """Whether the authority of ``uri`` (after ``scheme://``, or from the start without one, up to
+    the first ``/``, ``?`` or ``#``) holds an ``@``: ``http://<token>@host``, ``<token>@host:5999``."""
+    rest = uri.split("://", 1)[-1]
+    return "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]
 
+
+def _check_date(text: str, key: str) -> None:
     try:
         datetime.date.fromisoformat(text)
     except ValueError:
@@ -548,17 +660,42 @@ def config_as_dict(config: Any) -> Any:
 
 
 def is_credential_key(name: Any) -> bool:
-    """True when a key (a Spark or Hadoop property, any case) names a credential."""
-    lowered = str(name).lower()
-    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in SECRET_PATTERNS)
+    """True when a key (a Spark or Hadoop property, any case) HOLDS a credential.
+
+    It does when one of its words (:func:`key_words`) is in :data:`SECRET_WORDS` or two
+    adjacent ones are ``<qualifier> key`` (:data:`SECRET_KEY_QUALIFIERS`), unless its last
+    word is in :data:`SETTING_WORDS` (``spark.security.credentials.hive.enabled``,
+    ``fs.s3a.aws.credentials.provider``: settings that name a credential) or it matches
+    :data:`SECRET_REFERENCE_PATTERNS`. A host-qualified key (``fs.azure.account.key.<account>
+    .dfs.core.windows.net``) ends in a host name, so it is a credential whatever the account.
+    """
+    words = key_words(name)
+    if not words or words[-1] in SETTING_WORDS:
+        return False
+    if any(fnmatch.fnmatchcase(str(name).lower(), pattern) for pattern in SECRET_REFERENCE_PATTERNS):
+        return False
+    return any(word in SECRET_WORDS for word in words) or any(
+        first in SECRET_KEY_QUALIFIERS and second in ("key", "keys") for first, second in zip(words, words[1:]))
+
+
+def key_words(name: Any) -> list[str]:
+    """The lower-case words of a key: split at ``.``, ``-``, ``_``, camelCase and digits."""
+    return [word.lower() for word in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", str(name))]
+
+
+def without_uri_user_info(text: str) -> str:
+    """``text`` with the user-info of every URI in it (``scheme://<token>@``) replaced by :data:`REDACTED`."""
+    return URI_USER_INFO.sub(lambda match: f"{match.group(1)}{REDACTED}@", text)
 
 
 def redacted(value: Any) -> Any:
-    """A copy of a JSON-able value whose credential-looking keys have their values replaced.
+    """A copy of a JSON-able value with its credentials replaced by :data:`REDACTED`.
 
     Mappings anywhere in ``value`` (a config dict, report figures, registry metadata) are
     searched; the value of every key for which :func:`is_credential_key` holds becomes
     :data:`REDACTED`. The values of ``hadoop_env`` (environment variable names) are kept.
+    Every string keeps its text but not the user-info of a URI in it
+    (:func:`without_uri_user_info`: ``http://<token>@host`` -> ``http://***redacted***@host``).
     """
     if isinstance(value, collections.abc.Mapping):
         return {k: REDACTED if is_credential_key(k) else
@@ -566,6 +703,8 @@ def redacted(value: Any) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redacted(v) for v in value]
+    if isinstance(value, str):
+        return without_uri_user_info(value)
     return value
 
 

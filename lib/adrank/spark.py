@@ -13,6 +13,7 @@ Used by every job and by the test fixture. Three ways a job runs:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from adrank import console
 from adrank.config import SparkConfig
+from adrank.errors import InputError
 
 DELTA_SQL_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -35,9 +37,11 @@ LOCAL_DEFAULTS = {
     "spark.python.worker.reuse": "true",
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # Spark's own redaction of the UI's environment page, the event log and its logs, widened
 # from its default (secret|password|token|access.key) to the credential keys of
-# adrank.config.SECRET_PATTERNS: hadoop_env puts credentials in spark.hadoop.* settings.
+# adrank.config.is_credential_key: hadoop_env puts credentials in spark.hadoop.* settings.
+# It also hides settings that merely name a credential (``*.credentials.*.enabled``): harmless.
 REDACTION_REGEX = r"(?i)secret|password|token|credential|access[.]?key|account[.]key[.]|encryption[.]key$|private[.]key$|[.]sas[.]"
 
 
@@ -47,6 +51,9 @@ def build_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     Args:
         cfg: the ``spark`` section of the config.
         app_name: shown in the Spark UI; defaults to ``cfg.app_name``.
+
+    Raises:
+        InputError: a variable named in ``cfg.hadoop_env`` is not set (one line naming the key).
     """
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -91,10 +98,24 @@ def _with_delta_jars(builder: SparkSession.Builder) -> SparkSession.Builder:
 
 
 def _hadoop_credentials(hadoop_env: Mapping[str, str]) -> dict[str, str]:
-    """Map ``fs.s3a.access.key -> ENV_NAME`` to Spark settings, reading values from the env."""
+    """Map ``fs.s3a.access.key -> ENV_NAME`` to Spark settings, reading values from the env.
+
+    Raises:
+        InputError: a named variable is unset or empty here (the machine that needs the
+            secret: the config is validated elsewhere too, see ``adrank.config._validate_spark``).
+    """
     settings = {}
     for hadoop_key, env_name in hadoop_env.items():
         value = os.environ.get(env_name)
-        if value:
-            settings[f"spark.hadoop.{hadoop_key}"] = value
+        if not value:
+            raise InputError(_unset_variable_line(hadoop_key, env_name))
+        settings[f"spark.hadoop.{hadoop_key}"] = value
     return settings
+
+
+def _unset_variable_line(hadoop_key: str, env_name: str) -> str:
+    """The error line of an unset variable: its name only when it reads like one (upper case),
+    since a lower- or mixed-case "name" may be a pasted token."""
+    shown = env_name if CONVENTIONAL_ENV_NAME.fullmatch(env_name) else "(not shown: not an upper-case name)"
+    return (f"config key 'spark.hadoop_env.{hadoop_key}' names the environment variable {shown}, which is not "
+            "set (or empty) where the Spark driver runs: export it there, or remove the key")

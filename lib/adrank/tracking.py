@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from adrank import layout
-from adrank.config import Config
+from adrank.config import Config, without_uri_user_info
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -73,7 +73,8 @@ def track_stage(config: Config, run_id: str, stage: str, params: Mapping[str, An
                           data_version, name)
     except Exception as exc:  # noqa: BLE001 - tracking must never fail training
         line = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-        LOG.warning("adrank tracking: %s %s not logged to MLflow at %s: %s", stage, name or "", uri, line)
+        LOG.warning("adrank tracking: %s %s not logged to MLflow at %s: %s", stage, name or "",
+                    without_uri_user_info(uri), without_uri_user_info(line))
         return {"uri": uri, "error": line}
     return {"uri": uri, "experiment": config.tracking.experiment, "run_id": mlflow_run}
 
