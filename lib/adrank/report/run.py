@@ -35,6 +35,7 @@ from adrank.report.page import render_page
 from adrank.report.plots import all_plots
 
 LATEST = "latest"
+RECORD_NAME = re.compile(r"([a-z_]+)-(.+)\.json")  # a run record: <job>-<run id>.json
 
 
 def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> str:
@@ -90,9 +91,6 @@ def previous_record(spark: SparkSession, config: Config, figures: Mapping[str, A
         if isinstance(record, dict):
             return record
     return None
-
-
-RECORD_NAME = re.compile(r"([a-z_]+)-(.+)\.json")
 
 
 def _file_names(spark: SparkSession, folder: str) -> list[str]:
