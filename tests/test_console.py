@@ -188,6 +188,20 @@ def test_summary_table_with_tasks_and_missing_sections():
     assert console.summary_table({"job": "generate_data", "run_id": "r", "status": "failed"}) == "generate_data r: failed"
 
 
+def test_summary_table_says_not_available_for_a_figure_without_ground_truth():
+    report = copy.deepcopy(json.loads(FIXTURE.read_text()))
+    metrics = report["recommend"]["metrics"]
+    metrics["similar_precision_at_10"] = metrics["similar_precision_at_10_popularity"] = None  # no category_id
+    dnn = report["joint"]["comparison"]["dnn"]
+    dnn["cold_auc"] = float("nan")  # no cold-start rows on the held-out day
+    report["lr"]["metrics"]["cold_auc"] = None
+    table = console.summary_table(report)
+    assert re.search(r"^similar-SKU precision@10\s+not available\s+not available\s+not available$", table, re.M)
+    assert re.search(rf"^dnn \(best\)\s+{dnn['auc']:.4f}\s+not available\s+{dnn['log_loss']:.4f}", table, re.M)
+    assert "cold AUC not available," in table
+    assert re.search(rf"^query recall@10\s+{metrics['query_recall_at_10']:.4f}\s", table, re.M)  # the rest: numbers
+
+
 # --------------------------------------------------------------------------------
 # A real run through spark-submit.sh
 # --------------------------------------------------------------------------------

@@ -162,3 +162,15 @@ def test_a_tables_state_is_its_latest_commit_read_from_the_log_listing(spark, tm
         delta.write_delta(spark.range(rows).toDF("x"), path, mode="overwrite")
     assert freshness.table_version(spark, path) == delta.latest_version(spark, path) == 2
     assert freshness.table_version(spark, f"file://{path}") == 2  # through Hadoop too
+
+
+def test_a_task_line_says_not_available_for_a_figure_without_ground_truth():
+    from adrank.pipeline import headline
+
+    recommended = {"recommend": {"metrics": {"similar_precision_at_10": None, "query_recall_at_10": 0.2,
+                                             "user_hit_rate_at_10": float("nan")}}}
+    assert headline("recommend", recommended) == ("similar P@10 not available, query recall@10 0.200, "
+                                                  "user hit@10 not available")
+    joint = {"joint": {"best_module": "dot", "comparison": {"dot": {"auc": 0.61, "cold_auc": None},
+                                                             "lr": {"auc": 0.6, "cold_auc": 0.55}}}}
+    assert headline("train_joint", joint) == "best dot: AUC 0.6100 (LR 0.6000), cold start not available (LR 0.5500)"

@@ -160,7 +160,7 @@ def test_metrics_on_known_recommendations(spark):
     categories = spark.createDataFrame([(1, 0), (2, 0), (3, 1), (4, 1)], "sku_id long, category_id int")
     recommended = spark.createDataFrame([(1, [2, 3]), (3, [4, 4]), (4, [])], "sku_id long, ids array<long>")
     # sku 1: 1 of 10 slots share its category; sku 3: 2; sku 4: 0 -> (0.1 + 0.2 + 0) / 3
-    assert metrics.similar_precision(recommended, categories) == pytest.approx(0.1)
+    assert metrics.similar_precision(recommended, categories) == (pytest.approx(0.1), 3)
     searches = spark.createDataFrame([("a", 1), ("a", 5), ("b", 3), ("zzz", 3)], "query string, sku_id long")
     recs = spark.createDataFrame([("a", [1, 2]), ("b", [4])], "query string, ids array<long>")
     assert metrics.query_recall(searches, recs) == (pytest.approx(0.25), 4)
@@ -172,6 +172,15 @@ def test_metrics_on_known_recommendations(spark):
     frame = spark.createDataFrame([(1, [7])], "user_id long, exclude array<long>")
     [row] = frame.select(metrics.popular_excluding([7, 5, 6], frame["exclude"], at=2).alias("ids")).collect()
     assert row.ids == [5, 6]
+
+
+def test_similar_precision_is_measured_on_the_skus_with_a_category_and_null_without_any(spark):
+    categories = spark.createDataFrame([(1, 0), (2, 0), (3, None), (4, None)], "sku_id long, category_id int")
+    recommended = spark.createDataFrame([(1, [2, 3]), (3, [1, 4]), (4, [3])], "sku_id long, ids array<long>")
+    # sku 1: 1 of 10 slots shares its category (3 has none: not a match); 3 and 4 have no category to share
+    assert metrics.similar_precision(recommended, categories) == (pytest.approx(0.1), 1)
+    unknown = spark.createDataFrame([(s, None) for s in (1, 2, 3, 4)], "sku_id long, category_id int")
+    assert metrics.similar_precision(recommended, unknown) == (None, 0)
 
 
 def test_rerank_blends_cosine_with_popularity_and_keeps_cold_skus_by_their_picture(spark):
@@ -235,3 +244,94 @@ def test_user_recommendations_never_hold_what_the_user_clicked_before(spark, tmp
                                    FeaturesConfig())
     [row] = nearest(requests, "user_id", Catalog(EXACT, folder), Limits(3)).collect()
     assert [n.sku_id for n in row.neighbours] == [12, 13]  # 10 and 11 were clicked: the rest, nearest first
+
+
+# --- a real run on a catalog without category_id -------------------------------------------------
+
+
+def catalog_without_categories(config) -> None:
+    """Rewrite the sample catalog (Parquet) without its optional ``category_id`` column."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from adrank import layout
+
+    folder = Path(layout.input_path(config, layout.CATALOG))
+    table = pq.read_table(folder)
+    assert "category_id" in table.column_names  # the sample has it: the test removes it
+    shutil.rmtree(folder)
+    folder.mkdir()
+    table = table.drop(["category_id"])
+    micros = table.schema.field("updated_at").type.tz  # as Spark wrote it: microseconds
+    table = table.set_column(table.schema.get_field_index("updated_at"), "updated_at",
+                             table["updated_at"].cast(pa.timestamp("us", micros)))
+    pq.write_table(table, folder / "part-00000.parquet")
+
+
+def register_untrained_pairwise_model(config) -> int:
+    """A freshly built (seeded) stage-1 model with its query tower, as the next ``pairwise`` version."""
+    import tensorflow as tf
+
+    from adrank import layout
+    from adrank.train.ranks.models import PairwiseModel, query_tower, sku_tower
+    from adrank.train.registry import export_model
+
+    tf.keras.utils.set_random_seed(7)
+    train = config.train
+    model = PairwiseModel(sku_tower(train.tower, config.features.image_size, train.embedding_dim, train.tower_width),
+                          query_tower(train.embedding_dim, width=train.tower_width))
+    version, _ = export_model(layout.registry_root(config), layout.PAIRWISE, pairwise_model=model,
+                              image_size=config.features.image_size, data_version=0, run_id="test")
+    return version
+
+
+@pytest.fixture(scope="module")
+def run_without_categories(spark, tmp_path_factory) -> dict:
+    """The sample data with a catalog that has no ``category_id``, through build_tables, a registered
+    model, embed_catalog and recommend: the recommend run's figures."""
+    from adrank.build.run import build_tables
+    from adrank.embed.run import embed_catalog
+    from adrank.recommend.run import recommend
+    from adrank.runs import RunReport
+    from adrank.sample.run import generate_data
+    from conftest import tiny_config
+
+    config = tiny_config(tmp_path_factory.mktemp("no_categories"))
+    generate_data(spark, config, RunReport("generate_data"))
+    catalog_without_categories(config)
+    build_tables(spark, config, RunReport("build_tables"), None)
+    register_untrained_pairwise_model(config)
+    embed_catalog(spark, config, RunReport("embed_catalog"))
+    report = RunReport("recommend")
+    recommend(spark, config, report)
+    return report.as_dict()
+
+
+def test_without_categories_the_precision_figures_are_null_and_the_rest_are_measured(run_without_categories):
+    import json
+
+    from adrank.config import to_json
+    from adrank.tracking import numeric_metrics
+
+    found = run_without_categories["recommend"]["metrics"]
+    assert found["similar_precision_at_10"] is None and found["similar_precision_at_10_popularity"] is None
+    assert found["similar_skus_evaluated"] == 0
+    for name in ("query_recall_at_10", "user_hit_rate_at_10"):  # their ground truth is there: measured
+        assert 0.0 <= found[name] <= 1.0 and 0.0 <= found[f"{name}_popularity"] <= 1.0, name
+    assert found["query_searches"] > 0 and found["users_evaluated"] > 0
+    record = json.loads(to_json(run_without_categories))["recommend"]["metrics"]  # the run record's object
+    assert record["similar_precision_at_10"] is None and record["similar_precision_at_10_popularity"] is None
+    logged = numeric_metrics(run_without_categories["recommend"])  # what tracking would log: never a None
+    assert not any(key.startswith("metrics.similar_precision") for key in logged)
+    assert logged["metrics.query_recall_at_10"] == pytest.approx(found["query_recall_at_10"])
+
+
+def test_without_categories_the_console_table_says_not_available(run_without_categories):
+    from adrank.console import summary_table
+    from adrank.recommend.run import metrics_table
+
+    for text in (metrics_table(run_without_categories["recommend"]), summary_table(run_without_categories)):
+        [line] = [x for x in text.splitlines() if x.startswith("similar-SKU precision@10")]
+        assert line.count("not available") == 3 and "0.0000" not in line, line

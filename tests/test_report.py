@@ -29,11 +29,13 @@ from adrank.report.page import (
     Tile,
     comparison_rows,
     fmt_metric,
+    lift_html,
     recommend_metric_rows,
     render_page,
+    run_versions,
 )
-from adrank.report.run import write_report
-from conftest import TINY_CONF, load_job
+from adrank.report.run import previous_record, write_report
+from conftest import TINY_CONF, load_job, tiny_config
 
 HOLDOUT = "2024-01-03"
 AS_OF = dt.datetime(2024, 1, 3, 0, 0)
@@ -77,6 +79,7 @@ def run_figures() -> dict:
                        "ivf": {"lists": 4, "nprobe": 2, "recall_at_10": 0.9731, "recall_sample": 20}},
             "tables": recommend_tables,
             "metrics": {"similar_precision_at_10": 0.41234, "similar_precision_at_10_popularity": 0.25,
+                        "similar_skus_evaluated": 20,
                         "query_recall_at_10": 0.3333, "query_recall_at_10_popularity": 0.1,
                         "query_searches": 40, "user_hit_rate_at_10": 0.5, "user_hit_rate_at_10_popularity": 0.125,
                         "users_evaluated": 8, "users_without_history": 1, "holdout_dates": [HOLDOUT]},
@@ -108,15 +111,108 @@ def test_missing_sections_say_not_available():
     assert "comparison: not available" in bare and "<html" in bare
 
 
-def test_none_and_nan_are_shown_as_a_dash():
+def test_a_metric_that_is_none_or_nan_is_not_available_and_a_missing_count_or_row_a_dash():
     rows = {r[0]: r for r in comparison_rows({"dnn": None, "dot": {"auc": float("nan"), "rows": None,
                                                                     "cold_auc": 0.71234}})}
     assert rows["dnn"] == ["dnn", *["-"] * 8]
-    assert rows["dot"][1:4] == ["-", "0.7123", "-"] and rows["dot"][-2:] == ["-", "-"]
+    assert rows["dot"][1:4] == ["not available", "0.7123", "not available"] and rows["dot"][-2:] == ["-", "-"]
     metrics = {"similar_precision_at_10": None, "similar_precision_at_10_popularity": float("nan")}
-    assert recommend_metric_rows(metrics)[0][1:] == ["-", "-", "-", "-", "-"]
+    assert recommend_metric_rows(metrics)[0][1:] == ["not available"] * 4 + ["-"]
     page = render_page({"run_id": "r", "recommend": {"metrics": metrics, "versions": {"sku_embeddings": None}}})
     assert "None" not in page and ">nan<" not in page.lower() and "sku_embeddings -" in page
+
+
+def headline_text(page: str) -> str:
+    """The text of the page's headline, tags removed, one line per row."""
+    found = re.search(r'<div id="headline">(.*?)</div>', page, re.S)
+    assert found, "the page has no headline"
+    rows = re.sub(r"</tr>", "\n", found.group(1))
+    return html.unescape(re.sub(r"<th>(.*?)</th>", r"\1: ", re.sub(r"<(?!/?th>)[^>]+>", "", rows))).strip()
+
+
+def previous_figures() -> dict:
+    """The run before :func:`run_figures`: another LR and product model, no dot module yet."""
+    figures = run_figures()
+    figures["run_id"], figures["lr"]["model_version"] = "20240103T000000Z-aaaaaa", 3
+    figures["joint"]["modules"] = {"product": {"model_version": 4}}
+    return figures
+
+
+def test_the_page_opens_with_the_headline_and_ends_with_the_timings():
+    figures = {**run_figures(), "timings_s": {"train": 12.5, "total": 348.0},
+               "tasks": {"build_tables": {"status": "skipped", "from_run": "r0"}, "train_joint": {"status": "ran"},
+                         "recommend": {"status": "ran"}}}
+    page = render_page(figures, previous=previous_figures())
+    lines = headline_text(page).splitlines()
+    assert lines == [
+        "run: pipeline succeeded in 5 min 48 s; tasks: 1 skipped, 2 ran",
+        "joint model: best module product: AUC 0.660 vs LR 0.612 (+0.048), oracle 0.800: 25% of the possible lift",
+        "cold start: best module product: cold-start AUC 0.610 vs LR 0.562 (+0.048), oracle 0.750: "
+        "25% of the possible lift",
+        "recommendations: similar-SKU precision@10 0.412 vs popularity 0.250 (+0.162); query recall@10 0.333 vs "
+        "popularity 0.100 (+0.233); user hit rate@10 0.500 vs popularity 0.125 (+0.375)",
+        "since the previous run: run 20240103T000000Z-aaaaaa (pipeline, succeeded): model lr v3 \u2192 v4; "
+        "model joint product v4 \u2192 v6; model joint dot v5 (new); 7 other versions the same"]
+    order = [page.index(f'id="{name}"') for name in ("headline", "joint", "training", "recommend", "galleries",
+                                                      "timings")]
+    assert order == sorted(order)  # the headline first, the timings last
+
+
+def test_the_headline_of_a_partial_run_says_what_is_not_available():
+    figures = {"run_id": "r9", "job": "pipeline", "status": "failed", "error": "train_joint: <boom>",
+               "joint": {"comparison": {"lr": {"auc": 0.6}, "dnn": {"auc": 0.7, "cold_auc": None}}, "best_module": "dnn"},
+               "recommend": {"metrics": {"similar_precision_at_10": None, "query_recall_at_10": 0.25,
+                                         "query_recall_at_10_popularity": None}},
+               "tasks": {"recommend": {"status": "skipped", "from_run": "r8"}}}
+    lines = headline_text(render_page(figures)).splitlines()
+    assert lines[:2] == ["run: pipeline failed; tasks: 1 skipped", "error: train_joint: <boom>"]
+    assert lines[2] == "joint model: best module dnn: AUC 0.700 vs LR 0.600 (+0.100), oracle not available"
+    assert lines[3] == "cold start: best module dnn: cold-start AUC not available"
+    assert lines[4] == ("recommendations: similar-SKU precision@10 not available; query recall@10 0.250 vs popularity "
+                        "not available; user hit rate@10 not available (from run r8: current, not run again)")
+    assert lines[5] == "since the previous run: no earlier run record: nothing to compare"
+    worse = {"lr": {"cold_auc": 0.7}, "oracle": {"cold_auc": 0.9}, "dnn": {"cold_auc": 0.6}}
+    assert lift_html(worse, "dnn", "cold-start AUC", "cold_auc") == (
+        "best module dnn: cold-start AUC 0.600 vs LR 0.700 (-0.100), oracle 0.900")  # no share of a negative lift
+    bare = headline_text(render_page({"run_id": "r"})).splitlines()
+    assert bare == ["run: run status not available", "joint model: best module not available",
+                    "recommendations: not available", "since the previous run: no earlier run record: nothing to compare"]
+    assert "timings: not available" in render_page({"run_id": "r"})
+
+
+def test_run_versions_names_every_table_and_model_version_once():
+    versions = run_versions(run_figures())
+    assert versions == {"training_examples": 0, "model pairwise": 3, "sku_embeddings": 2, "serving snapshot": 5,
+                        "model lr": 4, "model joint dot": 5, "model joint product": 6, "similar_skus": 0,
+                        "user_recommendations": 0, "query_recommendations": 0}
+    assert run_versions({"recommend": {"versions": {"sku_embeddings": 7}}}) == {"sku_embeddings": 7}
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_the_previous_record_is_the_newest_older_readable_run_of_the_same_graph(spark, tmp_path, uri):
+    runs = tmp_path / "tables" / layout.RUNS_FOLDER
+    (runs / "tasks").mkdir(parents=True)
+    config = tiny_config(tmp_path, *([f"storage.root={(tmp_path / 'tables').as_uri()}"] if uri else []))
+
+    def record(job: str, run_id: str, text: str | None = None) -> None:
+        (runs / f"{job}-{run_id}.json").write_text(text or json.dumps({"job": job, "run_id": run_id}))
+
+    record("pipeline", "20240101T000000Z-aaaaaa")
+    record("demo", "20240102T000000Z-bbbbbb")  # the same graph: it counts
+    record("generate_data", "20240103T000000Z-cccccc")  # another job
+    record("pipeline", "20240103T120000Z-dddddd", "{not json")  # unreadable: passed over
+    record("pipeline", "20240105T000000Z-eeeeee")  # after the run
+    (runs / "pipeline-20240103T130000Z-ffffff.log").write_text("a log, not a record")
+    (runs / "tasks" / "recommend.json").write_text("{}")
+
+    def previous(job: str, run_id: str) -> str | None:
+        found = previous_record(spark, config, {"job": job, "run_id": run_id})
+        return None if found is None else found["run_id"]
+
+    assert previous("pipeline", "20240104T000000Z-abc123") == "20240102T000000Z-bbbbbb"
+    assert previous("generate_data", "20240104T000000Z-abc123") == "20240103T000000Z-cccccc"
+    assert previous("pipeline", "20240101T000000Z-000000") is None
+    assert previous_record(spark, tiny_config(tmp_path / "empty"), {"job": "pipeline", "run_id": "r"}) is None
 
 
 def test_an_unavailable_gallery_says_why():
@@ -269,10 +365,11 @@ def test_the_report_renders_in_a_browser_with_every_image_decoded(spark, config,
     expected = comparison_figures()
     for name in ("lr", "oracle", "dot", "product"):
         assert comparison[name][1:4] == [fmt_metric(expected[name][k]) for k in ("auc", "cold_auc", "log_loss")]
-    assert comparison["dot"][1] == "0.6556" and comparison["product"][6] == "-" and comparison["dnn"][1:] == ["-"] * 8
+    assert comparison["dot"][1] == "0.6556" and comparison["product"][6] == "not available"
+    assert comparison["dnn"][1:] == ["-"] * 8
     metrics = {row[0].split(":")[0]: row[1:] for row in view["tables"]["recommend-metrics"][1:]}
-    assert metrics["similar SKUs"] == ["0.4123", "0.4123", "0.2500", "0.1623", "-"]
-    assert metrics["user behaviour"] == ["0.5000", "-", "0.1250", "0.3750", "8"]
+    assert metrics["similar SKUs"] == ["0.4123", "0.4123", "0.2500", "0.1623", "20"]
+    assert metrics["user behaviour"] == ["0.5000", "not available", "0.1250", "0.3750", "8"]
     assert ["similar_skus", "0", "20"] in view["tables"]["recommend-tables"]
     headings = view["headings"]
     assert [h for h in headings if h.startswith("SKU")] == [
@@ -294,3 +391,76 @@ def test_the_report_job_renders_a_run_report_file(spark, config, tmp_path, capsy
     assert "boom &lt;x&gt;" in page and "recommend: not available" in page
     assert Path(layout.reports_path(config, "latest")).read_text(encoding="utf-8") == page
     assert '"report_of": "r7"' in capsys.readouterr().out
+
+
+# --- the first screen ------------------------------------------------------------------------------
+
+SCREEN = (1400, 900)
+FIRST_SCREEN = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<style>body{margin:0}iframe{border:0;display:block}</style></head><body>
+<iframe id="report" src="%s" width="1400" height="900"></iframe><pre id="result">pending</pre>
+<script>
+document.getElementById('report').addEventListener('load', function () {
+  var win = this.contentWindow, doc = this.contentDocument, headline = doc.getElementById('headline');
+  var box = function (el) { var r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  document.getElementById('result').textContent = JSON.stringify({
+    viewport: [win.innerWidth, win.innerHeight], scroll: win.scrollY,
+    headline: headline ? box(headline) : null, text: headline ? headline.innerText : null,
+    timings: box(doc.getElementById('timings'))});
+});
+</script></body></html>
+"""
+
+
+def chromium_command(work: Path, *args: str) -> list[str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed: run scripts/install_browser.sh as root")
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+            "--no-first-run", "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={work / 'chromium-profile'}",
+            f"--window-size={SCREEN[0]},{SCREEN[1]}", "--virtual-time-budget=10000", *args]
+
+
+def screenshot(page: Path, work: Path) -> Image.Image:
+    """``page`` as Chromium shows it in a 1400x900 window (PNG)."""
+    png = work / f"{page.stem}.png"
+    done = subprocess.run(chromium_command(work, f"--screenshot={png}", page.resolve().as_uri()),
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert png.is_file(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+    return Image.open(png).convert("RGB")
+
+
+def test_the_first_screen_at_1400x900_shows_the_headline(spark, config, tmp_path):
+    from PIL import ImageChops
+
+    write_tables(spark, config)
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "pipeline_report.json").read_text())
+    figures = {**run_figures(), "timings_s": {**{f"task_{n}": 1.0 for n in range(9)}, **fixture["timings_s"]}}
+    assert len(figures["timings_s"]) >= 40  # a real run's timings: more than a screen
+    runs = Path(config.storage.root) / layout.RUNS_FOLDER
+    runs.mkdir(parents=True)
+    (runs / "pipeline-20240103T000000Z-aaaaaa.json").write_text(json.dumps(previous_figures()))
+    report = Path(write_report(spark, config, figures))
+
+    harness = tmp_path / "first-screen.html"
+    harness.write_text(FIRST_SCREEN % html.escape(report.resolve().as_uri()), encoding="utf-8")
+    done = subprocess.run(chromium_command(tmp_path, "--dump-dom", harness.as_uri()), capture_output=True, text=True,
+                          timeout=90, check=False)
+    found = re.search(r'<pre id="result">(.*?)</pre>', done.stdout, re.S)
+    assert found and found.group(1) != "pending", f"the harness did not report (rc {done.returncode}): {done.stderr[-2000:]}"
+    view = json.loads(html.unescape(found.group(1)))
+    assert view["viewport"] == list(SCREEN) and view["scroll"] == 0
+    left, top, right, bottom = view["headline"]
+    assert 0 <= left < right <= SCREEN[0] and 0 <= top < bottom <= SCREEN[1]  # all of it on the first screen
+    assert "best module product: AUC 0.660 vs LR 0.612" in view["text"]
+    assert "model lr v3 \u2192 v4" in view["text"] and "similar-SKU precision@10 0.412" in view["text"]
+    assert view["timings"][1] > SCREEN[1]  # the timings come last, below the first screen
+
+    shown = screenshot(report, tmp_path)  # what a person sees, against the same page without the headline
+    hidden = tmp_path / "hidden.html"
+    hidden.write_text(report.read_text(encoding="utf-8").replace(
+        "</head>", "<style>#headline{visibility:hidden}</style></head>", 1), encoding="utf-8")
+    assert shown.size == SCREEN
+    changed = ImageChops.difference(shown, screenshot(hidden, tmp_path)).getbbox()
+    assert changed is not None, "the headline is not on the first screen"
+    assert changed[3] - changed[1] >= 60  # several lines of text, not a stray pixel

@@ -37,6 +37,9 @@ DRAIN_TIMEOUT_S = 2.0
 # adrank lines still written with print() that belong on the console (the pipeline's report
 # path, until adrank.pipeline says it with say()); the job's error line is added per job.
 PRINTED_CONSOLE_LINES = ("report: ",)
+# How a figure that could not be computed (None or NaN: no ground truth, e.g. category precision
+# on a catalog without category_id, cold-start AUC without cold-start rows) is shown, everywhere.
+NOT_AVAILABLE = "not available"
 
 
 @dataclass
@@ -273,7 +276,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
 
     ``report`` is the pipeline's JSON record (its ``sources``, ``tasks`` or ``timings_s``,
     ``joint.comparison``, ``lr``/``pairwise`` metrics, ``recommend.metrics``, ``report``);
-    a section whose figures are missing is left out.
+    a section whose figures are missing is left out, and a metric that is None or NaN
+    (it could not be computed: no ground truth) is "not available".
     """
     sections = [_headline(report), _sources(report), _tasks(report), _models(report),
                 _stage_metrics(report), _recommendations(report)]
@@ -324,7 +328,7 @@ def _models(report: Mapping[str, Any]) -> str:
     for name in names:
         row = comparison[name] if isinstance(comparison[name], Mapping) else {}
         label = f"{name} (best)" if name == best else name
-        rows.append((label, _number(row.get("auc")), _number(row.get("cold_auc")), _number(row.get("log_loss")),
+        rows.append((label, _metric(row.get("auc")), _metric(row.get("cold_auc")), _metric(row.get("log_loss")),
                      _count(row.get("rows")), _count(row.get("cold_rows"))))
     dates = ", ".join(map(str, joint.get("holdout_dates") or []))
     title = f"stage 3, joint model on the held-out dates {dates}" if dates else "stage 3, joint model"
@@ -335,14 +339,14 @@ def _stage_metrics(report: Mapping[str, Any]) -> str:
     lines = []
     pairwise = _get(report, "pairwise", "metrics")
     if isinstance(pairwise, Mapping):
-        lines.append(f"stage 1 pairwise CNN: accuracy {_number(pairwise.get('pairwise_accuracy'))}, "
-                     f"loss {_number(pairwise.get('pairwise_loss'))}, "
-                     f"precision@{pairwise.get('k', 10)} {_number(pairwise.get('precision_at_10'))} "
+        lines.append(f"stage 1 pairwise CNN: accuracy {_metric(pairwise.get('pairwise_accuracy'))}, "
+                     f"loss {_metric(pairwise.get('pairwise_loss'))}, "
+                     f"precision@{pairwise.get('k', 10)} {_metric(pairwise.get('precision_at_10'))} "
                      f"({_count(pairwise.get('pairs'))} pairs, {_count(pairwise.get('skus'))} SKUs)")
     lr = _get(report, "lr", "metrics")
     if isinstance(lr, Mapping):
-        lines.append(f"LR baseline: AUC {_number(lr.get('auc'))}, cold AUC {_number(lr.get('cold_auc'))}, "
-                     f"log loss {_number(lr.get('log_loss'))} ({_count(lr.get('rows'))} rows)")
+        lines.append(f"LR baseline: AUC {_metric(lr.get('auc'))}, cold AUC {_metric(lr.get('cold_auc'))}, "
+                     f"log loss {_metric(lr.get('log_loss'))} ({_count(lr.get('rows'))} rows)")
     return "\n".join(lines)
 
 
@@ -353,8 +357,8 @@ def _recommendations(report: Mapping[str, Any]) -> str:
     rows = [("recommendation", "served", "embedding", "popularity")]
     for label, name in RECOMMEND_ROWS:
         if name in metrics:
-            rows.append((label, _number(metrics.get(name)), _number(metrics.get(f"{name}_embedding", metrics.get(name))),
-                         _number(metrics.get(f"{name}_popularity"))))
+            rows.append((label, _metric(metrics.get(name)), _metric(metrics.get(f"{name}_embedding", metrics.get(name))),
+                         _metric(metrics.get(f"{name}_popularity"))))
     return render_rows(rows, numeric_from=1) if len(rows) > 1 else ""
 
 
@@ -381,6 +385,12 @@ def _number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def _metric(value: Any) -> str:
+    """A metric with 4 decimals; None or NaN (it could not be computed) as "not available"."""
+    number = _number(value)
+    return NOT_AVAILABLE if number == "-" else number
+
+
 def _count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
 
@@ -390,6 +400,6 @@ def _seconds(value: float) -> str:
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-__all__ = ["LOG_FILE_ENV", "RUN_ID_ENV", "VERBOSE_ENV", "active", "announce_log", "console_stream",
+__all__ = ["LOG_FILE_ENV", "NOT_AVAILABLE", "RUN_ID_ENV", "VERBOSE_ENV", "active", "announce_log", "console_stream",
            "env_log_file", "env_run_id", "job_console", "quiet_session", "render_rows", "say", "summary_table"]
 

@@ -13,6 +13,7 @@ run ends with the HTML report (``<storage.root>/_reports/``) and a summary table
 from __future__ import annotations
 
 import datetime
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pyspark.sql import SparkSession
 
 from adrank import delta, freshness, layout
 from adrank.config import Config
-from adrank.console import say, summary_table
+from adrank.console import NOT_AVAILABLE, say, summary_table
 from adrank.errors import InputError, explain
 from adrank.errors import summary as summary_of
 from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
@@ -199,17 +200,23 @@ def _rows(figures: dict[str, Any]) -> str:
     return f"{total['input']} rows in, {total['good']} good, {total['quarantined']} quarantined"
 
 
+def _figure(value: Any, digits: int) -> str:
+    """A metric, or "not available" when it could not be computed (None, NaN)."""
+    number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    return NOT_AVAILABLE if math.isnan(number) else f"{number:.{digits}f}"
+
+
 def _comparison(figures: dict[str, Any]) -> str:
     joint = figures["joint"]
     best, lr = joint["comparison"][joint["best_module"]], joint["comparison"]["lr"]
-    return (f"best {joint['best_module']}: AUC {best['auc']:.4f} (LR {lr['auc']:.4f}), "
-            f"cold start {best['cold_auc']:.4f} (LR {lr['cold_auc']:.4f})")
+    return (f"best {joint['best_module']}: AUC {_figure(best['auc'], 4)} (LR {_figure(lr['auc'], 4)}), "
+            f"cold start {_figure(best.get('cold_auc'), 4)} (LR {_figure(lr.get('cold_auc'), 4)})")
 
 
 def _recommendations(figures: dict[str, Any]) -> str:
     found = figures["recommend"]["metrics"]
-    return (f"similar P@10 {found['similar_precision_at_10']:.3f}, query recall@10 "
-            f"{found['query_recall_at_10']:.3f}, user hit@10 {found['user_hit_rate_at_10']:.3f}")
+    return (f"similar P@10 {_figure(found.get('similar_precision_at_10'), 3)}, query recall@10 "
+            f"{_figure(found.get('query_recall_at_10'), 3)}, user hit@10 {_figure(found.get('user_hit_rate_at_10'), 3)}")
 
 
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {

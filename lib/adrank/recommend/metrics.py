@@ -6,11 +6,15 @@ the embedding recommender, never returns the request's own SKU or what a user al
 clicked.
 
 * :func:`similar_precision`: of each SKU's top 10 neighbours, the share in its
-  ``category_id`` (the category is never an input of the embeddings: evaluation only);
+  ``category_id`` (the category is never an input of the embeddings: evaluation only),
+  over the SKUs that have one;
 * :func:`query_recall`: the share of held-out clicked searches whose clicked SKU is in
   the query's top 10;
 * :func:`user_hit_rate`: the share of users with a held-out click who clicked one of
   their top 10.
+
+A figure whose ground truth is absent (no SKU with a category, no held-out search, no
+held-out user) is None, never 0: "not available", not "the model failed".
 """
 
 from __future__ import annotations
@@ -39,21 +43,28 @@ def popular_excluding(popular: list[int], exclude: Column, at: int = AT) -> Colu
                                                                   x)), 1, at)
 
 
-def similar_precision(recommended: DataFrame, categories: DataFrame, at: int = AT) -> float | None:
-    """Mean share of the first ``at`` of each SKU's ``ids`` (array<long>) that share its category.
+def similar_precision(recommended: DataFrame, categories: DataFrame, at: int = AT) -> tuple[float | None, int]:
+    """``(mean share of the first ``at`` of each SKU's ``ids`` that share its category, SKUs measured)``.
+
+    Only SKUs with a ``category_id`` are measured (a neighbour without one is no match):
+    ``category_id`` is optional in the catalog, and a catalog without any gives
+    ``(None, 0)``, not a precision of 0.
 
     Args:
-        recommended: ``sku_id, ids``.
-        categories: ``sku_id, category_id`` of every SKU.
+        recommended: ``sku_id, ids`` (array<long>).
+        categories: ``sku_id, category_id`` of every SKU (null: unknown).
     """
-    own = categories.select("sku_id", F.col("category_id").alias("own"))
-    other = categories.select(F.col("sku_id").alias("neighbour"), F.col("category_id").alias("theirs"))
-    pairs = recommended.join(own, "sku_id").select("sku_id", "own", F.explode(F.slice("ids", 1, at)).alias("neighbour"))
+    known = categories.where(F.col("category_id").isNotNull())
+    own = known.select("sku_id", F.col("category_id").alias("own"))
+    other = known.select(F.col("sku_id").alias("neighbour"), F.col("category_id").alias("theirs"))
+    measured = recommended.join(own, "sku_id")
+    pairs = measured.select("sku_id", "own", F.explode(F.slice("ids", 1, at)).alias("neighbour"))
     matched = pairs.join(other, "neighbour", "left").groupBy("sku_id").agg(
-        F.sum((F.col("own") == F.col("theirs")).cast("int")).alias("same"))
-    per_sku = recommended.select("sku_id").join(matched, "sku_id", "left")
-    row = per_sku.agg(F.avg(F.coalesce("same", F.lit(0)) / F.lit(float(at))).alias("p")).collect()[0]
-    return None if row.p is None else float(row.p)
+        F.sum(F.coalesce(F.col("own") == F.col("theirs"), F.lit(False)).cast("int")).alias("same"))
+    per_sku = measured.select("sku_id").join(matched, "sku_id", "left")
+    row = per_sku.agg(F.avg(F.coalesce("same", F.lit(0)) / F.lit(float(at))).alias("p"),
+                      F.count("*").alias("n")).collect()[0]
+    return (None if row.p is None else float(row.p)), int(row.n)
 
 
 def query_recall(searches: DataFrame, recommended: DataFrame) -> tuple[float | None, int]:

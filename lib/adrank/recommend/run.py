@@ -14,7 +14,9 @@ embeddings), the stage-1 model that made them (its query tower) and the latest
    one commit each carrying the run's record (:mod:`adrank.recommend.store`);
 3. evaluates on the held-out dates (the last ``train.holdout_days``): similar-SKU
    precision@10 of sharing a category, query recall@10, user hit rate@10 (users as of the
-   held-out day's start), each against popularity (:mod:`adrank.recommend.metrics`).
+   held-out day's start), each against popularity (:mod:`adrank.recommend.metrics`). A
+   figure without its ground truth (a catalog without ``category_id``, no held-out search
+   or user) is None: null in the record, "not available" on the console.
 
 The run's index folder is removed when it ends, whatever happens. Figures land in
 ``report.figures["recommend"]``.
@@ -35,7 +37,7 @@ from pyspark.sql import functions as F
 from adrank import delta, layout
 from adrank.behaviour import clicks_of
 from adrank.config import Config
-from adrank.console import say_table
+from adrank.console import NOT_AVAILABLE, say_table
 from adrank.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
@@ -92,7 +94,8 @@ def metrics_table(figures: dict[str, Any]) -> str:
     """The held-out metrics against popularity as plain text, with what they were computed from."""
     found, versions, search = figures["metrics"], figures["versions"], figures["search"]
     rows = [("metric", "served", "embedding", "popularity", "measured on")]
-    for label, name, count in (("similar-SKU precision@10", "similar_precision_at_10", f"{search['skus']} SKUs"),
+    for label, name, count in (("similar-SKU precision@10", "similar_precision_at_10",
+                                f"{found.get('similar_skus_evaluated', search['skus'])} SKUs with a category"),
                                ("query recall@10", "query_recall_at_10", f"{found['query_searches']} searches"),
                                ("user hit rate@10", "user_hit_rate_at_10", f"{found['users_evaluated']} users"),
                                ("user hit rate@10, feed", "user_hit_rate_at_10_feed",
@@ -110,7 +113,8 @@ def metrics_table(figures: dict[str, Any]) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return "-" if not isinstance(value, (int, float)) or value != value else f"{value:.4f}"
+    """A figure with 4 decimals; one that could not be computed (None, NaN) is "not available"."""
+    return NOT_AVAILABLE if not isinstance(value, (int, float)) or value != value else f"{value:.4f}"
 
 
 def pinned_inputs(spark: SparkSession, config: Config) -> Inputs:
@@ -318,8 +322,10 @@ def _similar_metrics(spark: SparkSession, config: Config, tables: dict[str, Any]
     similar = store.read_table(spark, config, layout.SIMILAR_SKUS, tables[layout.SIMILAR_SKUS]["version"])
     found = similar.select("sku_id", metrics.top_ids("neighbours").alias("ids"))
     baseline = similar.select("sku_id", metrics.popular_excluding(popular, F.array("sku_id")).alias("ids"))
-    return {"similar_precision_at_10": metrics.similar_precision(found, categories),
-            "similar_precision_at_10_popularity": metrics.similar_precision(baseline, categories)}
+    precision, measured = metrics.similar_precision(found, categories)
+    popularity, _ = metrics.similar_precision(baseline, categories)
+    return {"similar_precision_at_10": precision, "similar_precision_at_10_popularity": popularity,
+            "similar_skus_evaluated": measured}
 
 
 def _both_orders(candidates: DataFrame, key: str, ranking: Ranking) -> tuple[DataFrame, DataFrame]:

@@ -3,8 +3,14 @@
 Pure: no Spark, no files. Every text that comes from the figures goes through
 :func:`html.escape`; images arrive as ``data:`` URIs (made by :mod:`adrank.report.plots` and
 :mod:`adrank.report.gallery`), so the page is self-contained: no network, no external CSS or
-JavaScript (its Content-Security-Policy forbids both). A section whose figures are missing
-(a failed or partial run) says "not available" instead; a missing number is shown as "-".
+JavaScript (its Content-Security-Policy forbids both).
+
+The page opens with the headline (:func:`headline_html`: the run's status, the best joint
+module against the LR and the oracle, the recommendations against popularity, the versions
+changed since the previous run), then the sections, and ends with the step timings. A
+section whose figures are missing (a failed or partial run) says "not available"; so does a
+metric that is None or NaN (it could not be computed: no ground truth); a missing count,
+version or model row is shown as "-".
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-NOT_AVAILABLE = "not available"
+from adrank.console import NOT_AVAILABLE
+
 MISSING = "-"
 MODELS = ("lr", "oracle", "dot", "product", "dnn")
 PAGES = ("detail", "feed", "search")
@@ -29,7 +36,7 @@ COMPARISON_COLUMNS: tuple[tuple[str, str, str], ...] = (
 # (title, served figure, the embedding's own order, popularity, what it was evaluated on)
 RECOMMEND_METRICS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("similar SKUs: precision@10 (same category)", "similar_precision_at_10", "similar_precision_at_10",
-     "similar_precision_at_10_popularity", None),
+     "similar_precision_at_10_popularity", "similar_skus_evaluated"),
     ("query -> SKU: recall@10", "query_recall_at_10", "query_recall_at_10_embedding",
      "query_recall_at_10_popularity", "query_searches"),
     ("user behaviour: hit rate@10", "user_hit_rate_at_10", "user_hit_rate_at_10_embedding",
@@ -42,7 +49,10 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.6em}h3{font-size:1em}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.2em .6em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
-.versions{color:#555;font-size:.9em}.na{color:#a33;font-style:italic}.failed{color:#a33}
+.versions{color:#555;font-size:.9em}
+#headline{border:1px solid #bbb;background:#f8f8f4;padding:.3em .8em;margin:.6em 0 1em}
+#headline table{margin:.2em 0}#headline th{text-align:left;background:none;white-space:nowrap}
+#headline th,#headline td{border:0;padding:.25em .6em .25em 0;vertical-align:top}.na{color:#a33;font-style:italic}.failed{color:#a33}
 .gallery-row{display:flex;flex-wrap:wrap;gap:.4em;align-items:flex-start;margin:.4em 0 1em}
 figure{margin:0;text-align:center;font-size:.75em;width:72px}figure img{width:64px;height:64px}
 figure.anchor{border:2px solid #333}figure.match{background:#dfd}.sep{align-self:center;font-size:1.4em}
@@ -88,11 +98,18 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def fmt_metric(value: Any) -> str:
-    """A metric with 4 decimals, as ``adrank.train.joint.comparison_table`` prints it; else "-"."""
+def as_number(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not NaN, not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return MISSING
-    return f"{value:.4f}"
+        return None
+    return float(value)
+
+
+def fmt_metric(value: Any, digits: int = 4) -> str:
+    """A metric with 4 decimals, as ``adrank.train.joint.comparison_table`` prints it; None or NaN
+    (it could not be computed) as "not available"."""
+    number = as_number(value)
+    return NOT_AVAILABLE if number is None else f"{number:.{digits}f}"
 
 
 def fmt_count(value: Any) -> str:
@@ -104,11 +121,12 @@ def fmt_count(value: Any) -> str:
 
 def fmt_seconds(value: Any) -> str:
     """Seconds with one decimal; "-" when missing."""
-    return MISSING if fmt_metric(value) == MISSING else f"{value:.1f}"
+    number = as_number(value)
+    return MISSING if number is None else f"{number:.1f}"
 
 
 def fmt_value(value: Any) -> str:
-    """Any figure as short text: floats with 4 decimals, lists joined, None/NaN as "-"."""
+    """Any figure as short text: floats with 4 decimals (NaN: "not available"), lists joined, None as "-"."""
     if isinstance(value, float):
         return fmt_metric(value)
     if isinstance(value, (list, tuple)):
@@ -156,19 +174,177 @@ def _section_figures(figures: Mapping[str, Any], name: str) -> Mapping[str, Any]
     return value if isinstance(value, Mapping) else None
 
 
-def header_html(figures: Mapping[str, Any]) -> str:
-    """Title, run id, job, status (and error) and the step timings."""
-    status = figures.get("status")
-    parts = [f"<h1>adrank run {esc(figures.get('run_id'))}</h1>",
-             f"<p>job {esc(figures.get('job'))}; status "
-             f'<span class="{"failed" if status == "failed" else "status"}">{esc(status)}</span></p>']
+def header_html(figures: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> str:
+    """The title (run id) and the headline."""
+    return f"<h1>adrank run {esc(figures.get('run_id'))}</h1>" + headline_html(figures, previous)
+
+
+# --------------------------------------------------------------------------------
+# The headline: what a person asks first
+# --------------------------------------------------------------------------------
+
+HEADLINE_RECOMMENDATIONS = (("similar-SKU precision@10", "similar_precision_at_10"),
+                            ("query recall@10", "query_recall_at_10"),
+                            ("user hit rate@10", "user_hit_rate_at_10"))
+# (the name a version is shown under, where a run's figures hold it: the first found wins)
+VERSION_SOURCES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    ("sku_images", (("sku_images", "version"),)),
+    ("training_examples", (("training_examples", "version"), ("joint", "training_examples_version"),
+                           ("lr", "training_examples_version"), ("pairwise", "training_examples_version"),
+                           ("recommend", "versions", "training_examples"))),
+    ("model pairwise", (("pairwise", "model_version"), ("embed_catalog", "model_version"),
+                        ("recommend", "versions", "embedding_model"))),
+    ("sku_embeddings", (("embed_catalog", "sku_embeddings_version"), ("recommend", "versions", "sku_embeddings"),
+                        ("joint", "sku_embeddings_version"))),
+    ("serving snapshot", (("embed_catalog", "serving_snapshot", "snapshot_version"),
+                          ("recommend", "versions", "serving_snapshot"))),
+    ("model lr", (("lr", "model_version"), ("joint", "lr_baseline", "model_version"))),
+)
+
+
+def headline_html(figures: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> str:
+    """The first screen: status, best module against the LR and the oracle (overall and cold start),
+    recommendations against popularity, and the versions changed since ``previous`` (the previous
+    run's figures; None: no earlier run record). Each missing piece says "not available"."""
+    rows = [("run", _status_html(figures))]
     if figures.get("error"):
-        parts.append(f'<p class="failed">error: {esc(figures["error"])}</p>')
+        rows.append(("error", f'<span class="failed">{esc(figures["error"])}</span>'))
+    rows += _ranking_rows(figures)
+    rows.append(("recommendations", _recommendations_headline(figures)))
+    rows.append(("since the previous run", _changes_html(figures, previous)))
+    body = "".join(f"<tr><th>{esc(label)}</th><td>{cell}</td></tr>" for label, cell in rows)
+    return f'<div id="headline"><table>{body}</table></div>'
+
+
+def _na(what: str = "") -> str:
+    return f'<span class="na">{esc(what + " " if what else "")}{NOT_AVAILABLE}</span>'
+
+
+def _dig(figures: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(figures, Mapping):
+            return None
+        figures = figures.get(key)
+    return figures
+
+
+def _status_html(figures: Mapping[str, Any]) -> str:
+    status = figures.get("status")
+    shown = (f'<span class="{"failed" if status == "failed" else "status"}">{esc(status)}</span>' if status
+             else _na("status"))
+    total = as_number(_dig(figures, "timings_s", "total"))
+    text = f"{esc(figures.get('job') or 'run')} {shown}" + (f" in {esc(_duration(total))}" if total is not None else "")
+    tasks = figures.get("tasks")
+    if isinstance(tasks, Mapping) and tasks:
+        counts: dict[str, int] = {}
+        for entry in tasks.values():
+            state = str(entry.get("status", "?")) if isinstance(entry, Mapping) else "?"
+            counts[state] = counts.get(state, 0) + 1
+        text += "; tasks: " + esc(", ".join(f"{n} {state}" for state, n in counts.items()))
+    return text
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def _reused(figures: Mapping[str, Any], task: str) -> str:
+    """`` (from run X: current, not run again)`` when the task was skipped as current."""
+    entry = _dig(figures, "tasks", task)
+    if isinstance(entry, Mapping) and entry.get("status") == "skipped" and entry.get("from_run"):
+        return f" (from run {esc(entry['from_run'])}: current, not run again)"
+    return ""
+
+
+def _ranking_rows(figures: Mapping[str, Any]) -> list[tuple[str, str]]:
+    comparison = _dig(figures, "joint", "comparison")
+    best = _dig(figures, "joint", "best_module")
+    if not isinstance(comparison, Mapping) or not isinstance(comparison.get(best), Mapping):
+        return [("joint model", _na("best module"))]
+    reused = _reused(figures, "train_joint")
+    return [("joint model", lift_html(comparison, str(best), "AUC", "auc") + reused),
+            ("cold start", lift_html(comparison, str(best), "cold-start AUC", "cold_auc") + reused)]
+
+
+def lift_html(comparison: Mapping[str, Any], best: str, label: str, key: str) -> str:
+    """``best module dnn: cold-start AUC 0.655 vs LR 0.543 (+0.112), oracle 0.743: 56% of the possible lift``."""
+    mine, lr, oracle = (as_number(row.get(key)) if isinstance(row, Mapping) else None
+                        for row in (comparison.get(best), comparison.get("lr"), comparison.get("oracle")))
+    head = f"best module {esc(best)}: {esc(label)}"
+    if mine is None:
+        return f"{head} {_na()}"
+    text = f"{head} {mine:.3f} vs " + (f"LR {lr:.3f} ({mine - lr:+.3f})" if lr is not None else _na("LR"))
+    if oracle is None:
+        return f"{text}, {_na('oracle')}"
+    text += f", oracle {oracle:.3f}"
+    if lr is not None and oracle > lr and mine >= lr:  # below the LR: the negative lift says it
+        text += f": {(mine - lr) / (oracle - lr):.0%} of the possible lift"
+    return text
+
+
+def _recommendations_headline(figures: Mapping[str, Any]) -> str:
+    metrics = _dig(figures, "recommend", "metrics")
+    if not isinstance(metrics, Mapping):
+        return _na()
+    parts = []
+    for label, name in HEADLINE_RECOMMENDATIONS:
+        mine, base = as_number(metrics.get(name)), as_number(metrics.get(f"{name}_popularity"))
+        if mine is None:
+            parts.append(_na(label))
+        elif base is None:
+            parts.append(f"{esc(label)} {mine:.3f} vs {_na('popularity')}")
+        else:
+            parts.append(f"{esc(label)} {mine:.3f} vs popularity {base:.3f} ({mine - base:+.3f})")
+    return "; ".join(parts) + _reused(figures, "recommend")
+
+
+def run_versions(figures: Mapping[str, Any]) -> dict[str, int]:
+    """The table and model versions a run read or wrote, by the name the headline shows them under."""
+    found: dict[str, int] = {}
+    for name, places in VERSION_SOURCES:
+        for keys in places:
+            value = _dig(figures, *keys)
+            if isinstance(value, int) and not isinstance(value, bool):
+                found[name] = value
+                break
+    modules = _dig(figures, "joint", "modules")
+    for kind, module in (modules.items() if isinstance(modules, Mapping) else ()):
+        version = _dig(module, "model_version")
+        if isinstance(version, int) and not isinstance(version, bool):
+            found[f"model joint {kind}"] = version
+    tables = _dig(figures, "recommend", "tables")
+    for name, written in (tables.items() if isinstance(tables, Mapping) else ()):
+        version = _dig(written, "version")
+        if isinstance(version, int) and not isinstance(version, bool):
+            found[str(name)] = version
+    return found
+
+
+def _changes_html(figures: Mapping[str, Any], previous: Mapping[str, Any] | None) -> str:
+    if previous is None:
+        return "no earlier run record: nothing to compare"
+    now, before = run_versions(figures), run_versions(previous)
+    which = (f"run {esc(previous.get('run_id'))} ({esc(previous.get('job'))}, "
+             f"{esc(previous.get('status') or 'status ' + NOT_AVAILABLE)}): ")
+    if not now:
+        return which + _na("versions of this run")
+    changed = [f"{name} v{before[name]} \u2192 v{version}" for name, version in now.items()
+               if name in before and before[name] != version]
+    changed += [f"{name} v{version} (new)" for name, version in now.items() if name not in before]
+    same = sum(1 for name, version in now.items() if before.get(name) == version)
+    if not changed:
+        return which + f"nothing changed ({same} versions the same)"
+    return which + esc("; ".join(changed)) + (f"; {same} other versions the same" if same else "")
+
+
+def timings_html(figures: Mapping[str, Any]) -> str:
+    """The step timings (the report's last section)."""
     timings = figures.get("timings_s")
-    if isinstance(timings, Mapping) and timings:
-        parts.append(table(["step", "seconds"], [[k, fmt_seconds(v)] for k, v in timings.items()],
-                           table_id="timings"))
-    return "".join(parts)
+    if not isinstance(timings, Mapping) or not timings:
+        return section("Timings", not_available("timings"), "timings-section")
+    return section("Timings", table(["step", "seconds"], [[k, fmt_seconds(v)] for k, v in timings.items()],
+                                    table_id="timings"), "timings-section")
 
 
 def comparison_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
@@ -239,11 +415,6 @@ def embed_html(figures: Mapping[str, Any]) -> str:
             ["serving snapshot rows", fmt_count((snapshot or {}).get("rows"))],
             ["embedding dim", fmt_count((snapshot or {}).get("dim"))]]
     return section("Catalog embeddings", table(["figure", "value"], rows, table_id="embed"), "embed")
-
-
-def as_number(value: Any) -> float | None:
-    """``value`` as a float if it is a number (not NaN, not a bool), else None."""
-    return None if fmt_metric(value) == MISSING else float(value)
 
 
 def recommend_metric_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
@@ -331,22 +502,24 @@ def gallery_html(gallery: Gallery, index: int) -> str:
 
 
 def render_page(figures: Mapping[str, Any], plots: Mapping[str, str] | None = None,
-                galleries: Sequence[Gallery] = ()) -> str:
-    """The whole report page.
+                galleries: Sequence[Gallery] = (), previous: Mapping[str, Any] | None = None) -> str:
+    """The whole report page: the headline first, the timings last.
 
     Args:
         figures: The run's figures (``RunReport.as_dict()``); any section may be missing.
         plots: ``data:`` URIs of the plots by name (``pairwise``, ``lr``, ``joint``, ``recommend``).
         galleries: The sampled galleries (:mod:`adrank.report.gallery`); none: "not available".
+        previous: The previous run's figures (its run record), for the versions changed since.
 
     Returns:
         One self-contained HTML document.
     """
     plots = plots or {}
-    body = [header_html(figures), joint_html(figures), training_html(figures, plots), embed_html(figures),
+    body = [header_html(figures, previous), joint_html(figures), training_html(figures, plots), embed_html(figures),
             recommend_html(figures, plots)]
     body += [gallery_html(g, i) for i, g in enumerate(galleries)] or [
         section("Galleries", not_available("recommendation galleries"), "galleries")]
+    body.append(timings_html(figures))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f"<title>adrank run {esc(figures.get('run_id'))}</title><style>{STYLE}</style></head>"

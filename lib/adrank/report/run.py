@@ -6,12 +6,18 @@ no network, no external CSS or JavaScript) built from the run's figures
 embeddings, the recommendation metrics against popularity, and galleries sampled from the
 recommendation tables at the versions the run wrote. Any section may be missing: the
 report still renders and says "not available".
+
+The headline compares the run's versions with the previous run's: :func:`previous_record`
+reads the newest run record under ``<storage.root>/_runs`` older than the run (by run id,
+which sorts by time) of the same job (``pipeline`` and ``demo`` count as one: they run the
+same graph).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,12 +28,14 @@ from pyspark.sql import SparkSession
 
 from adrank import layout
 from adrank.config import Config
-from adrank.delta import write_text_file
+from adrank.console import GRAPH_JOBS
+from adrank.delta import hadoop_path, read_text_file, write_text_file
 from adrank.report.gallery import galleries
 from adrank.report.page import render_page
 from adrank.report.plots import all_plots
 
 LATEST = "latest"
+RECORD_NAME = re.compile(r"([a-z_]+)-(.+)\.json")  # a run record: <job>-<run id>.json
 
 
 def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> str:
@@ -45,7 +53,8 @@ def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]
         ValueError: ``figures`` has no usable ``run_id``.
     """
     run_id = _run_id(figures)
-    page = render_page(figures, all_plots(figures), galleries(spark, config, figures))
+    page = render_page(figures, all_plots(figures), galleries(spark, config, figures),
+                       previous_record(spark, config, figures))
     path = layout.reports_path(config, run_id)
     for target in (path, layout.reports_path(config, LATEST)):
         _replace_file(spark, target, page)
@@ -59,6 +68,39 @@ def read_figures(spark: SparkSession, path: str) -> dict[str, Any]:
     if not isinstance(figures, dict):
         raise ValueError(f"{path} does not hold a JSON object of figures")
     return figures
+
+
+def previous_record(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The newest readable run record of the same job older than ``figures``' run; None if there is none.
+
+    A record that cannot be read or parsed is passed over (the one before it is taken).
+    """
+    job, run_id = figures.get("job"), figures.get("run_id")
+    if not isinstance(job, str) or not isinstance(run_id, str):
+        return None
+    jobs = set(GRAPH_JOBS) if job in GRAPH_JOBS else {job}
+    folder = layout.join_path(config.storage.root, layout.RUNS_FOLDER)
+    older = sorted(((found.group(2), name) for name in _file_names(spark, folder)
+                    if (found := RECORD_NAME.fullmatch(name)) and found.group(1) in jobs and found.group(2) < run_id),
+                   reverse=True)
+    for _, name in older:
+        try:
+            record = json.loads(read_text_file(spark, layout.join_path(folder, name)) or "")
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+def _file_names(spark: SparkSession, folder: str) -> list[str]:
+    """The names of the files in ``folder`` (a local path or a URI); none when it does not exist."""
+    if not urlparse(folder).scheme:
+        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    path, fs = hadoop_path(spark, folder)
+    if not fs.exists(path):
+        return []
+    return sorted(status.getPath().getName() for status in fs.listStatus(path) if status.isFile())
 
 
 def _run_id(figures: Mapping[str, Any]) -> str:
