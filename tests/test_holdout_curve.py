@@ -100,7 +100,8 @@ def test_rank_0_writes_the_held_out_curve_to_tensorboard(lr_run):
     training_figures = lr_run["figures"]["training"]
     scalars = tensorboard_scalars(training_figures["tensorboard_dir"])
     curve = training_figures["holdout_curve"]
-    assert scalars["holdout/auc"] == pytest.approx([tuple(p) for p in curve["points"]], rel=1e-6)
+    assert [step for step, _ in scalars["holdout/auc"]] == [step for step, _ in curve["points"]]
+    assert [value for _, value in scalars["holdout/auc"]] == pytest.approx([v for _, v in curve["points"]], rel=1e-6)
     assert [step for step, _ in scalars["holdout/log_loss"]] == [step for step, _ in curve["losses"]]
 
 
@@ -123,7 +124,9 @@ def test_the_report_plot_draws_the_held_out_series_beside_the_loss(lr_run, pairw
         loss_axes, holdout_axes = figure.axes
         curve = figures[stage]["training"]["holdout_curve"]
         assert loss_axes.lines[0].get_xydata().tolist() == figures[stage]["training"]["losses"]
-        assert holdout_axes.lines[0].get_xydata().tolist() == pytest.approx(curve["points"])
+        drawn = holdout_axes.lines[0].get_xydata()
+        assert drawn[:, 0].tolist() == [step for step, _ in curve["points"]]
+        assert drawn[:, 1].tolist() == pytest.approx([value for _, value in curve["points"]])
         assert curve["metric"] in holdout_axes.get_ylabel()
     assert set(training_plots(figures)) == {"lr", "pairwise"}
 
