@@ -32,6 +32,10 @@ caller runs a fixed count; with a finite ``num_epochs`` the batched datasets are
 :meth:`ShardPlan.steps` batches, the number the smallest shard can fill, the same on
 every rank.
 
+The training curve's held-out sample (:func:`sample_rows`) follows the same plan, read
+once, in file order: rank ``r < k`` takes the first :func:`sample_quota` rows of shard
+``r``, a rank ``r >= k`` none (it would repeat rank ``r mod k``'s rows).
+
 Pair datasets yield homogeneous batches: ``"detail"`` batches carry ``context_image``,
 ``"search"`` batches ``query`` (what :class:`adrank.train.ranks.models.PairwiseModel`
 expects). The files given must hold one kind only (list them with the pairs table's
