@@ -212,3 +212,36 @@ def test_the_model_routes_only_the_lr_table_to_the_sparse_path():
         assert [v.name for v in model.sparse_variables()] == ["lr_weights:0"]
         dense = {v.name for v in model.dense_variables()}
         assert "no_context:0" in dense and "lr_weights:0" not in dense
+
+
+def write_joint_holdout(path: Path, settings, rows: int) -> dict[str, np.ndarray]:
+    """Held-out joint rows (the synthetic distribution) as a Parquet file of 3 row groups; the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    batch = joint_batch(rank=98, index=0, settings=settings, size=rows)
+    columns = {name: pa.array(list(value), type=pa.list_(pa.float32() if value.dtype == np.float32 else pa.int64()))
+               if value.ndim == 2 else pa.array(value) for name, value in batch.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path, row_group_size=rows // 3 + 1)
+    return batch
+
+
+def test_the_joint_curve_has_a_held_out_auc_at_each_checkpoint_ending_at_the_final_models(tmp_path):
+    import tensorflow as tf
+
+    from adrank.train.launch import launch
+    from adrank.train.ranks.loop import load_trained
+
+    _, settings = joint_settings(tmp_path, "dot", "train.joint_steps=6")
+    rows = write_joint_holdout(tmp_path / "holdout" / "part-0.parquet", settings, 300)
+    settings = dataclasses.replace(settings, holdout_files={"joint_examples": (str(tmp_path / "holdout" /
+                                                                                   "part-0.parquet"),)})
+    curve = launch(settings, dataset_fn=joint_dataset)["holdout_curve"]
+    assert curve["metric"] == "auc" and curve["rows"] == 300  # 2 ranks, the whole file (< 1024 rows)
+    assert [step for step, _ in curve["points"]] == [2, 4, 6]
+    assert all(0.0 <= value <= 1.0 for _, value in curve["points"])
+    model = load_trained(settings)[layout.JOINT]
+    probabilities = tf.sigmoid(model({k: v for k, v in rows.items() if k != "label"}, training=False)).numpy()
+    assert curve["points"][-1][1] == pytest.approx(evaluate.auc(rows["label"], probabilities), abs=1e-6)
+    assert curve["losses"][-1][1] == pytest.approx(evaluate.log_loss(rows["label"], probabilities), rel=1e-5)

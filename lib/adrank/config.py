@@ -172,6 +172,9 @@ class TrainConfig:
     dnn_hidden: int = 32
     checkpoint_every: int = 100
     holdout_days: int = 1
+    # Held-out rows the ranks score at every checkpoint (the training curve's held-out
+    # metric; read once, split over the ranks); 0 = no held-out curve.
+    holdout_curve_rows: int = 1024
     registry_folder: str = "models"
 
 
@@ -578,6 +581,7 @@ def _validate_train(train: TrainConfig) -> None:
                 "joint_steps", "joint_batch_size", "dnn_hidden"):
         _require(getattr(train, key) >= 1, f"train.{key}", "must be at least 1")
     _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
+    _require(train.holdout_curve_rows >= 0, "train.holdout_curve_rows", "must be at least 0 (0 = no held-out curve)")
 
 
 def _validate_local_root(storage: StorageConfig) -> None:

@@ -387,8 +387,8 @@ def training_html(figures: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     for stage, title in (("pairwise", "Stage 1: pairwise CNN"), ("lr", "LR baseline"),
                          ("joint", "Stage 3: joint modules")):
         stage_figures = _section_figures(figures, stage) or {}
-        parts.append(f"<h3>{esc(title)}</h3>" + image(plots.get(stage), f"{stage} training loss by step",
-                                                     f"{stage} training curve"))
+        alt = f"{stage} training loss by step and held-out metric at each checkpoint"
+        parts.append(f"<h3>{esc(title)}</h3>" + image(plots.get(stage), alt, f"{stage} training curve"))
         parts.append(versions_line(_training_versions(stage, stage_figures)))
     return section("Training curves", "".join(parts), "training")
 

@@ -33,7 +33,7 @@ TENSORBOARD_FOLDER = "tensorboard"
 # these resumes the same checkpoints (so more steps extend a finished run).
 NOT_IN_CONFIG_HASH = frozenset(
     {"launcher", "checkpoint_every", "registry_folder", "pair_steps", "lr_steps", "joint_steps",
-     "threads_per_rank"})
+     "threads_per_rank", "holdout_curve_rows"})
 # TrainConfig fields that shape stage 3 only: the other stages' checkpoints ignore them.
 JOINT_ONLY = frozenset(
     {"interaction", "finetune_cnn", "joint_batch_size", "joint_dense_learning_rate", "dnn_hidden"})
@@ -66,6 +66,10 @@ class RankSettings:
             must see it: on a cluster a shared mount).
         files: Per dataset role (``detail``, ``search``, ``examples``), the Parquet files
             to read (live files of the pinned version).
+        holdout_files: Per dataset role, the live files of the held-out side (the
+            held-out dates); the ranks score at most ``train.holdout_curve_rows`` of their
+            rows at every checkpoint (the training curve's held-out metric). Empty: no
+            held-out curve.
         run_id: The job's run id (logged, returned with the metrics).
         seed: Seeds Python, numpy and TensorFlow on every rank.
         log_every: Rank 0 logs the rank-averaged loss every this many steps.
@@ -85,6 +89,7 @@ class RankSettings:
     data_version: DataVersion
     checkpoint_root: str
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    holdout_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     run_id: str = ""
     seed: int = 0
     log_every: int = DEFAULT_LOG_EVERY
@@ -115,6 +120,7 @@ def make_settings(
     stage: str,
     data_version: DataVersion,
     files: Mapping[str, Sequence[str]] | None = None,
+    holdout_files: Mapping[str, Sequence[str]] | None = None,
     checkpoint_root: str | None = None,
     run_id: str = "",
     seed: int = 0,
@@ -141,11 +147,16 @@ def make_settings(
         features=FeatureSizes(features.image_size, features.hash_bits, features.max_sparse_ids),
         data_version=_plain(data_version),
         checkpoint_root=str(checkpoint_root if checkpoint_root is not None else layout.checkpoint_root(config)),
-        files={role: tuple(str(f) for f in paths) for role, paths in (files or {}).items()},
+        files=_file_lists(files), holdout_files=_file_lists(holdout_files),
         run_id=run_id, seed=int(seed), log_every=int(log_every),
         step_timeout_s=float(step_timeout_s), deterministic=bool(deterministic), init_from=str(init_from),
         tensorboard_dir=str(tensorboard_dir),
     )
+
+
+def _file_lists(files: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    """Per role, the files as a tuple of strings (picklable, frozen)."""
+    return {role: tuple(str(f) for f in paths) for role, paths in (files or {}).items()}
 
 
 def _plain(value: DataVersion) -> DataVersion:

@@ -68,8 +68,10 @@ def train_joint(pinned: PinnedData) -> None:
     data_version = {layout.TRAINING_EXAMPLES: pinned.version, layout.SKU_EMBEDDINGS: embeddings.version, **versions}
     train_path = layout.table_path(config, layout.JOINT_TRAIN)
     files = {"joint_examples": delta.live_files(spark, train_path, versions[layout.JOINT_TRAIN])}
+    holdout_path = layout.table_path(config, layout.JOINT_HOLDOUT)
+    holdout_files = {"joint_examples": delta.live_files(spark, holdout_path, versions[layout.JOINT_HOLDOUT])}
     seen = _seen_ad_skus(pinned)
-    holdout = delta.read_delta(spark, layout.table_path(config, layout.JOINT_HOLDOUT), versions[layout.JOINT_HOLDOUT])
+    holdout = delta.read_delta(spark, holdout_path, versions[layout.JOINT_HOLDOUT])
     comparison: dict[str, Any] = {"lr": lr_baseline(pinned, holdout, seen), "oracle": oracle(pinned, seen)}
     trained: dict[str, Any] = {}
     modules: dict[str, Figures] = {}
@@ -78,7 +80,7 @@ def train_joint(pinned: PinnedData) -> None:
         module: Figures = {}
         modules[kind] = module
         train_config = dataclasses.replace(config.train, interaction=kind)
-        settings = _launch(pinned, data_version, files, train_config=train_config, name=f"joint_{kind}",
+        settings = _launch(pinned, data_version, files, holdout_files, train_config=train_config, name=f"joint_{kind}",
                            init_from=embeddings.model_path if config.train.finetune_cnn else "", figures=module)
         trained[kind] = model = _load(settings)
         with pinned.report.timed(f"joint_{kind}_evaluation"):

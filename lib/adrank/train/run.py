@@ -144,24 +144,27 @@ def _is_nan(value: object) -> bool:
     return isinstance(value, float) and value != value
 
 
-def _launch(pinned: PinnedData, data_version: DataVersion, files: dict[str, list[str]], *,
-            train_config: TrainConfig | None = None, init_from: str = "", name: str = "",
-            figures: Figures | None = None) -> RankSettings:
+def _launch(pinned: PinnedData, data_version: DataVersion, files: dict[str, list[str]],
+            holdout_files: dict[str, list[str]], *, train_config: TrainConfig | None = None,
+            init_from: str = "", name: str = "", figures: Figures | None = None) -> RankSettings:
     """Trains the stage on the ranks; the settings it ran with (to load the checkpoint).
 
-    ``train_config`` replaces ``config.train`` (one stage-3 module); ``name`` labels the
-    timing (default: the stage); ``figures`` receive ``training`` (default: the stage's).
+    ``holdout_files`` (per role, live files of the held-out side) give the ranks the sample
+    of the training curve's held-out metric. ``train_config`` replaces ``config.train``
+    (one stage-3 module); ``name`` labels the timing (default: the stage); ``figures``
+    receive ``training`` (default: the stage's).
     """
     from adrank.train.launch import launch
 
     stage, report = pinned.stage, pinned.report
     settings = make_settings(pinned.config, stage=stage, data_version=data_version, files=files,
-                             run_id=report.run_id, train=train_config, init_from=init_from)
+                             holdout_files=holdout_files, run_id=report.run_id, train=train_config,
+                             init_from=init_from)
     with report.timed(f"{name or stage}_training"):
         result = launch(settings)
     (pinned.figures if figures is None else figures)["training"] = {
         k: result[k] for k in ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks",
-                               "launcher", "losses", "tensorboard_dir")
+                               "launcher", "losses", "tensorboard_dir", "holdout_curve")
         if k in result
     }
     return settings
@@ -185,8 +188,9 @@ def train_pairwise(pinned: PinnedData) -> None:
     figures["pair_rows"], figures["holdout_pair_rows"] = pair_rows[layout.PAIRS_TRAIN], pair_rows[layout.PAIRS_HOLDOUT]
     _require_pairs(pinned.version, pair_rows, config.train.holdout_days)
     files = store.pair_files(spark, config, layout.PAIRS_TRAIN, pair_versions[layout.PAIRS_TRAIN])
+    holdout_files = store.pair_files(spark, config, layout.PAIRS_HOLDOUT, pair_versions[layout.PAIRS_HOLDOUT])
     data_version = {layout.TRAINING_EXAMPLES: pinned.version, **pair_versions}
-    settings = _launch(pinned, data_version, files)
+    settings = _launch(pinned, data_version, files, holdout_files)
     model = load_trained(settings)[layout.PAIRWISE]
     with pinned.report.timed("pairwise_evaluation"):
         holdout = delta.read_delta(spark, layout.table_path(config, layout.PAIRS_HOLDOUT))
@@ -204,8 +208,9 @@ def train_lr(pinned: PinnedData) -> None:
 
     spark, examples = pinned.spark, pinned.examples
     path = layout.table_path(pinned.config, layout.TRAINING_EXAMPLES)
-    files = [f for d in pinned.train_dates for f in delta.live_files(spark, path, pinned.version, {"date": str(d)})]
-    settings = _launch(pinned, pinned.version, {"examples": files})
+    files, holdout_files = ([f for d in dates for f in delta.live_files(spark, path, pinned.version, {"date": str(d)})]
+                            for dates in (pinned.train_dates, pinned.holdout_dates))
+    settings = _launch(pinned, pinned.version, {"examples": files}, {"examples": holdout_files})
     model = load_trained(settings)[layout.LR]
     with pinned.report.timed("lr_evaluation"):
         trained = examples.where(F.col("date").isin(pinned.train_dates))

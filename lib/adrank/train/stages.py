@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from adrank import layout
 
 if TYPE_CHECKING:
+    import numpy as np
     import tensorflow as tf
 
     from adrank.train.checkpoints import RankSettings
@@ -28,6 +29,25 @@ DETAIL, SEARCH, EXAMPLES, JOINT_ROLE = layout.DETAIL, layout.SEARCH, "examples",
 
 Models = dict[str, "tf.keras.Model"]
 LossFn = Callable[[Mapping[str, "tf.Tensor"]], "tf.Tensor"]
+# batch -> two score columns [B] each: (sim_pos, sim_neg) or (probability, label)
+ScoreFn = Callable[[Mapping[str, "tf.Tensor"]], tuple["tf.Tensor", "tf.Tensor"]]
+
+
+@dataclass(frozen=True)
+class HoldoutSpec:
+    """How the ranks compute a stage's held-out metric at every checkpoint (the training curve).
+
+    Attributes:
+        metric: The metric drawn beside the loss (a key of ``figures``' result, in [0, 1]).
+        loss: The held-out loss next to it (a key of ``figures``' result).
+        scores: ``models -> batch -> (first, second)``, two score columns of the batch.
+        figures: ``(first, second)`` numpy columns of the whole sample -> ``{metric, loss, ...}``.
+    """
+
+    metric: str
+    loss: str
+    scores: Callable[[Models], ScoreFn]
+    figures: Callable[[np.ndarray, np.ndarray], Mapping[str, float | int]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,7 @@ class Stage:
         headline_metrics: Held-out metrics a model is judged by: NaN means it is not registered.
         driver: ``"module:function"`` the driver runs for the stage (takes the
             :class:`adrank.train.run.PinnedData`); imported only then.
+        holdout: How the ranks score the held-out sample at every checkpoint.
         dense_lr_field: ``TrainConfig`` field with the dense (RMSProp) learning rate.
     """
 
@@ -55,6 +76,7 @@ class Stage:
     primary: str
     headline_metrics: tuple[str, ...]
     driver: str
+    holdout: HoldoutSpec
     dense_lr_field: str = "dense_learning_rate"
 
     def steps(self, settings: RankSettings) -> int:
@@ -138,17 +160,48 @@ def _joint_loss(models: Models) -> LossFn:
     return lambda batch: joint_loss(model, batch)
 
 
+def _pairwise_scores(models: Models) -> ScoreFn:
+    model = models[layout.PAIRWISE]
+    return lambda batch: model(batch, training=False)  # (sim_pos, sim_neg)
+
+
+def _pair_figures(sim_pos: np.ndarray, sim_neg: np.ndarray) -> Mapping[str, float | int]:
+    from adrank.train.evaluate import pair_metrics
+
+    return pair_metrics(sim_pos, sim_neg)
+
+
+def _click_scores(name: str) -> Callable[[Models], ScoreFn]:
+    """Scores of a click model (the LR, the joint model): (probability, label)."""
+    def scores(models: Models) -> ScoreFn:
+        import tensorflow as tf
+
+        model = models[name]
+        return lambda batch: (tf.sigmoid(model(batch, training=False)), batch["label"])
+
+    return scores
+
+
+def _click_figures(probabilities: np.ndarray, labels: np.ndarray) -> Mapping[str, float | int]:
+    from adrank.train.evaluate import auc, log_loss
+
+    return {"auc": auc(labels, probabilities), "log_loss": log_loss(labels, probabilities), "rows": labels.size}
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage for stage in (
         Stage(layout.PAIRWISE, (DETAIL, SEARCH), "pair_steps", _build_pairwise, _pairwise_loss,
               primary=layout.PAIRWISE, headline_metrics=("pairwise_accuracy", "pairwise_loss"),
-              driver="adrank.train.run:train_pairwise"),
+              driver="adrank.train.run:train_pairwise",
+              holdout=HoldoutSpec("pairwise_accuracy", "pairwise_loss", _pairwise_scores, _pair_figures)),
         Stage(layout.LR, (EXAMPLES,), "lr_steps", _build_lr, _lr_loss,
               primary=layout.LR, headline_metrics=("auc", "log_loss"),
-              driver="adrank.train.run:train_lr"),
+              driver="adrank.train.run:train_lr",
+              holdout=HoldoutSpec("auc", "log_loss", _click_scores(layout.LR), _click_figures)),
         Stage(layout.JOINT, (JOINT_ROLE,), "joint_steps", _build_joint, _joint_loss,
               primary=layout.JOINT, headline_metrics=("auc", "log_loss"),
-              driver="adrank.train.joint:train_joint", dense_lr_field="joint_dense_learning_rate"),
+              driver="adrank.train.joint:train_joint", dense_lr_field="joint_dense_learning_rate",
+              holdout=HoldoutSpec("auc", "log_loss", _click_scores(layout.JOINT), _click_figures)),
     )
 }
 
@@ -160,4 +213,4 @@ def stage_spec(stage: str) -> Stage:
     return STAGES[stage]
 
 
-__all__ = ["DETAIL", "EXAMPLES", "JOINT_ROLE", "SEARCH", "STAGES", "Stage", "stage_spec"]
+__all__ = ["DETAIL", "EXAMPLES", "JOINT_ROLE", "SEARCH", "STAGES", "HoldoutSpec", "Stage", "stage_spec"]

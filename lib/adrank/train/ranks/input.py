@@ -32,6 +32,10 @@ caller runs a fixed count; with a finite ``num_epochs`` the batched datasets are
 :meth:`ShardPlan.steps` batches, the number the smallest shard can fill, the same on
 every rank.
 
+The training curve's held-out sample (:func:`sample_rows`) follows the same plan, read
+once, in file order: rank ``r < k`` takes the first :func:`sample_quota` rows of shard
+``r``, a rank ``r >= k`` none (it would repeat rank ``r mod k``'s rows).
+
 Pair datasets yield homogeneous batches: ``"detail"`` batches carry ``context_image``,
 ``"search"`` batches ``query`` (what :class:`adrank.train.ranks.models.PairwiseModel`
 expects). The files given must hold one kind only (list them with the pairs table's
@@ -304,11 +308,15 @@ def example_dataset(
     """
     with shard_rows(files, rank, size, EXAMPLE_COLUMNS, num_epochs=num_epochs, shuffle=shuffle,
                     seed=seed, workers_count=workers_count) as rows:
-        typed = rows.map(lambda row: {
-            "sparse_ids": tf.ensure_shape(tf.cast(row["sparse_ids"], tf.int64), (max_sparse_ids,)),
-            "num_sparse_ids": tf.cast(row["num_sparse_ids"], tf.int32),
-            "label": tf.cast(row["label"], tf.float32)})
+        typed = rows.map(lambda row: typed_example(row, max_sparse_ids))
         yield _batched(typed, batch_size, _steps(files, size, batch_size, num_epochs), None)
+
+
+def typed_example(row: dict[str, tf.Tensor], max_sparse_ids: int) -> dict[str, tf.Tensor]:
+    """One ``training_examples`` row as the LR takes it (ids int64 ``[K]``, label float32)."""
+    return {"sparse_ids": tf.ensure_shape(tf.cast(row["sparse_ids"], tf.int64), (max_sparse_ids,)),
+            "num_sparse_ids": tf.cast(row["num_sparse_ids"], tf.int32),
+            "label": tf.cast(row["label"], tf.float32)}
 
 
 @contextlib.contextmanager
@@ -346,28 +354,72 @@ def joint_dataset(
         Batches of the LR inputs, ``label`` float32, ``page`` int32, ``x`` / ``y``
         float32 ``[B, D]``, ``x_present`` / ``y_present`` float32 (and the images).
     """
-    columns = JOINT_COLUMNS + (JOINT_IMAGE_COLUMNS if image_size is not None else ())
-
-    def typed(row: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        out = {
-            "sparse_ids": tf.ensure_shape(tf.cast(row["sparse_ids"], tf.int64), (max_sparse_ids,)),
-            "num_sparse_ids": tf.cast(row["num_sparse_ids"], tf.int32),
-            "label": tf.cast(row["label"], tf.float32), "page": tf.cast(row["page"], tf.int32),
-            "x": tf.ensure_shape(tf.cast(row["x"], tf.float32), (embedding_dim,)),
-            "y": tf.ensure_shape(tf.cast(row["y"], tf.float32), (embedding_dim,)),
-            "x_present": tf.cast(row["x_present"], tf.float32), "y_present": tf.cast(row["y_present"], tf.float32),
-        }
-        if image_size is not None:
-            for name in ("ad_image", "context_image"):
-                image = tf.io.decode_image(row[name], channels=3, expand_animations=False)
-                out[name] = tf.ensure_shape(image, (image_size, image_size, 3))
-            out["query"] = row["query"]
-        return out
-
+    columns = joint_columns(image_size)
     with shard_rows(files, rank, size, columns, num_epochs=num_epochs, shuffle=shuffle,
                     seed=seed, workers_count=workers_count) as rows:
-        yield _batched(rows.map(typed, num_parallel_calls=tf.data.AUTOTUNE), batch_size,
-                       _steps(files, size, batch_size, num_epochs), None)
+        typed = rows.map(lambda row: typed_joint_row(row, max_sparse_ids, embedding_dim, image_size),
+                         num_parallel_calls=tf.data.AUTOTUNE)
+        yield _batched(typed, batch_size, _steps(files, size, batch_size, num_epochs), None)
+
+
+def joint_columns(image_size: int | None) -> tuple[str, ...]:
+    """The joint examples' columns a rank reads (the images too when the towers are fine-tuned)."""
+    return JOINT_COLUMNS + (JOINT_IMAGE_COLUMNS if image_size is not None else ())
+
+
+def typed_joint_row(row: dict[str, tf.Tensor], max_sparse_ids: int, embedding_dim: int,
+                    image_size: int | None) -> dict[str, tf.Tensor]:
+    """One joint examples row as ``JointModel`` takes it (images decoded when ``image_size`` is given)."""
+    out = {
+        "sparse_ids": tf.ensure_shape(tf.cast(row["sparse_ids"], tf.int64), (max_sparse_ids,)),
+        "num_sparse_ids": tf.cast(row["num_sparse_ids"], tf.int32),
+        "label": tf.cast(row["label"], tf.float32), "page": tf.cast(row["page"], tf.int32),
+        "x": tf.ensure_shape(tf.cast(row["x"], tf.float32), (embedding_dim,)),
+        "y": tf.ensure_shape(tf.cast(row["y"], tf.float32), (embedding_dim,)),
+        "x_present": tf.cast(row["x_present"], tf.float32), "y_present": tf.cast(row["y_present"], tf.float32),
+    }
+    if image_size is not None:
+        for name in ("ad_image", "context_image"):
+            image = tf.io.decode_image(row[name], channels=3, expand_animations=False)
+            out[name] = tf.ensure_shape(image, (image_size, image_size, 3))
+        out["query"] = row["query"]
+    return out
+
+
+# --------------------------------------------------------------------------------
+# A small fixed held-out sample (the training curve's held-out metric)
+# --------------------------------------------------------------------------------
+
+
+def sample_quota(plan: ShardPlan, rank: int, limit: int) -> int:
+    """Rows rank ``rank`` contributes to a held-out sample of at most ``limit`` rows.
+
+    The ``k`` shards share the limit evenly (the first ``limit mod k`` one row more), each
+    capped at its rows; a rank ``r >= k``, which reads the same shard as rank ``r mod k``,
+    contributes none, so no row is counted twice.
+    """
+    if rank >= plan.shard_count or limit <= 0:
+        return 0
+    share = limit // plan.shard_count + (1 if rank < limit % plan.shard_count else 0)
+    return min(share, plan.shard_rows[rank])
+
+
+def sample_rows(files: Sequence[str], rank: int, size: int, columns: Sequence[str],
+                limit: int) -> dict[str, tf.Tensor] | None:
+    """This rank's part of a fixed held-out sample: the first :func:`sample_quota` rows of its
+    shard, in file order (no shuffle), read once; None when it contributes none.
+
+    Over ranks ``0..size-1`` the parts are disjoint and hold ``min(limit, rows)`` rows at most.
+    """
+    if not files:
+        return None
+    quota = sample_quota(plan_shards([as_url(f) for f in files], size), rank, limit)
+    if quota == 0:
+        return None
+    with shard_rows(files, rank, size, columns, num_epochs=1, shuffle=False) as rows:
+        for batch in rows.batch(quota).take(1):
+            return dict(batch)
+    return None
 
 
 def _steps(files: Sequence[str], size: int, batch_size: int, num_epochs: int | None) -> int | None:

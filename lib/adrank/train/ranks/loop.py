@@ -7,7 +7,9 @@ Every rank runs exactly ``steps - start`` steps, in the Horovod order (read it i
 :func:`train_stage`); only rank 0 logs, writes TensorBoard summaries (loss, steps/s and
 learning rates every ``log_every`` steps, under
 :func:`~adrank.train.checkpoints.tensorboard_dir`) and checkpoints; a rerun resumes from rank 0's
-newest checkpoint. A rank whose step makes no progress for ``settings.step_timeout_s``
+newest checkpoint. At every checkpoint all ranks score a small fixed held-out sample
+(:mod:`adrank.train.ranks.holdout`; rank 0 writes ``holdout/<metric>`` to TensorBoard).
+A rank whose step makes no progress for ``settings.step_timeout_s``
 is ended by a watchdog; a failing rank leaves a one-line reason for the launcher.
 
 Data comes from a ``dataset_fn(role, rank, size, settings, start_batch)`` returning a
@@ -39,6 +41,7 @@ from adrank.train.checkpoints import (
     write_failure,
 )
 from adrank.train.progress import ProgressWriter, progress_file
+from adrank.train.ranks.holdout import HoldoutCurve
 from adrank.train.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH, Models, Stage, stage_spec
 
 if TYPE_CHECKING:
@@ -130,7 +133,9 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         ``checkpoint_dir``, ``initial_checksum`` / ``variable_checksums`` (sum of
         |trainable variable| after the initial broadcast / at the end, the latter per
         rank), ``roles``, ``seconds``, ``steps_per_s``, ``data_version``, ``run_id``,
-        ``ranks``, ``tensorboard_dir`` (rank 0's summaries).
+        ``ranks``, ``tensorboard_dir`` (rank 0's summaries), ``holdout_curve``
+        (:meth:`adrank.train.ranks.holdout.HoldoutCurve.figures`: the held-out metric at
+        each checkpoint of this launch, or why there is none).
 
     Raises:
         ValueError: Unknown stage. RuntimeError: a role has data on some ranks only,
@@ -153,6 +158,9 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         run = _RankRun(spec, settings, info, dense_lr)
         # 4. Rank 0 restores its newest checkpoint; step and state are broadcast from it.
         run.restore_and_broadcast()
+        # 4b. Every rank reads its part of the fixed held-out sample (once) when it will train.
+        if run.start < run.total:
+            run.holdout.read(info.rank, info.size)
         if run.start >= run.total:
             run.log.info("%s: checkpoint at step %d >= %d steps: nothing to train",
                          settings.stage, run.start, run.total)
@@ -232,6 +240,7 @@ class _RankRun:
         # Only rank 0 writes summaries (Horovod convention 6); the others hold no writer.
         self.summaries = tf.summary.create_file_writer(self.tensorboard_dir) if info.is_chief else None
         self.last_logged = (time.perf_counter(), 0)
+        self.holdout = HoldoutCurve(spec.holdout, settings)
 
     def restore_and_broadcast(self) -> None:
         """Rank 0 restores the newest checkpoint; step and variables go to every rank."""
@@ -288,6 +297,23 @@ class _RankRun:
             if self.manager is not None:
                 self.manager.save(checkpoint_number=done)
             self.last_saved = done
+            # Every rank: the held-out metric of the model just checkpointed (collectives).
+            self.write_holdout(done, self.holdout.evaluate(self.models, done))
+
+    def write_holdout(self, done: int, values: dict[str, float] | None) -> None:
+        """Rank 0: the held-out metric and loss at checkpoint ``done`` to the log and TensorBoard."""
+        import tensorflow as tf
+
+        if values is None:
+            return
+        self.log.info("%s step %d: held-out %s", self.stage, done,
+                      ", ".join(f"{name} {value:.5f}" for name, value in values.items()) or "undefined")
+        if self.summaries is None:
+            return
+        with self.summaries.as_default(step=done):
+            for name, value in values.items():
+                tf.summary.scalar(f"holdout/{name}", value)
+        self.summaries.flush()
 
     def write_summaries(self, done: int) -> None:
         """Rank 0: the rank-mean loss, steps/s since the last log and the learning rates at ``done``."""
@@ -329,7 +355,7 @@ class _RankRun:
             "steps_per_s": round(steps_run / seconds, 3) if seconds else 0.0,
             "data_version": self.settings.data_version,
             "run_id": self.settings.run_id, "ranks": self.info.size,
-            "tensorboard_dir": self.tensorboard_dir,
+            "tensorboard_dir": self.tensorboard_dir, "holdout_curve": self.holdout.figures(),
         }
 
 
