@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Submit an adrank job:  ./spark-submit.sh JOB [--conf-file F] [--set key=value ...] [-- spark-submit options]
+# Submit an adrank job:  ./spark-submit.sh JOB [--conf-file F] [--set key=value ...] [--json] [-- spark-submit options]
 #
 # Packages lib/ for --py-files, ships the config with --files, adds the Delta jars and
 # passes everything after `--` to spark-submit (--master, --deploy-mode, --executor-*,
 # --conf ...), so one command runs a job on local[*], a standalone cluster, YARN or
 # Kubernetes. Without --master, the config's spark.master is used. `demo` is the sample
 # `pipeline` job on conf/local.yaml. The first run bootstraps .venv/ (scripts/bootstrap.sh).
+# The job's own options (--json, --debug, --stage, ...) pass through to jobs/JOB.py; a run ends
+# with `record: <path>` (its JSON run record), and with the record as one JSON line after --json.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
 
 usage() {
-  echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [--verbose] [-- spark-submit options]" >&2
+  echo "usage: $0 JOB [--conf-file F] [--set key=value ...] [--verbose] [--json] [-- spark-submit options]" >&2
   echo "jobs: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
   exit 2
 }

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job(
         "build_tables", config,
         lambda spark, cfg, report: build_tables(spark, cfg, report, dates, args.allow_empty_dates),
-        debug=args.debug,
+        debug=args.debug, json_line=args.json,
     )
 
 

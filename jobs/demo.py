@@ -11,11 +11,11 @@ from adrank.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """generate_data, then every pipeline task that is not current; one JSON line of figures."""
+    """generate_data, then every pipeline task that is not current; the summary and the run record's path."""
     args, config, selection = pipeline_selection(
         pipeline_parser("demo", "Generate the sample data and run the adrank pipeline on it."), argv)
     return run_job("demo", config, lambda spark, cfg, report: run_demo(spark, cfg, report, selection),
-                   debug=args.debug)
+                   debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
         embed_catalog(spark, cfg, report, full=args.full)
 
-    return run_job("embed_catalog", config, body, debug=args.debug)
+    return run_job("embed_catalog", config, body, debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

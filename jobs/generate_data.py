@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Generate sample inputs under ``inputs.root`` with the sizes of ``sample.*``."""
     parser = job_parser("generate_data", "Write deterministic sample inputs.")
     args, config = parse_job_args(parser, argv)
-    return run_job("generate_data", config, generate_data, debug=args.debug)
+    return run_job("generate_data", config, generate_data, debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from adrank.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the pipeline's tasks that are not current and print one JSON line of figures."""
+    """Run the pipeline's tasks that are not current; print the summary and the run record's path."""
     args, config, selection = pipeline_selection(pipeline_parser("pipeline", "Run the adrank pipeline."), argv)
     return run_job("pipeline", config, lambda spark, cfg, report: run_pipeline(spark, cfg, report, selection),
-                   debug=args.debug)
+                   debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
         recommend(spark, cfg, report)
 
-    return run_job("recommend", config, body, debug=args.debug)
+    return run_job("recommend", config, body, debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

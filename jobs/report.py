@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = read_figures(spark, args.run)
         report.figures.update(report_of=figures.get("run_id"), path=write_report(spark, cfg, figures))
 
-    return run_job("report", config, body, debug=args.debug)
+    return run_job("report", config, body, debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, config = parse_job_args(parser, argv)
     config = with_joint_options(config, args.interaction, args.finetune_cnn)
     return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version),
-                   debug=args.debug)
+                   debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ SPARK_SUBMIT_SH = REPO / "spark-submit.sh"
 PIPELINE_STDOUT = "pipeline.stdout"  # the local pipeline run's stdout, beside its tables and inputs
 
 __all__ = ["PIPELINE_STDOUT", "REPO", "SPARK_SUBMIT_SH", "TINY_CONF", "config", "load_job", "local_pipeline_run",
-           "run_tiny_pipeline", "spark", "submit", "tiny_config"]
+           "run_record", "run_tiny_pipeline", "spark", "submit", "tiny_config"]
 
 
 def tiny_config(root: Path, *overrides: str) -> Config:
@@ -48,12 +48,20 @@ def load_job(name: str) -> ModuleType:
     return module
 
 
+def run_record(stdout: str) -> tuple[Path, dict]:
+    """The run record a job's output ends with: the path of its last line, ``record: <path>``, and the JSON there."""
+    last_line = stdout.strip().splitlines()[-1]
+    assert last_line.startswith("record: "), f"the output does not end with the run record's path: {last_line[:300]}"
+    path = Path(last_line.removeprefix("record: "))
+    return path, json.loads(path.read_text())
+
+
 def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdout: list | None = None,
            job_args: tuple[str, ...] = ()) -> dict:
     """Run a job through spark-submit.sh on the tiny config with storage and inputs under ``root``.
 
-    Returns its JSON line; ``stdout`` gets the lines; ``job_args`` go to the job,
-    ``submit_options`` to spark-submit (after ``--driver-memory 768m``).
+    Returns its run record (the file its last line names); ``stdout`` gets the lines;
+    ``job_args`` go to the job, ``submit_options`` to spark-submit (after ``--driver-memory 768m``).
     """
     command = [
         str(SPARK_SUBMIT_SH), job, "--conf-file", str(TINY_CONF),
@@ -64,12 +72,11 @@ def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdou
     assert result.returncode == 0, result.stderr[-3000:]
     if stdout is not None:
         stdout.extend(result.stdout.splitlines())
-    last_line = result.stdout.strip().splitlines()[-1]
-    return json.loads(last_line)
+    return run_record(result.stdout)[1]
 
 
 def run_tiny_pipeline(root: Path, *submit_options: str) -> dict:
-    """``generate_data`` then ``pipeline`` under ``root`` (the tiny config's seed); the pipeline's JSON line.
+    """``generate_data`` then ``pipeline`` under ``root`` (the tiny config's seed); the pipeline's run record.
 
     The pipeline's stdout is kept in ``root / PIPELINE_STDOUT``.
     """
@@ -86,7 +93,7 @@ def local_pipeline_run(tmp_path_factory) -> tuple[Path, dict]:
 
     Returns ``(root, report)``: tables under ``root / "tables"``, inputs under
     ``root / "inputs"``, the run's stdout in ``root / PIPELINE_STDOUT``, and the pipeline's
-    JSON line. Treat it as read-only: other tests compare against it.
+    run record. Treat it as read-only: other tests compare against it.
     """
     root = tmp_path_factory.mktemp("local_pipeline")
     return root, run_tiny_pipeline(root)

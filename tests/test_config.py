@@ -280,7 +280,7 @@ def test_run_reports_and_registry_metadata_are_written_redacted(tmp_path, capsys
 
     config = tiny_config(tmp_path)
     report = RunReport("train", figures={"spark.hadoop.fs.s3a.secret.key": "s3cr3t", "auc": float("nan")})
-    line = publish_report(None, config, report)
+    line = publish_report(None, config, report, json_line=True)
     stored = (tmp_path / "tables" / "_runs" / f"train-{report.run_id}.json").read_text()
     for text in (line, stored, capsys.readouterr().out):
         assert "s3cr3t" not in text and "NaN" not in text

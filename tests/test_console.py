@@ -19,6 +19,7 @@ from adrank.console_filter import ConsoleFilter
 from adrank.train.checkpoints import make_settings
 from adrank.train.progress import ProgressWriter, progress_bar, progress_file, read_progress
 from conftest import REPO, TINY_CONF
+from test_errors import job_command, job_env, path_without_java
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pipeline_report.json"  # a real tiny pipeline run's JSON line
 LIB = REPO / "lib"
@@ -91,7 +92,7 @@ SESSION_SCRIPT = textwrap.dedent("""
         print("demo: error: the one error line", file=sys.stderr)
         print("report: /x/r.html"); print("reported: not this one")
         console.announce_log()
-        console.say('{"job": "demo"}')
+        console.say("record: /x/_runs/demo-1.json")
     print("after the session")
 """)
 
@@ -110,10 +111,10 @@ NOISE = ["reported: not this one", "a library's print", "a C library on fd 2", "
 def test_quiet_session_sends_the_driver_and_its_children_to_the_log(tmp_path):
     lines, stderr, log = run_session(tmp_path, verbose=False)
     assert lines == ["demo: adrank line", "demo: error: the one error line", "report: /x/r.html", f"log: {log}",
-                     '{"job": "demo"}', "after the session"]
+                     "record: /x/_runs/demo-1.json", "after the session"]
     assert stderr == ""
     logged = log.read_text()
-    for text in [*NOISE, "demo: adrank line", "demo: error: the one error line", '{"job": "demo"}']:
+    for text in [*NOISE, "demo: adrank line", "demo: error: the one error line", "record: /x/_runs/demo-1.json"]:
         assert text in logged, text
     assert "after the session" not in logged
 
@@ -123,7 +124,7 @@ def test_quiet_session_verbose_shows_the_log_live_too(tmp_path):
     shown = "\n".join(lines)
     for text in NOISE:
         assert text in shown and text in log.read_text(), text
-    assert lines[-2:] == ['{"job": "demo"}', "after the session"]  # the JSON line stays the job's last line
+    assert lines[-2:] == ["record: /x/_runs/demo-1.json", "after the session"]  # the job's last line stays last
     assert lines.count(f"log: {log}") == 1
 
 
@@ -207,14 +208,19 @@ def test_summary_table_says_not_available_for_a_figure_without_ground_truth():
 # --------------------------------------------------------------------------------
 
 def submit(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    """``spark-submit.sh generate_data`` under ``tmp_path``: (the process, its run record, its log)."""
     command = [str(REPO / "spark-submit.sh"), "generate_data", "--conf-file", str(TINY_CONF),
                "--set", f"storage.root={tmp_path / 'tables'}", "--set", f"inputs.root={tmp_path / 'inputs'}",
                *options, "--", "--driver-memory", "768m"]
     done = subprocess.run(command, capture_output=True, timeout=600)  # bytes: text mode would turn \r into \n
     done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    report = json.loads(done.stdout.splitlines()[-1], parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
-    log_lines = [line for line in done.stdout.splitlines() if line.startswith("log: ")]
+    lines = done.stdout.splitlines()
+    (record_line,) = [line for line in lines if line.startswith("record: ")]
+    record = Path(record_line.removeprefix("record: "))
+    report = json.loads(record.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert record == tmp_path / "tables" / "_runs" / f"generate_data-{report['run_id']}.json"
+    log_lines = [line for line in lines if line.startswith("log: ")]
     assert len(log_lines) == 1
     return done, report, Path(log_lines[0].removeprefix("log: "))
 
@@ -232,7 +238,9 @@ def test_a_job_through_spark_submit_prints_a_handful_of_lines_and_logs_the_rest(
     joined = "\n".join(lines)
     assert "WARN" not in joined and "Warning" not in joined and "Traceback" not in joined
     assert log == tmp_path / "tables" / "_runs" / f"generate_data-{report['run_id']}.log"  # one run id
-    assert (tmp_path / "tables" / "_runs" / f"generate_data-{report['run_id']}.json").is_file()
+    record = tmp_path / "tables" / "_runs" / f"generate_data-{report['run_id']}.json"
+    assert done.stdout.splitlines()[-2:] == [f"log: {log}", f"record: {record}"]  # the record's path last, no JSON line
+    assert not any(line.lstrip().startswith("{") for line in done.stdout.splitlines())
     logged = log.read_text()
     assert "WARNING: Using incubator modules" in logged  # the JVM's stderr
     assert logged.rstrip().endswith(done.stdout.splitlines()[-1]) and "[Stage" not in logged
@@ -242,10 +250,14 @@ def test_a_job_through_spark_submit_prints_a_handful_of_lines_and_logs_the_rest(
     assert {e["run_id"] for e in events} == {report["run_id"]} and "adrank-event" not in done.stdout
 
 
-def test_verbose_shows_the_spark_lines_live(tmp_path):
-    done, report, log = submit(tmp_path, "--verbose")
+def test_verbose_shows_the_spark_lines_live_and_json_ends_with_the_record_as_one_line(tmp_path):
+    done, report, log = submit(tmp_path, "--verbose", "--json")
     assert "WARNING: Using incubator modules" in done.stderr
     assert report["status"] == "succeeded" and log.is_file()
+    lines = done.stdout.splitlines()  # --json: the record's path, then the same record as one JSON line
+    record = tmp_path / "tables" / "_runs" / f"generate_data-{report['run_id']}.json"
+    assert lines[-2] == f"record: {record}"
+    assert json.loads(lines[-1]) == report
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
@@ -260,3 +272,34 @@ def test_cli_log_file_is_a_local_path_beside_the_run_reports(tmp_path, overrides
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected.format(tmp=tmp_path) + "\n"
+
+
+# --------------------------------------------------------------------------------
+# Every job: the record's path last, the JSON line with --json
+# --------------------------------------------------------------------------------
+
+JOBS = sorted(path.stem for path in (REPO / "jobs").glob("*.py"))
+REQUIRED_ARGS = {"train": ("--stage", "lr"), "report": ("--run", "/no/such/run.json")}
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_job_ends_with_its_record_path_and_prints_the_json_line_only_with_json(tmp_path, job):
+    """Without Java a job fails before Spark starts (seconds) and still writes its record: the cheap way
+    to run every job's own ``main`` with and without ``--json``."""
+    env = job_env(PATH=path_without_java(tmp_path))
+    env.pop("JAVA_HOME", None)
+    command = job_command(job, tmp_path, *REQUIRED_ARGS.get(job, ()))
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    asked = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert (plain.returncode, asked.returncode) == (1, 1), plain.stderr[-2000:] + asked.stderr[-2000:]
+    assert plain.stderr.strip().splitlines()[-1].startswith(f"{job}: error: Spark could not start Java")
+
+    plain_lines, asked_lines = plain.stdout.strip().splitlines(), asked.stdout.strip().splitlines()
+    assert not any(line.startswith("{") for line in plain_lines), plain_lines  # no JSON line unless asked
+    assert plain_lines[-1].startswith("record: ") and asked_lines[-2].startswith("record: ")
+    plain_record = Path(plain_lines[-1].removeprefix("record: "))
+    asked_record = Path(asked_lines[-2].removeprefix("record: "))
+    assert {plain_record, asked_record} == set((tmp_path / "tables" / "_runs").glob(f"{job}-*.json"))
+    assert plain_record != asked_record and plain_record.name.startswith(f"{job}-")
+    assert json.loads(asked_lines[-1]) == json.loads(asked_record.read_text())  # the line is the record
+    assert json.loads(plain_record.read_text())["status"] == "failed"

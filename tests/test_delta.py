@@ -24,17 +24,23 @@ def test_delta_round_trip_with_commit_metadata_and_time_travel(spark, config):
     assert [json.loads(h.userMetadata)["run_id"] for h in history] == ["r1", "r2"]
 
 
-def test_report_is_printed_as_one_json_line_and_stored(spark, config, capsys):
+def test_report_is_stored_and_its_path_printed_and_the_json_line_only_when_asked(spark, config, capsys):
     report = RunReport("unit")
     report.figures["rows_in"] = 5
     with report.timed("step"):
         pass
-    publish_report(spark, config, report)
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert len(printed) == 1
-    stored = (config.storage.root + f"/_runs/unit-{report.run_id}.json")
-    assert json.loads(open(stored).read()) == json.loads(printed[0])
-    assert json.loads(printed[0])["rows_in"] == 5
+    line = publish_report(spark, config, report)
+    stored = config.storage.root + f"/_runs/unit-{report.run_id}.json"
+    assert capsys.readouterr().out.splitlines() == [f"record: {stored}"]  # no JSON line by default
+    assert json.loads(open(stored).read()) == json.loads(line)
+    assert json.loads(line)["rows_in"] == 5
+
+    again = RunReport("unit", figures={"rows_in": 6})
+    publish_report(spark, config, again, json_line=True)
+    printed = capsys.readouterr().out.splitlines()
+    stored = config.storage.root + f"/_runs/unit-{again.run_id}.json"
+    assert printed[0] == f"record: {stored}" and len(printed) == 2  # --json: the record's JSON line last
+    assert json.loads(printed[1]) == json.loads(open(stored).read()) and json.loads(printed[1])["rows_in"] == 6
 
 
 def test_a_failing_job_still_publishes_its_report_then_returns_1(spark, config, capsys):
@@ -45,7 +51,9 @@ def test_a_failing_job_still_publishes_its_report_then_returns_1(spark, config, 
         raise ValueError("input folder is empty\nsecond line")
 
     assert run_job("failing", config, body) == 1
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("record: ") and last.endswith(".json")
+    report = json.loads(open(last.removeprefix("record: ")).read())
     assert report["status"] == "failed"
     assert report["error"] == "ValueError: input folder is empty"
     assert report["error_type"] == "ValueError"

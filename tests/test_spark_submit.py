@@ -21,7 +21,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_demo_pipeline_on_local_master_prints_json_and_stores_report(local_pipeline_run):
+def test_demo_pipeline_on_local_master_ends_with_the_summary_and_the_record_path(local_pipeline_run):
     root, report = local_pipeline_run
     submitted_stdout = (root / PIPELINE_STDOUT).read_text().splitlines()
     generated = json.loads((root / "inputs" / "_manifest.json").read_text())  # generate_data ran first
@@ -54,12 +54,14 @@ def test_demo_pipeline_on_local_master_prints_json_and_stores_report(local_pipel
     assert "cold AUC" in "\n".join(submitted_stdout)
     stored = root / "tables" / "_runs" / f"pipeline-{report['run_id']}.json"
     assert json.loads(stored.read_text()) == report
+    # A person reads the summary: no JSON line on the console (--json asks for it), the record's path last.
+    assert submitted_stdout[-1] == f"record: {stored}" and not any(line.startswith("{") for line in submitted_stdout)
     assert (root / "inputs" / "catalog").is_dir()
     check_recommendations(report, root, embedded)
     path = Path(report["report"]["path"])  # the run's HTML report, and latest.html the same page
     assert path == root / "tables" / "_reports" / f"{report['run_id']}.html"
     assert (path.parent / "latest.html").read_text() == path.read_text()
-    assert ">succeeded</span>" in path.read_text()  # the run's status, though written before the JSON line
+    assert ">succeeded</span>" in path.read_text()  # the run's status, though written before the run record
     assert f"report: {path}" in submitted_stdout and "user hit rate@10" in "\n".join(submitted_stdout)
 
 

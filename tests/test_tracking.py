@@ -8,16 +8,20 @@ directly (no training).
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from adrank.config import ConfigError
 from adrank.runs import RunReport
-from adrank.tracking import track_stage
+from adrank.tracking import track_stage, tracking_uri
 from adrank.train import run as training
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from test_training import DAY1, DAY2, example, write_examples
 
 mlflow = pytest.importorskip("mlflow")
@@ -63,7 +67,8 @@ def test_a_tiny_lr_run_is_tracked_in_mlflow_and_tensorboard(spark, tmp_path):
     figures = report.figures["lr"]
 
     tracking = figures["tracking"]
-    assert tracking["uri"] == f"file:{tmp_path / 'tables'}/_mlruns" and tracking["experiment"] == "adrank"
+    assert tracking["uri"] == f"sqlite:///{tmp_path / 'tables'}/mlflow.db" and tracking["experiment"] == "adrank"
+    assert tracking_uri(config) == tracking["uri"]
     run = client(tracking["uri"]).get_run(tracking["run_id"])
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     assert (tags["adrank.run_id"], tags["adrank.stage"]) == (report.run_id, "lr")
@@ -84,6 +89,33 @@ def test_a_tiny_lr_run_is_tracked_in_mlflow_and_tensorboard(spark, tmp_path):
     assert scalars["loss"][0][1] == pytest.approx(training_figures["loss"], rel=1e-5)
     assert scalars["steps_per_s"][0][1] > 0
     assert scalars["learning_rate/ftrl"][0][1] == pytest.approx(config.train.ftrl_learning_rate)
+
+    # A person opens the default store as MLflow documents it: a fresh process, no adrank, no variable.
+    opened = opened_in_a_fresh_process(tracking_uri(config), report.run_id)
+    assert opened["run_id"] == tracking["run_id"] and opened["stage"] == "lr"
+    assert opened["metrics"] == pytest.approx(metrics) and opened["params"] == params
+    assert opened["artifact_location"] == str(tmp_path / "tables" / "_mlartifacts")  # beside the database
+
+
+OPEN_STORE = """
+import json, os, sys
+assert not any(name.startswith("MLFLOW_") for name in os.environ), "a variable would hide the store's refusal"
+from mlflow.tracking import MlflowClient
+client = MlflowClient(tracking_uri=sys.argv[1])
+experiment = client.get_experiment_by_name("adrank")
+(run,) = client.search_runs([experiment.experiment_id], f"tags.`adrank.run_id` = '{sys.argv[2]}'")
+print(json.dumps({"run_id": run.info.run_id, "stage": run.data.tags["adrank.stage"], "metrics": run.data.metrics,
+                  "params": run.data.params, "artifact_location": experiment.artifact_location}))
+"""
+
+
+def opened_in_a_fresh_process(uri: str, run_id: str) -> dict:
+    """The adrank run ``run_id`` as plain MLflow finds it at ``uri``, from a new Python process."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-c", OPEN_STORE, uri, run_id], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def finite_numbers_or_none(values: dict, parent: str = "") -> dict[str, float | None]:
@@ -130,7 +162,42 @@ def test_a_tracking_failure_is_a_warning_line_and_a_figure_never_an_error(tmp_pa
 def test_tracking_disabled_logs_nothing(tmp_path):
     config = tiny_config(tmp_path, "tracking.enabled=false")
     assert track_stage(config, "r1", "lr", {}, {"auc": 0.5}, "/m/v1", 1) == {"enabled": False}
-    assert not (tmp_path / "tables" / "_mlruns").exists()
+    assert not (tmp_path / "tables" / "mlflow.db").exists()
+
+
+def test_a_configured_tracking_uri_wins_over_the_default_store(tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "runs.db"
+    config = tiny_config(tmp_path, f"tracking.uri=sqlite:///{elsewhere}")
+    logged = track_stage(config, "r1", "lr", {"a": 1}, {"auc": 0.5}, "/m/v1", 1)
+    assert logged["uri"] == tracking_uri(config) == f"sqlite:///{elsewhere}" and "error" not in logged
+    assert elsewhere.is_file() and not (tmp_path / "tables" / "mlflow.db").exists()
+    assert client(logged["uri"]).get_run(logged["run_id"]).data.metrics == {"auc": 0.5}
+
+
+TWO_WRITERS = """
+import sys
+from pathlib import Path
+from adrank.testing import tiny_config
+from adrank.tracking import track_stage
+config = tiny_config(Path(sys.argv[1]))
+results = [track_stage(config, f"{sys.argv[2]}-{n}", "lr", {"n": n}, {"auc": 0.5}, "/m/v1", 1) for n in range(3)]
+print([result.get("error") for result in results])
+"""
+
+
+def test_two_jobs_opening_a_new_default_store_at_once_both_log_their_runs(tmp_path):
+    """Two processes creating the SQLite store at once would both run MLflow's migrations and break it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")])}
+    writers = [subprocess.Popen([sys.executable, "-c", TWO_WRITERS, str(tmp_path), name], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env) for name in ("a", "b")]
+    outputs = [writer.communicate(timeout=600) for writer in writers]
+    for writer, (out, err) in zip(writers, outputs):
+        assert writer.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == "[None, None, None]", err[-3000:]
+    uri = tracking_uri(tiny_config(tmp_path))
+    experiment = client(uri).get_experiment_by_name("adrank")
+    logged = client(uri).search_runs([experiment.experiment_id], max_results=10)
+    assert sorted(run.data.tags["adrank.run_id"] for run in logged) == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
 
 
 @pytest.mark.parametrize(("uri", "message"), [

@@ -36,6 +36,11 @@ def job_parser(job: str, description: str) -> argparse.ArgumentParser:
         "--verbose", action="store_true",
         help="spark-submit.sh runs: show the run's log live on the console too (it always goes to the log file)",
     )
+    parser.add_argument(
+        "--json", action="store_true",
+        help="end the output with the run record as one JSON line (it is always written to "
+        "<storage.root>/_runs/<job>-<run id>.json, whose path is printed)",
+    )
     return parser
 
 

@@ -230,8 +230,9 @@ class RecommendConfig:
 class TrackingConfig:
     """MLflow tracking of training (:mod:`adrank.tracking`): one MLflow run per (run id, stage).
 
-    ``uri`` is the MLflow tracking URI (``http(s)://``, ``databricks``, ``file:``...); empty =
-    a local file store at ``file:<storage.local>/_mlruns``. ``enabled: false`` logs nothing.
+    ``uri`` is the MLflow tracking URI (``http(s)://``, ``databricks``, ``sqlite:///``...); empty =
+    the SQLite database ``sqlite:///<storage.local>/mlflow.db`` (a shared server on clusters).
+    ``enabled: false`` logs nothing.
     Credentials never go here: MLflow reads them from its own environment variables
     (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``, ``DATABRICKS_TOKEN``).
     """

@@ -6,7 +6,8 @@ see :func:`adrank.layout.log_path`) and exports them as ``ADRANK_RUN_ID`` and
 :func:`job_console`: with ``ADRANK_LOG_FILE`` set, a :func:`quiet_session` sends file
 descriptors 1 and 2 of the Python driver to the log, so whatever the driver and its
 children write (Horovod ranks, TensorFlow's C++ logs, warnings, libraries' prints) lands
-there, while :func:`say` (adrank's lines and the final JSON line) and the training bar
+there, while :func:`say` (adrank's lines, the closing ``record: <path>`` and, with
+``--json``, the run record's JSON line) and the training bar
 (:func:`console_stream`) write to the console kept aside. The job's ``<job>: error:``
 lines written on ``sys.stderr``/``sys.stdout`` reach the console too. With ``--verbose``
 (``ADRANK_VERBOSE=1``) the driver's output is shown live as well as logged. Without
@@ -92,7 +93,7 @@ def say_table(job: str, text: str) -> None:
 
 
 def announce_log() -> None:
-    """``log: <path>`` once per quiet run (before the final JSON line); nothing outside one."""
+    """``log: <path>`` once per quiet run (before the run record's path); nothing outside one."""
     session = _SESSION
     if session is not None and not session.log_announced:
         session.log_announced = True

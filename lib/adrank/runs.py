@@ -1,8 +1,10 @@
-"""Run identity and the one JSON line every job ends with.
+"""Run identity and the run record every job ends with.
 
-A job's figures (rows in, rows written, rows quarantined, timings, metrics) are printed as
-one JSON line on stdout and written to ``<storage.root>/_runs/<job>-<run id>.json``, through
-:func:`adrank.config.to_json` (credential-looking values redacted, NaN written as null).
+A job's figures (rows in, rows written, rows quarantined, timings, metrics) are written as
+one JSON object to ``<storage.root>/_runs/<job>-<run id>.json`` (the run record), through
+:func:`adrank.config.to_json` (credential-looking values redacted, NaN written as null). The
+console's last line is ``record: <that path>``; with ``--json`` (every job takes it) the same
+JSON follows it as one line on stdout, for machines reading the job's output.
 """
 
 from __future__ import annotations
@@ -62,13 +64,22 @@ class RunReport:
         return {"job": self.job, "run_id": self.run_id, **self.figures, "timings_s": self.timings_s}
 
 
-def publish_report(spark: SparkSession | None, config: Config, report: RunReport) -> str:
-    """Print the report as one JSON line and store it under ``_runs``; return the line."""
+RECORD_PREFIX = "record: "
+
+
+def publish_report(spark: SparkSession | None, config: Config, report: RunReport, *,
+                   json_line: bool = False) -> str:
+    """Store the report under ``_runs`` and say ``record: <path>``; return its JSON line.
+
+    ``json_line`` (a job's ``--json``) prints the JSON line too, last, after the record's path.
+    """
     line = to_json(report.as_dict(), sort_keys=True)
     path = runs_path(config, report.job, report.run_id)
     write_text_file(spark, path, line + "\n")
     console.announce_log()
-    console.say(line)
+    console.say(f"{RECORD_PREFIX}{path}")
+    if json_line:
+        console.say(line)
     return line
 
 
@@ -91,17 +102,18 @@ def log_event(report: RunReport, event: str, **fields: Any) -> None:
         EVENTS.info("%s %s", EVENT_PREFIX, line)
 
 
-def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
+def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, json_line: bool = False) -> int:
     """:func:`_run_job`, in the run's quiet console when ``spark-submit.sh`` launched it.
 
     There (``ADRANK_LOG_FILE`` set) the driver's output goes to the run's log and the
     console shows adrank's own lines (:mod:`adrank.console`); elsewhere nothing changes.
+    ``json_line`` (the job's ``--json``) ends the output with the run record as one JSON line.
     """
     with console.job_console(job):
-        return _run_job(job, config, body, debug=debug)
+        return _run_job(job, config, body, debug=debug, json_line=json_line)
 
 
-def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
+def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, json_line: bool = False) -> int:
     """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
 
     A failing run still publishes its report, with ``status: failed``, ``error`` (the
@@ -117,7 +129,7 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
         spark = build_spark(config.spark, f"adrank-{job}")
     except Exception as exc:  # e.g. no Java: pyspark's JAVA_GATEWAY_EXITED
         line = explain(exc)
-        record_failure(None, config, report, exc, line)
+        record_failure(None, config, report, exc, line, json_line=json_line)
         if line is None and debug:
             raise
         return exit_on_error(job, exc, line, debug)
@@ -129,13 +141,13 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
         except Exception as exc:
             line = explain(exc)
             log_event(report, "job_failed", error=line or summary(exc))
-            record_failure(spark, config, report, exc, line)
+            record_failure(spark, config, report, exc, line, json_line=json_line)
             if line is None and debug:
                 raise
             return exit_on_error(job, exc, line, debug)
         report.figures["status"] = "succeeded"
         log_event(report, "job_succeeded", seconds=report.timings_s.get("total"))
-        publish_report(spark, config, report)
+        publish_report(spark, config, report, json_line=json_line)
     finally:
         if not session_was_active:
             spark.stop()
@@ -143,11 +155,11 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
 
 
 def record_failure(spark: SparkSession | None, config: Config, report: RunReport, exc: BaseException,
-                   line: str | None) -> None:
+                   line: str | None, *, json_line: bool = False) -> None:
     """Publish the failed run's report: ``error`` is ``line`` (the explained cause) or the error's summary."""
     report.figures.update(status="failed", error=(line or summary(exc))[:500], error_type=error_type(exc))
     try:
-        publish_report(spark, config, report)
+        publish_report(spark, config, report, json_line=json_line)
     except Exception as publish_error:  # noqa: BLE001 - the run's own error is the one to show
         if spark is not None:
             raise

@@ -3,8 +3,10 @@
 Contract: :func:`track_stage` logs a registered model's train settings (params), its
 held-out metrics (NaN and non-numbers skipped, nested figures flattened as ``a.b``), the
 registry path and version, the Delta versions read and the adrank run id (tags) to the
-experiment ``tracking.experiment`` at ``tracking.uri`` (empty: a local file store at
-``file:<storage.local>/_mlruns``). A second call for the same (run id, stage), e.g. the
+experiment ``tracking.experiment`` at ``tracking.uri`` (empty: the SQLite database
+``sqlite:///<storage.local>/mlflow.db``, MLflow's recommended local store, which
+``MlflowClient`` and ``mlflow ui --backend-store-uri`` open as they are; its experiment's
+artifacts go to ``<storage.local>/_mlartifacts``). A second call for the same (run id, stage), e.g. the
 next stage-3 module, logs into the same MLflow run under a ``<name>.`` key prefix. It
 returns what the report records: ``{uri, experiment, run_id}``, or ``{error}`` when
 tracking failed (a warning line is logged; training goes on), or ``{enabled: false}``.
@@ -13,6 +15,8 @@ MLflow is imported inside the function: importing this module costs nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -27,22 +31,30 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 LOG = logging.getLogger(__name__)
-MLRUNS_FOLDER = "_mlruns"
+# The default store: one SQLite file (MLflow's SQLAlchemy store; its file store is in
+# maintenance mode and refused by MLflow >= 3.18 unless MLFLOW_ALLOW_FILE_STORE=true).
+DEFAULT_DATABASE = "mlflow.db"
+DEFAULT_ARTIFACTS_FOLDER = "_mlartifacts"
+SQLITE_PREFIX = "sqlite:///"
 RUN_ID_TAG = "adrank.run_id"
 STAGE_TAG = "adrank.stage"
 DATA_VERSION_TAG = "adrank.data_version"
-# MLflow >= 3.? refuses its file store unless this is set (the store is in maintenance
-# mode, still supported); a file: URI is what the default writes to.
-ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 
 
 def tracking_uri(config: Config) -> str:
-    """``tracking.uri``, or ``file:<storage.local>/_mlruns`` when it is empty."""
-    if config.tracking.uri:
-        return config.tracking.uri
+    """``tracking.uri``, or ``sqlite:///<storage.local>/mlflow.db`` when it is empty."""
+    return config.tracking.uri or default_tracking_uri(config)
+
+
+def default_tracking_uri(config: Config) -> str:
+    """``sqlite:///<storage.local>/mlflow.db``: an absolute path, so four slashes (``sqlite:////data/mlflow.db``)."""
+    return SQLITE_PREFIX + layout.join_path(_local_folder(config), DEFAULT_DATABASE)
+
+
+def _local_folder(config: Config) -> str:
+    """``storage.local`` as a plain absolute path (a ``file:`` root loses its scheme)."""
     local = config.storage.local
-    folder = layout.join_path(local, MLRUNS_FOLDER)
-    return folder if folder.startswith("file:") else f"file:{folder}"
+    return "/" + local.removeprefix("file:").lstrip("/") if local.startswith("file:") else local
 
 
 def track_stage(config: Config, run_id: str, stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
@@ -82,30 +94,57 @@ def track_stage(config: Config, run_id: str, stage: str, params: Mapping[str, An
 def _log(config: Config, uri: str, run_id: str, stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
          model_path: str, model_version: int, data_version: Any, name: str) -> str:
     """Log into the (run id, stage) MLflow run, made if missing; its MLflow run id."""
-    if uri.startswith("file:"):
-        os.environ.setdefault(ALLOW_FILE_STORE_ENV, "true")
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
-    mlflow_run = _stage_run(client, config.tracking.experiment, run_id, stage, data_version)
-    prefix = f"{name}." if name else ""
-    now = int(time.time() * 1000)
-    client.log_batch(
-        mlflow_run,
-        metrics=[Metric(prefix + k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
-        params=[Param(prefix + k, v) for k, v in _flat(params)],
-        tags=[RunTag(f"adrank.{prefix}model_path", str(model_path)),
-              RunTag(f"adrank.{prefix}model_version", str(model_version))],
-    )
-    client.set_terminated(mlflow_run)
+    # The default store's experiment keeps its artifacts beside the database (MLflow's own
+    # default is ./mlruns under whatever folder the job happened to start in).
+    default = uri == default_tracking_uri(config)
+    artifacts = layout.join_path(_local_folder(config), DEFAULT_ARTIFACTS_FOLDER) if default else None
+    with _default_store_lock(config) if default else contextlib.nullcontext():
+        client = MlflowClient(tracking_uri=uri)  # MLflow makes the database's folder and tables
+        mlflow_run = _stage_run(client, config.tracking.experiment, run_id, stage, data_version, artifacts)
+        prefix = f"{name}." if name else ""
+        now = int(time.time() * 1000)
+        client.log_batch(
+            mlflow_run,
+            metrics=[Metric(prefix + k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
+            params=[Param(prefix + k, v) for k, v in _flat(params)],
+            tags=[RunTag(f"adrank.{prefix}model_path", str(model_path)),
+                  RunTag(f"adrank.{prefix}model_version", str(model_version))],
+        )
+        client.set_terminated(mlflow_run)
     return mlflow_run
 
 
-def _stage_run(client: MlflowClient, experiment: str, run_id: str, stage: str, data_version: Any) -> str:
-    """The MLflow run of (run id, stage) in the experiment: found by its tags, else made."""
+@contextlib.contextmanager
+def _default_store_lock(config: Config) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<storage.local>/mlflow.db.lock`` while a job writes the default store.
+
+    Two processes that open a new SQLite store at once both run MLflow's schema migrations
+    and leave it broken for good (seen: ``table _alembic_tmp_metrics already exists`` in
+    both, then every write failing); later writes wait on SQLite's own lock (MLflow sets a
+    20 s busy timeout). adrank writes from the driver only, once per registered model.
+    """
+    folder = _local_folder(config)
+    os.makedirs(folder, exist_ok=True)
+    with open(layout.join_path(folder, DEFAULT_DATABASE + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stage_run(client: MlflowClient, experiment: str, run_id: str, stage: str, data_version: Any,
+               artifacts: str | None) -> str:
+    """The MLflow run of (run id, stage) in the experiment: found by its tags, else made.
+
+    ``artifacts``: a new experiment's artifact folder (None: the store's default).
+    """
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    experiment_id = (found.experiment_id if found is not None
+                     else client.create_experiment(experiment, artifact_location=artifacts))
     query = f"tags.`{RUN_ID_TAG}` = '{_quoted(run_id)}' and tags.`{STAGE_TAG}` = '{_quoted(stage)}'"
     existing = client.search_runs([experiment_id], query, max_results=1)
     if existing:
@@ -142,4 +181,4 @@ def _quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-__all__ = ["data_version_tags", "numeric_metrics", "track_stage", "tracking_uri"]
+__all__ = ["data_version_tags", "default_tracking_uri", "numeric_metrics", "track_stage", "tracking_uri"]
