@@ -425,7 +425,7 @@ def test_dumps_strip_the_user_info_of_uris_anywhere(tmp_path, capsys):
     assert TOKEN not in to_json(dump)
 
     report = RunReport("train", figures=dump)
-    line = publish_report(None, tiny_config(tmp_path), report)
+    line = publish_report(None, tiny_config(tmp_path), report, json_line=True)
     stored = (tmp_path / "tables" / "_runs" / f"train-{report.run_id}.json").read_text()
     for text in (line, stored, capsys.readouterr().out):
         assert TOKEN not in text and "mlflow.example:5999" in text
