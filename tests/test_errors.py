@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from adrank import delta, layout
-from adrank.errors import InputError, error_type, explain, naming_table
+from adrank.errors import InputError, error_type, explain, naming_table, summary
 from adrank.runs import run_job
 from conftest import REPO, TINY_CONF, load_job
 
@@ -351,3 +351,69 @@ def test_an_empty_click_log_is_an_input_error_saying_what_to_do(spark, tmp_path,
         "build_tables: error: no date=YYYY-MM-DD folders under click_log/ of inputs.root: nothing to build; put the "
         "click log there (a date=YYYY-MM-DD folder of JSON lines per day) or write sample inputs with "
         "./spark-submit.sh generate_data"]
+
+
+def write_catalog_then_rewrite_it_with_pyarrow(spark, folder: Path) -> tuple[Path, Path]:
+    """A Parquet catalog written by Spark (a ``.crc`` beside each file), then one file rewritten
+    by another tool (pyarrow: fewer rows, another size) with Spark's old ``.crc`` left beside it."""
+    import pyarrow.parquet as pq
+
+    rows = [(sku, f"lamp {sku}", bytes(256), None, 1) for sku in range(40)]
+    spark.createDataFrame(rows, "sku_id long, title string, image binary, updated_at timestamp, category_id int") \
+        .coalesce(1).write.parquet(str(folder))
+    (part,) = folder.glob("part-*.parquet")
+    crc = folder / f".{part.name}.crc"
+    assert crc.exists()
+    size = part.stat().st_size
+    pq.write_table(pq.read_table(part).slice(0, 25), part)
+    assert part.stat().st_size != size and crc.exists()
+    return part, crc
+
+
+def test_a_parquet_file_rewritten_beside_its_stale_crc_names_the_innermost_cause_and_the_crc(
+        spark, tmp_path, capsys):
+    """A real build over such a catalog: Spark's error is a wrapper with an empty message
+    (``Job aborted ... Exception thrown in awaitResult:``); the cause is two levels down."""
+    inputs = tmp_path / "inputs"
+    for source in ("click_log", "lr_features"):  # one day, so that the build gets to the catalog
+        (inputs / source / "date=2026-11-01").mkdir(parents=True)
+    (inputs / "click_log" / "date=2026-11-01" / "part-0.json").write_text(
+        '{"impression_id": "i1", "ts": "2026-11-01T10:00:00Z", "user_id": 1, "page": "feed", "ad_sku_id": 1, '
+        '"position": 1, "clicked": 0}\n')
+    (inputs / "lr_features" / "date=2026-11-01" / "part-0.json").write_text(
+        '{"impression_id": "i1", "features": ["a=1"]}\n')
+    for source in ("user_snapshots", "sku_snapshots"):
+        (inputs / source).mkdir()
+        (inputs / source / "part-0.json").write_text(
+            '{"entity_id": 1, "valid_from": "2026-11-01T00:00:00Z", "features": ["b=2"]}\n')
+    part, crc = write_catalog_then_rewrite_it_with_pyarrow(spark, inputs / "catalog")
+
+    status = load_job("build_tables").main(["--conf-file", str(TINY_CONF), "--set", f"storage.root={tmp_path / 't'}",
+                                            "--set", f"inputs.root={inputs}"])
+    assert status == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"build_tables: error: ChecksumException: file:{part} does not match its checksum file "
+                           f"file:{crc} (at byte "), line
+    assert line.endswith(f"if the file is right, delete {crc}, else rewrite the file with Spark; then rerun the job")
+    assert "awaitResult" not in line and "--debug" not in line
+
+    error = raised(lambda: spark.read.parquet(str(inputs / "catalog")).count())
+    assert error_type(error) == "org.apache.spark.SparkException"  # the wrapper...
+    assert summary(error).startswith(f"org.apache.hadoop.fs.ChecksumException: Checksum error: file:{part} at ")
+    assert summary(error).endswith(" (inside org.apache.spark.SparkException)")  # ...named, after its cause
+
+
+def test_an_unknown_wrapped_java_error_is_summarised_by_its_innermost_cause_with_a_message(spark):
+    jvm = spark.sparkContext._jvm
+    cause = jvm.java.io.IOException("disk /data/3 went away")
+    wrapper = jvm.java.lang.RuntimeException("Exception thrown in awaitResult: ", cause)
+    error = raised(lambda: jvm.java.util.concurrent.CompletableFuture.failedFuture(wrapper).join())
+    assert explain(error) is None
+    assert summary(error) == "java.io.IOException: disk /data/3 went away (inside java.util.concurrent.CompletionException)"
+    text_only = RuntimeError("org.apache.spark.SparkException: Job aborted: Exception thrown in awaitResult:\n"
+                             "\tat org.apache.spark.Foo.bar(Foo.scala:1)\n"
+                             "Caused by: org.apache.spark.SparkException: Exception thrown in awaitResult: \n"
+                             "Caused by: java.io.EOFException: Reached the end of stream with 12 bytes left to read\n")
+    assert summary(text_only) == ("java.io.EOFException: Reached the end of stream with 12 bytes left to read "
+                                  "(inside RuntimeError)")
+    assert summary(ValueError("input folder is odd\nsecond line")) == "ValueError: input folder is odd"

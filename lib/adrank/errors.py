@@ -2,11 +2,13 @@
 
 :class:`InputError` is raised by the library for bad inputs or requests. :func:`explain`
 turns the failures a person meets outside the library's own checks (a missing path or
-table, a lost concurrent Delta commit, no Java, no Delta jars, a port in use, a full disk)
-into one line naming the cause and what to do. It reads the exception chain
-(``__cause__``/``__context__``) and, for errors raised in the JVM, the Java exception and
-its causes (py4j's ``java_exception`` or pyspark's ``_origin``) as text, with regexes:
-pyspark and py4j are never imported here.
+table, a lost concurrent Delta commit, no Java, no Delta jars, a port in use, a full disk,
+a file that no longer matches its Hadoop ``.crc``) into one line naming the cause and what
+to do. It reads the exception chain (``__cause__``/``__context__``) and, for errors raised
+in the JVM, the Java exception and its causes (py4j's ``java_exception`` or pyspark's
+``_origin``) as text, with regexes: pyspark and py4j are never imported here. An error it
+does not know is summarised by :func:`summary` from its innermost cause that has a message
+(the wrapper of a failed Spark job says nothing).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ PATH_MISSING = (
     re.compile(r"java\.io\.FileNotFoundException: (?:File )?(\S+?) does not exist"),
     re.compile(r"java\.io\.FileNotFoundException: No such file or directory: (\S+)"),
 )
+CHECKSUM_ERROR = re.compile(r"ChecksumException: Checksum error: (\S+?) at (\d+)")
+CAUSED_BY = re.compile(r"^\s*Caused by: (\S+?: .*)$", re.MULTILINE)
 MODEL_MISSING = re.compile(r"no model of stage '(\w+)' in (\S+)")
 VERSION_MISSING = re.compile(r"no version (\d+) of stage '(\w+)' at (\S+)")
 
@@ -114,12 +118,56 @@ def error_type(exc: BaseException) -> str:
 
 
 def summary(exc: BaseException) -> str:
-    """``<type>: <first line of the message>`` (the Java exception's, for a ``Py4JJavaError``)."""
+    """``<type>: <first line>`` of ``exc``, or of its innermost cause that has a message.
+
+    A failed Spark job wraps its cause (``SparkException: Job aborted due to stage failure:
+    ... Exception thrown in awaitResult:``, the wrapper's message ends where the cause's
+    would start): the line then names the innermost cause with a message and the type it
+    was wrapped in, ``<cause type>: <message> (inside <type>)``.
+    """
+    outer = _outer_line(exc)
+    inner = next((cause for cause in reversed(_causes(exc)) if _has_message(cause)), None)
+    if inner is None or inner == outer:
+        return outer[:500]
+    return f"{inner} (inside {outer.split(':', 1)[0]})"[:500]
+
+
+def _outer_line(exc: BaseException) -> str:
+    """``<type>: <first line>`` of ``exc`` itself (the Java exception's, for a ``Py4JJavaError``)."""
     java = _java_lines(exc)
     if java and hasattr(exc, "java_exception"):
-        return (java[0].strip().splitlines() or [error_type(exc)])[0][:500]
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:500] if first else type(exc).__name__
+        return _first_line(java[0]) or error_type(exc)
+    first = _first_line(_message(exc))
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _causes(exc: BaseException) -> list[str]:
+    """``<type>: <first line>`` of each cause of ``exc``, outermost first (``exc`` not included).
+
+    The causes of an error raised in the JVM are its Java exception's (``getCause()``); when
+    the Java objects are gone, the ``Caused by:`` lines of its text. The Python chain is not
+    walked: an exception raised over another one says what it means.
+    """
+    java = _java_lines(exc)
+    causes = java[1:] if java else CAUSED_BY.findall(_message(exc))
+    return [_first_line(cause) for cause in causes]
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0].strip()
+
+
+def _has_message(line: str) -> bool:
+    """``Type: message`` with a message: not ``SparkException: Exception thrown in awaitResult:``."""
+    _, _, message = line.partition(": ")
+    return bool(message.strip()) and not message.rstrip().endswith(":")
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - py4j's str() asks the JVM, which may be gone
+        return ""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -137,11 +185,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _text(exc: BaseException) -> str:
     """Everything an exception says: type and message, its Java exception and causes, its notes."""
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - py4j's str() asks the JVM, which may be gone
-        message = ""
-    parts = [f"{type(exc).__name__}: {message}", *_java_lines(exc), *getattr(exc, "__notes__", [])]
+    parts = [f"{type(exc).__name__}: {_message(exc)}", *_java_lines(exc), *getattr(exc, "__notes__", [])]
     return "\n".join(parts)
 
 
@@ -310,6 +354,24 @@ def _path_missing(link: _Link, notes: str) -> str | None:
             "or create it (./spark-submit.sh generate_data writes sample inputs)")
 
 
+def _stale_checksum(link: _Link, notes: str) -> str | None:
+    """A file that does not match its Hadoop checksum file (``.<name>.crc`` beside it).
+
+    Spark (Hadoop's local file system) writes a ``.crc`` beside each file and checks it on
+    read; a tool that rewrites the file without Hadoop leaves the old one behind.
+    """
+    found = CHECKSUM_ERROR.search(link.text)
+    if not found:
+        return None
+    path, offset = found.groups()
+    folder, _, name = path.rpartition("/")
+    crc = f"{folder}/.{name}.crc"
+    local = crc.removeprefix("file:") if crc.startswith("file:/") else crc
+    return (f"ChecksumException: {path} does not match its checksum file {crc} (at byte {offset}): the file was "
+            f"rewritten without Hadoop, leaving Spark's old .crc beside it (or it is corrupt): if the file is right, "
+            f"delete {local}, else rewrite the file with Spark; then rerun the job")
+
+
 def _first_match(patterns: tuple[re.Pattern[str], ...], text: str) -> str | None:
     for pattern in patterns:
         found = pattern.search(text)
@@ -324,7 +386,7 @@ def _table_name(path: str) -> str:
 
 Rule = Callable[[_Link, str], str | None]
 RULES: tuple[Rule, ...] = (_one_line, _java_missing, _lost_commit, _delta_jars_missing, _model_missing,
-                           _delta_table_missing, _disk_full, _port_in_use, _path_missing)
+                           _delta_table_missing, _disk_full, _port_in_use, _stale_checksum, _path_missing)
 """Tried in order on each exception of the chain: the specific before the general (a missing
 model is a FileNotFoundError, a full disk an OSError)."""
 

@@ -59,6 +59,8 @@ ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\
 TOKEN = r"^[^=]+="
 _PARSED = "_parsed"
 JSON_WHITESPACE = " \t\r\n"
+_HIGH, _LOW = r"\\u[dD][89abAB][0-9a-fA-F]{2}", r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+LONE_SURROGATE = f"{_HIGH}(?!{_LOW})|(?<!{_HIGH}){_LOW}"  # a Java regex over escapes, escaped backslashes removed
 
 
 def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
@@ -68,7 +70,11 @@ def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
     failing wins:
 
     * BAD_ENCODING: the line is not valid UTF-8 (Spark's text reader keeps the bytes as
-      they are); its ``raw`` is ``base64:`` + the line's bytes, so nothing is replaced;
+      they are); its ``raw`` is ``base64:`` + the line's bytes, so nothing is replaced. Or
+      a string escapes a UTF-16 surrogate that is not half of a pair (``"caf\\udce9"``:
+      how Python's ``json.dumps`` writes a byte it read with ``errors="surrogateescape"``),
+      which is no character either: the JSON parser would silently turn it into ``?`` and
+      keep the line (see :func:`escapes_a_lone_surrogate`); its ``raw`` is the line as is;
     * BAD_JSON: not exactly one JSON object: not an object at all (checked again, only for
       corrupt lines, as a ``map<string,string>``, which accepts any value type), or an
       object followed by anything but white space (a second object, trailing garbage),
@@ -92,18 +98,19 @@ def parsed_json_lines(lines: DataFrame, ddl: str) -> DataFrame:
     )
     valid_utf8 = F.is_valid_utf8("value")
     raw = F.when(valid_utf8, F.col("value")).otherwise(_base64_line(F.col("value"))).alias("raw")
-    reason = _json_error(F.col("value"), F.col(_PARSED), valid_utf8).alias("reason")
+    valid_text = valid_utf8 & ~escapes_a_lone_surrogate(F.col("value"))
+    reason = _json_error(F.col("value"), F.col(_PARSED), valid_text).alias("reason")
     return parsed.select(raw, "input_date", reason, f"{_PARSED}.*").drop(CORRUPT)
 
 
-def _json_error(raw: Column, parsed: Column, valid_utf8: Column) -> Column:
+def _json_error(raw: Column, parsed: Column, valid_text: Column) -> Column:
     corrupt = parsed[CORRUPT].isNotNull()
     text = F.trim(raw, F.lit(JSON_WHITESPACE))
     not_object = parsed.isNull() | ~text.startswith("{") | ~text.endswith("}")
     unparseable = corrupt & F.from_json(raw, "map<string,string>").isNull()
     not_one = ~F.coalesce(single_json_value(raw), F.lit(False))
     return first_failing_reason(
-        (~valid_utf8, BAD_ENCODING), (not_object | unparseable | not_one, BAD_JSON), (corrupt, BAD_TYPE)
+        (~valid_text, BAD_ENCODING), (not_object | unparseable | not_one, BAD_JSON), (corrupt, BAD_TYPE)
     )
 
 
@@ -125,9 +132,25 @@ def single_json_value(raw: Column) -> Column:
     return (F.size(in_array) == 1) & in_object[CORRUPT].isNull()
 
 
+def escapes_a_lone_surrogate(raw: Column) -> Column:
+    """True when a ``\\uXXXX`` escape of ``raw`` is a UTF-16 surrogate outside a high-low pair.
+
+    Escaped backslashes (``\\\\``) are removed first, left to right as a JSON parser reads
+    them, so every backslash left starts an escape; then a high surrogate (``\\ud800`` to
+    ``\\udbff``) must be followed by a low one (``\\udc00`` to ``\\udfff``), and a low one
+    preceded by a high one. Spark's parser turns a lone one into ``?`` without a word.
+    """
+    escapes = F.regexp_replace(raw, r"\\\\", "")
+    return raw.contains("\\") & escapes.rlike(LONE_SURROGATE)
+
+
 def _base64_line(value: Column) -> Column:
-    """``base64:`` + the line's bytes: a lossless, valid-UTF-8 ``raw`` for a line that is not UTF-8."""
-    return F.concat(F.lit("base64:"), F.base64(value.cast("binary")))
+    """``base64:`` + the line's bytes: a lossless, valid-UTF-8 ``raw`` for a line that is not UTF-8.
+
+    One unbroken base64 string: Spark's ``base64`` cuts it into 76-character lines (MIME), so
+    the line breaks it puts in are taken out.
+    """
+    return F.concat(F.lit("base64:"), F.regexp_replace(F.base64(value.cast("binary")), "[\r\n]", ""))
 
 
 def with_reason(df: DataFrame, *checks: tuple[Column, str]) -> DataFrame:
