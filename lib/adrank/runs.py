@@ -25,6 +25,7 @@ from adrank.config import Config, to_json
 from adrank.delta import write_text_file
 from adrank.errors import error_type, explain, summary
 from adrank.layout import runs_path
+from adrank.processes import Stopped, signal_name, stop_on_signals
 from adrank.spark import build_spark
 
 
@@ -96,9 +97,19 @@ def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> 
 
     There (``ADRANK_LOG_FILE`` set) the driver's output goes to the run's log and the
     console shows adrank's own lines (:mod:`adrank.console`); elsewhere nothing changes.
+    SIGTERM or SIGHUP raise :class:`~adrank.processes.Stopped` in the job (its ``finally``
+    blocks end what it started, e.g. the Horovod ranks); the job then prints
+    ``<job>: error: stopped by SIGTERM ...`` and returns ``128 + signal``, writing no run
+    record and not stopping Spark (the JVM is being stopped too): a stop leaves what a
+    kill leaves.
     """
-    with console.job_console(job):
-        return _run_job(job, config, body, debug=debug)
+    with console.job_console(job), stop_on_signals():
+        try:
+            return _run_job(job, config, body, debug=debug)
+        except Stopped as stop:  # SIGTERM/SIGHUP: what the job started is ended on the way out
+            print(f"{job}: error: {stop}: tables are as a kill leaves them; run again to resume",
+                  file=sys.stderr, flush=True)
+            return stop.exit_status
 
 
 def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> int:
@@ -122,10 +133,15 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
             raise
         return exit_on_error(job, exc, line, debug)
     log_event(report, "job_started", master=spark.sparkContext.master, storage_root=config.storage.root)
+    stop_spark = not session_was_active
     try:
         try:
             with report.timed("total"):
                 body(spark, config, report)
+        except Stopped as stop:
+            stop_spark = False
+            log_event(report, "job_stopped", signal=signal_name(stop.signal_number))
+            raise
         except Exception as exc:
             line = explain(exc)
             log_event(report, "job_failed", error=line or summary(exc))
@@ -137,7 +153,7 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
         log_event(report, "job_succeeded", seconds=report.timings_s.get("total"))
         publish_report(spark, config, report)
     finally:
-        if not session_was_active:
+        if stop_spark:
             spark.stop()
     return 0
 
