@@ -12,6 +12,7 @@ launchers and ranks), must be gone within :data:`STOP_DEADLINE_S` and the exit s
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ if role in ("orphan", "stubborn"):
 children = {"root": ["parent", "stubborn"], "parent": ["orphan"]}.get(role, [])
 for name in children:
     subprocess.Popen([sys.executable, __file__, name], start_new_session=name == "orphan")
+open(f"{__file__}.{role}.ready", "w").close()
 time.sleep(600)
 """
 
@@ -57,10 +59,10 @@ def stubborn_tree(folder: Path) -> tuple[subprocess.Popen, list[psutil.Process]]
     """The root process and its three descendants, once all run."""
     root = run_script(folder, STUBBORN_TREE, "root")
     deadline = time.time() + 30
-    while len(tree := psutil.Process(root.pid).children(recursive=True)) < 3:
-        assert time.time() < deadline, describe(tree)
+    while len(list(folder.glob("script.py.*.ready"))) < 4:  # each one's handler set, children started
+        assert time.time() < deadline, describe(psutil.Process(root.pid).children(recursive=True))
         time.sleep(0.1)
-    return root, tree
+    return root, psutil.Process(root.pid).children(recursive=True)
 
 
 def test_stop_tree_kills_what_ignores_sigterm_and_follows_orphans(tmp_path):
@@ -183,6 +185,13 @@ def kill_all(process: subprocess.Popen, tree: list[psutil.Process]) -> None:
         process.wait(timeout=30)
 
 
+def run_id(console_log: Path) -> str:
+    """The run id of a spark-submit.sh run, from the log path its console shows."""
+    match = re.search(r"_runs/pipeline-(\S+)\.log", console_log.read_text())
+    assert match, console_log.read_text()[-3000:]
+    return match.group(1)
+
+
 def stop_and_check(root: Path, log: Path, stop_signal: int) -> None:
     """Start the pipeline, signal spark-submit.sh while the ranks train, check the whole tree ends."""
     process = start_pipeline(root, log)
@@ -199,7 +208,10 @@ def stop_and_check(root: Path, log: Path, stop_signal: int) -> None:
                                f"{STOP_DEADLINE_S} s after {signal.Signals(stop_signal).name}:\n"
                                f"{describe(survivors)}")
         assert process.returncode == 128 + stop_signal, (process.returncode, log.read_text()[-3000:])
-        assert f"{TRAIN_TASK:<15} STOPPED" in log.read_text()
+        assert f"pipeline stopped ({signal.Signals(stop_signal).name})" in log.read_text()
+        run_log = next((root / "tables" / "_runs").glob(f"pipeline-*{run_id(log)}.log")).read_text()
+        assert f'"event": "task_stopped", "task": "{TRAIN_TASK}"' in run_log, run_log[-3000:]
+        assert '"event": "job_failed"' not in run_log  # a stop, not a failure: no failed run record
     finally:
         kill_all(process, tree)
 

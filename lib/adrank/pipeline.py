@@ -15,6 +15,7 @@ run ends with the HTML report (``<storage.root>/_reports/``) and a summary table
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from adrank.console import say, summary_table
 from adrank.errors import InputError, explain
 from adrank.errors import summary as summary_of
 from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
-from adrank.processes import Stopped
+from adrank.processes import Stopped, signal_name, stopped_by
 from adrank.runs import RunReport, log_event
 
 DateRange = tuple[datetime.date, datetime.date]
@@ -137,10 +138,10 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
             states[task.name] = run_task(spark, config, report, task, bodies[task.name], selection, prefix,
                                          forced=forced is not None)
         report.figures["status"] = "succeeded"  # the report is written before run_job records it
-    except Stopped:
-        stopped = True  # a stop leaves what a kill leaves: no report, no summary
-        raise
-    except Exception as error:
+    except (Stopped, Exception) as error:
+        if (stop := stopped_by(error)) is not None:
+            stopped = True  # a stop leaves what a kill leaves: no report, no summary
+            raise stop from (None if stop is error else error)
         report.figures.update(status="failed", error=(explain(error) or summary_of(error))[:500])
         for task in tasks:
             states.setdefault(task.name, {"status": "not run"})
@@ -183,13 +184,13 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     try:
         with report.timed(f"task_{task.name}"):
             body(spark, config, report, selection)
-    except Stopped as stop:
+    except (Stopped, Exception) as error:
         seconds = round(time.perf_counter() - start, 1)
-        log_event(report, "task_stopped", task=task.name, seconds=seconds)
-        say(f"{prefix} STOPPED after {seconds:.1f} s ({stop}): the next run resumes here")
-        raise
-    except Exception as error:
-        seconds = round(time.perf_counter() - start, 1)
+        if (stop := stopped_by(error)) is not None:
+            log_event(report, "task_stopped", task=task.name, seconds=seconds, signal=signal_name(stop.signal_number))
+            with contextlib.suppress(OSError):  # the console's pipe may have gone with the JVM
+                say(f"{prefix} STOPPED after {seconds:.1f} s ({stop}): the next run resumes here")
+            raise stop from (None if stop is error else error)
         report.figures["tasks"][task.name] = {"status": "failed", "seconds": seconds, "reason": reason}
         log_event(report, "task_failed", task=task.name, seconds=seconds, error=explain(error) or summary_of(error))
         say(f"{prefix} FAILED after {seconds:.1f} s: {(explain(error) or summary_of(error))[:300]}")

@@ -13,7 +13,8 @@ or the death of the process that started it:
 * the driver (:func:`stop_on_signals`, in :func:`adrank.runs.run_job`) turns SIGTERM
   into :class:`Stopped`, an exception no ``except Exception`` swallows, so ``finally``
   blocks run and the job exits with ``128 + signal`` instead of dying mid-cleanup or,
-  blocked in a library, not at all.
+  blocked in a library, not at all. An error raised while it unwinds (the JVM, stopped at
+  the same time, breaks the driver's pipes) is still taken for the stop (:func:`stopped_by`).
 * the launcher (:func:`ended_with_block`, around ``horovod.runner.run``) ends the processes
   it started when the launch ends by an exception (a stop, a failed rank).
 * a rank (:func:`exit_when_gone`) polls the driver that launched it (``ADRANK_DRIVER_PID``)
@@ -22,7 +23,7 @@ or the death of the process that started it:
 
 A stop leaves the tables as a kill does (each Delta commit is atomic; a versioned folder
 is published by one rename), and the next run resumes as after any failure.
-Stdlib and psutil only: the ranks and the script's trap import it.
+Stdlib and psutil only: the ranks import it, and the script's trap runs it.
 """
 
 from __future__ import annotations
@@ -145,10 +146,23 @@ def ended_with_block(grace_s: float = 5.0) -> Iterator[None]:
         raise
 
 
+_received: list[int] = []  # the stop signals this process received while stop_on_signals was on
+
+
 def _raise_stopped(signal_number: int, frame: FrameType | None) -> None:
+    _received.append(signal_number)
     for number in STOP_SIGNALS:  # once: a second signal must not cut the cleanup short
         signal.signal(number, signal.SIG_IGN)
     raise Stopped(signal_number)
+
+
+def stopped_by(error: BaseException) -> Stopped | None:
+    """``error`` as a stop: itself if it is one, a new :class:`Stopped` if a stop signal came
+    (an error raised while the stop unwound, e.g. a write to the stopped JVM's pipe, replaced
+    it), else None."""
+    if isinstance(error, Stopped):
+        return error
+    return Stopped(_received[0]) if _received else None
 
 
 @contextlib.contextmanager
@@ -168,6 +182,7 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        _received.clear()
 
 
 def driver_environment() -> dict[str, str]:

@@ -7,6 +7,7 @@ one JSON line on stdout and written to ``<storage.root>/_runs/<job>-<run id>.jso
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import sys
@@ -25,7 +26,7 @@ from adrank.config import Config, to_json
 from adrank.delta import write_text_file
 from adrank.errors import error_type, explain, summary
 from adrank.layout import runs_path
-from adrank.processes import Stopped, signal_name, stop_on_signals
+from adrank.processes import Stopped, signal_name, stop_on_signals, stopped_by
 from adrank.spark import build_spark
 
 
@@ -107,8 +108,9 @@ def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) -> 
         try:
             return _run_job(job, config, body, debug=debug)
         except Stopped as stop:  # SIGTERM/SIGHUP: what the job started is ended on the way out
-            print(f"{job}: error: {stop}: tables are as a kill leaves them; run again to resume",
-                  file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # the console's pipe may have gone with the JVM
+                print(f"{job}: error: {stop}: tables are as a kill leaves them; run again to resume",
+                      file=sys.stderr, flush=True)
             return stop.exit_status
 
 
@@ -138,11 +140,11 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False) ->
         try:
             with report.timed("total"):
                 body(spark, config, report)
-        except Stopped as stop:
-            stop_spark = False
-            log_event(report, "job_stopped", signal=signal_name(stop.signal_number))
-            raise
-        except Exception as exc:
+        except (Stopped, Exception) as exc:
+            if (stop := stopped_by(exc)) is not None:  # no run record, no Spark call: as a kill
+                stop_spark = False
+                log_event(report, "job_stopped", signal=signal_name(stop.signal_number))
+                raise stop from (None if stop is exc else exc)
             line = explain(exc)
             log_event(report, "job_failed", error=line or summary(exc))
             record_failure(spark, config, report, exc, line)
