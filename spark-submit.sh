@@ -103,13 +103,14 @@ FILTER=("$VENV/bin/python" -u -m adrank.console_filter "$LOG" --job "$JOB")
 # A stop (SIGTERM, SIGINT: Ctrl-C, SIGHUP) ends the whole tree: the JVM, the driver, Spark's
 # Python workers and the Horovod ranks, which run in sessions of their own (out of reach of a
 # signal to this script's process group). The job runs in the background so that the trap runs
-# at once; adrank.processes (this checkout's) sends SIGTERM to every descendant and SIGKILL to
-# what still runs 15 s later; the script exits with 128 + the signal's number.
+# at once; adrank.processes (this checkout's) sends SIGTERM (whatever the signal: the driver
+# and the JVM take SIGTERM as a stop) to every descendant and SIGKILL to what still runs 15 s
+# later; the script exits with 128 + the signal's number.
 JOB_PID=""
 stop_job() {  # $1: the signal's name, $2: its number
   trap '' TERM INT HUP
   echo "spark-submit.sh: SIG$1: stopping $JOB (the JVM, the driver and the training ranks)" >&2
-  PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m adrank.processes stop "$$" --signal "$1" || true
+  PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m adrank.processes stop "$$" || true
   [ -z "$JOB_PID" ] || wait "$JOB_PID" 2>/dev/null || true
   echo "spark-submit.sh: $JOB stopped (SIG$1): tables are as a kill leaves them; run again to resume (log: $LOG)" >&2
   exit $((128 + $2))

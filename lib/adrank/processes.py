@@ -224,17 +224,16 @@ def _exit_orphaned(pid: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adrank.processes stop PID [--signal NAME] [--grace S]``: what spark-submit.sh's trap runs."""
+    """``python -m adrank.processes stop PID [--grace S]``: what spark-submit.sh's trap runs (SIGTERM, then SIGKILL)."""
     parser = argparse.ArgumentParser(prog="adrank.processes", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["stop"])
     parser.add_argument("pid", type=int, help="the process whose descendants to stop (not itself)")
-    parser.add_argument("--signal", default="TERM", help="the first signal (default: %(default)s)")
     parser.add_argument("--grace", type=float, default=STOP_GRACE_S,
                         help="seconds before SIGKILL (default: %(default)s)")
     args = parser.parse_args(argv)
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the stop short
         signal.signal(number, signal.SIG_IGN)
-    killed = stop_tree(args.pid, signal.Signals[f"SIG{args.signal.upper().removeprefix('SIG')}"], args.grace)
+    killed = stop_tree(args.pid, signal.SIGTERM, args.grace)
     if killed:
         print(f"adrank.processes: {len(killed)} process(es) did not stop in {args.grace:.0f} s: killed",
               file=sys.stderr)
