@@ -102,7 +102,25 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"  # no TensorFlow C++ IN
 FILTER=("$VENV/bin/python" -u -m adrank.console_filter "$LOG" --job "$JOB")
 [ "$VERBOSE" = 1 ] && FILTER+=(--verbose)
 
-rc=0
+# A stop (SIGTERM, SIGINT: Ctrl-C, SIGHUP) ends the whole tree: the JVM, the driver, Spark's
+# Python workers and the Horovod ranks, which run in sessions of their own (out of reach of a
+# signal to this script's process group). The job runs in the background so that the trap runs
+# at once; adrank.processes (this checkout's) sends SIGTERM (whatever the signal: the driver
+# and the JVM take SIGTERM as a stop) to every descendant and SIGKILL to what still runs 15 s
+# later; the script exits with 128 + the signal's number.
+JOB_PID=""
+stop_job() {  # $1: the signal's name, $2: its number
+  trap '' TERM INT HUP
+  echo "spark-submit.sh: SIG$1: stopping $JOB (the JVM, the driver and the training ranks)" >&2
+  PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m adrank.processes stop "$$" || true
+  [ -z "$JOB_PID" ] || wait "$JOB_PID" 2>/dev/null || true
+  echo "spark-submit.sh: $JOB stopped (SIG$1): tables are as a kill leaves them; run again to resume (log: $LOG)" >&2
+  exit $((128 + $2))
+}
+trap 'stop_job TERM 15' TERM
+trap 'stop_job INT 2' INT
+trap 'stop_job HUP 1' HUP
+
 { "$SPARK_SUBMIT" \
   --name "adrank-$JOB" \
   --py-files "$LIB_ZIP" \
@@ -111,5 +129,8 @@ rc=0
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
   "${SUBMIT_ARGS[@]}" \
   "$ROOT/jobs/$JOB.py" --conf-file "$CONF_FILE" "${JOB_ARGS[@]}" \
-  2>&1 1>&3 3>&- | "${FILTER[@]}" 3>&-; } 3>&1 || rc=$?  # only stderr through the filter
+  2>&1 1>&3 3>&- | "${FILTER[@]}" 3>&-; } 3>&1 <&0 &  # only stderr through the filter; stdin kept
+JOB_PID=$!
+rc=0
+wait "$JOB_PID" || rc=$?
 exit "$rc"

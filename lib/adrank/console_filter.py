@@ -8,8 +8,10 @@ only Spark's console progress bar (``\\r[Stage N:==>  (a + b) / c]\\r``, cleared
 job's ``<job>: error: ...`` line and spark-submit's own ``Error: ...`` lines. With
 ``--verbose`` every line reaches the terminal too.
 
-Stdlib only (it starts before, and outlives, the job); it ignores SIGINT so that a
-Ctrl-C'd JVM's last lines still reach the log, and ends at end of input.
+Stdlib only (it starts before, and outlives, the job); it ignores SIGINT and SIGTERM so
+that a stopped JVM's last lines (and the job's ``stopped`` line) still reach the log and
+the console, and ends at end of input (``spark-submit.sh``'s stop kills it if that never
+comes).
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--job", default="", help="pass this job's '<job>: error:' lines")
     parser.add_argument("--verbose", action="store_true", help="pass every line")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
     run(sys.stdin.fileno(), args.log, args.job, args.verbose, sys.stderr.fileno())
     return 0
 

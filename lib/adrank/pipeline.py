@@ -5,6 +5,9 @@ reads the state of what it reads and writes (:mod:`adrank.freshness`); a task wh
 success saw the same inputs, config and outputs is skipped, and its figures from that run
 are carried into this run's report. A task that fails ends the run (the tasks after it
 do not run); rerunning the pipeline skips what finished and resumes at the failed task.
+A stopped run (:class:`adrank.processes.Stopped`: SIGTERM, or ``spark-submit.sh`` stopped)
+says which task it stopped in and writes neither the report nor the summary, and the
+next run resumes at that task, as after a failure.
 ``--from-task T`` runs T and every task downstream of it, ``--only T1,T2`` just those,
 both even when current. Each task prints one line as it starts and one as it ends; the
 run ends with the HTML report (``<storage.root>/_reports/``) and a summary table.
@@ -12,6 +15,7 @@ run ends with the HTML report (``<storage.root>/_reports/``) and a summary table
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import time
@@ -27,6 +31,7 @@ from adrank.console import NOT_AVAILABLE, say, summary_table
 from adrank.errors import InputError, explain
 from adrank.errors import summary as summary_of
 from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
+from adrank.processes import Stopped, signal_name, stopped_by
 from adrank.runs import RunReport, log_event
 
 DateRange = tuple[datetime.date, datetime.date]
@@ -123,6 +128,7 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
     start = time.perf_counter()
     forced = selection.forced(tasks)
     states: dict[str, dict[str, Any]] = report.figures.setdefault("tasks", {})
+    stopped = False
     try:
         for number, task in enumerate(tasks, start=1):
             prefix = f"[{number}/{len(tasks)}] {task.name:<15}"
@@ -133,17 +139,27 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
             states[task.name] = run_task(spark, config, report, task, bodies[task.name], selection, prefix,
                                          forced=forced is not None)
         report.figures["status"] = "succeeded"  # the report is written before run_job records it
-    except Exception as error:
+    except (Stopped, Exception) as error:
+        if (stop := stopped_by(error)) is not None:
+            stopped = True  # a stop leaves what a kill leaves: no report, no summary
+            raise stop from (None if stop is error else error)
         report.figures.update(status="failed", error=(explain(error) or summary_of(error))[:500])
         for task in tasks:
             states.setdefault(task.name, {"status": "not run"})
         raise
     finally:
         report.timings_s.setdefault("total", round(time.perf_counter() - start, 3))  # run_job's replaces it
-        if any(entry.get("status") in ("ran", "failed") for entry in states.values()) or not _reuse_report(
-                spark, config, report):
-            _write_report(spark, config, report)
-        say(summary_table(report.as_dict()))
+        if not stopped:
+            _report_and_summary(spark, config, report, states)
+
+
+def _report_and_summary(spark: SparkSession, config: Config, report: RunReport,
+                        states: Mapping[str, Mapping[str, Any]]) -> None:
+    """The run's HTML report (unless an earlier run's still holds: nothing ran), then the summary table."""
+    if any(entry.get("status") in ("ran", "failed") for entry in states.values()) or not _reuse_report(
+            spark, config, report):
+        _write_report(spark, config, report)
+    say(summary_table(report.as_dict()))
 
 
 def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task, body: TaskBody,
@@ -169,8 +185,13 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     try:
         with report.timed(f"task_{task.name}"):
             body(spark, config, report, selection)
-    except Exception as error:
+    except (Stopped, Exception) as error:
         seconds = round(time.perf_counter() - start, 1)
+        if (stop := stopped_by(error)) is not None:
+            log_event(report, "task_stopped", task=task.name, seconds=seconds, signal=signal_name(stop.signal_number))
+            with contextlib.suppress(OSError):  # the console's pipe may have gone with the JVM
+                say(f"{prefix} STOPPED after {seconds:.1f} s ({stop}): the next run resumes here")
+            raise stop from (None if stop is error else error)
         report.figures["tasks"][task.name] = {"status": "failed", "seconds": seconds, "reason": reason}
         log_event(report, "task_failed", task=task.name, seconds=seconds, error=explain(error) or summary_of(error))
         say(f"{prefix} FAILED after {seconds:.1f} s: {(explain(error) or summary_of(error))[:300]}")

@@ -9,6 +9,7 @@ JSON follows it as one line on stdout, for machines reading the job's output.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import sys
@@ -27,6 +28,7 @@ from adrank.config import Config, to_json
 from adrank.delta import write_text_file
 from adrank.errors import error_type, explain, summary
 from adrank.layout import runs_path
+from adrank.processes import Stopped, signal_name, stop_on_signals, stopped_by
 from adrank.spark import build_spark
 
 
@@ -108,9 +110,20 @@ def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, jso
     There (``ADRANK_LOG_FILE`` set) the driver's output goes to the run's log and the
     console shows adrank's own lines (:mod:`adrank.console`); elsewhere nothing changes.
     ``json_line`` (the job's ``--json``) ends the output with the run record as one JSON line.
+    SIGTERM or SIGHUP raise :class:`~adrank.processes.Stopped` in the job (its ``finally``
+    blocks end what it started, e.g. the Horovod ranks); the job then prints
+    ``<job>: error: stopped by SIGTERM ...`` and returns ``128 + signal``, writing no run
+    record and not stopping Spark (the JVM is being stopped too): a stop leaves what a
+    kill leaves.
     """
-    with console.job_console(job):
-        return _run_job(job, config, body, debug=debug, json_line=json_line)
+    with console.job_console(job), stop_on_signals():
+        try:
+            return _run_job(job, config, body, debug=debug, json_line=json_line)
+        except Stopped as stop:  # SIGTERM/SIGHUP: what the job started is ended on the way out
+            with contextlib.suppress(OSError):  # the console's pipe may have gone with the JVM
+                print(f"{job}: error: {stop}: tables are as a kill leaves them; run again to resume",
+                      file=sys.stderr, flush=True)
+            return stop.exit_status
 
 
 def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, json_line: bool = False) -> int:
@@ -134,11 +147,16 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, js
             raise
         return exit_on_error(job, exc, line, debug)
     log_event(report, "job_started", master=spark.sparkContext.master, storage_root=config.storage.root)
+    stop_spark = not session_was_active
     try:
         try:
             with report.timed("total"):
                 body(spark, config, report)
-        except Exception as exc:
+        except (Stopped, Exception) as exc:
+            if (stop := stopped_by(exc)) is not None:  # no run record, no Spark call: as a kill
+                stop_spark = False
+                log_event(report, "job_stopped", signal=signal_name(stop.signal_number))
+                raise stop from (None if stop is exc else exc)
             line = explain(exc)
             log_event(report, "job_failed", error=line or summary(exc))
             record_failure(spark, config, report, exc, line, json_line=json_line)
@@ -149,7 +167,7 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, js
         log_event(report, "job_succeeded", seconds=report.timings_s.get("total"))
         publish_report(spark, config, report, json_line=json_line)
     finally:
-        if not session_was_active:
+        if stop_spark:
             spark.stop()
     return 0
 

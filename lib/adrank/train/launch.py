@@ -8,7 +8,11 @@ SparkSession's executors (one task per rank; ``settings.checkpoint_root`` must b
 by executors and driver); ``auto`` picks ``spark`` when a non-local SparkSession is active.
 A rank that fails, dies or hangs (the loop's watchdog) ends the job: :func:`launch` raises
 :class:`TrainingFailed` with one line naming the stage and the last checkpoint step;
-launching again with the same settings resumes from it. horovodrun starts ranks with
+launching again with the same settings resumes from it. A launch that ends by any
+exception (a rank's failure, the driver's stop: :class:`adrank.processes.Stopped`) ends the
+processes horovodrun started (they run in sessions of their own), and each rank exits by
+itself when the driver is gone (``ADRANK_DRIVER_PID``; :mod:`adrank.processes`), so no rank
+outlives its driver, even a SIGKILLed one. horovodrun starts ranks with
 ``multiprocessing`` (spawn): the calling script must guard its entry point. pyspark is
 imported lazily, only to find the SparkSession and to call ``horovod.spark.run``. While
 the ranks train, rank 0's progress is drawn as a tqdm bar on the console
@@ -20,10 +24,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from adrank.console import console_stream
+from adrank.processes import driver_environment, ended_with_block
 from adrank.train.checkpoints import (
     RankSettings,
     checkpoint_dir,
@@ -76,11 +83,12 @@ def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
     clear_failures(settings)
     try:
         with progress_bar(settings, stage_spec(settings.stage).steps(settings), console_stream()):
-            if launcher == "spark":
-                results = _run_on_spark(train_stage, args, settings.ranks, start_timeout)
-            else:
-                results = _run_with_horovodrun(train_stage, args, settings.ranks,
-                                               settings.threads_per_rank, start_timeout)
+            with driver_signals_kept(), ended_with_block():
+                if launcher == "spark":
+                    results = _run_on_spark(train_stage, args, settings.ranks, start_timeout)
+                else:
+                    results = _run_with_horovodrun(train_stage, args, settings.ranks,
+                                                   settings.threads_per_rank, start_timeout)
     except Exception as exc:  # noqa: BLE001 - every runner error becomes one clear line
         raise TrainingFailed(failure_message(settings, launcher, exc)) from exc
     if not results or results[0] is None:
@@ -135,7 +143,7 @@ def _run_with_horovodrun(fn: RankFn, args: tuple[object, ...], ranks: int, threa
                          start_timeout: int) -> list[dict[str, object] | None]:
     import horovod.runner
 
-    with _rank_thread_env(threads):
+    with _rank_env(threads):
         return horovod.runner.run(fn, args=args, num_proc=ranks, hosts=f"localhost:{ranks}",
                                   use_gloo=True, start_timeout=start_timeout)
 
@@ -149,11 +157,39 @@ def _run_on_spark(fn: RankFn, args: tuple[object, ...], ranks: int,
 
 
 @contextlib.contextmanager
-def _rank_thread_env(threads: int) -> Iterator[None]:
-    """Thread caps for the rank processes (they inherit this process's environment)."""
-    names = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(threads) for name in names})
+def driver_signals_kept() -> Iterator[None]:
+    """Horovod's launch leaves the driver's SIGINT and SIGTERM handlers as they were.
+
+    ``horovod.runner.gloo_run.launch_gloo`` (behind both launchers) replaces them with a
+    handler that only sets an event for its launchers, and never puts them back: from the
+    first launch on, the driver ignored SIGTERM and kept running. Here the launch gets a
+    plain event instead, so a stop raises :class:`adrank.processes.Stopped` in the driver
+    (whose way out ends the ranks: :func:`adrank.processes.ended_with_block`); the
+    handlers are also put back after the launch, whatever Horovod did.
+    """
+    from horovod.runner import gloo_run
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    original = getattr(gloo_run, "register_shutdown_event", None)
+    gloo_run.register_shutdown_event = threading.Event  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if original is not None:
+            gloo_run.register_shutdown_event = original  # type: ignore[attr-defined]
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in handlers.items():
+                if handler is not None:  # None: a handler not set from Python, left alone
+                    signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _rank_env(threads: int) -> Iterator[None]:
+    """Thread caps and this driver's pid for the rank processes (they inherit this process's environment)."""
+    added = {**{name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                                                "TF_NUM_INTEROP_THREADS")}, **driver_environment()}
+    saved = {name: os.environ.get(name) for name in added}
+    os.environ.update(added)
     try:
         yield
     finally:
