@@ -385,7 +385,7 @@ def test_the_report_job_renders_a_run_report_file(spark, config, tmp_path, capsy
                                "timings_s": {"total": 1.0}}), encoding="utf-8")
 
     assert load_job("report").main(["--conf-file", str(TINY_CONF), "--set", f"storage.root={config.storage.root}",
-                                    "--run", str(run)]) == 0
+                                    "--run", str(run), "--json"]) == 0
 
     page = Path(layout.reports_path(config, "r7")).read_text(encoding="utf-8")
     assert "boom &lt;x&gt;" in page and "recommend: not available" in page
