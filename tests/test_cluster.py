@@ -113,6 +113,14 @@ def test_pipeline_on_two_workers_trains_on_their_executors_and_equals_the_local_
         assert list(executors[0].parent.glob("adrank-lib*.zip"))  # the --py-files the ranks import adrank from
 
     # The same training: losses and held-out metrics (a Spark mean may differ in its last bits).
-    assert model_figures(report) == pytest.approx(model_figures(local_report), rel=1e-9, abs=1e-12)
+    # The joint models learn from the joint tables, equal only within TOLERANCE: a module's
+    # weights, and so its figures, may move in float32's last bits (seen: dnn log loss 2.5e-8).
+    obtained, expected = model_figures(report), model_figures(local_report)
+    assert set(obtained) == set(expected)
+    joint = {k for k in expected if k.startswith(("joint.", "losses.joint_"))}
+    assert joint and {k: obtained[k] for k in joint} == pytest.approx(
+        {k: expected[k] for k in joint}, rel=max(TOLERANCE.values()), abs=1e-12)
+    assert {k: v for k, v in obtained.items() if k not in joint} == pytest.approx(
+        {k: v for k, v in expected.items() if k not in joint}, rel=1e-9, abs=1e-12)
     spark = request.getfixturevalue("spark")  # only now: no local session beside the cluster's run
     assert_same_tables(local_root / "tables", tmp_path / "tables", PIPELINE_TABLES, spark, tolerance=TOLERANCE)
