@@ -66,7 +66,7 @@ for jar in "delta-spark_2.13-$DELTA_VERSION.jar" "delta-storage-$DELTA_VERSION.j
 done
 
 # Validate the whole config (exit 2 naming the key) and read the master, before Spark starts.
-MASTER="$("$VENV/bin/python" -m adrank.cli get spark.master --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
+MASTER="$("$VENV/bin/python" -m adrank.runtime.cli get spark.master --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
 has_master=false
 for arg in "${SUBMIT_ARGS[@]}"; do
   case "$arg" in --master|--master=*) has_master=true ;; esac
@@ -91,28 +91,28 @@ SPARK_SUBMIT="${SPARK_HOME:+$SPARK_HOME/bin/spark-submit}"
 SPARK_SUBMIT="${SPARK_SUBMIT:-$VENV/bin/spark-submit}"
 
 # The run's id and log file (<storage.root>/_runs/<job>-<run id>.log): the job's RunReport takes
-# the id, its driver writes there, and the JVM's stderr goes through adrank.console_filter,
+# the id, its driver writes there, and the JVM's stderr goes through adrank.runtime.console_filter,
 # which logs everything and shows only Spark's progress bar and the job's error line.
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
-LOG="$("$VENV/bin/python" -m adrank.cli log-file "$JOB" "$RUN_ID" --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
+LOG="$("$VENV/bin/python" -m adrank.runtime.cli log-file "$JOB" "$RUN_ID" --conf-file "$CONF_FILE" "${SET_ARGS[@]}")" || exit 2
 mkdir -p "$(dirname "$LOG")" 2>/dev/null || {  # storage.local not mounted on this machine: a local folder
   LOG="${TMPDIR:-/tmp}/adrank/_runs/$(basename "$LOG")"; mkdir -p "$(dirname "$LOG")"; }
 export ADRANK_RUN_ID="$RUN_ID" ADRANK_LOG_FILE="$LOG" ADRANK_VERBOSE="$VERBOSE"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"  # no TensorFlow C++ INFO notices, not even in the log
-FILTER=("$VENV/bin/python" -u -m adrank.console_filter "$LOG" --job "$JOB")
+FILTER=("$VENV/bin/python" -u -m adrank.runtime.console_filter "$LOG" --job "$JOB")
 [ "$VERBOSE" = 1 ] && FILTER+=(--verbose)
 
 # A stop (SIGTERM, SIGINT: Ctrl-C, SIGHUP) ends the whole tree: the JVM, the driver, Spark's
 # Python workers and the Horovod ranks, which run in sessions of their own (out of reach of a
 # signal to this script's process group). The job runs in the background so that the trap runs
-# at once; adrank.processes (this checkout's) sends SIGTERM (whatever the signal: the driver
+# at once; adrank.runtime.processes (this checkout's) sends SIGTERM (whatever the signal: the driver
 # and the JVM take SIGTERM as a stop) to every descendant and SIGKILL to what still runs 15 s
 # later; the script exits with 128 + the signal's number.
 JOB_PID=""
 stop_job() {  # $1: the signal's name, $2: its number
   trap '' TERM INT HUP
   echo "spark-submit.sh: SIG$1: stopping $JOB (the JVM, the driver and the training ranks)" >&2
-  PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m adrank.processes stop "$$" || true
+  PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m adrank.runtime.processes stop "$$" || true
   [ -z "$JOB_PID" ] || wait "$JOB_PID" 2>/dev/null || true
   echo "spark-submit.sh: $JOB stopped (SIG$1): tables are as a kill leaves them; run again to resume (log: $LOG)" >&2
   exit $((128 + $2))

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def bench_config(root: Path, impressions: int, skus: int):
     """The demo config with sizes for one benchmark input, under ``root``."""
-    from adrank.config import load_config
+    from adrank.core.config import load_config
 
     return load_config(
         REPO / "conf" / "local.yaml",
@@ -44,9 +44,9 @@ def bench_config(root: Path, impressions: int, skus: int):
 
 def timed_build(spark, config) -> dict:
     """Generate the inputs, then time ``build_tables`` over all their dates."""
-    from adrank.build.run import build_tables
-    from adrank.runs import RunReport
+    from adrank.runtime.runs import RunReport
     from adrank.sample.generate import generate_inputs
+    from adrank.tables.run import build_tables
 
     generate_inputs(spark, config.sample, config.inputs.root)
     report = RunReport("bench_build_tables")
@@ -90,9 +90,9 @@ def image_rates(spark, config) -> dict:
     Both run the same ``decode_resize_encode`` over the same catalog images (cached in
     memory, one partition per core), best of three each, alternating.
     """
-    from adrank.build import inputs
-    from adrank.build.images import decode_resize_encode, preprocess_images
     from adrank.sample.generate import generate_inputs
+    from adrank.tables import inputs
+    from adrank.tables.images import decode_resize_encode, preprocess_images
 
     generate_inputs(spark, config.sample, config.inputs.root)
     cores = spark.sparkContext.defaultParallelism
@@ -128,9 +128,9 @@ def image_rates(spark, config) -> dict:
 
 def stored_images_pass(spark, config, catalog):  # noqa: ANN001, ANN201
     """A rebuild's preprocessing when every image is already stored: keys matched, nothing decoded."""
-    from adrank import layout
-    from adrank.build import store as build_store
-    from adrank.build.images import preprocess_images, preprocessing_fingerprint, split_images
+    from adrank.core import layout
+    from adrank.tables import store as build_store
+    from adrank.tables.images import preprocess_images, preprocessing_fingerprint, split_images
 
     fingerprint = preprocessing_fingerprint(config.features)
     path = layout.table_path(config, layout.SKU_IMAGES)
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--only-images", action="store_true", help="skip the N / 4N build runs")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from adrank.spark import build_spark
+    from adrank.runtime.spark import build_spark
 
     with tempfile.TemporaryDirectory(prefix="adrank-bench-") as tmp:
         root = Path(tmp)

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def bench_config(root: Path, args: argparse.Namespace):
     """The demo config at this benchmark's sizes, under ``root``."""
-    from adrank.config import load_config
+    from adrank.core.config import load_config
 
     return load_config(REPO / "conf" / "local.yaml", [
         f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
@@ -100,8 +100,8 @@ def write_images(spark, config, ids, variant: int, full_snapshot: bool) -> int: 
 
     from pyspark.sql import functions as F
 
-    from adrank import layout
-    from adrank.build import store as build_store
+    from adrank.core import layout
+    from adrank.tables import store as build_store
 
     schema = ("sku_id long, title string, image binary, image_format string, height int, width int, "
               "channels int, image_hash string, category_id int")
@@ -123,7 +123,7 @@ def export_model(config) -> tuple[int, str]:  # noqa: ANN001
         "m = PairwiseModel(sku_tower('mini_inception', int(sys.argv[2]), int(sys.argv[3]), width=int(sys.argv[4])))\n"
         "print(export_model(sys.argv[1], 'pairwise', pairwise_model=m, image_size=int(sys.argv[2]),"
         " data_version=0)[1])\n")
-    from adrank.layout import registry_root
+    from adrank.core.layout import registry_root
 
     args = [registry_root(config), IMAGE_SIZE, config.train.embedding_dim, config.train.tower_width]
     out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True)
@@ -162,7 +162,7 @@ def run_plain(model_path: str, table: str, root: Path, batch: int) -> dict:
 def timed_run(spark, config) -> tuple[dict, float]:  # noqa: ANN001
     """One embed_catalog run: (figures with timings, wall seconds)."""
     from adrank.embed.run import embed_catalog
-    from adrank.runs import RunReport
+    from adrank.runtime.runs import RunReport
 
     report = RunReport("embed_catalog")
     start = time.perf_counter()
@@ -174,8 +174,8 @@ def changed_ids_embedded(spark, config, changed) -> bool:  # noqa: ANN001
     """The rows written by the last run are exactly the changed SKUs."""
     from pyspark.sql import functions as F
 
-    from adrank import delta, layout
-
+    from adrank.core import layout
+    from adrank.storage import delta
     table = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS))
     latest = table.agg(F.max("updated_at")).first()[0]
     written = table.where(F.col("updated_at") == latest).select(F.col("sku_id").alias("id"))
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plain:
         print(json.dumps(plain_baseline(*args.plain, batch=args.batch)))
         return 0
-    from adrank import layout
-    from adrank.spark import build_spark
+    from adrank.core import layout
+    from adrank.runtime.spark import build_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     load_before = os.getloadavg()

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--holdout-rows", type=int, default=512, help="rows of the held-out files")
     args = parser.parse_args()
-    from adrank.config import load_config
+    from adrank.core.config import load_config
 
     config = load_config(REPO / "conf" / "tiny.yaml", ["features.max_sparse_ids=8"])
     side, width, per_file = config.features.image_size, config.features.max_sparse_ids, args.holdout_rows // FILES

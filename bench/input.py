@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def bench_config(root: Path, impressions: int, skus: int):
     """The demo config with this benchmark's sizes, under ``root``."""
-    from adrank.config import load_config
+    from adrank.core.config import load_config
 
     return load_config(REPO / "conf" / "local.yaml", [
         f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
@@ -63,11 +63,12 @@ def bench_config(root: Path, impressions: int, skus: int):
 
 def prepare_pairs(config) -> dict:
     """Generate, build, make and materialise the pairs; return the detail files and figures."""
-    from adrank import delta, layout
-    from adrank.build import run as build
-    from adrank.runs import RunReport
+    from adrank.core import layout
+    from adrank.runtime.runs import RunReport
+    from adrank.runtime.spark import build_spark
     from adrank.sample.generate import generate_inputs
-    from adrank.spark import build_spark
+    from adrank.storage import delta
+    from adrank.tables import run as build
     from adrank.train import pairs
     from adrank.train import store as train_store
 
@@ -105,7 +106,7 @@ def train_rate(batches: list, steps: int) -> float:
     """Samples/s of one stage-1 training step (mini_inception, legacy RMSprop)."""
     import tensorflow as tf
 
-    from adrank.config import TrainConfig
+    from adrank.core.config import TrainConfig
     from adrank.train.ranks.models import PairwiseModel, pairwise_loss, query_tower, sku_tower
 
     cfg = TrainConfig()

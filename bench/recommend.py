@@ -115,8 +115,8 @@ def one_size(spark, n: int, args: argparse.Namespace, work: Path) -> dict:  # no
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from adrank.config import load_config
-    from adrank.spark import build_spark
+    from adrank.core.config import load_config
+    from adrank.runtime.spark import build_spark
 
     with tempfile.TemporaryDirectory(prefix="bench-recommend-") as tmp:
         work = Path(tmp)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from adrank.build.run import build_tables
-from adrank.cli import add_date_options, date_range, job_parser, parse_job_args
-from adrank.runs import run_job
+from adrank.runtime.cli import add_date_options, date_range, job_parser, parse_job_args
+from adrank.runtime.runs import run_job
+from adrank.tables.run import build_tables
 
 
 def main(argv: Sequence[str] | None = None) -> int:

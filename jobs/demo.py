@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from adrank.cli import pipeline_parser, pipeline_selection
-from adrank.pipeline import run_demo
-from adrank.runs import run_job
+from adrank.orchestration.pipeline import pipeline_parser, pipeline_selection, run_demo
+from adrank.runtime.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
-from adrank.cli import job_parser, parse_job_args
-from adrank.config import Config
-from adrank.errors import InputError
+from adrank.core.config import Config
+from adrank.core.errors import InputError
 from adrank.recommend.run import recommend, similar_to_query
-from adrank.runs import RunReport, run_job
+from adrank.runtime.cli import job_parser, parse_job_args
+from adrank.runtime.runs import RunReport, run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:

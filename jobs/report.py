@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
-from adrank.cli import job_parser, parse_job_args
-from adrank.config import Config
+from adrank.core.config import Config
 from adrank.report.run import read_figures, write_report
-from adrank.runs import RunReport, run_job
+from adrank.runtime.cli import job_parser, parse_job_args
+from adrank.runtime.runs import RunReport, run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from adrank.cli import job_parser, parse_job_args
-from adrank.runs import run_job
+from adrank.runtime.cli import job_parser, parse_job_args
+from adrank.runtime.runs import run_job
 from adrank.train.run import INTERACTIONS, STAGES, train, with_joint_options
 
 

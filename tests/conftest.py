@@ -20,7 +20,7 @@ from types import ModuleType
 
 import pytest
 
-from adrank.config import Config
+from adrank.core.config import Config
 
 pytest_plugins = ["adrank.testing", "pytester"]
 

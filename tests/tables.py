@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adrank import layout
+from adrank.core import layout  # Every Delta table a pipeline run writes under storage.root.
 
-# Every Delta table a pipeline run writes under storage.root.
 PIPELINE_TABLES: tuple[str, ...] = (
     layout.SKU_IMAGES, layout.TRAINING_EXAMPLES, layout.QUARANTINE, layout.SKU_EMBEDDINGS,
     layout.PAIRS_TRAIN, layout.PAIRS_HOLDOUT, layout.JOINT_TRAIN, layout.JOINT_HOLDOUT,

@@ -1,4 +1,4 @@
-"""The behaviour embedding (adrank.behaviour): point in time, recency weights, bounds, one row each."""
+"""The behaviour embedding (adrank.context.behaviour): point in time, recency weights, bounds, one row each."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from adrank.behaviour import behaviour_as_of, behaviour_embeddings
+from adrank.context.behaviour import behaviour_as_of, behaviour_embeddings
 
 T0 = dt.datetime(2026, 11, 5, 12, 0, 0)
 EMBEDDINGS = {1: [1.0, 0.0], 2: [0.0, 1.0], 3: [1.0, 1.0]}

@@ -19,13 +19,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from adrank import delta, layout
-from adrank.build import inputs
-from adrank.build import run as build
-from adrank.build.plan import check_days_have_lines, plan_build
-from adrank.config import load_config
-from adrank.errors import InputError
-from adrank.runs import RunReport
+from adrank.core import layout
+from adrank.core.config import load_config
+from adrank.core.errors import InputError
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
+from adrank.tables import inputs
+from adrank.tables import run as build
+from adrank.tables.plan import check_days_have_lines, plan_build
 from conftest import TINY_CONF, load_job
 
 DAYS = (dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3))

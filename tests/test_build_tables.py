@@ -10,10 +10,11 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.build import run as build
-from adrank.runs import RunReport
+from adrank.core import layout
+from adrank.runtime.runs import RunReport
 from adrank.sample.generate import generate_inputs
+from adrank.storage import delta
+from adrank.tables import run as build
 from conftest import tiny_config
 
 

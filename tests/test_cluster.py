@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from adrank import layout
+from adrank.core import layout
 from conftest import run_tiny_pipeline
 from tables import PIPELINE_TABLES, assert_same_tables
 from test_spark_submit import free_port, start_daemon

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from adrank import layout
-from adrank.config import ConfigError, load_config
-from adrank.layout import registry_root, serving_root
+from adrank.core import layout
+from adrank.core.config import ConfigError, load_config
+from adrank.core.layout import registry_root, serving_root
 from conftest import REPO, TINY_CONF, tiny_config
 
 
@@ -119,7 +119,7 @@ def test_recommend_without_embeddings_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_credentials_come_from_env_and_are_not_printed(tmp_path, monkeypatch):
-    from adrank.spark import _hadoop_credentials
+    from adrank.runtime.spark import _hadoop_credentials
 
     monkeypatch.setenv("ADRANK_TEST_SECRET", "s3cr3t-value")
     config = tiny_config(tmp_path, "spark.hadoop_env={fs.s3a.secret.key: ADRANK_TEST_SECRET}")
@@ -181,7 +181,7 @@ CREDENTIAL_SETTINGS = [  # keys that merely NAME a credential (a switch, a class
 
 
 def test_the_credential_rule_refuses_keys_holding_a_secret_and_accepts_keys_naming_one():
-    from adrank.config import is_credential_key
+    from adrank.core.config import is_credential_key
 
     assert [key for key in CREDENTIAL_KEYS if not is_credential_key(key)] == []
     assert [key for key, _ in CREDENTIAL_SETTINGS if is_credential_key(key)] == []
@@ -190,7 +190,7 @@ def test_the_credential_rule_refuses_keys_holding_a_secret_and_accepts_keys_nami
 
 @pytest.mark.parametrize("key, value", CREDENTIAL_SETTINGS)
 def test_settings_that_name_a_credential_are_accepted_and_dumped_as_they_are(tmp_path, key, value):
-    from adrank.config import to_json
+    from adrank.core.config import to_json
 
     config = tiny_config(tmp_path, f"spark.conf.{key}={value}")
     assert dict(config.spark.conf) == {key: value}
@@ -212,7 +212,7 @@ def test_sparks_own_redaction_covers_every_credential_key_and_no_ordinary_one(sp
     """hadoop_env puts credentials in spark.hadoop.* settings: the UI and event log must hide them."""
     import re
 
-    from adrank.spark import REDACTION_REGEX
+    from adrank.runtime.spark import REDACTION_REGEX
 
     assert all(re.search(REDACTION_REGEX, key) for key in CREDENTIAL_KEYS)
     assert not any(re.search(REDACTION_REGEX, key) for key in ORDINARY_KEYS)
@@ -245,7 +245,7 @@ def test_dotted_spark_conf_overrides_are_literal_keys_beside_the_files_keys(tmp_
 
 
 def test_redaction_replaces_credential_values_anywhere_and_keeps_env_var_names():
-    from adrank.config import REDACTED, redacted, to_json
+    from adrank.core.config import REDACTED, redacted, to_json
 
     dump = {"config": {"spark": {"conf": {"spark.sql.shuffle.partitions": "3",
                                           "spark.hadoop.fs.s3a.secret.key": "s3cr3t"},
@@ -263,7 +263,7 @@ def test_redaction_replaces_credential_values_anywhere_and_keeps_env_var_names()
 
 
 def test_a_loaded_config_dumps_without_secrets(tmp_path, monkeypatch):
-    from adrank.config import to_json
+    from adrank.core.config import to_json
 
     monkeypatch.setenv("ADRANK_TEST_SECRET", "s3cr3t-value")
     config = tiny_config(tmp_path, "spark.hadoop_env={fs.s3a.secret.key: ADRANK_TEST_SECRET}")
@@ -273,9 +273,9 @@ def test_a_loaded_config_dumps_without_secrets(tmp_path, monkeypatch):
 
 
 def test_run_reports_and_registry_metadata_are_written_redacted(tmp_path, capsys):
-    from adrank import versioned
-    from adrank.config import REDACTED
-    from adrank.runs import RunReport, publish_report
+    from adrank.core.config import REDACTED
+    from adrank.runtime.runs import RunReport, publish_report
+    from adrank.storage import versioned
     from adrank.train.registry import METADATA, MODELS
 
     config = tiny_config(tmp_path)
@@ -316,7 +316,7 @@ TEXT_VALUES = [  # (written, key, the str the config holds)
 
 @pytest.mark.parametrize("override, key, text", TEXT_VALUES)
 def test_a_date_or_a_number_for_a_str_key_keeps_its_text_in_set_and_in_a_file(tmp_path, override, key, text):
-    from adrank.config import get_value
+    from adrank.core.config import get_value
 
     assert get_value(tiny_config(tmp_path, override), key) == text
     section, name = key.split(".")
@@ -368,7 +368,7 @@ def test_a_quoted_boolean_word_is_a_str(tmp_path):
 
 def test_the_cli_prints_a_start_date_set_on_the_command_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "adrank.cli", "get", "sample.start_date", "--conf-file", str(TINY_CONF),
+        [sys.executable, "-m", "adrank.runtime.cli", "get", "sample.start_date", "--conf-file", str(TINY_CONF),
          "--set", f"storage.root={tmp_path}", "--set", "sample.start_date=2026-11-05"],
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )
@@ -411,8 +411,8 @@ def test_a_job_refuses_a_tracking_uri_with_a_token_before_it_writes_anything(tmp
 
 
 def test_dumps_strip_the_user_info_of_uris_anywhere(tmp_path, capsys):
-    from adrank.config import REDACTED, redacted, to_json
-    from adrank.runs import RunReport, publish_report
+    from adrank.core.config import REDACTED, redacted, to_json
+    from adrank.runtime.runs import RunReport, publish_report
 
     dump = {"tracking": {"uri": f"http://{TOKEN}@mlflow.example:5999", "experiment": "adrank"},
             "runs": [{"error": f"ConnectionError: HTTPConnectionPool: url: https://u:{TOKEN}@h/api/2.0 (refused)"}],
@@ -430,7 +430,7 @@ def test_dumps_strip_the_user_info_of_uris_anywhere(tmp_path, capsys):
     for text in (line, stored, capsys.readouterr().out):
         assert TOKEN not in text and "mlflow.example:5999" in text
 
-    from adrank import versioned
+    from adrank.storage import versioned
     from adrank.train.registry import METADATA, MODELS
 
     folder = tmp_path / "models" / "lr"
@@ -453,8 +453,8 @@ def test_a_hadoop_env_value_that_is_not_a_variable_name_is_refused_without_showi
 def test_a_hadoop_env_variable_is_checked_where_the_session_is_built(tmp_path, monkeypatch):
     """The config loads where the variable is not set (spark-submit.sh's check, CI); building
     the session there is a one-line error naming the key (and the variable, when upper-case)."""
-    from adrank.errors import InputError
-    from adrank.spark import _hadoop_credentials
+    from adrank.core.errors import InputError
+    from adrank.runtime.spark import _hadoop_credentials
 
     monkeypatch.delenv("ADRANK_TEST_UNSET", raising=False)
     monkeypatch.setenv("ADRANK_TEST_EMPTY", "")

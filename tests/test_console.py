@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adrank import console
-from adrank.console_filter import ConsoleFilter
+from adrank.runtime import console
+from adrank.runtime.console_filter import ConsoleFilter
 from adrank.train.checkpoints import make_settings
 from adrank.train.progress import ProgressWriter, progress_bar, progress_file, read_progress
 from conftest import REPO, TINY_CONF
@@ -72,7 +72,7 @@ def test_filter_other_jobs_error_lines_and_stray_carriage_returns_are_just_lines
 def test_filter_process_appends_to_the_log_and_writes_stderr(tmp_path):
     log = tmp_path / "run.log"
     log.write_text("earlier\n")
-    done = subprocess.run([sys.executable, "-u", "-m", "adrank.console_filter", str(log), "--job", "generate_data"],
+    done = subprocess.run([sys.executable, "-u", "-m", "adrank.runtime.console_filter", str(log), "--job", "generate_data"],
                           input=STREAM, capture_output=True, env={**os.environ, "PYTHONPATH": str(LIB)}, timeout=60)
     assert done.returncode == 0 and done.stdout == b""
     assert done.stderr.endswith(ERROR) and b"WARN" not in done.stderr
@@ -81,7 +81,7 @@ def test_filter_process_appends_to_the_log_and_writes_stderr(tmp_path):
 
 SESSION_SCRIPT = textwrap.dedent("""
     import logging, os, subprocess, sys, warnings
-    from adrank import console
+    from adrank.runtime import console
     with console.quiet_session("demo", sys.argv[1], verbose=sys.argv[2] == "1"):
         print("a library's print")
         os.write(2, b"a C library on fd 2\\n")
@@ -266,7 +266,7 @@ def test_verbose_shows_the_spark_lines_live_and_json_ends_with_the_record_as_one
     (["storage.root=file:///data/tables"], "/data/tables/_runs/pipeline-R1.log"),
 ])
 def test_cli_log_file_is_a_local_path_beside_the_run_reports(tmp_path, overrides, expected):
-    command = [sys.executable, "-m", "adrank.cli", "log-file", "pipeline", "R1", "--conf-file", str(TINY_CONF),
+    command = [sys.executable, "-m", "adrank.runtime.cli", "log-file", "pipeline", "R1", "--conf-file", str(TINY_CONF),
                "--set", f"storage.root={tmp_path / 'tables'}", *[a for o in overrides for a in ("--set", o)]]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(LIB)},
                           timeout=60)

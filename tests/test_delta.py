@@ -6,9 +6,9 @@ import json
 
 from chispa import assert_df_equality
 
-from adrank.delta import read_delta, write_delta
-from adrank.layout import table_path
-from adrank.runs import RunReport, publish_report
+from adrank.core.layout import table_path
+from adrank.runtime.runs import RunReport, publish_report
+from adrank.storage.delta import read_delta, write_delta
 
 
 def test_delta_round_trip_with_commit_metadata_and_time_travel(spark, config):
@@ -44,7 +44,7 @@ def test_report_is_stored_and_its_path_printed_and_the_json_line_only_when_asked
 
 
 def test_a_failing_job_still_publishes_its_report_then_returns_1(spark, config, capsys):
-    from adrank.runs import run_job
+    from adrank.runtime.runs import run_job
 
     def body(spark_, config_, report):
         report.figures["rows_in"] = 3

@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adrank import delta, layout
-from adrank.build import store as build_store
-from adrank.config import ConfigError
+from adrank.core import layout
+from adrank.core.config import ConfigError
+from adrank.core.layout import registry_root, serving_root
 from adrank.embed.run import EmbedError, Merge, can_patch, choose_mode, embed_catalog
 from adrank.embed.store import Processed, ensure_table, last_processed, record_without_rows
-from adrank.layout import registry_root, serving_root
-from adrank.runs import RunReport
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
+from adrank.tables import store as build_store
 from conftest import TINY_CONF, load_job, tiny_config
 
 SIZE = 32  # features.image_size of conf/tiny.yaml

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from adrank import delta, layout
-from adrank.errors import InputError, error_type, explain, naming_table, summary
-from adrank.runs import run_job
+from adrank.core import layout
+from adrank.core.errors import InputError, error_type, explain, naming_table, summary
+from adrank.runtime.runs import run_job
+from adrank.storage import delta
 from conftest import REPO, TINY_CONF, load_job
 
 DELTA_VERSION = next(line.split("==")[1] for line in (REPO / "constraints.txt").read_text().splitlines()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adrank.runs import RunReport
+from adrank.runtime.runs import RunReport
 from adrank.train import run as training
 from conftest import tiny_config
 from test_tracking import tensorboard_scalars

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from pyspark.sql import functions as F
 
-from adrank import layout
-from adrank.build import inputs
-from adrank.build.images import preprocess_images, split_images
+from adrank.core import layout
+from adrank.tables import inputs
+from adrank.tables.images import preprocess_images, split_images
 
 
 def png_bytes(colour: tuple[int, int, int]) -> bytes:

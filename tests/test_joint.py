@@ -22,8 +22,8 @@ import pytest
 pytest.importorskip("horovod.runner")
 pytest.importorskip("horovod.tensorflow")
 
-from adrank import layout  # noqa: E402
-from adrank.config import load_config  # noqa: E402
+from adrank.core import layout  # noqa: E402
+from adrank.core.config import load_config  # noqa: E402
 from adrank.train import evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from adrank.build.clicklog import parse_click_log
-from adrank.build.examples import build_examples_with_quarantine
-from adrank.build.quarantine import BAD_ENCODING, BAD_JSON, REASONS
-from adrank.config import FeaturesConfig
-from adrank.layout import CLICK_LOG, LR_FEATURES, SKU_SNAPSHOTS, USER_SNAPSHOTS
+from adrank.core.config import FeaturesConfig
+from adrank.core.layout import CLICK_LOG, LR_FEATURES, SKU_SNAPSHOTS, USER_SNAPSHOTS
+from adrank.tables.clicklog import parse_click_log
+from adrank.tables.examples import build_examples_with_quarantine
+from adrank.tables.quarantine import BAD_ENCODING, BAD_JSON, REASONS
 
 GOOD = {"impression_id": "i1", "ts": "2026-11-01T10:00:00Z", "user_id": 1, "page": "feed",
         "ad_sku_id": 12, "position": 1, "clicked": 0}

@@ -12,11 +12,21 @@ import logging
 
 import pytest
 
-from adrank import delta, freshness, layout
-from adrank.errors import InputError
-from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, edges, table, task_names
-from adrank.pipeline import Selection, run_graph
-from adrank.runs import RunReport
+from adrank.core import layout
+from adrank.core.errors import InputError
+from adrank.orchestration import freshness
+from adrank.orchestration.graph import (
+    DEMO_TASKS,
+    PIPELINE_TASKS,
+    Task,
+    downstream_of,
+    edges,
+    table,
+    task_names,
+)
+from adrank.orchestration.pipeline import Selection, run_graph
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
 
 TASKS = (
     Task("make", "make", (), (), "cpu", ("sample",), writes=(table("a"),)),
@@ -165,7 +175,7 @@ def test_a_tables_state_is_its_latest_commit_read_from_the_log_listing(spark, tm
 
 
 def test_a_task_line_says_not_available_for_a_figure_without_ground_truth():
-    from adrank.pipeline import headline
+    from adrank.orchestration.pipeline import headline
 
     recommended = {"recommend": {"metrics": {"similar_precision_at_10": None, "query_recall_at_10": 0.2,
                                              "user_hit_rate_at_10": float("nan")}}}

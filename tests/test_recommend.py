@@ -148,7 +148,7 @@ def test_users_point_in_time_and_exclusion(spark):
                                        "sku_id long, embedding array<float>")
     active = users.active_users(clicks, "2026-11-03 00:00:00", 7)
     assert [r.user_id for r in active.collect()] == [1]
-    from adrank.config import FeaturesConfig
+    from adrank.core.config import FeaturesConfig
 
     [row] = users.user_requests(active, clicks, embeddings, FeaturesConfig()).collect()
     assert (row.user_id, row.behaviour_clicks, row.exclude) == (1, 1, [10])
@@ -231,7 +231,7 @@ def test_whitening_fitted_on_spark_equals_the_in_process_one_and_whitens(spark):
 
 
 def test_user_recommendations_never_hold_what_the_user_clicked_before(spark, tmp_path):
-    from adrank.config import FeaturesConfig
+    from adrank.core.config import FeaturesConfig
 
     ids = np.array([10, 11, 12, 13], dtype=np.int64)
     vectors = np.array([[1, 0], [0.99, 0.1], [0.98, 0.2], [0, 1]], dtype=np.float32)
@@ -256,8 +256,7 @@ def catalog_without_categories(config) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from adrank import layout
-
+    from adrank.core import layout
     folder = Path(layout.input_path(config, layout.CATALOG))
     table = pq.read_table(folder)
     assert "category_id" in table.column_names  # the sample has it: the test removes it
@@ -274,7 +273,7 @@ def register_untrained_pairwise_model(config) -> int:
     """A freshly built (seeded) stage-1 model with its query tower, as the next ``pairwise`` version."""
     import tensorflow as tf
 
-    from adrank import layout
+    from adrank.core import layout
     from adrank.train.ranks.models import PairwiseModel, query_tower, sku_tower
     from adrank.train.registry import export_model
 
@@ -291,11 +290,11 @@ def register_untrained_pairwise_model(config) -> int:
 def run_without_categories(spark, tmp_path_factory) -> dict:
     """The sample data with a catalog that has no ``category_id``, through build_tables, a registered
     model, embed_catalog and recommend: the recommend run's figures."""
-    from adrank.build.run import build_tables
     from adrank.embed.run import embed_catalog
     from adrank.recommend.run import recommend
-    from adrank.runs import RunReport
+    from adrank.runtime.runs import RunReport
     from adrank.sample.run import generate_data
+    from adrank.tables.run import build_tables
     from conftest import tiny_config
 
     config = tiny_config(tmp_path_factory.mktemp("no_categories"))
@@ -312,8 +311,8 @@ def run_without_categories(spark, tmp_path_factory) -> dict:
 def test_without_categories_the_precision_figures_are_null_and_the_rest_are_measured(run_without_categories):
     import json
 
-    from adrank.config import to_json
-    from adrank.tracking import numeric_metrics
+    from adrank.core.config import to_json
+    from adrank.runtime.tracking import numeric_metrics
 
     found = run_without_categories["recommend"]["metrics"]
     assert found["similar_precision_at_10"] is None and found["similar_precision_at_10_popularity"] is None
@@ -329,8 +328,8 @@ def test_without_categories_the_precision_figures_are_null_and_the_rest_are_meas
 
 
 def test_without_categories_the_console_table_says_not_available(run_without_categories):
-    from adrank.console import summary_table
     from adrank.recommend.run import metrics_table
+    from adrank.runtime.console import summary_table
 
     for text in (metrics_table(run_without_categories["recommend"]), summary_table(run_without_categories)):
         [line] = [x for x in text.splitlines() if x.startswith("similar-SKU precision@10")]

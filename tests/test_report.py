@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from adrank import layout
-from adrank.delta import write_delta
+from adrank.core import layout
 from adrank.report.page import (
     Gallery,
     GalleryRow,
@@ -35,6 +34,7 @@ from adrank.report.page import (
     run_versions,
 )
 from adrank.report.run import previous_record, write_report
+from adrank.storage.delta import write_delta
 from conftest import TINY_CONF, load_job, tiny_config
 
 HOLDOUT = "2024-01-03"

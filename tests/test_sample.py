@@ -17,9 +17,9 @@ from PIL import Image
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from adrank.config import SampleConfig
-from adrank.delta import write_text_file
+from adrank.core.config import SampleConfig
 from adrank.sample.generate import generate_inputs
+from adrank.storage.delta import write_text_file
 from conftest import tiny_config
 
 TINY = SampleConfig(

@@ -2,7 +2,7 @@
 
 Both are read with the Databricks SDK's ``JobSettings.from_dict`` (the Jobs API 2.1 shape,
 which a bundle's job resource shares once its ``${...}`` references are resolved) and
-checked against :data:`adrank.graph.PIPELINE_TASKS` by one function, :func:`job_problems`,
+checked against :data:`adrank.orchestration.graph.PIPELINE_TASKS` by one function, :func:`job_problems`,
 which returns what is wrong (nothing, for a job that mirrors the graph). No Spark.
 """
 
@@ -18,8 +18,8 @@ import pytest
 import yaml
 from databricks.sdk.service.jobs import JobSettings, PauseStatus
 
-from adrank.config import load_config
-from adrank.graph import GPU, PIPELINE_TASKS, Task, edges, task_names
+from adrank.core.config import load_config
+from adrank.orchestration.graph import GPU, PIPELINE_TASKS, Task, edges, task_names
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "databricks.yml"

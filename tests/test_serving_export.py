@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
-from adrank import versioned
 from adrank.embed import export, serving
 from adrank.embed.export import publish_serving_snapshot
 from adrank.embed.serving import load_serving_snapshot
+from adrank.storage import versioned
 
 SCHEMA = StructType([
     StructField("sku_id", LongType()), StructField("image_hash", StringType()),

@@ -19,15 +19,18 @@ from chispa import assert_df_equality
 from PIL import Image
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.build.images import (
+from adrank.core import layout
+from adrank.core.config import FeaturesConfig
+from adrank.storage import delta
+from adrank.storage.delta import USER_METADATA_CONF, read_delta
+from adrank.tables.images import (
     SKU_IMAGES_DDL,
     decode_resize_encode,
     preprocess_images,
     split_images,
     to_rgb,
 )
-from adrank.build.quarantine import (
+from adrank.tables.quarantine import (
     DUPLICATE_ID,
     NULL_ID,
     OVERSIZED_IMAGE,
@@ -35,9 +38,7 @@ from adrank.build.quarantine import (
     UNDECODABLE_IMAGE,
     quarantine_rows,
 )
-from adrank.build.store import upsert_sku_images
-from adrank.config import FeaturesConfig
-from adrank.delta import USER_METADATA_CONF, read_delta
+from adrank.tables.store import upsert_sku_images
 
 CATALOG_DDL = "sku_id long, title string, image binary, updated_at timestamp, category_id int"
 RAW_DDL = "sku_id long, title string, updated_at timestamp, image_bytes int, image_hash string, detail string"
@@ -456,9 +457,10 @@ def build_images(spark, config, rows) -> tuple[dict, object]:
     """Write ``rows`` as the catalog (Parquet) and run build_sku_images; (figures, bad rows)."""
     from contextlib import ExitStack
 
-    from adrank import delta, layout
-    from adrank.build import run as build
-    from adrank.runs import RunReport
+    from adrank.core import layout
+    from adrank.runtime.runs import RunReport
+    from adrank.storage import delta
+    from adrank.tables import run as build
 
     spark.createDataFrame(rows, CATALOG_DDL).write.mode("overwrite").parquet(
         layout.input_path(config, layout.CATALOG))

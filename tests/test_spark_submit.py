@@ -97,8 +97,8 @@ def check_recommendations(report: dict, root: Path, embedded: dict) -> None:
         capture_output=True, text=True, timeout=300)
     assert answered.returncode == 0, answered.stderr[-2000:]
     skus = json.loads(answered.stdout.strip().splitlines()[-1])["skus"]
+    from adrank.context.towers import embed_query_texts
     from adrank.embed.serving import load_serving_snapshot
-    from adrank.towers import embed_query_texts
 
     snapshot = load_serving_snapshot(root / "tables" / "serving" / "sku_embeddings")
     model = root / "tables" / "models" / "pairwise" / f"v{recommend['versions']['embedding_model']}"

@@ -1,6 +1,6 @@
 """A stopped job ends every process it started, and the next run resumes.
 
-The first tests check :mod:`adrank.processes` on small real process trees (seconds). The
+The first tests check :mod:`adrank.runtime.processes` on small real process trees (seconds). The
 ``signals`` test runs ``spark-submit.sh pipeline`` on the tiny sample data: once both
 Horovod ranks of stage-1 training run, the script gets SIGTERM; every process of its tree,
 read before the signal (the JVM, the Python driver, Spark's Python workers, Horovod's
@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from adrank import processes
+from adrank.runtime import processes
 from conftest import SPARK_SUBMIT_SH, TINY_CONF
 
 STOP_DEADLINE_S = 30
@@ -88,7 +88,7 @@ if sys.argv[1:] == ["driver"]:
     print("ready", flush=True)
     time.sleep(600)
 else:
-    from adrank.processes import exit_when_gone
+    from adrank.runtime.processes import exit_when_gone
     exit_when_gone(poll_s=0.1)
     time.sleep(600)
 """

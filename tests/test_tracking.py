@@ -2,7 +2,7 @@
 
 One real tiny LR run (1 Horovod rank, 4 steps, inline examples) goes through
 ``adrank.train.run.train``; its MLflow run and its event file are read back with MLflow's
-client and TensorFlow's summary iterator. The rest calls :func:`adrank.tracking.track_stage`
+client and TensorFlow's summary iterator. The rest calls :func:`adrank.runtime.tracking.track_stage`
 directly (no training).
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from adrank.config import ConfigError
-from adrank.runs import RunReport
-from adrank.tracking import track_stage, tracking_uri
+from adrank.core.config import ConfigError
+from adrank.runtime.runs import RunReport
+from adrank.runtime.tracking import track_stage, tracking_uri
 from adrank.train import run as training
 from conftest import REPO, tiny_config
 from test_training import DAY1, DAY2, example, write_examples
@@ -178,7 +178,7 @@ TWO_WRITERS = """
 import sys
 from pathlib import Path
 from adrank.testing import tiny_config
-from adrank.tracking import track_stage
+from adrank.runtime.tracking import track_stage
 config = tiny_config(Path(sys.argv[1]))
 results = [track_stage(config, f"{sys.argv[2]}-{n}", "lr", {"n": n}, {"auc": 0.5}, "/m/v1", 1) for n in range(3)]
 print([result.get("error") for result in results])

@@ -26,10 +26,11 @@ except RuntimeError:  # another test module already started the TF runtime
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from adrank import delta, layout  # noqa: E402
-from adrank.build import run as build  # noqa: E402
-from adrank.runs import RunReport  # noqa: E402
+from adrank.core import layout  # noqa: E402
+from adrank.runtime.runs import RunReport  # noqa: E402
 from adrank.sample.generate import generate_inputs  # noqa: E402
+from adrank.storage import delta
+from adrank.tables import run as build  # noqa: E402
 from adrank.train import pairs  # noqa: E402
 from adrank.train import store as train_store  # noqa: E402
 from adrank.train.ranks import input as train_input  # noqa: E402

@@ -30,7 +30,7 @@ import pytest
 pytest.importorskip("horovod.runner")
 pytest.importorskip("horovod.tensorflow")
 
-from adrank.config import load_config  # noqa: E402
+from adrank.core.config import load_config  # noqa: E402
 from adrank.train import evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adrank import delta, layout
-from adrank.build.examples import EXAMPLES_DDL
-from adrank.build.images import SKU_IMAGES_DDL
-from adrank.layout import registry_root
-from adrank.runs import RunReport
+from adrank.core import layout
+from adrank.core.layout import registry_root
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
+from adrank.tables.examples import EXAMPLES_DDL
+from adrank.tables.images import SKU_IMAGES_DDL
 from adrank.train import launch
 from adrank.train import run as training
 from adrank.train.registry import versions

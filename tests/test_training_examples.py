@@ -11,15 +11,15 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank.build.clicklog import checked_click_log
-from adrank.build.examples import (
+from adrank.tables.clicklog import checked_click_log
+from adrank.tables.examples import (
     EXAMPLES_DDL,
     build_examples_with_quarantine,
     impressions_without_lr_features,
 )
-from adrank.build.hashing import token_id_py, with_feature_tokens, with_sparse_ids, xxhash64_py
-from adrank.build.lr_features import drop_duplicate_lr_records, flag_lr_without_impression, parse_lr_features
-from adrank.build.quarantine import (
+from adrank.tables.hashing import token_id_py, with_feature_tokens, with_sparse_ids, xxhash64_py
+from adrank.tables.lr_features import drop_duplicate_lr_records, flag_lr_without_impression, parse_lr_features
+from adrank.tables.quarantine import (
     BAD_JSON,
     BAD_POSITION,
     BAD_TIMESTAMP,
@@ -31,7 +31,7 @@ from adrank.build.quarantine import (
     UNKNOWN_SKU,
     split_by_reason,
 )
-from adrank.build.snapshots import join_as_of, parse_snapshots
+from adrank.tables.snapshots import join_as_of, parse_snapshots
 
 DAY = dt.date(2026, 11, 1)
 NEXT_DAY = dt.date(2026, 11, 2)

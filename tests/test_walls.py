@@ -19,9 +19,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "lib"
-FRAME = {"adrank", "adrank.config", "adrank.cli", "adrank.console", "adrank.console_filter", "adrank.spark", "adrank.runs", "adrank.pipeline",
-         "adrank.errors", "adrank.layout", "adrank.delta", "adrank.versioned", "adrank.behaviour", "adrank.towers"}
-PACKAGES = ("sample", "build", "train", "embed", "recommend", "report")
+# The layers, lowest first: a module imports only from its own layer and those below it.
+LAYERS = (("core",), ("storage",), ("runtime",), ("context",),
+          ("sample", "tables", "train", "embed", "recommend", "report"), ("orchestration",))
+FRAME_PACKAGES = ("core", "storage", "runtime", "context", "orchestration")
+PACKAGES = LAYERS[4]
 ENTRY_POINTS = ("run", "store")
 SHARED = {"adrank.train.registry"}
 HEAVY = ("tensorflow", "horovod", "petastorm")
@@ -73,14 +75,34 @@ def package_of(module: str) -> str | None:
 
 
 def test_the_scan_finds_the_library():
-    assert {"adrank.build.run", "adrank.train.ranks.loop", "adrank.embed.run", "adrank.layout"} <= MODULES
-    assert "adrank.layout" in adrank_modules(LIB / "adrank" / "build" / "run.py")
+    assert {"adrank.tables.run", "adrank.train.ranks.loop", "adrank.embed.run", "adrank.core.layout"} <= MODULES
+    assert "adrank.core.layout" in adrank_modules(LIB / "adrank" / "tables" / "run.py")
 
 
 @pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("*.py")), ids=lambda p: p.name)
 def test_jobs_import_only_the_frame_and_a_run_module(job):
-    allowed = FRAME | {f"adrank.{pkg}.run" for pkg in PACKAGES} | {f"adrank.{pkg}" for pkg in PACKAGES}
+    frame = {m for m in MODULES if m == "adrank" or m.split(".")[1] in FRAME_PACKAGES}
+    allowed = frame | {f"adrank.{pkg}.run" for pkg in PACKAGES} | {f"adrank.{pkg}" for pkg in PACKAGES}
     assert adrank_modules(job) <= allowed, f"{job.name} reaches past the frame and run modules"
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of a module's package (None: ``adrank`` itself and ``adrank.testing``)."""
+    parts = module.split(".")
+    return next((i for i, layer in enumerate(LAYERS) if len(parts) >= 2 and parts[1] in layer), None)
+
+
+def test_every_module_sits_in_a_layer_but_the_package_root_and_the_pytest_plugin():
+    assert {m for m in MODULES if layer_of(m) is None} == {"adrank", "adrank.testing"}
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=module_name)
+def test_a_module_imports_nothing_from_a_higher_layer(path):
+    here = layer_of(module_name(path))
+    if here is None:
+        return
+    higher = {m for m in adrank_modules(path) if (layer_of(m) or 0) > here}
+    assert higher == set(), f"{module_name(path)} (layer {LAYERS[here]}) imports from a higher layer"
 
 
 def test_the_library_never_imports_jobs():
@@ -133,4 +155,4 @@ def test_the_rank_side_never_imports_pyspark(path):
 def test_the_models_know_nothing_of_files_config_or_spark():
     models = LIB / "adrank" / "train" / "ranks" / "models.py"
     names = {name.split(".")[0] if not name.startswith("adrank") else name for name, _ in imports(models)}
-    assert not names & {"os", "pathlib", "shutil", "pyspark", "adrank.config", "adrank.layout", "adrank.delta"}
+    assert not names & {"os", "pathlib", "shutil", "pyspark", "adrank.core.config", "adrank.core.layout", "adrank.storage.delta"}

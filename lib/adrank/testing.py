@@ -5,7 +5,7 @@ conftest with ``pytest_plugins = ["adrank.testing"]`` (both at once are fine: th
 point carries the module's name, so pytest registers it once). Fixtures:
 
 * ``adrank_spark`` (session): the local Delta-enabled SparkSession of
-  :func:`adrank.spark.build_spark` with the tiny config's settings (``local[2]``, 2 shuffle
+  :func:`adrank.runtime.spark.build_spark` with the tiny config's settings (``local[2]``, 2 shuffle
   partitions, 1 GB driver). A session already active is reused and left running; one this
   fixture made is stopped at the end of the test session.
 * ``adrank_config``: the tiny config (:func:`tiny_config`) with ``storage.root`` and
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from adrank.config import Config, load_config
+from adrank.core.config import Config, load_config
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -53,7 +53,7 @@ def adrank_spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSess
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    from adrank.spark import build_spark
+    from adrank.runtime.spark import build_spark
 
     made_here = SparkSession.getActiveSession() is None
     session = build_spark(tiny_config(tmp_path_factory.mktemp("adrank_spark")).spark, "adrank-tests")
@@ -71,7 +71,7 @@ def adrank_config(tmp_path: Path) -> Config:
 @pytest.fixture
 def adrank_sample_data(adrank_spark: SparkSession, adrank_config: Config) -> Config:
     """``adrank_config`` with the sample inputs generated under its ``inputs.root``."""
-    from adrank.runs import RunReport
+    from adrank.runtime.runs import RunReport
     from adrank.sample.run import generate_data
 
     generate_data(adrank_spark, adrank_config, RunReport("generate_data"))

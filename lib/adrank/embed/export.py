@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adrank import versioned
 from adrank.embed import serving
 from adrank.embed.serving import Changes, ServingSnapshot, Shape
+from adrank.storage import versioned
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank import delta, layout
-from adrank.config import Config
+from adrank.core import layout
+from adrank.core.config import Config
 from adrank.embed import incremental, store
 from adrank.embed.udf import SIGNATURE, with_embeddings
-from adrank.runs import RunReport
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
 
 if TYPE_CHECKING:
     from adrank.embed.serving import ServingSnapshot

@@ -1,6 +1,6 @@
 """Serving snapshots of ``sku_embeddings``: the on-disk format, load and verify, patch merge.
 
-Layout under ``serving_root`` (versions published by :func:`adrank.versioned.publish`)::
+Layout under ``serving_root`` (versions published by :func:`adrank.storage.versioned.publish`)::
 
     <serving_root>/v1/sku_ids.npy      int64 [n], sorted ascending, unique
     <serving_root>/v1/embeddings.npy   float32 [n, d]; row i belongs to sku_ids[i]
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from adrank import versioned
+from adrank.storage import versioned
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"

@@ -15,7 +15,7 @@ Deletion vectors are ON for ``sku_embeddings`` (off for the tables Petastorm rea
 MERGE that updates 1% of the SKUs marks their old rows deleted in a small deletion
 vector and writes only the new rows, instead of rewriting every file that holds one of
 them. Read it with Spark (or a deletion-vector-aware reader), or use the serving
-snapshot; :func:`adrank.delta.live_files` refuses it.
+snapshot; :func:`adrank.storage.delta.live_files` refuses it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 
-from adrank.config import Config
-from adrank.delta import (
+from adrank.core.config import Config
+from adrank.core.errors import naming_table
+from adrank.core.layout import serving_root
+from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
+from adrank.storage.delta import (
     MERGE_METRICS,
     USER_METADATA_CONF,
     commit_figures,
@@ -40,9 +43,6 @@ from adrank.delta import (
     session_conf,
     set_properties,
 )
-from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
-from adrank.errors import naming_table
-from adrank.layout import serving_root
 
 if TYPE_CHECKING:
     from adrank.embed.serving import ServingSnapshot

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pyspark.sql import Column, DataFrame
 
-from adrank.build.store import decode_stored_images
+from adrank.tables.store import decode_stored_images
 
 SIGNATURE = "sku_embedding"
 OUTPUT = "embedding"

@@ -13,11 +13,11 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank import layout
-from adrank.config import Config
-from adrank.errors import InputError
+from adrank.context.towers import embed_query_texts
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.core.errors import InputError
 from adrank.recommend.neighbours import EXACT, Catalog, Limits, search
-from adrank.towers import embed_query_texts
 
 
 def window_queries(examples: DataFrame, start: str, end: str) -> DataFrame:

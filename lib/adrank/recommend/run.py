@@ -34,17 +34,18 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.behaviour import clicks_of
-from adrank.config import Config
-from adrank.console import NOT_AVAILABLE, say_table
-from adrank.errors import InputError
+from adrank.context.behaviour import clicks_of
+from adrank.context.towers import query_vectors
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.core.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
 from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest
 from adrank.recommend.queries import similar_to_query, window_queries
-from adrank.runs import RunReport
-from adrank.towers import query_vectors
+from adrank.runtime.console import NOT_AVAILABLE, say_table
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
 
 POPULAR_LIMIT = 1000  # the popularity list a baseline filters its exclusions from
 

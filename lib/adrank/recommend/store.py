@@ -16,8 +16,9 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank import delta, layout
-from adrank.config import Config
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.storage import delta
 
 JOB = "recommend"
 KEYS = {layout.SIMILAR_SKUS: "sku_id", layout.USER_RECOMMENDATIONS: "user_id",

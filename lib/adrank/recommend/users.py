@@ -1,7 +1,7 @@
 """The users to recommend for, as of a time: their behaviour embedding and what they already clicked.
 
 Pure DataFrame transforms. A user is active when they clicked in the ``lookback_days``
-before ``as_of``; their request vector is :func:`adrank.behaviour.behaviour_as_of` at
+before ``as_of``; their request vector is :func:`adrank.context.behaviour.behaviour_as_of` at
 ``as_of`` (clicks strictly before it: the same point-in-time rule as stage 3's feed
 context), and ``exclude`` holds every SKU they clicked before ``as_of``.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank.behaviour import behaviour_as_of
-from adrank.config import FeaturesConfig
+from adrank.context.behaviour import behaviour_as_of
+from adrank.core.config import FeaturesConfig
 
 
 def active_users(clicks: DataFrame, as_of: str, lookback_days: int) -> DataFrame:

@@ -24,10 +24,10 @@ from typing import Any
 from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
-from adrank import layout
-from adrank.config import Config
-from adrank.delta import latest_version, read_delta
+from adrank.core import layout
+from adrank.core.config import Config
 from adrank.report.page import Gallery, GalleryRow, Tile
+from adrank.storage.delta import latest_version, read_delta
 
 SAMPLE_SKUS = 8
 SAMPLE_COLD_SKUS = 3

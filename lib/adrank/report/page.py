@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adrank.console import NOT_AVAILABLE
+from adrank.runtime.console import NOT_AVAILABLE
 
 MISSING = "-"
 MODELS = ("lr", "oracle", "dot", "product", "dnn")

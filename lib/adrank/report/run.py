@@ -26,13 +26,13 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from adrank import layout
-from adrank.config import Config
-from adrank.console import GRAPH_JOBS
-from adrank.delta import hadoop_path, read_text_file, write_text_file
+from adrank.core import layout
+from adrank.core.config import Config
 from adrank.report.gallery import galleries
 from adrank.report.page import render_page
 from adrank.report.plots import all_plots
+from adrank.runtime.console import GRAPH_JOBS
+from adrank.storage.delta import hadoop_path, read_text_file, write_text_file
 
 LATEST = "latest"
 RECORD_NAME = re.compile(r"([a-z_]+)-(.+)\.json")  # a run record: <job>-<run id>.json

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank.layout import CLICK_LOG, LR_FEATURES
+from adrank.core.layout import CLICK_LOG, LR_FEATURES
 from adrank.sample.blocks import block_frame, block_ranges
 from adrank.sample.impressions import (
     AB_GROUPS,
@@ -37,7 +37,7 @@ from adrank.sample.source import SourceData
 from adrank.sample.world import World, iso_timestamps
 
 if TYPE_CHECKING:
-    from adrank.config import SampleConfig
+    from adrank.core.config import SampleConfig
 
 LINES_SCHEMA = "date string, value string"
 ORACLE_SCHEMA = "impression_id string, click_probability double"

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
-from adrank.config import to_json
-from adrank.delta import write_text_file
-from adrank.layout import CATALOG, ORACLE_FOLDER, ORACLE_TABLE
+from adrank.core.config import to_json
+from adrank.core.layout import CATALOG, ORACLE_FOLDER, ORACLE_TABLE
 from adrank.sample.catalog import catalog_source
 from adrank.sample.clicklog import impression_sources, oracle_frame
 from adrank.sample.impressions import CLICK_MODEL
@@ -25,9 +24,10 @@ from adrank.sample.snapshots import snapshot_sources
 from adrank.sample.source import SourceData
 from adrank.sample.storage import write_source
 from adrank.sample.world import PALETTES, SHAPES, TEXTURES, World, build_world
+from adrank.storage.delta import write_text_file
 
 if TYPE_CHECKING:
-    from adrank.config import SampleConfig
+    from adrank.core.config import SampleConfig
 
 MANIFEST_NAME = "_manifest.json"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from adrank.layout import PAGES
+from adrank.core.layout import PAGES
 from adrank.sample.blocks import Stream, block_rng
 from adrank.sample.world import SECONDS_PER_DAY, World
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyspark.sql import SparkSession
 
-from adrank.config import Config
-from adrank.runs import RunReport
+from adrank.core.config import Config
+from adrank.runtime.runs import RunReport
 from adrank.sample.generate import generate_inputs
 
 

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank.layout import SKU_SNAPSHOTS, USER_SNAPSHOTS
+from adrank.core.layout import SKU_SNAPSHOTS, USER_SNAPSHOTS
 from adrank.sample.blocks import Stream, block_frame, block_ranges, block_rng
 from adrank.sample.source import SourceData
 from adrank.sample.world import SECONDS_PER_DAY, World, iso_timestamps
 
 if TYPE_CHECKING:
-    from adrank.config import SampleConfig
+    from adrank.core.config import SampleConfig
 
 SNAPSHOT_BROKEN_KINDS = ("bad_timestamp",)
 BAD_TIMESTAMPS = ("2026-13-45T99:61:00Z", "not-a-timestamp", "yesterday", "17/11/2026 10:00")

@@ -1,7 +1,7 @@
-"""Writing the generated sources, locally or to a Hadoop URI (small files: ``adrank.delta.write_text_file``)."""
+"""Writing the generated sources, locally or to a Hadoop URI (small files: ``adrank.storage.delta.write_text_file``)."""
 from __future__ import annotations
 
-from adrank.layout import CATALOG, DATED_SOURCES
+from adrank.core.layout import CATALOG, DATED_SOURCES
 from adrank.sample.source import SourceData
 
 PARQUET_SOURCES = (CATALOG,)

@@ -18,7 +18,7 @@ import numpy as np
 from adrank.sample.blocks import Stream, block_rng
 
 if TYPE_CHECKING:
-    from adrank.config import SampleConfig
+    from adrank.core.config import SampleConfig
 
 SHAPES = ("circle", "square", "triangle", "stripes", "ring", "cross")
 PALETTES = ("crimson", "amber", "lime", "emerald", "azure", "violet")

@@ -14,8 +14,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank import layout
-from adrank.build.store import decode_stored_images
+from adrank.core import layout
+from adrank.tables.store import decode_stored_images
 
 EVAL_BATCH = 256
 EXAMPLE_BATCH = 4096

@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from adrank import layout
-from adrank.config import TrainConfig
+from adrank.core import layout
+from adrank.core.config import TrainConfig
 
 if TYPE_CHECKING:
-    from adrank.config import Config
+    from adrank.core.config import Config
 
 CHECKPOINT_PREFIX = "ckpt"
 TENSORBOARD_FOLDER = "tensorboard"

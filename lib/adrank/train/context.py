@@ -6,8 +6,8 @@ fixed width D, floats, ints). Per page, x is
 
 * ``detail``: the context SKU's embedding (``sku_embeddings``);
 * ``search``: the query's embedding from the registered stage-1 query tower
-  (:func:`adrank.towers.query_vectors`, a ``mapInPandas`` over the distinct queries);
-* ``feed``: the user's behaviour embedding (:func:`adrank.behaviour.behaviour_embeddings`,
+  (:func:`adrank.context.towers.query_vectors`, a ``mapInPandas`` over the distinct queries);
+* ``feed``: the user's behaviour embedding (:func:`adrank.context.behaviour.behaviour_embeddings`,
   clicks strictly before the impression),
 
 and y is the ad SKU's embedding. A missing embedding is a zero vector with
@@ -39,7 +39,7 @@ def joint_examples(examples: DataFrame, sku_vectors: DataFrame, query_embeddings
     Args:
         examples: ``training_examples`` rows.
         sku_vectors: ``sku_id, embedding`` (pinned ``sku_embeddings``).
-        query_embeddings: ``query, embedding`` (:func:`adrank.towers.query_vectors`).
+        query_embeddings: ``query, embedding`` (:func:`adrank.context.towers.query_vectors`).
         behaviour: ``impression_id, behaviour, behaviour_clicks``.
         embedding_dim: D.
         images: ``sku_id, image`` (pinned ``sku_images``) to add the image columns.

@@ -127,9 +127,9 @@ def lr_metrics(labels: ArrayLike, probabilities: ArrayLike, cold: ArrayLike | No
 def ranking_metrics(labels: ArrayLike, probabilities: ArrayLike, cold: ArrayLike | None = None,
                     pages: ArrayLike | None = None) -> dict[str, float | int]:
     """:func:`lr_metrics` plus, with ``pages`` (page names per row), ``<page>_auc``,
-    ``<page>_log_loss`` and ``<page>_rows`` for every page of ``adrank.layout.PAGES``
+    ``<page>_log_loss`` and ``<page>_rows`` for every page of ``adrank.core.layout.PAGES``
     (NaN when a page has no rows or one class)."""
-    from adrank.layout import PAGES
+    from adrank.core.layout import PAGES
 
     labels = np.asarray(labels).ravel()
     probabilities = np.asarray(probabilities, dtype=np.float64).ravel()

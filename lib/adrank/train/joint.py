@@ -24,11 +24,12 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.behaviour import behaviour_embeddings, clicks_of
-from adrank.console import say_table
-from adrank.errors import InputError
-from adrank.towers import query_vectors
+from adrank.context.behaviour import behaviour_embeddings, clicks_of
+from adrank.context.towers import query_vectors
+from adrank.core import layout
+from adrank.core.errors import InputError
+from adrank.runtime.console import say_table
+from adrank.storage import delta
 from adrank.train import batches, context, store
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ by executors and driver); ``auto`` picks ``spark`` when a non-local SparkSession
 A rank that fails, dies or hangs (the loop's watchdog) ends the job: :func:`launch` raises
 :class:`TrainingFailed` with one line naming the stage and the last checkpoint step;
 launching again with the same settings resumes from it. A launch that ends by any
-exception (a rank's failure, the driver's stop: :class:`adrank.processes.Stopped`) ends the
+exception (a rank's failure, the driver's stop: :class:`adrank.runtime.processes.Stopped`) ends the
 processes horovodrun started (they run in sessions of their own), and each rank exits by
-itself when the driver is gone (``ADRANK_DRIVER_PID``; :mod:`adrank.processes`), so no rank
+itself when the driver is gone (``ADRANK_DRIVER_PID``; :mod:`adrank.runtime.processes`), so no rank
 outlives its driver, even a SIGKILLed one. horovodrun starts ranks with
 ``multiprocessing`` (spawn): the calling script must guard its entry point. pyspark is
 imported lazily, only to find the SparkSession and to call ``horovod.spark.run``. While
@@ -29,8 +29,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from adrank.console import console_stream
-from adrank.processes import driver_environment, ended_with_block
+from adrank.runtime.console import console_stream
+from adrank.runtime.processes import driver_environment, ended_with_block
 from adrank.train.checkpoints import (
     RankSettings,
     checkpoint_dir,
@@ -163,8 +163,8 @@ def driver_signals_kept() -> Iterator[None]:
     ``horovod.runner.gloo_run.launch_gloo`` (behind both launchers) replaces them with a
     handler that only sets an event for its launchers, and never puts them back: from the
     first launch on, the driver ignored SIGTERM and kept running. Here the launch gets a
-    plain event instead, so a stop raises :class:`adrank.processes.Stopped` in the driver
-    (whose way out ends the ranks: :func:`adrank.processes.ended_with_block`); the
+    plain event instead, so a stop raises :class:`adrank.runtime.processes.Stopped` in the driver
+    (whose way out ends the ranks: :func:`adrank.runtime.processes.ended_with_block`); the
     handlers are also put back after the launch, whatever Horovod did.
     """
     from horovod.runner import gloo_run

@@ -2,7 +2,7 @@
 
 Contract: :func:`oracle_metrics` scores the held-out rows of ``training_examples`` with the
 planted probability of ``<inputs.root>/_oracle/click_probability`` (written by
-``generate_data`` beside ``_manifest.json``; :func:`adrank.layout.oracle_path`) and returns
+``generate_data`` beside ``_manifest.json``; :func:`adrank.core.layout.oracle_path`) and returns
 the same figures as every model (:func:`adrank.train.evaluate.ranking_metrics`), plus how
 many held-out rows had a probability. Real inputs have no such file: then None. The
 pipeline never reads this file as an input; only this evaluation does.
@@ -15,8 +15,9 @@ from collections.abc import Iterable
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank import delta, layout
-from adrank.config import Config
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.storage import delta
 
 
 def oracle_metrics(spark: SparkSession, config: Config, holdout: DataFrame,

@@ -1,20 +1,20 @@
 """The model registry: versioned SavedModels in a folder, with metadata and a pointer.
 
-Layout (``root`` = :func:`adrank.layout.registry_root`)::
+Layout (``root`` = :func:`adrank.core.layout.registry_root`)::
 
     <root>/<stage>/v1/               SavedModel (saved_model.pb, variables/) + metadata.json
     <root>/<stage>/v2/
     <root>/<stage>/latest            "v2": moved forward only, after v2 is complete
 
-:func:`export_model` publishes with :func:`adrank.versioned.publish` (temporary folder,
+:func:`export_model` publishes with :func:`adrank.storage.versioned.publish` (temporary folder,
 atomic claim of ``v<N>``, then ``latest`` moved forward; every version is kept), so a
 reader that follows ``latest`` never sees a half-written model. The signatures are
 :func:`adrank.train.ranks.models.export_signatures` (``sku_embedding``, ``query_embedding``,
 ``lr_score``), or for stage 3 :func:`~adrank.train.ranks.models.joint_signatures` (``score``);
 ``metadata.json`` holds ``stage``, ``version``, ``data_version``, ``config``,
 ``metrics``, ``created_at`` (UTC ISO-8601), ``run_id``, ``signatures`` and ``image_size``,
-dumped with :func:`adrank.config.to_json` (credentials redacted, NaN as null). A model
-whose metrics hold NaN is refused. Local paths only (see :mod:`adrank.versioned`); TensorFlow
+dumped with :func:`adrank.core.config.to_json` (credentials redacted, NaN as null). A model
+whose metrics hold NaN is refused. Local paths only (see :mod:`adrank.storage.versioned`); TensorFlow
 is imported inside the functions that need it.
 """
 
@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adrank import versioned
-from adrank.config import to_json
+from adrank.core.config import to_json
+from adrank.storage import versioned
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.config import Config, TrainConfig
-from adrank.errors import InputError
-from adrank.runs import RunReport
+from adrank.core import layout
+from adrank.core.config import Config, TrainConfig
+from adrank.core.errors import InputError
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
 from adrank.train import batches, store
 from adrank.train.checkpoints import DataVersion, RankSettings, make_settings
 from adrank.train.stages import STAGES as STAGE_TABLE
@@ -232,7 +233,7 @@ def _register(pinned: PinnedData, data_version: DataVersion, metrics: dict[str, 
     metadata; ``train_config`` (default ``config.train``) is what MLflow records as params
     and ``name`` (a stage-3 module) prefixes its keys there.
     """
-    from adrank.config import config_as_dict
+    from adrank.core.config import config_as_dict
     from adrank.train.registry import export_model
 
     config = pinned.config
@@ -252,9 +253,9 @@ def _register(pinned: PinnedData, data_version: DataVersion, metrics: dict[str, 
 
 def _track(pinned: PinnedData, data_version: DataVersion, metrics: Metrics, model_path: str, model_version: int,
            train_config: TrainConfig, name: str) -> Figures:
-    """The registered model to MLflow (:func:`adrank.tracking.track_stage`, which never raises)."""
-    from adrank.config import config_as_dict
-    from adrank.tracking import track_stage
+    """The registered model to MLflow (:func:`adrank.runtime.tracking.track_stage`, which never raises)."""
+    from adrank.core.config import config_as_dict
+    from adrank.runtime.tracking import track_stage
 
     with pinned.report.timed(f"{pinned.stage}{'_' + name if name else ''}_tracking"):
         return track_stage(pinned.config, pinned.report.run_id, pinned.stage, config_as_dict(train_config),

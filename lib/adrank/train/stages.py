@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from adrank import layout
+from adrank.core import layout
 
 if TYPE_CHECKING:
     import numpy as np

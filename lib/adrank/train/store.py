@@ -8,7 +8,7 @@ read); :func:`rows_per_kind` counts them. :func:`write_joint_examples` overwrite
 can list their live files) and returns the new version. Both lay their rows out with
 :func:`in_stable_files`: which rows share a file, and their order in it, depend on the
 rows alone, so the ranks read the same batches whatever master computed them. Generic
-Delta I/O goes through :mod:`adrank.delta`.
+Delta I/O goes through :mod:`adrank.storage.delta`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.config import Config
-from adrank.errors import naming_table
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.core.errors import naming_table
+from adrank.storage import delta
 
 PAIR_KINDS = (layout.DETAIL, layout.SEARCH)
 PAIRS_PARTITION = "kind_part"  # a copy of kind: the files of one kind hold that kind only

@@ -1,7 +1,7 @@
 """Training input: the live Parquet files of one pinned Delta version -> Petastorm -> tf.data.
 
-The driver pins a version and lists its live files (``adrank.delta.pin_version`` and
-``adrank.delta.live_files``; never the table's folder, which also holds the files of
+The driver pins a version and lists its live files (``adrank.storage.delta.pin_version`` and
+``adrank.storage.delta.live_files``; never the table's folder, which also holds the files of
 older versions) and hands ``(files, data_version)`` to every rank. This module reads
 those files only; it imports neither pyspark nor the Delta log.
 

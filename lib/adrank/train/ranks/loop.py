@@ -11,7 +11,7 @@ newest checkpoint. At every checkpoint all ranks score a small fixed held-out sa
 (:mod:`adrank.train.ranks.holdout`; rank 0 writes ``holdout/<metric>`` to TensorBoard).
 A rank whose step makes no progress for ``settings.step_timeout_s``
 is ended by a watchdog; a failing rank leaves a one-line reason for the launcher; a rank
-whose driver is gone (stopped, killed) exits (:func:`adrank.processes.exit_when_gone`).
+whose driver is gone (stopped, killed) exits (:func:`adrank.runtime.processes.exit_when_gone`).
 
 Data comes from a ``dataset_fn(role, rank, size, settings, start_batch)`` returning a
 ``tf.data.Dataset`` of dict batches (or a context manager yielding one, entered for the
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
-from adrank.processes import exit_when_gone
+from adrank.runtime.processes import exit_when_gone
 from adrank.train.checkpoints import (
     CHECKPOINT_PREFIX,
     RankSettings,
@@ -145,7 +145,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
     """
     from adrank.train.ranks.hvd_setup import init_horovod
 
-    exit_when_gone()  # a rank ends with its driver, even a SIGKILLed one (adrank.processes)
+    exit_when_gone()  # a rank ends with its driver, even a SIGKILLed one (adrank.runtime.processes)
     spec = stage_spec(settings.stage)
     started = time.perf_counter()
     # 1. Cap TF threads, hvd.init(), pin this rank's GPU by local_rank.

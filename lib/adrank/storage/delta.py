@@ -4,7 +4,7 @@ Writes carry the run id (and any figures given) as Delta commit metadata
 (``userMetadata``), so ``DESCRIBE HISTORY`` tells which run wrote what; the figures of a
 commit come from its ``operationMetrics`` (:func:`commit_figures`). Training pins a version
 and reads exactly its live files (:func:`pin_version`, :func:`live_files`). Which table is
-where is :mod:`adrank.layout`'s business, what a table holds its job's ``store.py``'s.
+where is :mod:`adrank.core.layout`'s business, what a table holds its job's ``store.py``'s.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql.types import StructType
 
-from adrank.errors import naming_table
+from adrank.core.errors import naming_table
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 NO_DELETION_VECTORS = {"delta.enableDeletionVectors": "false"}

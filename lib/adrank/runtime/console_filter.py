@@ -1,6 +1,6 @@
 """The filter between the Spark JVM's stderr and the terminal: the log gets the lines, the person the bar.
 
-``spark-submit.sh`` runs the JVM with ``2> >(python -u -m adrank.console_filter LOG --job JOB)``.
+``spark-submit.sh`` runs the JVM with ``2> >(python -u -m adrank.runtime.console_filter LOG --job JOB)``.
 Everything the JVM writes on stderr (log4j lines, JVM notices, the stderr of local Python
 workers: PIL and Petastorm warnings) is appended to ``LOG``. The terminal's stderr gets
 only Spark's console progress bar (``\\r[Stage N:==>  (a + b) / c]\\r``, cleared with
@@ -118,8 +118,8 @@ def run(source: int, log_path: str, job: str, verbose: bool, target: int) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adrank.console_filter LOG [--job JOB] [--verbose]``: stdin to LOG and stderr."""
-    parser = argparse.ArgumentParser(prog="adrank.console_filter", description=__doc__.splitlines()[0])
+    """``python -m adrank.runtime.console_filter LOG [--job JOB] [--verbose]``: stdin to LOG and stderr."""
+    parser = argparse.ArgumentParser(prog="adrank.runtime.console_filter", description=__doc__.splitlines()[0])
     parser.add_argument("log", help="the run's log file (appended to)")
     parser.add_argument("--job", default="", help="pass this job's '<job>: error:' lines")
     parser.add_argument("--verbose", action="store_true", help="pass every line")

@@ -1,6 +1,6 @@
 """The pipeline's task graph as data: names, the job each task submits, its dependencies.
 
-One definition feeds the ``pipeline`` job (:mod:`adrank.pipeline` runs it), the scheduled
+One definition feeds the ``pipeline`` job (:mod:`adrank.orchestration.pipeline` runs it), the scheduled
 jobs under ``conf/`` and ``databricks.yml`` (a test checks they mirror it) and the README.
 ``demo`` is :data:`DEMO_TASKS`: the sample generator, then the pipeline.
 """

@@ -1,7 +1,7 @@
 """Delta I/O of the tables build_tables owns; ``sku_images`` (MERGE of the changes only) and its images as arrays.
 
 ``training_examples`` and ``quarantine`` are written by replacing the dates of a run
-(``replaceWhere``, :func:`adrank.delta.write_delta`); ``sku_images`` is one row per SKU,
+(``replaceWhere``, :func:`adrank.storage.delta.write_delta`); ``sku_images`` is one row per SKU,
 kept current by a MERGE that touches the changed SKUs only (:func:`upsert_sku_images`).
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank.delta import (
+from adrank.core.errors import naming_table
+from adrank.storage.delta import (
     MERGE_METRICS,
     USER_METADATA_CONF,
     commit_figures,
@@ -28,7 +29,6 @@ from adrank.delta import (
     set_properties,
     table_properties,
 )
-from adrank.errors import naming_table
 
 SKU_IMAGES_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
 PREPROCESSING_PROPERTY = "adrank.images.preprocessing"  # what made the stored images

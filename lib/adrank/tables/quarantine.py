@@ -174,7 +174,7 @@ def split_by_reason(df: DataFrame) -> tuple[DataFrame, DataFrame]:
 
     Returns:
         ``(good, bad)``: good rows without ``reason`` and ``raw``; bad rows as ``raw``,
-        ``reason``, ``input_date``, ready for :func:`~adrank.build.quarantine.quarantine_rows`.
+        ``reason``, ``input_date``, ready for :func:`~adrank.tables.quarantine.quarantine_rows`.
     """
     good = df.where(F.col("reason").isNull()).drop("reason", "raw")
     bad = df.where(F.col("reason").isNotNull()).select("raw", "reason", "input_date")

@@ -1,7 +1,7 @@
 """LR feature-record parsing: one ``impression_id`` and its ``name=value`` tokens per line, with a ``reason``.
 
 Like every JSON-lines source, every line is kept: a broken one gets the first failing
-reason (:mod:`adrank.build.quarantine`) and goes to quarantine, so lines = good + bad.
+reason (:mod:`adrank.tables.quarantine`) and goes to quarantine, so lines = good + bad.
 A record joins the good impression of its own date folder only.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank.build.quarantine import (
+from adrank.tables.quarantine import (
     BAD_VALUE,
     DATE_MISMATCH,
     MISSING_FIELD,

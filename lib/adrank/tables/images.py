@@ -8,7 +8,7 @@ rules: README "Tables", :data:`SKU_IMAGES_DDL`):
   Rows whose original bytes are already stored by the same preprocessing
   (``stored_keys``), and rows rejected before decoding, are not decoded.
 * :func:`split_images` splits the result into good rows and bad rows (``raw``, ``reason``,
-  ``input_date``) for :func:`adrank.build.quarantine.quarantine_rows`.
+  ``input_date``) for :func:`adrank.tables.quarantine.quarantine_rows`.
 
 Per image, :func:`decode_resize_encode` (also callable from a plain loop) never raises:
 the header's pixel count is checked before decoding, :func:`to_rgb` gives the image as
@@ -30,7 +30,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from adrank.build.quarantine import (
+from adrank.core.config import FeaturesConfig
+from adrank.tables.quarantine import (
     BAD_TIMESTAMP,
     DUPLICATE_ID,
     NULL_ID,
@@ -38,7 +39,6 @@ from adrank.build.quarantine import (
     UNDECODABLE_IMAGE,
     first_failing_reason,
 )
-from adrank.config import FeaturesConfig
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,7 +67,7 @@ _INT_COLUMNS = ("height", "width", "channels", "orig_width", "orig_height", "ori
 # Inside mapInPandas, updated_at travels as microseconds since the epoch (no time-zone games).
 _PANDAS_INPUT_DDL = "sku_id long, title string, updated_at_us long, category_id int"
 PREPROCESSED_DDL = f"{_PANDAS_INPUT_DDL}, {RESULT_DDL}"  # the mapInPandas output; orig_bytes becomes long
-# Optional columns of a catalog read from a CSV and image files (adrank.build.inputs.read_catalog):
+# Optional columns of a catalog read from a CSV and image files (adrank.tables.inputs.read_catalog):
 IMAGE_PATH = "image_path"  # the image_path as written
 IMAGE_FILE_BYTES = "image_file_bytes"  # size of the file it names (null: no such file); image null if not read
 
@@ -269,7 +269,7 @@ def preprocess_images(catalog_df: DataFrame, features_cfg: FeaturesConfig,
             ``sku_images`` by the same preprocessing (:func:`preprocessing_fingerprint`).
             A row whose ``sku_id`` and original-bytes sha256 are among them is not decoded
             again: it comes out ``ok`` with a null ``image`` (the stored one stands; see
-            :func:`adrank.build.store.upsert_sku_images`) and null ``orig_width``/``orig_height``.
+            :func:`adrank.tables.store.upsert_sku_images`) and null ``orig_width``/``orig_height``.
 
     Returns:
         The catalog columns plus ``image_format``, ``height``, ``width``, ``channels``,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from adrank.config import FeaturesConfig
+from adrank.core.config import FeaturesConfig
 
 PAD_ID = 0
 XXHASH64_SEED = 42

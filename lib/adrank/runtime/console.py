@@ -1,8 +1,8 @@
 """What a person running a job reads: adrank's own lines on the console, everything else in the run's log.
 
 ``spark-submit.sh`` makes a run id and a log file (``<storage.root>/_runs/<job>-<run id>.log``,
-see :func:`adrank.layout.log_path`) and exports them as ``ADRANK_RUN_ID`` and
-``ADRANK_LOG_FILE``. :func:`adrank.runs.run_job` then runs the job inside
+see :func:`adrank.core.layout.log_path`) and exports them as ``ADRANK_RUN_ID`` and
+``ADRANK_LOG_FILE``. :func:`adrank.runtime.runs.run_job` then runs the job inside
 :func:`job_console`: with ``ADRANK_LOG_FILE`` set, a :func:`quiet_session` sends file
 descriptors 1 and 2 of the Python driver to the log, so whatever the driver and its
 children write (Horovod ranks, TensorFlow's C++ logs, warnings, libraries' prints) lands
@@ -13,7 +13,7 @@ lines written on ``sys.stderr``/``sys.stdout`` reach the console too. With ``--v
 (``ADRANK_VERBOSE=1``) the driver's output is shown live as well as logged. Without
 ``ADRANK_LOG_FILE`` (tests, notebooks, plain ``python jobs/x.py``) nothing is redirected
 and :func:`say` is ``print``. The JVM's stderr has its own filter,
-:mod:`adrank.console_filter`. :func:`summary_table` is the pipeline's closing table.
+:mod:`adrank.runtime.console_filter`. :func:`summary_table` is the pipeline's closing table.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ VERBOSE_ENV = "ADRANK_VERBOSE"
 TF_LOG_LEVEL = "1"
 DRAIN_TIMEOUT_S = 2.0
 # adrank lines still written with print() that belong on the console (the pipeline's report
-# path, until adrank.pipeline says it with say()); the job's error line is added per job.
+# path, until adrank.orchestration.pipeline says it with say()); the job's error line is added per job.
 PRINTED_CONSOLE_LINES = ("report: ",)
 # How a figure that could not be computed (None or NaN: no ground truth, e.g. category precision
 # on a catalog without category_id, cold-start AUC without cold-start rows) is shown, everywhere.

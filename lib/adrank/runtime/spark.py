@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from adrank import console
-from adrank.config import SparkConfig
-from adrank.errors import InputError
+from adrank.core.config import SparkConfig
+from adrank.core.errors import InputError
+from adrank.runtime import console
 
 DELTA_SQL_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -40,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # Spark's own redaction of the UI's environment page, the event log and its logs, widened
 # from its default (secret|password|token|access.key) to the credential keys of
-# adrank.config.is_credential_key: hadoop_env puts credentials in spark.hadoop.* settings.
+# adrank.core.config.is_credential_key: hadoop_env puts credentials in spark.hadoop.* settings.
 # It also hides settings that merely name a credential (``*.credentials.*.enabled``): harmless.
 REDACTION_REGEX = r"(?i)secret|password|token|credential|access[.]?key|account[.]key[.]|encryption[.]key$|private[.]key$|[.]sas[.]"
 
@@ -102,7 +102,7 @@ def _hadoop_credentials(hadoop_env: Mapping[str, str]) -> dict[str, str]:
 
     Raises:
         InputError: a named variable is unset or empty here (the machine that needs the
-            secret: the config is validated elsewhere too, see ``adrank.config._validate_spark``).
+            secret: the config is validated elsewhere too, see ``adrank.core.config._validate_spark``).
     """
     settings = {}
     for hadoop_key, env_name in hadoop_env.items():

@@ -80,7 +80,7 @@ def local_folder(root: str | os.PathLike[str], what: str) -> Path:
     if text.startswith("file://"):
         return Path(text[len("file://"):])
     if "://" in text:
-        raise ValueError(f"{what}: only local paths are supported, got {text!r} (see adrank.versioned)")
+        raise ValueError(f"{what}: only local paths are supported, got {text!r} (see adrank.storage.versioned)")
     return Path(text)
 
 

@@ -1,11 +1,11 @@
-"""The ``pipeline`` and ``demo`` jobs: run the task graph of :mod:`adrank.graph`, skipping what is current.
+"""The ``pipeline`` and ``demo`` jobs: run the task graph of :mod:`adrank.orchestration.graph`, skipping what is current.
 
 Tasks run in graph order, one at a time, in one SparkSession. Before each task the runner
-reads the state of what it reads and writes (:mod:`adrank.freshness`); a task whose last
+reads the state of what it reads and writes (:mod:`adrank.orchestration.freshness`); a task whose last
 success saw the same inputs, config and outputs is skipped, and its figures from that run
 are carried into this run's report. A task that fails ends the run (the tasks after it
 do not run); rerunning the pipeline skips what finished and resumes at the failed task.
-A stopped run (:class:`adrank.processes.Stopped`: SIGTERM, or ``spark-submit.sh`` stopped)
+A stopped run (:class:`adrank.runtime.processes.Stopped`: SIGTERM, or ``spark-submit.sh`` stopped)
 says which task it stopped in and writes neither the report nor the summary, and the
 next run resumes at that task, as after a failure.
 ``--from-task T`` runs T and every task downstream of it, ``--only T1,T2`` just those,
@@ -15,24 +15,28 @@ run ends with the HTML report (``<storage.root>/_reports/``) and a summary table
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-from adrank import delta, freshness, layout
-from adrank.config import Config
-from adrank.console import NOT_AVAILABLE, say, summary_table
-from adrank.errors import InputError, explain
-from adrank.errors import summary as summary_of
-from adrank.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
-from adrank.processes import Stopped, signal_name, stopped_by
-from adrank.runs import RunReport, log_event
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.core.errors import InputError, explain
+from adrank.core.errors import summary as summary_of
+from adrank.orchestration import freshness
+from adrank.orchestration.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
+from adrank.runtime.cli import add_date_options, date_range, job_parser, parse_job_args
+from adrank.runtime.console import NOT_AVAILABLE, say, summary_table
+from adrank.runtime.processes import Stopped, signal_name, stopped_by
+from adrank.runtime.runs import RunReport, log_event
+from adrank.storage import delta
 
 DateRange = tuple[datetime.date, datetime.date]
 
@@ -62,6 +66,27 @@ class Selection:
         return ("--from", str(self.dates[0]), "--to", str(self.dates[1])) if self.dates else ()
 
 
+def pipeline_parser(job: str, description: str) -> argparse.ArgumentParser:
+    """The options of ``pipeline`` and ``demo``: the dates, ``--from-task``, ``--only``."""
+    parser = job_parser(job, description)
+    add_date_options(parser)
+    parser.add_argument("--from-task", metavar="TASK",
+                        help="run TASK and every task downstream of it, even when current")
+    parser.add_argument("--only", metavar="TASK[,TASK]", default="",
+                        help="run just these tasks (comma-separated), even when current")
+    return parser
+
+
+def pipeline_selection(parser: argparse.ArgumentParser,
+                       argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, Selection]:
+    """Parse a pipeline job's arguments: ``(args, config, selection)``."""
+    args, config = parse_job_args(parser, argv)
+    if args.from_task and args.only:
+        parser.error("give --from-task or --only, not both")
+    only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+    return args, config, Selection(date_range(args, parser), args.from_task, only)
+
+
 TaskBody = Callable[[SparkSession, Config, RunReport, Selection], None]
 
 
@@ -72,7 +97,7 @@ def _generate_data(spark: SparkSession, config: Config, report: RunReport, selec
 
 
 def _build_tables(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
-    from adrank.build.run import build_tables
+    from adrank.tables.run import build_tables
 
     build_tables(spark, config, report, selection.dates)
 

@@ -1,8 +1,8 @@
 """Command-line plumbing shared by the jobs: ``--conf-file``, ``--set``, exit status 2.
 
-Also ``python -m adrank.cli get KEY [--conf-file F] [--set k=v ...]``, which prints one
-config value, and ``python -m adrank.cli log-file JOB RUN_ID [...]``, which prints the
-run's log file (:func:`adrank.layout.log_path`); ``spark-submit.sh`` uses them to validate
+Also ``python -m adrank.runtime.cli get KEY [--conf-file F] [--set k=v ...]``, which prints one
+config value, and ``python -m adrank.runtime.cli log-file JOB RUN_ID [...]``, which prints the
+run's log file (:func:`adrank.core.layout.log_path`); ``spark-submit.sh`` uses them to validate
 the config, read the master and place the log before starting Spark.
 """
 
@@ -12,10 +12,9 @@ import argparse
 import datetime
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from adrank.config import Config, ConfigError, get_value, load_config, resolve_config_path
-from adrank.layout import log_path
+from adrank.core.config import Config, ConfigError, get_value, load_config, resolve_config_path
+from adrank.core.layout import log_path
 
 DEFAULT_CONF = "conf/local.yaml"
 
@@ -66,29 +65,6 @@ def date_range(args: argparse.Namespace,
     return start, end
 
 
-def pipeline_parser(job: str, description: str) -> argparse.ArgumentParser:
-    """The options of ``pipeline`` and ``demo``: the dates, ``--from-task``, ``--only``."""
-    parser = job_parser(job, description)
-    add_date_options(parser)
-    parser.add_argument("--from-task", metavar="TASK",
-                        help="run TASK and every task downstream of it, even when current")
-    parser.add_argument("--only", metavar="TASK[,TASK]", default="",
-                        help="run just these tasks (comma-separated), even when current")
-    return parser
-
-
-def pipeline_selection(parser: argparse.ArgumentParser,
-                       argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config, Any]:
-    """Parse a pipeline job's arguments: ``(args, config, adrank.pipeline.Selection)``."""
-    from adrank.pipeline import Selection
-
-    args, config = parse_job_args(parser, argv)
-    if args.from_task and args.only:
-        parser.error("give --from-task or --only, not both")
-    only = tuple(name.strip() for name in args.only.split(",") if name.strip())
-    return args, config, Selection(date_range(args, parser), args.from_task, only)
-
-
 def parse_job_args(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> tuple[argparse.Namespace, Config]:
@@ -108,7 +84,7 @@ def config_or_exit(conf_file: str, overrides: Sequence[str], prog: str) -> Confi
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``get KEY``: print one config value; ``log-file JOB RUN_ID``: the run's log (config validated first)."""
-    parser = job_parser("adrank.cli", "Print one validated config value, or a run's log file.")
+    parser = job_parser("adrank.runtime.cli", "Print one validated config value, or a run's log file.")
     parser.add_argument("command", choices=["get", "log-file"])
     parser.add_argument("names", nargs="+", metavar="KEY | JOB RUN_ID")
     args, config = parse_job_args(parser, argv)
@@ -122,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(get_value(config, args.names[0]))
     except ConfigError as exc:
-        print(f"adrank.cli: config error: {exc}", file=sys.stderr)
+        print(f"adrank.runtime.cli: config error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -22,14 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from adrank import layout
+from adrank.core import layout
 
 
 class InputError(ValueError):
     """The inputs or the request break a rule (a missing date, a stray file, no held-out day).
 
     Raised before anything is written; the message is one line that names what is wrong and
-    what to do. :func:`adrank.runs.run_job` prints it and returns exit status 1.
+    what to do. :func:`adrank.runtime.runs.run_job` prints it and returns exit status 1.
     """
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from adrank.config import Config
+    from adrank.core.config import Config
 
 # Delta tables (under storage.root)
 SKU_IMAGES = "sku_images"

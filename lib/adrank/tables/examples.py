@@ -24,13 +24,13 @@ import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from adrank.build.clicklog import checked_click_log
-from adrank.build.hashing import LR_TOKENS, SKU_TOKENS, USER_TOKENS, hashed_ids
-from adrank.build.lr_features import drop_duplicate_lr_records, flag_lr_without_impression, parse_lr_features
-from adrank.build.quarantine import split_by_reason
-from adrank.build.snapshots import join_as_of, parse_snapshots
-from adrank.config import FeaturesConfig
-from adrank.layout import CLICK_LOG, LR_FEATURES, SKU_SNAPSHOTS, USER_SNAPSHOTS
+from adrank.core.config import FeaturesConfig
+from adrank.core.layout import CLICK_LOG, LR_FEATURES, SKU_SNAPSHOTS, USER_SNAPSHOTS
+from adrank.tables.clicklog import checked_click_log
+from adrank.tables.hashing import LR_TOKENS, SKU_TOKENS, USER_TOKENS, hashed_ids
+from adrank.tables.lr_features import drop_duplicate_lr_records, flag_lr_without_impression, parse_lr_features
+from adrank.tables.quarantine import split_by_reason
+from adrank.tables.snapshots import join_as_of, parse_snapshots
 
 SOURCES = (CLICK_LOG, LR_FEATURES, USER_SNAPSHOTS, SKU_SNAPSHOTS)
 USER_PREFIX = "u."
@@ -107,7 +107,7 @@ def training_examples(
 
     Args:
         clicks: Good impressions, one per ``impression_id``, with the catalog columns:
-            the good side of :func:`~adrank.build.clicklog.checked_click_log`.
+            the good side of :func:`~adrank.tables.clicklog.checked_click_log`.
         lr_features: LR records ``impression_id``, ``features``, one per id (records of
             unknown impressions may be present: they join nothing).
         user_snaps: Good user snapshots: ``entity_id``, ``valid_from``, ``features``.
@@ -144,7 +144,7 @@ def with_lr_features(clicks: DataFrame, lr_features: DataFrame) -> DataFrame:
     """Adds ``lr_features``: the impression's LR tokens, empty when it has no record.
 
     A record joins on ``impression_id`` and the ``input_date`` folder both (see
-    :func:`~adrank.build.clicklog.flag_lr_without_impression`).
+    :func:`~adrank.tables.clicklog.flag_lr_without_impression`).
     """
     records = lr_features.select(
         F.col("impression_id").alias("_lr_id"), F.col("input_date").alias("_lr_date"),

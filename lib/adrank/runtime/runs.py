@@ -2,7 +2,7 @@
 
 A job's figures (rows in, rows written, rows quarantined, timings, metrics) are written as
 one JSON object to ``<storage.root>/_runs/<job>-<run id>.json`` (the run record), through
-:func:`adrank.config.to_json` (credential-looking values redacted, NaN written as null). The
+:func:`adrank.core.config.to_json` (credential-looking values redacted, NaN written as null). The
 console's last line is ``record: <that path>``; with ``--json`` (every job takes it) the same
 JSON follows it as one line on stdout, for machines reading the job's output.
 """
@@ -23,13 +23,13 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from adrank import console
-from adrank.config import Config, to_json
-from adrank.delta import write_text_file
-from adrank.errors import error_type, explain, summary
-from adrank.layout import runs_path
-from adrank.processes import Stopped, signal_name, stop_on_signals, stopped_by
-from adrank.spark import build_spark
+from adrank.core.config import Config, to_json
+from adrank.core.errors import error_type, explain, summary
+from adrank.core.layout import runs_path
+from adrank.runtime import console
+from adrank.runtime.processes import Stopped, signal_name, stop_on_signals, stopped_by
+from adrank.runtime.spark import build_spark
+from adrank.storage.delta import write_text_file
 
 
 def new_run_id() -> str:
@@ -108,9 +108,9 @@ def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, jso
     """:func:`_run_job`, in the run's quiet console when ``spark-submit.sh`` launched it.
 
     There (``ADRANK_LOG_FILE`` set) the driver's output goes to the run's log and the
-    console shows adrank's own lines (:mod:`adrank.console`); elsewhere nothing changes.
+    console shows adrank's own lines (:mod:`adrank.runtime.console`); elsewhere nothing changes.
     ``json_line`` (the job's ``--json``) ends the output with the run record as one JSON line.
-    SIGTERM or SIGHUP raise :class:`~adrank.processes.Stopped` in the job (its ``finally``
+    SIGTERM or SIGHUP raise :class:`~adrank.runtime.processes.Stopped` in the job (its ``finally``
     blocks end what it started, e.g. the Horovod ranks); the job then prints
     ``<job>: error: stopped by SIGTERM ...`` and returns ``128 + signal``, writing no run
     record and not stopping Spark (the JVM is being stopped too): a stop leaves what a
@@ -130,7 +130,7 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, js
     """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
 
     A failing run still publishes its report, with ``status: failed``, ``error`` (the
-    :func:`~adrank.errors.explain` line, else the error's type and first line) and
+    :func:`~adrank.core.errors.explain` line, else the error's type and first line) and
     ``error_type``, prints ``<job>: error: <line>`` on stderr and returns 1 (see
     :func:`exit_on_error`; ``debug`` adds the traceback, and re-raises an error
     ``explain`` does not know). A session that already existed (a platform's, or a

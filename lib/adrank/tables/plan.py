@@ -1,6 +1,6 @@
 """Which dates a ``build_tables`` run may replace, decided before anything is written.
 
-The rules (README "Tables"), each a one-line :class:`~adrank.errors.InputError`:
+The rules (README "Tables"), each a one-line :class:`~adrank.core.errors.InputError`:
 
 * every entry of a dated source's folder is a ``date=YYYY-MM-DD`` folder (hidden names,
   ``_SUCCESS`` and ``.crc`` files, aside): a stray file or a badly named folder holds lines
@@ -23,9 +23,9 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from adrank.build.inputs import DatedFolders, date_folder_name
-from adrank.errors import InputError
-from adrank.layout import CLICK_LOG, DATED_SOURCES
+from adrank.core.errors import InputError
+from adrank.core.layout import CLICK_LOG, DATED_SOURCES
+from adrank.tables.inputs import DatedFolders, date_folder_name
 
 DateRange = tuple[datetime.date, datetime.date]
 FUTURE_GRACE = datetime.timedelta(days=1)
@@ -58,7 +58,7 @@ def plan_build(
     """The plan for ``requested`` (None: every click-log date), or an :class:`InputError`.
 
     Args:
-        listings: :func:`~adrank.build.inputs.list_dated_folders` of each dated source.
+        listings: :func:`~adrank.tables.inputs.list_dated_folders` of each dated source.
         requested: The days asked for, inclusive, or None for the whole click log.
         today: Today's UTC date (a folder after tomorrow is in the future).
         allow_empty: The person said days without lines are really empty.

@@ -1,6 +1,6 @@
 """``build_tables``: raw inputs -> ``sku_images``, ``training_examples`` and ``quarantine``.
 
-Before anything is read, the plan (:mod:`adrank.build.plan`) refuses stray and future
+Before anything is read, the plan (:mod:`adrank.tables.plan`) refuses stray and future
 input folders; before anything is written, days to replace without input lines are
 refused. The order of one run, each table written in one Delta commit carrying the run id and the
 input counts:
@@ -11,7 +11,7 @@ input counts:
    become ``training_examples`` (point-in-time join, hashed ids); those dates' partitions
    are replaced with ``replaceWhere``, so re-running a date gives the same table; the
    click log of earlier dates is read too, so that an ``impression_id`` is unique across
-   the whole table whatever dates a run covers (:mod:`adrank.build.plan`);
+   the whole table whatever dates a run covers (:mod:`adrank.tables.plan`);
 3. every bad row lands in ``quarantine``, replacing what an earlier run of the same
    dates (or whole-source inputs) put there.
 
@@ -30,15 +30,16 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import delta, layout
-from adrank.build import inputs, store
-from adrank.build.examples import build_examples_with_quarantine
-from adrank.build.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
-from adrank.build.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
-from adrank.build.quarantine import quarantine_rows
-from adrank.config import Config
-from adrank.errors import InputError
-from adrank.runs import RunReport
+from adrank.core import layout
+from adrank.core.config import Config
+from adrank.core.errors import InputError
+from adrank.runtime.runs import RunReport
+from adrank.storage import delta
+from adrank.tables import inputs, store
+from adrank.tables.examples import build_examples_with_quarantine
+from adrank.tables.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
+from adrank.tables.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
+from adrank.tables.quarantine import quarantine_rows
 
 WHOLE_SOURCES = (layout.CATALOG, layout.USER_SNAPSHOTS, layout.SKU_SNAPSHOTS)
 
@@ -57,7 +58,7 @@ def build_tables(
 ) -> None:
     """Build all feature tables for ``dates`` (inclusive; None = every date in the click log).
 
-    Nothing is written unless the plan holds (:mod:`adrank.build.plan`): no stray or future
+    Nothing is written unless the plan holds (:mod:`adrank.tables.plan`): no stray or future
     input folder, and lines on every day replaced unless ``allow_empty_dates``.
 
     Args:
@@ -99,7 +100,7 @@ def read_checked_lines(
     """The raw lines a build reads (persisted) and the input count of each source.
 
     The click log is read for the plan's days and its history (uniqueness only); the
-    input counts cover the plan's days. Raises :class:`~adrank.errors.InputError` before
+    input counts cover the plan's days. Raises :class:`~adrank.core.errors.InputError` before
     any write when a day to replace has no lines (see :func:`check_days_have_lines`).
     """
     lines = {

@@ -24,8 +24,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from adrank import layout
-from adrank.config import Config, without_uri_user_info
+from adrank.core import layout
+from adrank.core.config import Config, without_uri_user_info
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

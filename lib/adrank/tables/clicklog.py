@@ -1,7 +1,7 @@
 """Click-log parsing: one typed row per input line, with a ``reason``.
 
 Every transform here keeps *all* input lines. A line that breaks the input contract gets a
-``reason`` code from :mod:`adrank.build.quarantine` (null means good) and keeps its
+``reason`` code from :mod:`adrank.tables.quarantine` (null means good) and keeps its
 ``raw`` text and ``input_date``; :func:`split_by_reason` then routes it to good or bad, so
 input lines = good rows + bad rows by construction. A reason, once set, is never
 overwritten: the first failing check wins.
@@ -14,8 +14,8 @@ The order of the checks matters for that count:
    so a broken copy of an impression never displaces a good one.
 
 The generic helpers every JSON-lines source reuses (parsing, reasons, duplicates, the
-good/bad split) are in :mod:`adrank.build.quarantine`; LR records in
-:mod:`adrank.build.lr_features`.
+good/bad split) are in :mod:`adrank.tables.quarantine`; LR records in
+:mod:`adrank.tables.lr_features`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from adrank.build.quarantine import (
+from adrank.core.layout import PAGES
+from adrank.tables.quarantine import (
     BAD_POSITION,
     BAD_TIMESTAMP,
     BAD_VALUE,
@@ -36,7 +37,6 @@ from adrank.build.quarantine import (
     parsed_json_lines,
     with_reason,
 )
-from adrank.layout import PAGES
 
 CLICK_SCHEMA = (
     "impression_id string, ts string, user_id long, page string, context_sku_id long, "
@@ -145,7 +145,7 @@ def checked_click_log(lines: DataFrame, skus: DataFrame) -> DataFrame:
     """All click-log lines with their final ``reason``: parse, catalog lookup, dedup.
 
     Its good rows (:func:`split_by_reason`) are what
-    :func:`adrank.build.examples.training_examples` takes as ``clicks``.
+    :func:`adrank.tables.examples.training_examples` takes as ``clicks``.
     """
     return (
         parse_click_log(lines)

@@ -17,10 +17,10 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank import delta
-from adrank.config import Config
-from adrank.delta import hadoop_conf, hadoop_path, jvm
-from adrank.layout import CATALOG, input_path, join_path
+from adrank.core.config import Config
+from adrank.core.layout import CATALOG, input_path, join_path
+from adrank.storage import delta
+from adrank.storage.delta import hadoop_conf, hadoop_path, jvm
 
 DATE_FOLDER = re.compile(r"date=\d{4}-\d{2}-\d{2}")
 
@@ -41,7 +41,7 @@ def read_catalog(spark: SparkSession, config: Config) -> DataFrame:
     ``<inputs.root>/catalog/`` holds one of: a Delta table (``_delta_log``); Parquet with an
     ``image`` binary column (``updated_at`` of any Parquet timestamp type); or ``catalog.csv``
     (``sku_id, title, image_path, updated_at, category_id``) naming image files
-    (:func:`_catalog_from_csv`). Nothing is checked here (``adrank.build.images`` does).
+    (:func:`_catalog_from_csv`). Nothing is checked here (``adrank.tables.images`` does).
     """
     folder = input_path(config, CATALOG)
     if _exists(spark, join_path(folder, "_delta_log")):

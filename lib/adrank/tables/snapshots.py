@@ -20,7 +20,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from adrank.build.quarantine import (
+from adrank.tables.quarantine import (
     BAD_TIMESTAMP,
     BAD_VALUE,
     MISSING_FIELD,

@@ -1,6 +1,6 @@
 """Is a task's output current for its inputs? What a finished task leaves behind, and the check.
 
-A task reads and writes resources (:mod:`adrank.graph`): the raw input files, Delta tables,
+A task reads and writes resources (:mod:`adrank.orchestration.graph`): the raw input files, Delta tables,
 registry stages. Their *state* is cheap to read and changes whenever their content does:
 a digest of the input files' paths, sizes and modification times; a table's latest Delta
 version; a stage's newest registered version. After a task succeeds, the pipeline saves a
@@ -23,9 +23,10 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from adrank import delta, layout
-from adrank.config import Config, to_json
-from adrank.graph import INPUTS, Task
+from adrank.core import layout
+from adrank.core.config import Config, to_json
+from adrank.orchestration.graph import INPUTS, Task
+from adrank.storage import delta
 
 TASKS_FOLDER = "tasks"
 COMMIT_FILE = re.compile(r"\d{20}\.json")  # a Delta commit: <version, 20 digits>.json

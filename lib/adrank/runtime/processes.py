@@ -4,13 +4,13 @@ Four guards, one per level, so that no process outlives a stop (SIGTERM, SIGINT,
 or the death of the process that started it:
 
 * ``spark-submit.sh`` traps SIGTERM, SIGINT and SIGHUP and runs ``python -m
-  adrank.processes stop <its pid>`` (:func:`stop_tree`): every descendant (the JVM, the
+  adrank.runtime.processes stop <its pid>`` (:func:`stop_tree`): every descendant (the JVM, the
   driver, Spark's Python workers, Horovod's launchers and ranks, which run in sessions of
   their own and so never see a signal sent to the script's process group) gets SIGTERM;
   whatever still runs after :data:`STOP_GRACE_S` gets SIGKILL. The tree is read again
   while waiting, and a process seen once is followed even after it was re-parented to
   init, so a rank whose launcher died first is still ended.
-* the driver (:func:`stop_on_signals`, in :func:`adrank.runs.run_job`) turns SIGTERM
+* the driver (:func:`stop_on_signals`, in :func:`adrank.runtime.runs.run_job`) turns SIGTERM
   into :class:`Stopped`, an exception no ``except Exception`` swallows, so ``finally``
   blocks run and the job exits with ``128 + signal`` instead of dying mid-cleanup or,
   blocked in a library, not at all. An error raised while it unwinds (the JVM, stopped at
@@ -224,8 +224,8 @@ def _exit_orphaned(pid: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adrank.processes stop PID [--grace S]``: what spark-submit.sh's trap runs (SIGTERM, then SIGKILL)."""
-    parser = argparse.ArgumentParser(prog="adrank.processes", description=__doc__.splitlines()[0])
+    """``python -m adrank.runtime.processes stop PID [--grace S]``: what spark-submit.sh's trap runs (SIGTERM, then SIGKILL)."""
+    parser = argparse.ArgumentParser(prog="adrank.runtime.processes", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["stop"])
     parser.add_argument("pid", type=int, help="the process whose descendants to stop (not itself)")
     parser.add_argument("--grace", type=float, default=STOP_GRACE_S,
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(number, signal.SIG_IGN)
     killed = stop_tree(args.pid, signal.SIGTERM, args.grace)
     if killed:
-        print(f"adrank.processes: {len(killed)} process(es) did not stop in {args.grace:.0f} s: killed",
+        print(f"adrank.runtime.processes: {len(killed)} process(es) did not stop in {args.grace:.0f} s: killed",
               file=sys.stderr)
     return 0
 

@@ -140,7 +140,7 @@ class FeaturesConfig:
     max_sparse_ids: int = 32
     crosses: tuple[str, ...] = ("page*ad_category", "device*hour")
     # The feed's context embedding (stage 3, recommend): the recency-weighted mean of the
-    # embeddings of the user's clicks strictly before the impression (adrank.behaviour).
+    # embeddings of the user's clicks strictly before the impression (adrank.context.behaviour).
     behaviour_half_life_hours: float = 72.0
     behaviour_max_clicks: int = 20
     behaviour_lookback_days: int = 30
@@ -228,7 +228,7 @@ class RecommendConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow tracking of training (:mod:`adrank.tracking`): one MLflow run per (run id, stage).
+    """MLflow tracking of training (:mod:`adrank.runtime.tracking`): one MLflow run per (run id, stage).
 
     ``uri`` is the MLflow tracking URI (``http(s)://``, ``databricks``, ``sqlite:///``...); empty =
     the SQLite database ``sqlite:///<storage.local>/mlflow.db`` (a shared server on clusters).
@@ -512,7 +512,7 @@ def _validate_spark(spark: SparkConfig) -> None:
     """No credential in ``spark.conf``; ``spark.hadoop_env`` values are environment variable names.
 
     Whether each named variable is set is checked where the secrets are read, when the
-    SparkSession is built (:func:`adrank.spark.build_spark`): the config is validated on
+    SparkSession is built (:func:`adrank.runtime.spark.build_spark`): the config is validated on
     machines that do not hold them too (``spark-submit.sh`` before submitting, CI).
     """
     for name in spark.conf:
