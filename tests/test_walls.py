@@ -1,4 +1,4 @@
-"""The walls of DESIGN.md, checked by scanning every import of lib/adrank and jobs/.
+"""The walls of docs/design.md, checked by scanning every import of lib/adrank and jobs/.
 
 - jobs/ import the frame and ``adrank.<package>.run`` only; the library never imports jobs/;
 - a job's package is reached from another package only through its ``run``, its

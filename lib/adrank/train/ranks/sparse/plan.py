@@ -6,7 +6,7 @@ sparse path (bytes ~ touched rows of all ranks x (row size + 1)) with the dense 
 path (bytes ~ table rows x row size), and says whether local de-duplication pays (it does
 not for uniform ids into a large table: ``tf.unique`` would remove almost nothing). The
 sums are exact integers, identical on every rank, so the choice -- and the collectives
-it implies -- cannot differ between ranks (DESIGN.md, "Measured pitfalls").
+it implies -- cannot differ between ranks (docs/design.md, "Measured pitfalls").
 :class:`PathPlanner` holds the current plan of a train step.
 """
 

@@ -270,7 +270,7 @@ def _require_legacy_sparse(optimizer: Optimizer) -> None:
         raise TypeError(
             "the sparse optimizer must be a tf.keras.optimizers.legacy optimizer, got "
             f"{type(optimizer).__name__}: the new Keras optimizers update whole tables "
-            "per step (tf.keras.optimizers.Ftrl is O(table), DESIGN.md)"
+            "per step (tf.keras.optimizers.Ftrl is O(table), docs/design.md)"
         )
 
 
