@@ -102,7 +102,7 @@ def _hadoop_credentials(hadoop_env: Mapping[str, str]) -> dict[str, str]:
 
     Raises:
         InputError: a named variable is unset or empty here (the machine that needs the
-            secret: the config is validated elsewhere too, see ``adrank.core.config._validate_spark``).
+            secret: the config is validated elsewhere too, see ``adrank.core.config.validate``).
     """
     settings = {}
     for hadoop_key, env_name in hadoop_env.items():
