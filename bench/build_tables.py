@@ -90,13 +90,15 @@ def image_rates(spark, config) -> dict:
     Both run the same ``decode_resize_encode`` over the same catalog images (cached in
     memory, one partition per core), best of three each, alternating.
     """
+    from adrank.core.layout import CATALOG, input_path
     from adrank.sample.generate import generate_inputs
     from adrank.tables import inputs
     from adrank.tables.images import decode_resize_encode, preprocess_images
 
     generate_inputs(spark, config.sample, config.inputs.root)
     cores = spark.sparkContext.defaultParallelism
-    catalog = inputs.read_catalog(spark, config).repartition(cores).cache()
+    catalog = inputs.read_catalog(spark, input_path(config, CATALOG), config.features.max_image_bytes)
+    catalog = catalog.repartition(cores).cache()
     images = [row.image for row in catalog.select("image").collect()]
     features = config.features
 

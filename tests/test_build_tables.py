@@ -80,7 +80,8 @@ def test_rerun_with_unchanged_catalog_rewrites_no_sku_image(spark, built):
     config, _, _ = built
     report = RunReport("build_tables")
     with ExitStack() as cached:
-        build.build_sku_images(spark, config, report, cached)
+        build.build_sku_images(spark, config.features, layout.input_path(config, layout.CATALOG),
+                               layout.table_path(config, layout.SKU_IMAGES), report, cached)
     figures = report.figures["sku_images"]
     assert (figures["rows_inserted"], figures["rows_updated"], figures["rows_deleted"]) == (0, 0, 0)
     assert figures["rows_copied"] == 0  # no file rewritten either (it was every row)

@@ -119,12 +119,12 @@ def test_recommend_without_embeddings_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_credentials_come_from_env_and_are_not_printed(tmp_path, monkeypatch):
-    from adrank.runtime.spark import _hadoop_credentials
+    from adrank.runtime.spark import hadoop_credentials
 
     monkeypatch.setenv("ADRANK_TEST_SECRET", "s3cr3t-value")
     config = tiny_config(tmp_path, "spark.hadoop_env={fs.s3a.secret.key: ADRANK_TEST_SECRET}")
     assert "s3cr3t-value" not in repr(config)
-    assert _hadoop_credentials(config.spark.hadoop_env) == {
+    assert hadoop_credentials(config.spark.hadoop_env) == {
         "spark.hadoop.fs.s3a.secret.key": "s3cr3t-value"
     }
 
@@ -454,22 +454,22 @@ def test_a_hadoop_env_variable_is_checked_where_the_session_is_built(tmp_path, m
     """The config loads where the variable is not set (spark-submit.sh's check, CI); building
     the session there is a one-line error naming the key (and the variable, when upper-case)."""
     from adrank.core.errors import InputError
-    from adrank.runtime.spark import _hadoop_credentials
+    from adrank.runtime.spark import hadoop_credentials
 
     monkeypatch.delenv("ADRANK_TEST_UNSET", raising=False)
     monkeypatch.setenv("ADRANK_TEST_EMPTY", "")
     config = tiny_config(tmp_path, "spark.hadoop_env.fs.s3a.secret.key=ADRANK_TEST_UNSET")
     for env_name in ("ADRANK_TEST_UNSET", "ADRANK_TEST_EMPTY"):
         with pytest.raises(InputError) as info:
-            _hadoop_credentials({"fs.s3a.secret.key": env_name})
+            hadoop_credentials({"fs.s3a.secret.key": env_name})
         assert str(info.value).startswith(f"config key 'spark.hadoop_env.fs.s3a.secret.key' names the environment "
                                           f"variable {env_name}, which is not set")
     with pytest.raises(InputError, match="'spark.hadoop_env.fs.s3a.secret.key' names the environment variable "
                                          "ADRANK_TEST_UNSET"):
-        _hadoop_credentials(config.spark.hadoop_env)  # the loaded config: validated, not yet usable here
+        hadoop_credentials(config.spark.hadoop_env)  # the loaded config: validated, not yet usable here
     lower_case_token = "ghp_s3cr3tT0ken"  # a variable name by its letters, but more likely a pasted token
     with pytest.raises(InputError) as info:
-        _hadoop_credentials({"fs.s3a.secret.key": lower_case_token})
+        hadoop_credentials({"fs.s3a.secret.key": lower_case_token})
     assert "'spark.hadoop_env.fs.s3a.secret.key'" in str(info.value) and lower_case_token not in str(info.value)
 
 

@@ -17,6 +17,11 @@ from adrank.tables import inputs
 from adrank.tables.images import preprocess_images, split_images
 
 
+def read_catalog(spark, config):
+    """The catalog of ``config``'s inputs, read as build_tables reads it."""
+    return inputs.read_catalog(spark, layout.input_path(config, layout.CATALOG), config.features.max_image_bytes)
+
+
 def png_bytes(colour: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), colour).save(buffer, format="PNG")
@@ -35,7 +40,7 @@ def test_catalog_from_csv_and_image_files(spark, config, tmp_path):
         "2,blue lamp,./img/sub/blue.png,2026-11-01T00:00:00Z,4\n"
         "3,lost lamp,img/missing.png,2026-11-01T00:00:00Z,3\n"
     )
-    catalog = inputs.read_catalog(spark, config)
+    catalog = read_catalog(spark, config)
     images = {r.sku_id: r.image for r in catalog.collect()}
     assert images[1] == png_bytes((255, 0, 0))
     assert images[3] is None
@@ -49,7 +54,7 @@ def test_catalog_as_delta_table(spark, config):
     rows = [(7, "t", png_bytes((0, 255, 0)), None, 1)]
     frame = spark.createDataFrame(rows, "sku_id long, title string, image binary, updated_at timestamp, category_id int")
     frame.write.format("delta").save(layout.input_path(config, layout.CATALOG))
-    assert [r.image for r in inputs.read_catalog(spark, config).collect()] == [rows[0][2]]
+    assert [r.image for r in read_catalog(spark, config).collect()] == [rows[0][2]]
 
 
 # --- the catalog reads that used to fail the whole build (issue 10, cases 7 and 8) -----
@@ -68,7 +73,7 @@ def sparse_file(path, size: int) -> None:
 
 def split_catalog(spark, config):
     """``({sku_id: image}, [(sku_id, reason, raw record)])`` of the catalog as read and checked."""
-    catalog = inputs.read_catalog(spark, config)
+    catalog = read_catalog(spark, config)
     good, bad = split_images(preprocess_images(catalog, config.features))
     parsed = bad.select(F.from_json("raw", RAW_DDL).alias("r"), "reason")
     bad_rows = sorted((r.r.sku_id, r.reason, r.r) for r in parsed.collect())
@@ -150,7 +155,7 @@ def write_parquet_catalog(folder: Path, unit: str, first_sku: int = 1) -> list[t
 @pytest.mark.parametrize("unit", list(UNITS))
 def test_parquet_timestamps_of_any_unit_are_read(spark, config, unit):
     expected = write_parquet_catalog(Path(layout.input_path(config, layout.CATALOG)), unit)
-    got = sorted((r.sku_id, r.updated_at) for r in inputs.read_catalog(spark, config).collect())
+    got = sorted((r.sku_id, r.updated_at) for r in read_catalog(spark, config).collect())
     assert got == expected
 
 
@@ -158,7 +163,7 @@ def test_parquet_files_of_different_timestamp_units_are_read_together(spark, con
     folder = Path(layout.input_path(config, layout.CATALOG))
     expected = write_parquet_catalog(folder, "us") + write_parquet_catalog(folder, "ns", first_sku=10)
     expected += write_parquet_catalog(folder, "int96", first_sku=20)
-    got = sorted((r.sku_id, r.updated_at) for r in inputs.read_catalog(spark, config).collect())
+    got = sorted((r.sku_id, r.updated_at) for r in read_catalog(spark, config).collect())
     assert got == expected
 
 
@@ -173,7 +178,7 @@ def test_csv_updated_at_that_does_not_parse_is_bad_timestamp_and_a_missing_one_i
     assert sorted(good) == [1, 3]  # a null updated_at is accepted, as from Parquet (below)
     assert [(sku, reason) for sku, reason, _ in bad] == [(2, "bad_timestamp"), (4, "bad_timestamp")]
     assert "next tuesday" in bad[0][2].detail
-    updated = {r.sku_id: r.updated_at for r in inputs.read_catalog(spark, config).collect()}
+    updated = {r.sku_id: r.updated_at for r in read_catalog(spark, config).collect()}
     assert updated[3] is None
 
 
@@ -202,7 +207,7 @@ def test_absolute_image_paths_inside_and_outside_the_catalog_folder(spark, confi
     (folder / "catalog.csv").write_text(CSV_HEADER + "\n".join(lines) + "\n")
     sparse_file(outside / "unrelated" / "dump.bin", OVER_2_GIB)  # a sibling tree: never listed into the read
 
-    images = {r.sku_id: r.image for r in inputs.read_catalog(spark, config).collect()}
+    images = {r.sku_id: r.image for r in read_catalog(spark, config).collect()}
     assert {sku: bytes(images[sku]) for sku in files} == {sku: png_bytes(c) for sku, c in colours.items()}
     good, bad = split_catalog(spark, config)
     assert sorted(good) == list(range(1, 8))
@@ -219,6 +224,6 @@ def test_image_files_read_are_the_referenced_ones_only(spark, config, tmp_path):
         file.write_bytes(png_bytes((1, 2, 3)))
     (folder / "catalog.csv").write_text(
         CSV_HEADER + f"1,a,img/a.png,,1\n2,b,{outside / 'b.png'},,1\n")
-    read = inputs.read_catalog(spark, config).inputFiles()
+    read = read_catalog(spark, config).inputFiles()
     assert sorted(f.removeprefix("file://").removeprefix("file:") for f in read) == sorted(
         [str(folder / "catalog.csv"), str(folder / "img" / "a.png"), str(outside / "b.png")])

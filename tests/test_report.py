@@ -33,7 +33,7 @@ from adrank.report.page import (
     render_page,
     run_versions,
 )
-from adrank.report.run import previous_record, write_report
+from adrank.report.run import previous_record, runs_folder, write_report
 from adrank.storage.delta import write_delta
 from conftest import TINY_CONF, load_job, tiny_config
 
@@ -206,13 +206,14 @@ def test_the_previous_record_is_the_newest_older_readable_run_of_the_same_graph(
     (runs / "tasks" / "recommend.json").write_text("{}")
 
     def previous(job: str, run_id: str) -> str | None:
-        found = previous_record(spark, config, {"job": job, "run_id": run_id})
+        found = previous_record(spark, runs_folder(config), {"job": job, "run_id": run_id})
         return None if found is None else found["run_id"]
 
     assert previous("pipeline", "20240104T000000Z-abc123") == "20240102T000000Z-bbbbbb"
     assert previous("generate_data", "20240104T000000Z-abc123") == "20240103T000000Z-cccccc"
     assert previous("pipeline", "20240101T000000Z-000000") is None
-    assert previous_record(spark, tiny_config(tmp_path / "empty"), {"job": "pipeline", "run_id": "r"}) is None
+    empty = runs_folder(tiny_config(tmp_path / "empty"))
+    assert previous_record(spark, empty, {"job": "pipeline", "run_id": "r"}) is None
 
 
 def test_an_unavailable_gallery_says_why():

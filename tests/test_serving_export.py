@@ -350,8 +350,8 @@ def test_a_patch_equals_a_full_publish_of_the_resulting_table(spark, tmp_path, m
     deletes = [ordered[0], ordered[17], ordered[-1], 15_000]  # both ends, and one the base lacks
     table = applied(vectors, {**updates, **inserts}, deletes)
     chunks: list[int] = []
-    stream_changes = export._stream_changes
-    monkeypatch.setattr(export, "_stream_changes",
+    stream_changes = export.stream_changes
+    monkeypatch.setattr(export, "stream_changes",
                         lambda *a: (chunks.append(len(c)) or c for c in stream_changes(*a)))
 
     result = patch(spark, tmp_path / "patched", {**updates, **inserts}, deletes, expected_rows=len(table))

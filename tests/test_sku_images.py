@@ -466,7 +466,8 @@ def build_images(spark, config, rows) -> tuple[dict, object]:
         layout.input_path(config, layout.CATALOG))
     report = RunReport("build_tables")
     with ExitStack() as cached:
-        counts, bad = build.build_sku_images(spark, config, report, cached)
+        counts, bad = build.build_sku_images(spark, config.features, layout.input_path(config, layout.CATALOG),
+                               layout.table_path(config, layout.SKU_IMAGES), report, cached)
         bad_rows = sorted((r.reason, r.raw) for r in bad.collect())
     assert counts["input"] == counts["good"] + len(bad_rows)  # nothing lost
     images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).drop("updated_at")

@@ -68,7 +68,7 @@ def test_a_tiny_lr_run_is_tracked_in_mlflow_and_tensorboard(spark, tmp_path):
 
     tracking = figures["tracking"]
     assert tracking["uri"] == f"sqlite:///{tmp_path / 'tables'}/mlflow.db" and tracking["experiment"] == "adrank"
-    assert tracking_uri(config) == tracking["uri"]
+    assert tracking_uri(config.tracking, config.storage) == tracking["uri"]
     run = client(tracking["uri"]).get_run(tracking["run_id"])
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     assert (tags["adrank.run_id"], tags["adrank.stage"]) == (report.run_id, "lr")
@@ -91,7 +91,7 @@ def test_a_tiny_lr_run_is_tracked_in_mlflow_and_tensorboard(spark, tmp_path):
     assert scalars["learning_rate/ftrl"][0][1] == pytest.approx(config.train.ftrl_learning_rate)
 
     # A person opens the default store as MLflow documents it: a fresh process, no adrank, no variable.
-    opened = opened_in_a_fresh_process(tracking_uri(config), report.run_id)
+    opened = opened_in_a_fresh_process(tracking_uri(config.tracking, config.storage), report.run_id)
     assert opened["run_id"] == tracking["run_id"] and opened["stage"] == "lr"
     assert opened["metrics"] == pytest.approx(metrics) and opened["params"] == params
     assert opened["artifact_location"] == str(tmp_path / "tables" / "_mlartifacts")  # beside the database
@@ -169,7 +169,8 @@ def test_a_configured_tracking_uri_wins_over_the_default_store(tmp_path):
     elsewhere = tmp_path / "elsewhere" / "runs.db"
     config = tiny_config(tmp_path, f"tracking.uri=sqlite:///{elsewhere}")
     logged = track_stage(config, "r1", "lr", {"a": 1}, {"auc": 0.5}, "/m/v1", 1)
-    assert logged["uri"] == tracking_uri(config) == f"sqlite:///{elsewhere}" and "error" not in logged
+    expected = f"sqlite:///{elsewhere}"
+    assert logged["uri"] == tracking_uri(config.tracking, config.storage) == expected and "error" not in logged
     assert elsewhere.is_file() and not (tmp_path / "tables" / "mlflow.db").exists()
     assert client(logged["uri"]).get_run(logged["run_id"]).data.metrics == {"auc": 0.5}
 
@@ -194,7 +195,8 @@ def test_two_jobs_opening_a_new_default_store_at_once_both_log_their_runs(tmp_pa
     for writer, (out, err) in zip(writers, outputs):
         assert writer.returncode == 0, err[-3000:]
         assert out.strip().splitlines()[-1] == "[None, None, None]", err[-3000:]
-    uri = tracking_uri(tiny_config(tmp_path))
+    config = tiny_config(tmp_path)
+    uri = tracking_uri(config.tracking, config.storage)
     experiment = client(uri).get_experiment_by_name("adrank")
     logged = client(uri).search_runs([experiment.experiment_id], max_results=10)
     assert sorted(run.data.tags["adrank.run_id"] for run in logged) == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]

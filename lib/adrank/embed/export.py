@@ -122,7 +122,7 @@ def patch_serving_snapshot(spark: SparkSession, changes_df: DataFrame,
     block_rows = max(1, serving.BLOCK_BYTES // (8 + 4 * base.dim))
 
     def write(folder: Path) -> None:
-        changes = _stream_changes(columns, partitions, base)
+        changes = stream_changes(columns, partitions, base)
         serving.write_arrays(serving.patched_blocks(base, changes, block_rows), folder, expected_rows, dim,
                              counted="expected", why=f"v{base.version} with the changes applied")
 
@@ -293,7 +293,7 @@ def _blobs(ids: pa.Array, embeddings: pa.ListArray, upserts: pa.BooleanArray | N
     }
 
 
-def _stream_changes(columns: DataFrame, partitions: int, base: ServingSnapshot) -> Iterator[Changes]:
+def stream_changes(columns: DataFrame, partitions: int, base: ServingSnapshot) -> Iterator[Changes]:
     """The changes in sku_id order, in chunks (one Arrow batch each), checked against ``base``."""
     last = None
     for chunk in _stream_packed(columns, partitions, base.dim):

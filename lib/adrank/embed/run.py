@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame, SparkSession
 
 from adrank.core import layout
-from adrank.core.config import Config
+from adrank.core.config import Config, EmbedConfig
 from adrank.embed import incremental, store
 from adrank.embed.udf import SIGNATURE, with_embeddings
 from adrank.runtime.runs import RunReport
@@ -96,21 +96,40 @@ class Plan:
         return Plan("fallback", reason, self.to_version, self.previous_version)
 
 
-def registered_model(config: Config) -> Model:
-    """The ``latest`` stage-1 model, checked against the config; EmbedError if unusable."""
+@dataclass(frozen=True)
+class Places:
+    """Where a run reads and writes: the tables, its staging folder, the snapshots and the registry."""
+
+    images: str  # the sku_images table
+    embeddings: str  # the sku_embeddings table
+    staging: str  # the parent of the runs' staging folders
+    serving: str  # the serving snapshots
+    registry: str  # the model registry
+
+    @staticmethod
+    def of(config: Config) -> Places:
+        """The places of ``config`` (:mod:`adrank.core.layout`)."""
+        return Places(images=layout.table_path(config, layout.SKU_IMAGES),
+                      embeddings=layout.table_path(config, layout.SKU_EMBEDDINGS),
+                      staging=layout.staging_root(config, store.JOB), serving=layout.serving_root(config),
+                      registry=layout.registry_root(config))
+
+
+def registered_model(registry: str, image_size: int) -> Model:
+    """The ``latest`` stage-1 model of ``registry``, checked against ``features.image_size``;
+    EmbedError if unusable."""
     from adrank.train.registry import latest_model
 
-    root = layout.registry_root(config)
     try:
-        version, path, metadata = latest_model(root, STAGE)
+        version, path, metadata = latest_model(registry, STAGE)
     except (FileNotFoundError, ValueError) as error:
         raise EmbedError(f"no registered {STAGE} model to embed with ({error}): "
                          "run `./spark-submit.sh train --stage pairwise` first") from None
     if SIGNATURE not in metadata.get("signatures", []):
         raise EmbedError(f"{STAGE} model v{version} at {path} has no '{SIGNATURE}' signature")
-    if metadata.get("image_size") != config.features.image_size:
+    if metadata.get("image_size") != image_size:
         raise EmbedError(f"{STAGE} model v{version} takes {metadata.get('image_size')}px images but "
-                         f"features.image_size is {config.features.image_size}: retrain, or rebuild sku_images")
+                         f"features.image_size is {image_size}: retrain, or rebuild sku_images")
     return Model(version, path)
 
 
@@ -149,34 +168,34 @@ def embed_catalog(
     Raises:
         EmbedError: No usable registered model, or no ``sku_images`` table.
     """
-    model = registered_model(config)
-    images_path = layout.table_path(config, layout.SKU_IMAGES)
-    path = layout.table_path(config, layout.SKU_EMBEDDINGS)
+    places = Places.of(config)
+    model = registered_model(places.registry, config.features.image_size)
+    path = places.embeddings
     figures = report.figures.setdefault("embed_catalog", {})
     with report.timed("embed_plan"):
-        plan, history = _plan(spark, config, images_path, path, model, full)
+        plan, history = _plan(spark, places.images, path, model, full)
     figures.update(model_version=model.version, **plan.figures())
     written = {"skus_embedded": 0, "skus_deleted": 0, "rows_staged": 0, "sku_embeddings_version": None}
     merge = None
     if plan.has_work:
-        plan, written, merge = _embed_and_merge(spark, config, report, plan, model, before_commit)
+        plan, written, merge = _embed_and_merge(spark, config.embed, places, report, plan, model, before_commit)
         figures.update(plan.figures())
     figures.update(written)
     try:
         with report.timed("embed_serving"):
-            figures["serving_snapshot"] = _publish_if_behind(spark, config, path, model.version, merge, history)
+            figures["serving_snapshot"] = _publish_if_behind(
+                spark, config.embed, places, model.version, merge, history)
     finally:
         if merge is not None:
             store.remove_folder(spark, merge.staged_path)
     with report.timed("embed_compaction"):
-        figures["compaction"] = _compact_if_due(spark, config, path, merge, history)
+        figures["compaction"] = _compact_if_due(spark, config.embed.compact_after_files_added, path, merge, history)
     total = figures["serving_snapshot"]["rows"]  # the snapshot is of the version this run left
     figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
     return figures
 
 
-def _plan(spark: SparkSession, config: Config, images_path: str, path: str, model: Model,
-          full: bool) -> tuple[Plan, list[Any]]:
+def _plan(spark: SparkSession, images_path: str, path: str, model: Model, full: bool) -> tuple[Plan, list[Any]]:
     """The run's plan, and the newest commits of ``sku_embeddings`` (read once, used again later)."""
     from delta.tables import DeltaTable
 
@@ -189,7 +208,7 @@ def _plan(spark: SparkSession, config: Config, images_path: str, path: str, mode
 
 
 def _embed_and_merge(
-    spark: SparkSession, config: Config, report: RunReport, plan: Plan, model: Model,
+    spark: SparkSession, embed: EmbedConfig, places: Places, report: RunReport, plan: Plan, model: Model,
     before_commit: Callable[[], None] | None,
 ) -> tuple[Plan, dict[str, Any], Merge]:
     """Stage the work once and MERGE it with the run's record (the caller drops the staging folder).
@@ -198,15 +217,14 @@ def _embed_and_merge(
         The plan as run (incremental may have become fallback), the figures written and
         the MERGE's figures with the staging folder (the serving export reads it).
     """
-    staging_parent = layout.staging_root(config, store.JOB)
-    store.remove_stale_folders(spark, staging_parent, STALE_STAGING_S)
-    staged_path = layout.join_path(staging_parent, report.run_id)
+    store.remove_stale_folders(spark, places.staging, STALE_STAGING_S)
+    staged_path = layout.join_path(places.staging, report.run_id)
     with report.timed("embed_cnn"):
-        plan = _stage(spark, config, plan, model, staged_path)
+        plan = _stage(spark, embed, places, plan, model, staged_path)
     if before_commit is not None:
         before_commit()
     record = store.Processed(report.run_id, plan.to_version, model.version, plan.mode)
-    path = layout.table_path(config, layout.SKU_EMBEDDINGS)
+    path = places.embeddings
     with report.timed("embed_merge"):
         merged = store.merge_staged(spark, path, staged_path, record)
         if merged is None:  # nothing to change: record the versions all the same
@@ -219,7 +237,8 @@ def _embed_and_merge(
                   "sku_embeddings_version": merged.version}, merge
 
 
-def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str) -> Plan:
+def _stage(spark: SparkSession, embed: EmbedConfig, places: Places, plan: Plan, model: Model,
+           staged_path: str) -> Plan:
     """Write the staged rows of ``plan``; an unreadable change feed restages them as a fallback.
 
     The change feed is read once, by the staging write itself: a range Delta cannot serve
@@ -228,26 +247,29 @@ def _stage(spark: SparkSession, config: Config, plan: Plan, model: Model, staged
     """
     try:
         with store.change_feed_errors() if plan.mode == "incremental" else nullcontext():
-            _write_staged(spark, config, plan, model, staged_path)
+            _write_staged(spark, embed, places, plan, model, staged_path)
     except store.ChangeFeedUnavailable as error:
         plan = plan.fallback(f"change data feed unavailable: {error}")
-        _write_staged(spark, config, plan, model, staged_path)
+        _write_staged(spark, embed, places, plan, model, staged_path)
     return plan
 
 
-def _write_staged(spark: SparkSession, config: Config, plan: Plan, model: Model, staged_path: str) -> None:
-    to_embed, deletions = _work(spark, config, plan, model)
-    embedded = with_embeddings(to_embed, model.path, config.embed.batch_size)
+def _write_staged(spark: SparkSession, embed: EmbedConfig, places: Places, plan: Plan, model: Model,
+                  staged_path: str) -> None:
+    to_embed, deletions = _work(spark, embed.partitions, places, plan, model)
+    embedded = with_embeddings(to_embed, model.path, embed.batch_size)
     staged = incremental.staged_rows(embedded, deletions, model.version)
-    with delta.session_conf(spark, {ARROW_BATCH_CONF: str(config.embed.batch_size)}):
+    with delta.session_conf(spark, {ARROW_BATCH_CONF: str(embed.batch_size)}):
         store.write_staged(staged, staged_path)
 
 
-def _work(spark: SparkSession, config: Config, plan: Plan, model: Model) -> tuple[DataFrame, DataFrame]:
-    """``(images to embed, sku_ids to delete)`` of ``plan`` (lazy: nothing is read yet)."""
-    images_path = layout.table_path(config, layout.SKU_IMAGES)
-    embedded = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS))
-    parts = config.embed.partitions or spark.sparkContext.defaultParallelism
+def _work(spark: SparkSession, partitions: int, places: Places, plan: Plan,
+          model: Model) -> tuple[DataFrame, DataFrame]:
+    """``(images to embed, sku_ids to delete)`` of ``plan`` in ``partitions`` (``embed.partitions``;
+    0 = one per core) partitions (lazy: nothing is read yet)."""
+    images_path = places.images
+    embedded = delta.read_delta(spark, places.embeddings)
+    parts = partitions or spark.sparkContext.defaultParallelism
     if plan.from_version is not None:  # incremental
         latest = incremental.latest_changes(
             store.read_changes(spark, images_path, plan.from_version, plan.to_version))
@@ -263,7 +285,7 @@ def _work(spark: SparkSession, config: Config, plan: Plan, model: Model) -> tupl
     return to_embed, deletions
 
 
-def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_version: int,
+def _publish_if_behind(spark: SparkSession, embed: EmbedConfig, places: Places, model_version: int,
                        merge: Merge | None, history: list[Any]) -> dict[str, Any]:
     """Publish the version this run wrote (else the table's latest) unless ``CURRENT`` serves it.
 
@@ -273,8 +295,9 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     from adrank.embed.export import publish_serving_snapshot
     from adrank.embed.serving import load_serving_snapshot
 
+    path = places.embeddings
     version = merge.version if merge is not None else delta.latest_version(spark, path)
-    root = layout.serving_root(config)
+    root = places.serving
     try:
         current = load_serving_snapshot(root)
     except FileNotFoundError:
@@ -287,12 +310,13 @@ def _publish_if_behind(spark: SparkSession, config: Config, path: str, model_ver
     if (current is not None and merge is not None
             and can_patch(manifest, version, model_version, merge, _same_data_from(manifest, merge, history))):
         try:
-            return {**_patch(spark, config, current, version, model_version, merge), "published": True}
+            return {**_patch(spark, root, embed.serving_keep, current, version, model_version, merge),
+                    "published": True}
         except (ValueError, FileNotFoundError) as error:
             refused = {"patch_error": str(error)}
     published = publish_serving_snapshot(
         spark, delta.read_delta(spark, path, version), root, table_version=version,
-        model_version=model_version, keep=config.embed.serving_keep)
+        model_version=model_version, keep=embed.serving_keep)
     return {**published, "published": True, "patched_from": None, **refused}
 
 
@@ -305,10 +329,11 @@ def _same_data_from(manifest: dict[str, Any] | None, merge: Merge | None, histor
     return store.same_data_since(history, merge.read_version)
 
 
-def _compact_if_due(spark: SparkSession, config: Config, path: str, merge: Merge | None,
+def _compact_if_due(spark: SparkSession, limit: int, path: str, merge: Merge | None,
                     history: list[Any]) -> dict[str, int] | None:
     """OPTIMIZE ``sku_embeddings`` once the MERGEs since the last OPTIMIZE added at least
-    ``embed.compact_after_files_added`` data files (or no OPTIMIZE is in a full page of history).
+    ``limit`` (``embed.compact_after_files_added``; 0 = never) data files (or no OPTIMIZE is in a
+    full page of history).
 
     Each incremental MERGE adds a few small files and deletion vectors; compaction keeps
     the next runs' scans (and a full export) from slowing down. The count comes from the
@@ -316,7 +341,6 @@ def _compact_if_due(spark: SparkSession, config: Config, path: str, merge: Merge
     published and changes no row, so the next run still patches that snapshot
     (:func:`adrank.embed.store.same_data_since`).
     """
-    limit = config.embed.compact_after_files_added
     if limit == 0 or merge is None or merge.files_added == 0:
         return None
     earlier = store.files_added_since_compaction(history)
@@ -343,13 +367,14 @@ def can_patch(manifest: dict[str, Any] | None, table_version: int, model_version
             and manifest.get("model_version") == model_version)
 
 
-def _patch(spark: SparkSession, config: Config, current: ServingSnapshot, version: int, model_version: int,
-           merge: Merge) -> dict[str, Any]:
-    """``current`` patched with the staged rows as the next snapshot (ValueError if they disagree)."""
+def _patch(spark: SparkSession, serving: str, keep: int, current: ServingSnapshot, version: int,
+           model_version: int, merge: Merge) -> dict[str, Any]:
+    """``current`` patched with the staged rows as the next snapshot under ``serving``, keeping
+    ``keep`` snapshots (ValueError if they disagree)."""
     from adrank.embed.export import patch_serving_snapshot
 
     return patch_serving_snapshot(
-        spark, store.read_staged(spark, merge.staged_path), layout.serving_root(config),
+        spark, store.read_staged(spark, merge.staged_path), serving,
         base_version=current.version, table_version=version, model_version=model_version,
         expected_rows=len(current) + merge.rows_inserted - merge.rows_deleted,
-        keep=config.embed.serving_keep, change_rows=merge.source_rows)
+        keep=keep, change_rows=merge.source_rows)

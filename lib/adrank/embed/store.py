@@ -28,9 +28,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 
-from adrank.core.config import Config
 from adrank.core.errors import naming_table
-from adrank.core.layout import serving_root
 from adrank.embed.incremental import DELETE, SKU_EMBEDDINGS_COLUMNS, SKU_EMBEDDINGS_DDL, STAGED_DDL, UPSERT
 from adrank.storage.delta import (
     MERGE_METRICS,
@@ -296,8 +294,9 @@ def remove_stale_folders(spark: SparkSession, parent: str, older_than_s: float) 
     return removed
 
 
-def serving_snapshot(config: Config, version: int | None = None) -> ServingSnapshot:
-    """The serving snapshot ``CURRENT`` names (or ``version``), memory-mapped read-only.
+def serving_snapshot(root: str, version: int | None = None) -> ServingSnapshot:
+    """The serving snapshot ``CURRENT`` names (or ``version``) under ``root`` (``layout.serving_root``),
+    memory-mapped read-only.
 
     The way other jobs read embed_catalog's published embeddings (``recommend``).
 
@@ -306,4 +305,4 @@ def serving_snapshot(config: Config, version: int | None = None) -> ServingSnaps
     """
     from adrank.embed.serving import load_serving_snapshot
 
-    return load_serving_snapshot(serving_root(config), version)
+    return load_serving_snapshot(root, version)

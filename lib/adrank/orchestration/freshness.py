@@ -49,14 +49,14 @@ class TaskRecord:
         return to_json(dataclasses.asdict(self), sort_keys=True)
 
 
-def record_path(config: Config, task: str) -> str:
+def record_path(storage_root: str, task: str) -> str:
     """``<storage.root>/_runs/tasks/<task>.json``."""
-    return layout.join_path(config.storage.root, layout.RUNS_FOLDER, TASKS_FOLDER, f"{task}.json")
+    return layout.join_path(storage_root, layout.RUNS_FOLDER, TASKS_FOLDER, f"{task}.json")
 
 
 def read_record(spark: SparkSession, config: Config, task: str) -> TaskRecord | None:
     """The last success's record of ``task``; None if it never succeeded (or the record is unreadable)."""
-    text = delta.read_text_file(spark, record_path(config, task))
+    text = delta.read_text_file(spark, record_path(config.storage.root, task))
     if not text:
         return None
     try:
@@ -67,7 +67,7 @@ def read_record(spark: SparkSession, config: Config, task: str) -> TaskRecord | 
 
 def save_record(spark: SparkSession, config: Config, record: TaskRecord) -> None:
     """Replace the task's record (written last, after every output of the task)."""
-    delta.write_text_file(spark, record_path(config, record.task), record.to_json() + "\n")
+    delta.write_text_file(spark, record_path(config.storage.root, record.task), record.to_json() + "\n")
 
 
 def config_digest(config: Config, task: Task, task_args: tuple[str, ...] = ()) -> str:

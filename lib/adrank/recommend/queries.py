@@ -39,7 +39,7 @@ def similar_to_query(config: Config, query: str, k: int | None = None) -> list[t
     from adrank.train.registry import version_path
 
     try:
-        snapshot = serving_snapshot(config)
+        snapshot = serving_snapshot(layout.serving_root(config))
         model_path, _ = version_path(layout.registry_root(config), layout.PAIRWISE,
                                      int(snapshot.manifest["model_version"]))
     except FileNotFoundError as error:

@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 from adrank.context.behaviour import clicks_of
 from adrank.context.towers import query_vectors
 from adrank.core import layout
-from adrank.core.config import Config
+from adrank.core.config import Config, FeaturesConfig, RecommendConfig
 from adrank.core.errors import InputError
 from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
@@ -67,24 +67,67 @@ class Inputs:
     dates: list[dt.date]
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a run reads of the config besides paths: ``recommend``, ``features`` (the behaviour
+    means), ``train.holdout_days`` (the evaluation's dates) and ``sample.seed`` (the samples)."""
+
+    recommend: RecommendConfig
+    features: FeaturesConfig
+    holdout_days: int
+    seed: int
+
+    @staticmethod
+    def of(config: Config) -> Settings:
+        """The settings of ``config``."""
+        return Settings(config.recommend, config.features, config.train.holdout_days, config.sample.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Places:
+    """Where a run reads and writes: the snapshots, the registry, the tables it reads and the
+    three it writes (``layout.RECOMMENDATION_TABLES`` -> path), and its index folder's parent."""
+
+    serving: str
+    registry: str
+    examples: str
+    embeddings: str
+    sku_images: str
+    tables: dict[str, str]
+    index: str
+
+    @staticmethod
+    def of(config: Config) -> Places:
+        """The places of ``config`` (:mod:`adrank.core.layout`)."""
+        return Places(serving=layout.serving_root(config), registry=layout.registry_root(config),
+                      examples=layout.table_path(config, layout.TRAINING_EXAMPLES),
+                      embeddings=layout.table_path(config, layout.SKU_EMBEDDINGS),
+                      sku_images=layout.table_path(config, layout.SKU_IMAGES),
+                      tables={table: layout.table_path(config, table) for table in layout.RECOMMENDATION_TABLES},
+                      index=layout.index_root(config))
+
+
 def recommend(spark: SparkSession, config: Config, report: RunReport) -> dict[str, Any]:
     """Write the three recommendation tables and evaluate them; the figures (also in the report)."""
+    settings, places = Settings.of(config), Places.of(config)
     figures = report.figures.setdefault("recommend", {})
-    inputs = pinned_inputs(spark, config)
+    inputs = pinned_inputs(spark, places, settings.holdout_days)
     figures["versions"] = inputs.versions
-    folder = Path(layout.index_root(config)) / report.run_id
+    folder = Path(places.index) / report.run_id
     try:
         with report.timed("recommend_index"):
-            catalogs, figures["search"] = choose_search(config, inputs, folder)
-        limits = Limits(config.recommend.k, config.recommend.query_block, config.recommend.catalog_block)
+            catalogs, figures["search"] = choose_search(settings.recommend, settings.seed, inputs, folder)
+        limits = Limits(settings.recommend.k, settings.recommend.query_block, settings.recommend.catalog_block)
         record = {"run_id": report.run_id, **{f"{k}_version": v for k, v in inputs.versions.items()},
                   "search": figures["search"]["method"]}
-        figures["tables"] = _write_tables(spark, config, report, inputs, catalogs, limits, record)
+        figures["tables"] = _write_tables(spark, settings, places.tables, report, inputs, catalogs, limits, record)
         if catalogs.similar.method == IVF:
             with report.timed("recommend_recall"):
-                figures["search"]["ivf"]["recall_at_10"] = ivf_recall(spark, config, inputs, catalogs.similar, figures)
+                figures["search"]["ivf"]["recall_at_10"] = ivf_recall(
+                    spark, settings, places.tables[layout.SIMILAR_SKUS], inputs, catalogs.similar, figures)
         with report.timed("recommend_evaluation"):
-            figures["metrics"] = evaluate(spark, config, inputs, catalogs.requests, limits, figures["tables"])
+            figures["metrics"] = evaluate(spark, settings, places, inputs, catalogs.requests, limits,
+                                          figures["tables"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     say_table(report.job, metrics_table(figures))
@@ -118,23 +161,24 @@ def _fmt(value: Any) -> str:
     return NOT_AVAILABLE if not isinstance(value, (int, float)) or value != value else f"{value:.4f}"
 
 
-def pinned_inputs(spark: SparkSession, config: Config) -> Inputs:
-    """The serving snapshot, its ``sku_embeddings`` version and model, and ``training_examples``."""
+def pinned_inputs(spark: SparkSession, places: Places, holdout_days: int) -> Inputs:
+    """The serving snapshot, its ``sku_embeddings`` version and model, and ``training_examples``
+    (with more than ``holdout_days`` dates)."""
     from adrank.embed.store import serving_snapshot
     from adrank.train.registry import version_path
 
     try:
-        snapshot = serving_snapshot(config)
+        snapshot = serving_snapshot(places.serving)
     except FileNotFoundError as error:
         raise RecommendInputError(f"no serving snapshot of {layout.SKU_EMBEDDINGS} ({error}): "
                                   "run `./spark-submit.sh embed_catalog` first; nothing was written") from None
     table_version, model_version = int(snapshot.manifest["table_version"]), int(snapshot.manifest["model_version"])
     try:
-        model_path, _ = version_path(layout.registry_root(config), layout.PAIRWISE, model_version)
+        model_path, _ = version_path(places.registry, layout.PAIRWISE, model_version)
     except FileNotFoundError as error:
         raise RecommendInputError(f"{error}: the model behind serving snapshot v{snapshot.version} is gone; "
                                   "nothing was written") from None
-    examples_path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    examples_path = places.examples
     try:
         examples_version = delta.pin_version(spark, examples_path)
     except Exception as error:  # noqa: BLE001 - any failure to open the table is the same missing input
@@ -142,10 +186,10 @@ def pinned_inputs(spark: SparkSession, config: Config) -> Inputs:
                                   f"({type(error).__name__}): run build_tables first; nothing was written") from None
     examples = delta.read_delta(spark, examples_path, examples_version)
     dates = sorted(r.date for r in examples.select("date").distinct().collect())
-    if len(dates) <= config.train.holdout_days:
+    if len(dates) <= holdout_days:
         raise RecommendInputError(f"{layout.TRAINING_EXAMPLES} v{examples_version} has {len(dates)} date(s): "
-                                  f"need more than train.holdout_days={config.train.holdout_days}")
-    embeddings = delta.read_delta(spark, layout.table_path(config, layout.SKU_EMBEDDINGS), table_version)
+                                  f"need more than train.holdout_days={holdout_days}")
+    embeddings = delta.read_delta(spark, places.embeddings, table_version)
     versions = {"sku_embeddings": table_version, "serving_snapshot": snapshot.version,
                 "embedding_model": model_version, "training_examples": examples_version}
     return Inputs(embeddings.select("sku_id", "embedding"), examples, versions, snapshot.path, len(snapshot),
@@ -165,9 +209,10 @@ class Catalogs:
     requests: Catalog
 
 
-def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalogs, dict[str, Any]]:
-    """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, IVF indexes under ``folder``."""
-    settings = config.recommend
+def choose_search(settings: RecommendConfig, seed: int, inputs: Inputs,
+                  folder: Path) -> tuple[Catalogs, dict[str, Any]]:
+    """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, IVF indexes under ``folder``
+    (KMeans seeded with ``seed``)."""
     whitening = index.fit_whitening(inputs.embeddings, settings.whitening_power) if settings.whitening_power else None
     figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
                                "whitening_power": settings.whitening_power, "ivf": None}
@@ -178,7 +223,7 @@ def choose_search(config: Config, inputs: Inputs, folder: Path) -> tuple[Catalog
     built = {}
     for name, how in (("similar", whitening), ("requests", None)) if whitening else (("similar", None),):
         built[name] = index.build_index(inputs.embeddings, folder / name, lists=lists, train_rows=lists * settings.ivf_train_per_list,
-                                        max_iterations=settings.ivf_max_iterations, seed=config.sample.seed,
+                                        max_iterations=settings.ivf_max_iterations, seed=seed,
                                         whitening=how)
     nprobe = min(settings.ivf_nprobe, built["similar"]["lists"])
     similar = Catalog(IVF, str(folder / "similar"), nprobe, whitening)
@@ -198,17 +243,17 @@ def _end_of(dates: list[dt.date]) -> dt.datetime:
     return dt.datetime.combine(dates[-1] + dt.timedelta(days=1), dt.time())
 
 
-def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs: Inputs, catalogs: Catalogs,
-                  limits: Limits, record: dict[str, Any]) -> dict[str, Any]:
-    """The three tables, one commit each; ``{table: {version, rows}}``."""
+def _write_tables(spark: SparkSession, settings: Settings, paths: dict[str, str], report: RunReport, inputs: Inputs,
+                  catalogs: Catalogs, limits: Limits, record: dict[str, Any]) -> dict[str, Any]:
+    """The three tables (``paths``: table -> path), one commit each; ``{table: {version, rows}}``."""
     end = _end_of(inputs.dates)
-    start = end - dt.timedelta(days=config.recommend.lookback_days)
+    start = end - dt.timedelta(days=settings.recommend.lookback_days)
     clicks = clicks_of(inputs.examples)
     catalog = catalogs.requests
-    ranking = Ranking.of(config, clicks, inputs.embeddings, limits, catalog)
+    ranking = Ranking.of(settings.recommend, clicks, inputs.embeddings, limits, catalog)
     similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalogs.similar, limits)
-    requests = users.user_requests(users.active_users(clicks, str(end), config.recommend.lookback_days),
-                                   clicks, inputs.embeddings, config.features).cache()  # searched, then joined
+    requests = users.user_requests(users.active_users(clicks, str(end), settings.recommend.lookback_days),
+                                   clicks, inputs.embeddings, settings.features).cache()  # searched, then joined
     user_recs = ranking.ranked(requests, "user_id", catalog).join(
         requests.select("user_id", "as_of", "behaviour_clicks"), "user_id")
     queries = query_vectors(window_queries(inputs.examples, str(start), str(end)), inputs.model_path)
@@ -219,7 +264,7 @@ def _write_tables(spark: SparkSession, config: Config, report: RunReport, inputs
     try:
         for table, frame in frames.items():
             with report.timed(f"recommend_{table}"):
-                commit = store.write_table(spark, config, table, frame, {**record, "as_of": str(end)})
+                commit = store.write_table(spark, paths[table], table, frame, {**record, "as_of": str(end)})
             written[table] = {"version": commit["version"], "rows": commit["rows_written"]}
     finally:
         requests.unpersist()
@@ -231,36 +276,35 @@ class Ranking:
     """User and query recommendations: ``candidates`` by cosine (and the most clicked SKUs), the best
     ``k`` of them by cosine + popularity."""
 
-    config: Config
+    settings: RecommendConfig
     priors: DataFrame
     limits: Limits
     always: Always | None = None
 
     @classmethod
-    def of(cls, config: Config, clicks: DataFrame, embeddings: DataFrame, limits: Limits,
+    def of(cls, settings: RecommendConfig, clicks: DataFrame, embeddings: DataFrame, limits: Limits,
            catalog: Catalog, popular: list[int] | None = None) -> Ranking:
         """The ranking whose popularity comes from ``clicks`` (``sku_id``), for searches of ``catalog``.
 
         ``popular``: the most clicked sku_ids of ``clicks`` if the caller has them (else counted here).
         """
-        settings = config.recommend
         always = None
         if settings.popularity_weight > 0 and settings.popular_candidates > 0:
             wanted = settings.popular_candidates
             ranked = popular[:wanted] if popular is not None and len(popular) >= wanted else None
             always = popular_vectors(embeddings, ranked or metrics.popular_skus(clicks, wanted), catalog)
-        return cls(config, ranking_module.popularity_prior(clicks), limits, always)
+        return cls(settings, ranking_module.popularity_prior(clicks), limits, always)
 
     def candidates(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
         """``key, neighbours``: the ``recommend.candidates`` nearest SKUs by cosine (``k`` at weight 0)."""
-        settings = self.config.recommend
+        settings = self.settings
         wanted = settings.candidates if settings.popularity_weight > 0 else settings.k  # weight 0: the top k is it
         wider = dataclasses.replace(self.limits, k=max(self.limits.k, wanted))
         return nearest(requests, key, catalog, wider, self.always)
 
     def rerank(self, candidates: DataFrame, key: str, column: str = "neighbours") -> DataFrame:
         """``key, recommendations``: the best ``k`` of ``candidates`` by the blended score."""
-        settings = self.config.recommend
+        settings = self.settings
         return ranking_module.reranked(candidates, key, column, self.priors, settings.popularity_weight,
                                        settings.k).withColumnRenamed(column, "recommendations")
 
@@ -278,17 +322,17 @@ def popular_vectors(embeddings: DataFrame, popular: list[int], catalog: Catalog)
                   catalog.prepare(np.array([v for _, v in rows], dtype=np.float32)))
 
 
-def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog,
+def ivf_recall(spark: SparkSession, settings: Settings, similar_path: str, inputs: Inputs, catalog: Catalog,
                figures: dict[str, Any]) -> float | None:
-    """recall@10 of the index's ``similar_skus`` against exact search, on a sample of SKUs."""
-    sample_size = min(config.recommend.recall_sample, inputs.skus)
+    """recall@10 of the index's ``similar_skus`` (at ``similar_path``) against exact search, on a sample of SKUs."""
+    sample_size = min(settings.recommend.recall_sample, inputs.skus)
     fraction = min(1.0, 2.0 * sample_size / max(1, inputs.skus))
-    sample = sku_requests(inputs.embeddings).sample(fraction=fraction, seed=config.sample.seed).orderBy(
+    sample = sku_requests(inputs.embeddings).sample(fraction=fraction, seed=settings.seed).orderBy(
         F.xxhash64("sku_id"), "sku_id").limit(sample_size)
-    limits = Limits(metrics.AT, config.recommend.query_block, config.recommend.catalog_block)
+    limits = Limits(metrics.AT, settings.recommend.query_block, settings.recommend.catalog_block)
     exact = nearest(sample, "sku_id", Catalog(EXACT, inputs.snapshot_path, whitening=catalog.whitening), limits).select(
         "sku_id", metrics.top_ids("neighbours").alias("exact"))
-    approximate = store.read_table(spark, config, layout.SIMILAR_SKUS, figures["tables"][layout.SIMILAR_SKUS]["version"])
+    approximate = store.read_table(spark, similar_path, figures["tables"][layout.SIMILAR_SKUS]["version"])
     joined = exact.join(approximate.select("sku_id", metrics.top_ids("neighbours").alias("found")), "sku_id")
     recall = F.size(F.array_intersect("exact", "found")) / F.greatest(F.size("exact"), F.lit(1))
     row = joined.agg(F.avg(recall).alias("r"), F.count("*").alias("n")).collect()[0]
@@ -296,31 +340,31 @@ def ivf_recall(spark: SparkSession, config: Config, inputs: Inputs, catalog: Cat
     return None if row.r is None else float(row.r)
 
 
-def evaluate(spark: SparkSession, config: Config, inputs: Inputs, catalog: Catalog, limits: Limits,
-             tables: dict[str, Any]) -> dict[str, Any]:
+def evaluate(spark: SparkSession, settings: Settings, places: Places, inputs: Inputs, catalog: Catalog,
+             limits: Limits, tables: dict[str, Any]) -> dict[str, Any]:
     """The held-out metrics, each with its popularity baseline (nothing of the held-out dates is used
     to recommend: users as of their start, popularity from the clicks before it).
 
     ``*_embedding`` is the embedding's own order (popularity weight 0); the unsuffixed
     figure is what the tables serve (their ``recommend.popularity_weight``).
     """
-    holdout = inputs.dates[-config.train.holdout_days:]
+    holdout = inputs.dates[-settings.holdout_days:]
     start = dt.datetime.combine(holdout[0], dt.time())
     before = inputs.examples.where(F.col("date") < F.lit(holdout[0]))
     after = inputs.examples.where(F.col("date") >= F.lit(holdout[0]))
     popular = metrics.popular_skus(clicks_of(before), POPULAR_LIMIT)
-    ranking = Ranking.of(config, clicks_of(before), inputs.embeddings, limits, catalog, popular)
+    ranking = Ranking.of(settings.recommend, clicks_of(before), inputs.embeddings, limits, catalog, popular)
     figures: dict[str, Any] = {"holdout_dates": [str(d) for d in holdout], "popular_skus": popular[:metrics.AT],
-                               "popularity_weight": config.recommend.popularity_weight}
-    figures.update(_similar_metrics(spark, config, tables, popular))
+                               "popularity_weight": settings.recommend.popularity_weight}
+    figures.update(_similar_metrics(spark, places, tables, popular))
     figures.update(_query_metrics(inputs, catalog, ranking, after, popular))
-    figures.update(_user_metrics(config, inputs, catalog, ranking, after, str(start), popular))
+    figures.update(_user_metrics(settings.features, inputs, catalog, ranking, after, str(start), popular))
     return figures
 
 
-def _similar_metrics(spark: SparkSession, config: Config, tables: dict[str, Any], popular: list[int]) -> dict[str, Any]:
-    categories = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).select("sku_id", "category_id")
-    similar = store.read_table(spark, config, layout.SIMILAR_SKUS, tables[layout.SIMILAR_SKUS]["version"])
+def _similar_metrics(spark: SparkSession, places: Places, tables: dict[str, Any], popular: list[int]) -> dict[str, Any]:
+    categories = delta.read_delta(spark, places.sku_images).select("sku_id", "category_id")
+    similar = store.read_table(spark, places.tables[layout.SIMILAR_SKUS], tables[layout.SIMILAR_SKUS]["version"])
     found = similar.select("sku_id", metrics.top_ids("neighbours").alias("ids"))
     baseline = similar.select("sku_id", metrics.popular_excluding(popular, F.array("sku_id")).alias("ids"))
     precision, measured = metrics.similar_precision(found, categories)
@@ -357,8 +401,8 @@ def _query_metrics(inputs: Inputs, catalog: Catalog, ranking: Ranking, after: Da
             "query_recall_at_10_popularity": baseline, "query_searches": searched}
 
 
-def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, ranking: Ranking, after: DataFrame, start: str,
-                  popular: list[int]) -> dict[str, Any]:
+def _user_metrics(features: FeaturesConfig, inputs: Inputs, catalog: Catalog, ranking: Ranking, after: DataFrame,
+                  start: str, popular: list[int]) -> dict[str, Any]:
     """Users with a held-out click, recommended for as of the held-out day's start.
 
     ``user_hit_rate_at_10`` counts a held-out click on any page; ``*_feed`` only the feed's
@@ -367,7 +411,7 @@ def _user_metrics(config: Config, inputs: Inputs, catalog: Catalog, ranking: Ran
     clicks = clicks_of(inputs.examples)
     held = _clicked_sets(after).cache()
     asked = held.select("user_id").withColumn("ts", F.to_timestamp(F.lit(start)))
-    requests = users.user_requests(asked, clicks, inputs.embeddings, config.features).cache()
+    requests = users.user_requests(asked, clicks, inputs.embeddings, features).cache()
     try:
         candidates = ranking.candidates(requests, "user_id", catalog).cache()
         embedding, served = _both_orders(candidates, "user_id", ranking)
@@ -396,5 +440,5 @@ def _clicked_sets(after: DataFrame) -> DataFrame:
                                           F.array_sort(F.collect_set(feed)).alias("clicked_feed"))
 
 
-__all__ = ["Ranking", "RecommendInputError", "choose_search", "evaluate", "metrics_table", "pinned_inputs",
-           "recommend", "similar_to_query", "sku_requests"]
+__all__ = ["Places", "Ranking", "RecommendInputError", "Settings", "choose_search", "evaluate", "metrics_table",
+           "pinned_inputs", "recommend", "similar_to_query", "sku_requests"]

@@ -17,7 +17,6 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from adrank.core import layout
-from adrank.core.config import Config
 from adrank.storage import delta
 
 JOB = "recommend"
@@ -30,10 +29,9 @@ COLUMNS = {
 }
 
 
-def write_table(spark: SparkSession, config: Config, table: str, frame: DataFrame,
+def write_table(spark: SparkSession, path: str, table: str, frame: DataFrame,
                 record: Mapping[str, Any]) -> dict[str, int]:
-    """Overwrites ``table`` with ``frame`` in one commit carrying ``record``; its version and rows."""
-    path = layout.table_path(config, table)
+    """Overwrites ``table`` (at ``path``) with ``frame`` in one commit carrying ``record``; its version and rows."""
     info = {"job": JOB, **record}
     delta.write_delta(frame.select(*COLUMNS[table]), path, mode="overwrite", commit_info=info)
     commit = delta.commit_with_metadata(spark, path, json.dumps(info, sort_keys=True))
@@ -42,16 +40,16 @@ def write_table(spark: SparkSession, config: Config, table: str, frame: DataFram
     return delta.commit_figures(commit, delta.WRITE_METRICS)
 
 
-def read_table(spark: SparkSession, config: Config, table: str, version: int | None = None) -> DataFrame:
-    """One of the recommendation tables (at ``version``)."""
-    return delta.read_delta(spark, layout.table_path(config, table), version)
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """One of the recommendation tables, at ``path`` (at ``version``)."""
+    return delta.read_delta(spark, path, version)
 
 
-def run_record(spark: SparkSession, config: Config, table: str, version: int) -> dict[str, Any]:
-    """The record of the run that wrote ``version`` of ``table`` ({} if it carries none)."""
+def run_record(spark: SparkSession, path: str, version: int) -> dict[str, Any]:
+    """The record of the run that wrote ``version`` of the table at ``path`` ({} if it carries none)."""
     from delta.tables import DeltaTable
 
-    rows = (DeltaTable.forPath(spark, layout.table_path(config, table)).history()
+    rows = (DeltaTable.forPath(spark, path).history()
             .where(f"version = {int(version)}").select("userMetadata").collect())
     return json.loads(rows[0].userMetadata) if rows and rows[0].userMetadata else {}
 

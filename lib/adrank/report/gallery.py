@@ -56,9 +56,19 @@ def _examples_version(recommend: Mapping[str, Any]) -> int:
     return version
 
 
-def read_pinned(spark: SparkSession, config: Config, table: str, version: int) -> DataFrame:
-    """``table`` at ``version``."""
-    return read_delta(spark, layout.table_path(config, table), version)
+# The tables the galleries read (their paths: :func:`gallery_tables`).
+TABLES = (layout.SIMILAR_SKUS, layout.QUERY_RECOMMENDATIONS, layout.USER_RECOMMENDATIONS, layout.TRAINING_EXAMPLES,
+          layout.SKU_IMAGES)
+
+
+def gallery_tables(config: Config) -> dict[str, str]:
+    """``{table: path}`` of every table the galleries read (:data:`TABLES`)."""
+    return {table: layout.table_path(config, table) for table in TABLES}
+
+
+def read_pinned(spark: SparkSession, tables: Mapping[str, str], table: str, version: int) -> DataFrame:
+    """``table`` (its path in ``tables``) at ``version``."""
+    return read_delta(spark, tables[table], version)
 
 
 def data_uri(image: bytes | bytearray | None, image_format: str | None) -> str | None:
@@ -95,11 +105,11 @@ def first_rows(frame: DataFrame, key: str, n: int, flag: str | None = None, n_fl
     return sorted(chosen, key=lambda r: r[key])
 
 
-def similar_gallery(spark: SparkSession, config: Config, recommend: Mapping[str, Any]) -> Gallery:
+def similar_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: Mapping[str, Any]) -> Gallery:
     """A few SKUs (some cold-start) and their top-10 similar SKUs."""
     similar_version, examples_version = _pinned(recommend, layout.SIMILAR_SKUS), _examples_version(recommend)
-    similar = read_pinned(spark, config, layout.SIMILAR_SKUS, similar_version)
-    examples = read_pinned(spark, config, layout.TRAINING_EXAMPLES, examples_version)
+    similar = read_pinned(spark, tables, layout.SIMILAR_SKUS, similar_version)
+    examples = read_pinned(spark, tables, layout.TRAINING_EXAMPLES, examples_version)
     cold = cold_start_skus(examples, (recommend.get("metrics") or {}).get("holdout_dates"))
     flagged = similar.join(cold.withColumn("cold", F.lit(True)), "sku_id", "left").fillna(False, ["cold"])
     rows = first_rows(flagged, "sku_id", SAMPLE_SKUS, "cold", SAMPLE_COLD_SKUS)
@@ -111,22 +121,22 @@ def similar_gallery(spark: SparkSession, config: Config, recommend: Mapping[str,
     return Gallery("Similar SKUs (top 10; same category marked)", gallery_rows, versions)
 
 
-def query_gallery(spark: SparkSession, config: Config, recommend: Mapping[str, Any]) -> Gallery:
+def query_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: Mapping[str, Any]) -> Gallery:
     """A few queries (sorted) and their top-10 SKUs."""
     version = _pinned(recommend, layout.QUERY_RECOMMENDATIONS)
-    queries = read_pinned(spark, config, layout.QUERY_RECOMMENDATIONS, version)
+    queries = read_pinned(spark, tables, layout.QUERY_RECOMMENDATIONS, version)
     rows = first_rows(queries.where(F.col("query").isNotNull()), "query", SAMPLE_QUERIES)
     gallery_rows = tuple(GalleryRow(title=f"query \u201c{r.query}\u201d", results=_ranked(r.recommendations))
                          for r in rows)
     return Gallery("Query -> SKU recommendations (top 10)", gallery_rows, {layout.QUERY_RECOMMENDATIONS: version})
 
 
-def user_gallery(spark: SparkSession, config: Config, recommend: Mapping[str, Any]) -> Gallery:
+def user_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: Mapping[str, Any]) -> Gallery:
     """A few users with history (sorted ids): their recent clicks, then their recommendations."""
     version, examples_version = _pinned(recommend, layout.USER_RECOMMENDATIONS), _examples_version(recommend)
-    users = read_pinned(spark, config, layout.USER_RECOMMENDATIONS, version)
+    users = read_pinned(spark, tables, layout.USER_RECOMMENDATIONS, version)
     rows = first_rows(users.where(F.col("behaviour_clicks") > 0), "user_id", SAMPLE_USERS)
-    examples = read_pinned(spark, config, layout.TRAINING_EXAMPLES, examples_version)
+    examples = read_pinned(spark, tables, layout.TRAINING_EXAMPLES, examples_version)
     clicks = recent_clicks(spark, examples, [(int(r.user_id), r.as_of) for r in rows])
     gallery_rows = tuple(
         GalleryRow(title=f"user {r.user_id} ({r.behaviour_clicks} clicks as of {r.as_of})",
@@ -167,9 +177,9 @@ def gallery_skus(galleries: Iterable[Gallery]) -> set[int]:
     return {t.sku_id for g in galleries for row in g.rows for t in (*row.anchors, *row.results)}
 
 
-def sku_images(spark: SparkSession, config: Config, sku_ids: Iterable[int]) -> tuple[int, dict[int, Tile]]:
-    """``(sku_images version read, {sku_id: Tile with image and category})`` for exactly ``sku_ids``."""
-    path = layout.table_path(config, layout.SKU_IMAGES)
+def sku_images(spark: SparkSession, path: str, sku_ids: Iterable[int]) -> tuple[int, dict[int, Tile]]:
+    """``(sku_images version read, {sku_id: Tile with image and category})`` for exactly ``sku_ids``,
+    from the ``sku_images`` table at ``path``."""
     version = latest_version(spark, path)
     ids = sorted(set(sku_ids))
     if not ids:
@@ -194,14 +204,16 @@ def with_images(gallery: Gallery, images: Mapping[int, Tile], images_version: in
     return dataclasses.replace(gallery, rows=rows, versions={**gallery.versions, layout.SKU_IMAGES: images_version})
 
 
-GalleryBuilder = Callable[[SparkSession, Config, Mapping[str, Any]], Gallery]
+GalleryBuilder = Callable[[SparkSession, Mapping[str, str], Mapping[str, Any]], Gallery]
 BUILDERS: tuple[tuple[str, GalleryBuilder], ...] = (
     ("Similar SKUs", similar_gallery), ("Query -> SKU recommendations", query_gallery),
     ("User recommendations", user_gallery))
 
 
-def galleries(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> list[Gallery]:
+def galleries(spark: SparkSession, tables: Mapping[str, str], figures: Mapping[str, Any]) -> list[Gallery]:
     """Every gallery of the run (each with its images), or [] when the run has no ``recommend`` figures.
+
+    ``tables``: the path of each table read (:func:`gallery_tables`).
 
     A gallery that cannot be built (a missing figure, table or version) is returned with the
     reason, so one missing table does not take the report down.
@@ -209,19 +221,19 @@ def galleries(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -
     recommend = figures.get("recommend")
     if not isinstance(recommend, Mapping):
         return []
-    built = [_build(title, builder, spark, config, recommend) for title, builder in BUILDERS]
+    built = [_build(title, builder, spark, tables, recommend) for title, builder in BUILDERS]
     try:
-        version, images = sku_images(spark, config, gallery_skus(built))
+        version, images = sku_images(spark, tables[layout.SKU_IMAGES], gallery_skus(built))
     except Exception as exc:  # noqa: BLE001 - a missing sku_images table leaves the tiles without images
         return [dataclasses.replace(g, versions={**g.versions, layout.SKU_IMAGES: f"unreadable ({_first_line(exc)})"})
                 for g in built]
     return [with_images(g, images, version) if g.unavailable is None else g for g in built]
 
 
-def _build(title: str, builder: GalleryBuilder, spark: SparkSession, config: Config,
+def _build(title: str, builder: GalleryBuilder, spark: SparkSession, tables: Mapping[str, str],
            recommend: Mapping[str, Any]) -> Gallery:
     try:
-        return builder(spark, config, recommend)
+        return builder(spark, tables, recommend)
     except GalleryUnavailable as exc:
         return Gallery(title, unavailable=str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. a table or a version that is not there: say so, go on

@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 
 from adrank.core import layout
 from adrank.core.config import Config
-from adrank.report.gallery import galleries
+from adrank.report.gallery import galleries, gallery_tables
 from adrank.report.page import render_page
 from adrank.report.plots import all_plots
 from adrank.runtime.console import GRAPH_JOBS
@@ -53,8 +53,8 @@ def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]
         ValueError: ``figures`` has no usable ``run_id``.
     """
     run_id = _run_id(figures)
-    page = render_page(figures, all_plots(figures), galleries(spark, config, figures),
-                       previous_record(spark, config, figures))
+    page = render_page(figures, all_plots(figures), galleries(spark, gallery_tables(config), figures),
+                       previous_record(spark, runs_folder(config), figures))
     path = layout.reports_path(config, run_id)
     for target in (path, layout.reports_path(config, LATEST)):
         _replace_file(spark, target, page)
@@ -70,8 +70,14 @@ def read_figures(spark: SparkSession, path: str) -> dict[str, Any]:
     return figures
 
 
-def previous_record(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The newest readable run record of the same job older than ``figures``' run; None if there is none.
+def runs_folder(config: Config) -> str:
+    """The folder of the run records: ``<storage.root>/_runs``."""
+    return layout.join_path(config.storage.root, layout.RUNS_FOLDER)
+
+
+def previous_record(spark: SparkSession, folder: str, figures: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The newest readable run record in ``folder`` (:func:`runs_folder`) of the same job older than
+    ``figures``' run; None if there is none.
 
     A record that cannot be read or parsed is passed over (the one before it is taken).
     """
@@ -79,7 +85,6 @@ def previous_record(spark: SparkSession, config: Config, figures: Mapping[str, A
     if not isinstance(job, str) or not isinstance(run_id, str):
         return None
     jobs = set(GRAPH_JOBS) if job in GRAPH_JOBS else {job}
-    folder = layout.join_path(config.storage.root, layout.RUNS_FOLDER)
     older = sorted(((found.group(2), name) for name in _file_names(spark, folder)
                     if (found := RECORD_NAME.fullmatch(name)) and found.group(1) in jobs and found.group(2) < run_id),
                    reverse=True)

@@ -69,7 +69,7 @@ def build_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     if console.env_log_file():  # spark-submit.sh's filter shows the bar and logs the rest
         settings["spark.ui.showConsoleProgress"] = "true"
     settings.update(cfg.conf)
-    settings.update(_hadoop_credentials(cfg.hadoop_env))
+    settings.update(hadoop_credentials(cfg.hadoop_env))
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -97,12 +97,12 @@ def _with_delta_jars(builder: SparkSession.Builder) -> SparkSession.Builder:
     return configure_spark_with_delta_pip(builder)
 
 
-def _hadoop_credentials(hadoop_env: Mapping[str, str]) -> dict[str, str]:
+def hadoop_credentials(hadoop_env: Mapping[str, str]) -> dict[str, str]:
     """Map ``fs.s3a.access.key -> ENV_NAME`` to Spark settings, reading values from the env.
 
     Raises:
         InputError: a named variable is unset or empty here (the machine that needs the
-            secret: the config is validated elsewhere too, see ``adrank.core.config._validate_spark``).
+            secret: the config is validated elsewhere too, see ``adrank.core.config.validate``).
     """
     settings = {}
     for hadoop_key, env_name in hadoop_env.items():

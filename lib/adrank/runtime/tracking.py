@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from adrank.core import layout
-from adrank.core.config import Config, without_uri_user_info
+from adrank.core.config import Config, StorageConfig, TrackingConfig, without_uri_user_info
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -41,19 +41,19 @@ STAGE_TAG = "adrank.stage"
 DATA_VERSION_TAG = "adrank.data_version"
 
 
-def tracking_uri(config: Config) -> str:
+def tracking_uri(tracking: TrackingConfig, storage: StorageConfig) -> str:
     """``tracking.uri``, or ``sqlite:///<storage.local>/mlflow.db`` when it is empty."""
-    return config.tracking.uri or default_tracking_uri(config)
+    return tracking.uri or default_tracking_uri(storage)
 
 
-def default_tracking_uri(config: Config) -> str:
+def default_tracking_uri(storage: StorageConfig) -> str:
     """``sqlite:///<storage.local>/mlflow.db``: an absolute path, so four slashes (``sqlite:////data/mlflow.db``)."""
-    return SQLITE_PREFIX + layout.join_path(_local_folder(config), DEFAULT_DATABASE)
+    return SQLITE_PREFIX + layout.join_path(_local_folder(storage), DEFAULT_DATABASE)
 
 
-def _local_folder(config: Config) -> str:
+def _local_folder(storage: StorageConfig) -> str:
     """``storage.local`` as a plain absolute path (a ``file:`` root loses its scheme)."""
-    local = config.storage.local
+    local = storage.local
     return "/" + local.removeprefix("file:").lstrip("/") if local.startswith("file:") else local
 
 
@@ -79,10 +79,10 @@ def track_stage(config: Config, run_id: str, stage: str, params: Mapping[str, An
     """
     if not config.tracking.enabled:
         return {"enabled": False}
-    uri = tracking_uri(config)
+    uri = tracking_uri(config.tracking, config.storage)
     try:
-        mlflow_run = _log(config, uri, run_id, stage, params, metrics, model_path, model_version,
-                          data_version, name)
+        mlflow_run = _log(config.tracking, config.storage, uri, run_id, stage, params, metrics, model_path,
+                          model_version, data_version, name)
     except Exception as exc:  # noqa: BLE001 - tracking must never fail training
         line = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
         LOG.warning("adrank tracking: %s %s not logged to MLflow at %s: %s", stage, name or "",
@@ -91,19 +91,20 @@ def track_stage(config: Config, run_id: str, stage: str, params: Mapping[str, An
     return {"uri": uri, "experiment": config.tracking.experiment, "run_id": mlflow_run}
 
 
-def _log(config: Config, uri: str, run_id: str, stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
-         model_path: str, model_version: int, data_version: Any, name: str) -> str:
+def _log(tracking: TrackingConfig, storage: StorageConfig, uri: str, run_id: str, stage: str,
+         params: Mapping[str, Any], metrics: Mapping[str, Any], model_path: str, model_version: int,
+         data_version: Any, name: str) -> str:
     """Log into the (run id, stage) MLflow run, made if missing; its MLflow run id."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     # The default store's experiment keeps its artifacts beside the database (MLflow's own
     # default is ./mlruns under whatever folder the job happened to start in).
-    default = uri == default_tracking_uri(config)
-    artifacts = layout.join_path(_local_folder(config), DEFAULT_ARTIFACTS_FOLDER) if default else None
-    with _default_store_lock(config) if default else contextlib.nullcontext():
+    default = uri == default_tracking_uri(storage)
+    artifacts = layout.join_path(_local_folder(storage), DEFAULT_ARTIFACTS_FOLDER) if default else None
+    with _default_store_lock(_local_folder(storage)) if default else contextlib.nullcontext():
         client = MlflowClient(tracking_uri=uri)  # MLflow makes the database's folder and tables
-        mlflow_run = _stage_run(client, config.tracking.experiment, run_id, stage, data_version, artifacts)
+        mlflow_run = _stage_run(client, tracking.experiment, run_id, stage, data_version, artifacts)
         prefix = f"{name}." if name else ""
         now = int(time.time() * 1000)
         client.log_batch(
@@ -118,15 +119,15 @@ def _log(config: Config, uri: str, run_id: str, stage: str, params: Mapping[str,
 
 
 @contextlib.contextmanager
-def _default_store_lock(config: Config) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<storage.local>/mlflow.db.lock`` while a job writes the default store.
+def _default_store_lock(folder: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<folder>/mlflow.db.lock`` (``folder``: ``storage.local``) while a job
+    writes the default store.
 
     Two processes that open a new SQLite store at once both run MLflow's schema migrations
     and leave it broken for good (seen: ``table _alembic_tmp_metrics already exists`` in
     both, then every write failing); later writes wait on SQLite's own lock (MLflow sets a
     20 s busy timeout). adrank writes from the driver only, once per registered model.
     """
-    folder = _local_folder(config)
     os.makedirs(folder, exist_ok=True)
     with open(layout.join_path(folder, DEFAULT_DATABASE + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -17,8 +17,7 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from adrank.core.config import Config
-from adrank.core.layout import CATALOG, input_path, join_path
+from adrank.core.layout import join_path
 from adrank.storage import delta
 from adrank.storage.delta import hadoop_conf, hadoop_path, jvm
 
@@ -35,19 +34,19 @@ _GLOB = re.compile(r"([\\{}\[\]*?])")
 _BINARY_FILE_DDL = "path string, modificationTime timestamp, length long, content binary"
 
 
-def read_catalog(spark: SparkSession, config: Config) -> DataFrame:
+def read_catalog(spark: SparkSession, folder: str, max_image_bytes: int) -> DataFrame:
     """The catalog as given: a Delta table, Parquet files, or a CSV beside image files.
 
-    ``<inputs.root>/catalog/`` holds one of: a Delta table (``_delta_log``); Parquet with an
+    ``folder`` (``<inputs.root>/catalog/``) holds one of: a Delta table (``_delta_log``); Parquet with an
     ``image`` binary column (``updated_at`` of any Parquet timestamp type); or ``catalog.csv``
     (``sku_id, title, image_path, updated_at, category_id``) naming image files
-    (:func:`_catalog_from_csv`). Nothing is checked here (``adrank.tables.images`` does).
+    (:func:`_catalog_from_csv`; files above ``max_image_bytes`` are not read). Nothing is
+    checked here (``adrank.tables.images`` does).
     """
-    folder = input_path(config, CATALOG)
     if _exists(spark, join_path(folder, "_delta_log")):
         return spark.read.format("delta").load(folder)
     if _exists(spark, join_path(folder, CATALOG_CSV)):
-        return _catalog_from_csv(spark, folder, config.features.max_image_bytes)
+        return _catalog_from_csv(spark, folder, max_image_bytes)
     return _catalog_from_parquet(spark, folder)
 
 
@@ -209,15 +208,14 @@ def _exists(spark: SparkSession, uri: str) -> bool:
     return fs.exists(path)
 
 
-def read_dated_lines(
-    spark: SparkSession, config: Config, source: str, dates: Sequence[datetime.date]
-) -> DataFrame:
-    """Lines of the ``<source>/date=YYYY-MM-DD/`` folders of ``dates``, with ``input_date``.
+def read_dated_lines(spark: SparkSession, root: str, dates: Sequence[datetime.date]) -> DataFrame:
+    """Lines of the ``<root>/date=YYYY-MM-DD/`` folders of ``dates``, with ``input_date``.
+
+    ``root`` is a dated source's folder (``<inputs.root>/<source>``).
 
     Only those folders are listed and read (never the whole history); a date without a
     folder contributes no line (the build's plan decides whether that is allowed).
     """
-    root = input_path(config, source)
     folders = [join_path(root, date_folder_name(d)) for d in sorted(set(dates))]
     folders = [f for f in folders if _exists(spark, f)]
     if not folders:
@@ -226,9 +224,9 @@ def read_dated_lines(
     return lines.withColumn("input_date", F.col("date").cast("date")).drop("date")
 
 
-def read_undated_lines(spark: SparkSession, config: Config, source: str) -> DataFrame:
-    """Lines of an undated JSON-lines source (snapshots), with a null ``input_date``."""
-    lines = spark.read.text(input_path(config, source))
+def read_undated_lines(spark: SparkSession, folder: str) -> DataFrame:
+    """Lines of an undated JSON-lines source's folder (snapshots), with a null ``input_date``."""
+    lines = spark.read.text(folder)
     return lines.withColumn("input_date", F.lit(None).cast("date"))
 
 
@@ -254,9 +252,9 @@ class DatedFolders:
     stray: tuple[str, ...]
 
 
-def list_dated_folders(spark: SparkSession, config: Config, source: str) -> DatedFolders:
-    """Lists ``<inputs.root>/<source>/``; a missing folder holds no date."""
-    folder, fs = hadoop_path(spark, input_path(config, source))
+def list_dated_folders(spark: SparkSession, root: str, source: str) -> DatedFolders:
+    """Lists a dated source's folder ``root`` (``<inputs.root>/<source>/``); a missing folder holds no date."""
+    folder, fs = hadoop_path(spark, root)
     if not fs.exists(folder):
         return DatedFolders(source, (), ())
     dates, stray = [], []

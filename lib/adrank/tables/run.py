@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
@@ -31,7 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from adrank.core import layout
-from adrank.core.config import Config
+from adrank.core.config import Config, FeaturesConfig
 from adrank.core.errors import InputError
 from adrank.runtime.runs import RunReport
 from adrank.storage import delta
@@ -70,19 +72,24 @@ def build_tables(
         today: Today's UTC date (tests pin it; default: now).
     """
     today = today or datetime.datetime.now(datetime.UTC).date()
-    listings = {source: inputs.list_dated_folders(spark, config, source) for source in layout.DATED_SOURCES}
+    folders = {source: layout.input_path(config, source) for source in (*layout.DATED_SOURCES, *WHOLE_SOURCES)}
+    listings = {source: inputs.list_dated_folders(spark, folders[source], source) for source in layout.DATED_SOURCES}
     plan = plan_build(listings, dates, today, allow_empty_dates)
     report.figures["dates"] = [str(plan.dates[0]), str(plan.dates[1])]
     report.figures["history_dates"] = len(plan.history)
+    sku_images = layout.table_path(config, layout.SKU_IMAGES)
     with ExitStack() as cached:
-        lines, input_counts = read_checked_lines(spark, config, plan, cached)
+        lines, input_counts = read_checked_lines(spark, folders, plan, cached)
         with report.timed("sku_images"):
-            catalog_counts, catalog_bad = build_sku_images(spark, config, report, cached)
+            catalog_counts, catalog_bad = build_sku_images(
+                spark, config.features, folders[layout.CATALOG], sku_images, report, cached)
         with report.timed("training_examples"):
-            counts, bad = build_training_examples(spark, config, report, plan, lines, input_counts)
+            examples = ExampleTables(sku_images, layout.table_path(config, layout.TRAINING_EXAMPLES))
+            counts, bad = build_training_examples(spark, config.features, examples, report, plan, lines, input_counts)
         with report.timed("quarantine"):
             bad[layout.CATALOG] = catalog_bad
-            quarantined = write_quarantine(spark, config, report.run_id, bad, plan.dates)
+            quarantined = write_quarantine(
+                spark, layout.table_path(config, layout.QUARANTINE), report.run_id, bad, plan.dates)
     counts[layout.CATALOG] = catalog_counts
     report.figures["sources"] = reconcile(counts, quarantined)
 
@@ -95,19 +102,21 @@ def _persist(frame: DataFrame, cached: ExitStack) -> DataFrame:
 
 
 def read_checked_lines(
-    spark: SparkSession, config: Config, plan: BuildPlan, cached: ExitStack
+    spark: SparkSession, folders: Mapping[str, str], plan: BuildPlan, cached: ExitStack
 ) -> tuple[dict[str, DataFrame], dict[str, int]]:
     """The raw lines a build reads (persisted) and the input count of each source.
+
+    ``folders`` maps each source (``layout.DATED_SOURCES`` and the snapshots) to its folder.
 
     The click log is read for the plan's days and its history (uniqueness only); the
     input counts cover the plan's days. Raises :class:`~adrank.core.errors.InputError` before
     any write when a day to replace has no lines (see :func:`check_days_have_lines`).
     """
     lines = {
-        layout.CLICK_LOG: inputs.read_dated_lines(spark, config, layout.CLICK_LOG, plan.history + plan.days),
-        layout.LR_FEATURES: inputs.read_dated_lines(spark, config, layout.LR_FEATURES, plan.days),
-        layout.USER_SNAPSHOTS: inputs.read_undated_lines(spark, config, layout.USER_SNAPSHOTS),
-        layout.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, config, layout.SKU_SNAPSHOTS),
+        layout.CLICK_LOG: inputs.read_dated_lines(spark, folders[layout.CLICK_LOG], plan.history + plan.days),
+        layout.LR_FEATURES: inputs.read_dated_lines(spark, folders[layout.LR_FEATURES], plan.days),
+        layout.USER_SNAPSHOTS: inputs.read_undated_lines(spark, folders[layout.USER_SNAPSHOTS]),
+        layout.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, folders[layout.SKU_SNAPSHOTS]),
     }
     lines = {source: _persist(frame, cached) for source, frame in lines.items()}
     per_day = {source: _lines_per_day(lines[source], plan) for source in layout.DATED_SOURCES}
@@ -125,22 +134,23 @@ def _lines_per_day(lines: DataFrame, plan: BuildPlan) -> dict[datetime.date, int
 
 
 def build_sku_images(
-    spark: SparkSession, config: Config, report: RunReport, cached: ExitStack
+    spark: SparkSession, features: FeaturesConfig, catalog_folder: str, path: str, report: RunReport,
+    cached: ExitStack,
 ) -> tuple[dict[str, int], DataFrame]:
-    """Decode the catalog and MERGE it into ``sku_images``; return counts and bad rows."""
-    catalog = inputs.read_catalog(spark, config)
+    """Decode the catalog in ``catalog_folder`` and MERGE it into ``sku_images`` at ``path``;
+    return counts and bad rows."""
+    catalog = inputs.read_catalog(spark, catalog_folder, features.max_image_bytes)
     cores = spark.sparkContext.defaultParallelism
     spread = cores if catalog.rdd.getNumPartitions() < cores else None
-    path = layout.table_path(config, layout.SKU_IMAGES)
-    fingerprint = preprocessing_fingerprint(config.features)
+    fingerprint = preprocessing_fingerprint(features)
     stored = store.stored_image_keys(spark, path, fingerprint)
-    preprocessed = _persist(preprocess_images(catalog, config.features, spread, stored), cached)
+    preprocessed = _persist(preprocess_images(catalog, features, spread, stored), cached)
     good, bad = split_images(preprocessed)
     stored_image = F.col("image").isNull() & (F.col("status") == STATUS_OK)  # matched, not decoded
     counted = preprocessed.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(stored_image, 1)).alias("reused"))
     input_rows, reused = counted.collect()[0]
     if input_rows == 0:
-        raise InputError(f"the catalog at {layout.input_path(config, layout.CATALOG)} is empty: "
+        raise InputError(f"the catalog at {catalog_folder} is empty: "
                          "refusing to MERGE it (it would delete every SKU); put the catalog there")
     figures = store.upsert_sku_images(
         spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
@@ -151,22 +161,32 @@ def build_sku_images(
     return {"input": input_rows, "good": written}, bad
 
 
+@dataclass(frozen=True)
+class ExampleTables:
+    """The tables :func:`build_training_examples` reads and writes: paths of ``sku_images``
+    (read) and ``training_examples`` (written)."""
+
+    sku_images: str
+    training_examples: str
+
+
 def build_training_examples(
     spark: SparkSession,
-    config: Config,
+    features: FeaturesConfig,
+    tables: ExampleTables,
     report: RunReport,
     plan: BuildPlan,
     lines: dict[str, DataFrame],
     input_counts: dict[str, int],
 ) -> tuple[dict[str, dict[str, int]], dict[str, DataFrame]]:
     """Build and write the examples of the plan's days; return per-source counts and bad rows."""
-    skus = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES))
+    skus = delta.read_delta(spark, tables.sku_images)
     examples, bad = build_examples_with_quarantine(
         lines[layout.CLICK_LOG], lines[layout.LR_FEATURES], lines[layout.USER_SNAPSHOTS],
-        lines[layout.SKU_SNAPSHOTS], skus.select("sku_id", "category_id", "updated_at"), config.features,
+        lines[layout.SKU_SNAPSHOTS], skus.select("sku_id", "category_id", "updated_at"), features,
         plan.dates,
     )
-    path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    path = tables.training_examples
     delta.write_delta(
         examples, path, mode="overwrite", partition_by=("date",),
         replace_where=_date_predicate("date", plan.dates),
@@ -180,12 +200,11 @@ def build_training_examples(
 
 
 def write_quarantine(
-    spark: SparkSession, config: Config, run_id: str, bad: dict[str, DataFrame], dates: DateRange
+    spark: SparkSession, path: str, run_id: str, bad: dict[str, DataFrame], dates: DateRange
 ) -> dict[str, int]:
-    """Replace this run's slice of ``quarantine`` in one commit; return rows per source."""
+    """Replace this run's slice of ``quarantine`` (the table at ``path``) in one commit; return rows per source."""
     shaped = [quarantine_rows(frame, source, run_id) for source, frame in bad.items()]
     rows = functools.reduce(DataFrame.unionByName, shaped)
-    path = layout.table_path(config, layout.QUARANTINE)
     delta.write_delta(
         rows, path, mode="overwrite", partition_by=("source",),
         replace_where=_quarantine_slice(dates), commit_info={"run_id": run_id, "job": "build_tables"},
