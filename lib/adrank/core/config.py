@@ -176,6 +176,14 @@ class TrainConfig:
     # metric; read once, split over the ranks); 0 = no held-out curve.
     holdout_curve_rows: int = 1024
     registry_folder: str = "models"
+    # On every rank: the seed (Python, numpy, TensorFlow), the loss log interval (steps),
+    # the step watchdog (seconds, 0 = off), op determinism, and the TensorBoard folder
+    # ("" = <checkpoint dir>/tensorboard).
+    seed: int = 0
+    log_every: int = 10
+    step_timeout_s: float = 900.0
+    deterministic: bool = False
+    tensorboard_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -583,6 +591,9 @@ def _validate_train(train: TrainConfig) -> None:
         _require(getattr(train, key) >= 1, f"train.{key}", "must be at least 1")
     _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
     _require(train.holdout_curve_rows >= 0, "train.holdout_curve_rows", "must be at least 0 (0 = no held-out curve)")
+    _require(train.seed >= 0, "train.seed", "must be at least 0")
+    _require(train.log_every >= 1, "train.log_every", "must be at least 1")
+    _require(train.step_timeout_s >= 0, "train.step_timeout_s", "must be at least 0 (0 = no step watchdog)")
 
 
 def _validate_local_root(storage: StorageConfig) -> None:
