@@ -13,7 +13,6 @@ imported inside the build/loss functions) and imports nothing of the driver side
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -105,12 +104,19 @@ def _pair_figures(sim_pos: np.ndarray, sim_neg: np.ndarray) -> Mapping[str, floa
     return pair_metrics(sim_pos, sim_neg)
 
 
-def _click_scores(name: str, models: Models) -> ScoreFn:
-    """Scores of click model ``name`` (the LR, the joint model): (probability, label)."""
+def _click_scores(model: tf.keras.Model) -> ScoreFn:
+    """Scores of a click model (the LR, the joint model): (probability, label)."""
     import tensorflow as tf
 
-    model = models[name]
     return lambda batch: (tf.sigmoid(model(batch, training=False)), batch["label"])
+
+
+def _lr_scores(models: Models) -> ScoreFn:
+    return _click_scores(models[layout.LR])
+
+
+def _joint_scores(models: Models) -> ScoreFn:
+    return _click_scores(models[layout.JOINT])
 
 
 def _click_figures(probabilities: np.ndarray, labels: np.ndarray) -> Mapping[str, float | int]:
@@ -126,10 +132,10 @@ RANK_STAGES: dict[str, Stage] = {
               holdout=HoldoutSpec("pairwise_accuracy", "pairwise_loss", _pairwise_scores, _pair_figures)),
         Stage(layout.LR, (EXAMPLES,), "lr_steps", _build_lr, _lr_loss,
               primary=layout.LR,
-              holdout=HoldoutSpec("auc", "log_loss", functools.partial(_click_scores, layout.LR), _click_figures)),
+              holdout=HoldoutSpec("auc", "log_loss", _lr_scores, _click_figures)),
         Stage(layout.JOINT, (JOINT_ROLE,), "joint_steps", _build_joint, _joint_loss,
               primary=layout.JOINT, dense_lr_field="joint_dense_learning_rate",
-              holdout=HoldoutSpec("auc", "log_loss", functools.partial(_click_scores, layout.JOINT), _click_figures)),
+              holdout=HoldoutSpec("auc", "log_loss", _joint_scores, _click_figures)),
     )
 }
 
