@@ -68,7 +68,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
     Args:
         settings: From :func:`adrank.train.launch.make_settings`.
         dataset_fn: ``(role, rank, size, settings, start_batch) -> tf.data.Dataset |
-            None``; :func:`input_dataset` when omitted.
+            None``; :func:`adrank.train.ranks.data.input_dataset` when omitted.
         on_step: Called as ``on_step(step, rank)`` after each finished step
             (``step`` is 1-based, checkpoint included); for tests and progress hooks.
 
@@ -85,8 +85,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         each checkpoint of this launch, or why there is none).
 
     Raises:
-        ValueError: Unknown stage. RuntimeError: a role has data on some ranks only,
-        or a dataset runs dry.
+        RuntimeError: A role has data on some ranks only, or a dataset runs dry.
     """
     from adrank.train.ranks.hvd_setup import init_horovod
 
