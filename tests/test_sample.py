@@ -309,4 +309,4 @@ def test_oracle_metrics_score_held_out_rows_with_the_true_probability(spark: Spa
     assert metrics["auc"] > 0.6
     assert metrics["cold_rows"] == 0
     assert sum(metrics[f"{page}_rows"] for page in ("detail", "feed", "search")) == len(clicks)
-    assert oracle_metrics(spark, tiny_config(tmp_path), holdout, seen_ad_skus=[]) is None
+    assert oracle_metrics(spark, oracle_path(tiny_config(tmp_path)), holdout, seen_ad_skus=[]) is None
