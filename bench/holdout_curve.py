@@ -70,8 +70,7 @@ def example_table(rows: int, width: int, seed: int):
 def launch_once(config, stage: str, files, holdout_files, root: Path, curve_rows: int) -> dict[str, float]:
     import dataclasses
 
-    from adrank.train.checkpoints import make_settings
-    from adrank.train.launch import launch
+    from adrank.train.launch import launch, make_settings
 
     train = dataclasses.replace(config.train, holdout_curve_rows=curve_rows, launcher="horovodrun")
     settings = make_settings(config, stage=stage, data_version=1, files=files, holdout_files=holdout_files,

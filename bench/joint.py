@@ -2,7 +2,7 @@
 
 Not a test. Prints ONE JSON line. Shape of the work (defaults): 2 Horovod ranks (Gloo,
 CPU, 1 intra-op + 1 inter-op TF thread each) on this machine; the real stage-3 model
-(:class:`adrank.train.ranks.models.JointModel`, interaction ``product``, frozen: x and y
+(:class:`adrank.train.ranks.joint_model.JointModel`, interaction ``product``, frozen: x and y
 come from the batch) with its LR table of 2^20 (the demo's ``features.hash_bits``) and
 2^22 rows x 1 (float32, zero-initialised, FTRL; the only sparse variable) and its dense
 rest (stand-in vectors, page-crossed head: RMSProp); per rank a batch of 1024 examples
@@ -111,7 +111,7 @@ def build_step(kind: str, hash_bits: int, dim: int, mode: str, first_batch: dict
     """A fresh joint model (same seed on every rank) and its train step, state created."""
     import tensorflow as tf
 
-    from adrank.train.ranks.models import JointModel, joint_loss
+    from adrank.train.ranks.joint_model import JointModel, joint_loss
     from adrank.train.ranks.sparse.step import make_train_step
 
     tf.keras.utils.set_random_seed(0)

@@ -16,8 +16,9 @@ import pytest
 
 from adrank.runtime import console
 from adrank.runtime.console_filter import ConsoleFilter
-from adrank.train.checkpoints import make_settings
-from adrank.train.progress import ProgressWriter, progress_bar, progress_file, read_progress
+from adrank.train.launch import make_settings
+from adrank.train.progress import progress_bar
+from adrank.train.ranks.progress import ProgressWriter, progress_file, read_progress
 from conftest import REPO, TINY_CONF
 from test_errors import job_command, job_env, path_without_java
 

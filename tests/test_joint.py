@@ -98,7 +98,7 @@ def kill_rank_after(step_to_kill: int, rank_to_kill: int = 1):
 
 
 def joint_settings(root: Path, kind: str, *overrides: str, init_from: str = ""):
-    from adrank.train.checkpoints import make_settings
+    from adrank.train.launch import make_settings
 
     config = load_config(REPO / "conf" / "tiny.yaml", [
         f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
@@ -106,11 +106,10 @@ def joint_settings(root: Path, kind: str, *overrides: str, init_from: str = ""):
         f"train.embedding_dim={DIM}", f"features.image_size={IMAGE}", "features.hash_bits=12",
         "features.max_sparse_ids=4", f"train.checkpoint_every={EVERY}", f"train.joint_steps={STEPS}",
         f"train.joint_batch_size={BATCH}", "train.joint_dense_learning_rate=0.02", "train.dnn_hidden=16",
-        *overrides])
+        "train.seed=3", "train.log_every=5", "train.step_timeout_s=120", *overrides])
     train = dataclasses.replace(config.train, interaction=kind)
     return config, make_settings(config, stage=layout.JOINT, data_version=5, train=train,
-                                 checkpoint_root=str(root / "checkpoints"), run_id="test", seed=3,
-                                 log_every=5, step_timeout_s=120, init_from=init_from)
+                                 checkpoint_root=str(root / "checkpoints"), run_id="test", init_from=init_from)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -174,19 +173,19 @@ def test_finetune_cnn_starts_from_the_registered_towers_and_changes_them(tmp_pat
 
     from adrank.train.launch import launch
     from adrank.train.ranks.loop import load_trained
+    from adrank.train.ranks.stages import rank_stage
     from adrank.train.registry import export_model
-    from adrank.train.stages import stage_spec
 
     config, plain = joint_settings(tmp_path, "dot", "train.finetune_cnn=true", "train.joint_steps=3",
                                    "train.joint_batch_size=8")
-    pairwise = stage_spec(layout.PAIRWISE).build(dataclasses.replace(plain, stage=layout.PAIRWISE))[layout.PAIRWISE]
+    pairwise = rank_stage(layout.PAIRWISE).build(dataclasses.replace(plain, spec=rank_stage(layout.PAIRWISE)))[layout.PAIRWISE]
     _, path = export_model(tmp_path / "registry", layout.PAIRWISE, pairwise_model=pairwise, image_size=IMAGE,
                            data_version=1)
     _, settings = joint_settings(tmp_path, "dot", "train.finetune_cnn=true", "train.joint_steps=3",
                                  "train.joint_batch_size=8", init_from=path)
     registered = [v.numpy() for v in tf.saved_model.load(path).model_variables]
 
-    untrained = stage_spec(layout.JOINT).build(settings)[layout.JOINT]
+    untrained = rank_stage(layout.JOINT).build(settings)[layout.JOINT]
     towers = untrained.sku_tower.variables + untrained.query_tower.variables
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(registered, towers))
 
@@ -200,7 +199,7 @@ def test_finetune_cnn_starts_from_the_registered_towers_and_changes_them(tmp_pat
 
 
 def test_the_model_routes_only_the_lr_table_to_the_sparse_path():
-    from adrank.train.ranks.models import JointModel
+    from adrank.train.ranks.joint_model import JointModel
 
     for kind in ("dot", "product", "dnn"):
         model = JointModel(kind, hash_bits=8, embedding_dim=DIM, hidden=4)

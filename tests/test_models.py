@@ -17,17 +17,16 @@ except RuntimeError:  # another test module already started the TF runtime
     pass
 
 from adrank.train.evaluate import pair_metrics  # noqa: E402
+from adrank.train.ranks.joint_model import Interaction  # noqa: E402
 from adrank.train.ranks.models import (  # noqa: E402
     CharIds,
-    Interaction,
     LinearModel,
     PairwiseModel,
-    export_signatures,
     pairwise_loss,
     query_tower,
-    serving_module,
     sku_tower,
 )
+from adrank.train.ranks.serving import export_signatures, serving_module  # noqa: E402
 
 SIZE = 32
 DIM = 16

@@ -294,7 +294,8 @@ def test_the_oracle_side_file_holds_the_true_probability_of_every_good_impressio
 
 def test_oracle_metrics_score_held_out_rows_with_the_true_probability(spark: SparkSession, tiny: Sample,
                                                                       tmp_path: Path) -> None:
-    from adrank.train.oracle import oracle_metrics
+    from adrank.core.layout import oracle_path
+    from adrank.train.joint.oracle import oracle_metrics
 
     clicks = [record for _, record in good_records(tiny, "click_log")]
     rows = [(r["impression_id"], r["clicked"], False, r["ad_sku_id"], r["page"]) for r in clicks]
@@ -302,10 +303,10 @@ def test_oracle_metrics_score_held_out_rows_with_the_true_probability(spark: Spa
     holdout = spark.createDataFrame(
         rows, "impression_id string, label int, is_cold_start_ad boolean, ad_sku_id long, page string")
     config = tiny_config(tmp_path, f"inputs.root={tiny.root}")
-    metrics = oracle_metrics(spark, config, holdout, seen_ad_skus=[r["ad_sku_id"] for r in clicks])
+    metrics = oracle_metrics(spark, oracle_path(config), holdout, seen_ad_skus=[r["ad_sku_id"] for r in clicks])
     assert metrics is not None
     assert (metrics["matched_rows"], metrics["holdout_rows"]) == (len(clicks), len(clicks) + 1)
     assert metrics["auc"] > 0.6
     assert metrics["cold_rows"] == 0
     assert sum(metrics[f"{page}_rows"] for page in ("detail", "feed", "search")) == len(clicks)
-    assert oracle_metrics(spark, tiny_config(tmp_path), holdout, seen_ad_skus=[]) is None
+    assert oracle_metrics(spark, oracle_path(tiny_config(tmp_path)), holdout, seen_ad_skus=[]) is None

@@ -116,7 +116,7 @@ def kill_rank_after(step_to_kill: int, rank_to_kill: int = 1):
 
 def tiny(root: Path, *overrides: str, stage: str = "lr"):
     """The tiny config with a tiny training section, and a stage's settings."""
-    from adrank.train.checkpoints import make_settings
+    from adrank.train.launch import make_settings
 
     config = load_config(REPO / "conf" / "tiny.yaml", [
         f"storage.root={root / 'tables'}", f"inputs.root={root / 'inputs'}",
@@ -124,22 +124,21 @@ def tiny(root: Path, *overrides: str, stage: str = "lr"):
         "train.tower_width=8", "train.embedding_dim=16", f"features.image_size={IMAGE}",
         "train.pair_batch_size=4", "train.lr_batch_size=32", "features.hash_bits=12",
         "features.max_sparse_ids=6", f"train.checkpoint_every={EVERY}", "train.pair_steps=1",
-        f"train.lr_steps={LR_STEPS}", "train.dense_learning_rate=0.01", *overrides])
+        f"train.lr_steps={LR_STEPS}", "train.dense_learning_rate=0.01", "train.seed=3", "train.log_every=1",
+        "train.step_timeout_s=60", "train.deterministic=true", *overrides])
     settings = make_settings(config, stage=stage, data_version=7, checkpoint_root=str(root / "checkpoints"),
-                             run_id="test", seed=3, log_every=1, step_timeout_s=60,
-                             deterministic=True)
+                             run_id="test")
     return config, settings
 
 
 def tiny_on_files(root: Path):
     """:func:`tiny` (lr), reading ``training_examples``-like Parquet files with Petastorm."""
-    from adrank.train.checkpoints import make_settings
+    from adrank.train.launch import make_settings
 
     config, _ = tiny(root)
     settings = make_settings(config, stage="lr", data_version=7, checkpoint_root=str(root / "checkpoints"),
                              files={"examples": write_example_files(root / "examples")},
-                             run_id="test", seed=3, log_every=1, step_timeout_s=60,
-                             deterministic=True)
+                             run_id="test")
     return config, settings
 
 
@@ -289,20 +288,18 @@ def test_a_role_with_data_on_some_ranks_only_fails_every_rank_clearly(lr_runs):
 def test_default_input_reads_petastorm_files_through_adrank_train_input(tmp_path,
                                                                        _pickle_this_module_by_value):
     pytest.importorskip("adrank.train.ranks.input")
-    from adrank.train.checkpoints import make_settings
-    from adrank.train.launch import launch
+    from adrank.train.launch import launch, make_settings
 
-    config, _ = tiny(tmp_path, "train.lr_steps=4")
+    config, _ = tiny(tmp_path, "train.lr_steps=4", "train.seed=0", "train.log_every=2", "train.deterministic=false")
     settings = make_settings(config, stage="lr", data_version=1, checkpoint_root=str(tmp_path / "checkpoints"),
-                             files={"examples": write_example_files(tmp_path / "examples")},
-                             log_every=2, step_timeout_s=60)
+                             files={"examples": write_example_files(tmp_path / "examples")})
     metrics = launch(settings)  # dataset_fn=None: adrank.train.ranks.input
     assert_smoke(metrics, steps=4)
     assert metrics["roles"] == ["examples"] and metrics["last_checkpoint_step"] == 4
 
 
 def test_roles_alternate_and_resume_counts_batches_per_role():
-    from adrank.train.ranks.loop import batches_consumed, role_schedule
+    from adrank.train.ranks.data import batches_consumed, role_schedule
 
     roles = ["detail", "search"]
     assert [role_schedule(roles, s) for s in range(5)] == ["detail", "search"] * 2 + ["detail"]
@@ -314,7 +311,7 @@ def test_the_rank_side_and_the_stage_table_import_without_pyspark_or_tensorflow(
     import os
     import subprocess
 
-    code = ("import sys; import adrank.train.stages, adrank.train.checkpoints, adrank.train.ranks.loop, "
+    code = ("import sys; import adrank.train.ranks.stages, adrank.train.ranks.settings, adrank.train.ranks.loop, "
             "adrank.train.launch; print(sorted(m for m in ('pyspark', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO / "lib")})
@@ -324,14 +321,15 @@ def test_the_rank_side_and_the_stage_table_import_without_pyspark_or_tensorflow(
 def test_config_change_starts_fresh_but_step_count_does_not(tmp_path):
     import dataclasses
 
-    from adrank.train.checkpoints import checkpoint_dir
+    from adrank.train.ranks.settings import checkpoint_dir
+    from adrank.train.ranks.stages import rank_stage
 
     _, base = tiny(tmp_path)
     _, more_steps = tiny(tmp_path, "train.lr_steps=60", "train.checkpoint_every=5")
     _, other_lr = tiny(tmp_path, "train.dense_learning_rate=0.5")
     assert checkpoint_dir(base) == checkpoint_dir(more_steps)
     assert checkpoint_dir(base) != checkpoint_dir(other_lr)
-    assert checkpoint_dir(base) != checkpoint_dir(dataclasses.replace(base, stage="pairwise"))
+    assert checkpoint_dir(base) != checkpoint_dir(dataclasses.replace(base, spec=rank_stage("pairwise")))
     other_data = dataclasses.replace(base, data_version=8)
     assert checkpoint_dir(base) != checkpoint_dir(other_data)
 

@@ -23,10 +23,12 @@ from adrank.tables.examples import EXAMPLES_DDL
 from adrank.tables.images import SKU_IMAGES_DDL
 from adrank.train import launch
 from adrank.train import run as training
+from adrank.train.registration import checked_metrics
 from adrank.train.registry import versions
 from conftest import TINY_CONF, load_job, tiny_config
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+LR_HEADLINE = training.STAGE_DRIVERS["lr"].headline_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -107,8 +109,8 @@ def test_a_held_out_day_without_pairs_is_refused_before_training(spark, tmp_path
 
 def test_a_nan_headline_metric_is_refused_and_other_nan_figures_become_null():
     with pytest.raises(training.TrainingDataError, match="lr evaluation .* gives NaN auc"):
-        training._checked_metrics("lr", {"auc": float("nan"), "log_loss": 0.3, "rows": 5}, 0)
-    checked = training._checked_metrics("lr", {"auc": 0.6, "log_loss": 0.3, "cold_auc": float("nan")}, 0)
+        checked_metrics("lr", LR_HEADLINE, {"auc": float("nan"), "log_loss": 0.3, "rows": 5}, 0)
+    checked = checked_metrics("lr", LR_HEADLINE, {"auc": 0.6, "log_loss": 0.3, "cold_auc": float("nan")}, 0)
     assert checked == {"auc": 0.6, "log_loss": 0.3, "cold_auc": None}
 
 
@@ -140,7 +142,7 @@ def test_ranking_metrics_split_by_page_and_cold_start():
 
 
 def test_comparison_table_has_a_row_per_model_and_a_dash_for_missing_figures():
-    from adrank.train.joint import comparison_table
+    from adrank.train.joint.comparison import comparison_table
 
     row = {"auc": 0.61, "cold_auc": 0.54, "log_loss": 0.25, "detail_auc": 0.6, "feed_auc": float("nan"),
            "search_auc": 0.7, "rows": 10, "cold_rows": 2}

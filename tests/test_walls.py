@@ -156,3 +156,120 @@ def test_the_models_know_nothing_of_files_config_or_spark():
     models = LIB / "adrank" / "train" / "ranks" / "models.py"
     names = {name.split(".")[0] if not name.startswith("adrank") else name for name, _ in imports(models)}
     assert not names & {"os", "pathlib", "shutil", "pyspark", "adrank.core.config", "adrank.core.layout", "adrank.storage.delta"}
+
+
+# --------------------------------------------------------------------------------
+# No import cycle; the rank side imports nothing of the train driver
+# --------------------------------------------------------------------------------
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
+def _absolute(module: str | None, level: int, importer: str, is_package: bool) -> str:
+    """The absolute name of ``from <level dots><module> import ...`` in module ``importer``."""
+    if not level:
+        return module or ""
+    base = importer.split(".")[: len(importer.split(".")) - level + (1 if is_package else 0)]
+    return ".".join([*base, module] if module else base)
+
+
+def runtime_imports(path: Path, include_type_checking: bool = False) -> set[str]:
+    """The adrank modules a file imports when it runs: module level and inside functions alike.
+
+    Imports under ``if TYPE_CHECKING:`` are left out unless ``include_type_checking``;
+    ``from adrank.x import y`` counts ``adrank.x.y`` when that is a module, else ``adrank.x``.
+    """
+    importer = module_name(path)
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _is_type_checking_block(node) and not include_type_checking:
+            for child in node.orelse:  # type: ignore[attr-defined]
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = _absolute(node.module, node.level, importer, path.name == "__init__.py")
+            for alias in node.names:
+                submodule = f"{module}.{alias.name}"
+                found.add(submodule if submodule in MODULES else module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return {name for name in found if name in MODULES and name != importer}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the adrank modules it imports at run time (every level, TYPE_CHECKING excluded)."""
+    return {module_name(path): runtime_imports(path) for path in LIBRARY}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as ``[a, b, ..., a]``, or ``[]`` when the graph has none."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def walk(module: str) -> list[str]:
+        path.append(module)
+        on_path.add(module)
+        for imported in sorted(graph.get(module, ())):
+            if imported in on_path:
+                return [*path[path.index(imported):], imported]
+            if imported not in done:
+                cycle = walk(imported)
+                if cycle:
+                    return cycle
+        path.pop()
+        on_path.discard(module)
+        done.add(module)
+        return []
+
+    for module in sorted(graph):
+        if module not in done:
+            cycle = walk(module)
+            if cycle:
+                return cycle
+    return []
+
+
+def test_the_cycle_finder_names_a_cycle_and_passes_a_tree():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_scan_sees_lazy_imports_and_leaves_out_type_checking_ones():
+    graph = import_graph()
+    assert "adrank.train.run" in graph["adrank.orchestration.pipeline"]  # imported inside a function
+    assert "adrank.train.pinned" not in graph["adrank.train.launch"]  # under TYPE_CHECKING only
+
+
+def test_no_module_of_the_library_is_part_of_an_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle == [], "import cycle: " + " -> ".join(cycle)
+
+
+def test_train_has_no_import_cycle_even_counting_type_only_imports():
+    train = {module_name(path): {name for name in runtime_imports(path, include_type_checking=True)
+                                 if name.startswith("adrank.train")}
+             for path in LIBRARY if module_name(path).startswith("adrank.train")}
+    cycle = find_cycle(train)
+    assert cycle == [], "import cycle (type-only imports counted): " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("path", RANKS, ids=module_name)
+def test_the_rank_side_imports_nothing_of_the_train_driver(path):
+    driver = {name for name in runtime_imports(path, include_type_checking=True)
+              if name.startswith("adrank.train.") and not name.startswith("adrank.train.ranks")}
+    assert driver == set(), f"{module_name(path)} (inside a rank) imports the driver side: {sorted(driver)}"
+
+
+@pytest.mark.parametrize("name", ["models", "joint_model", "serving"])
+def test_every_model_module_knows_nothing_of_files_config_or_spark(name):
+    path = LIB / "adrank" / "train" / "ranks" / f"{name}.py"
+    names = {name.split(".")[0] if not name.startswith("adrank") else name for name, _ in imports(path)}
+    assert not names & {"os", "pathlib", "shutil", "pyspark", "adrank.core.config", "adrank.core.layout", "adrank.storage.delta"}

@@ -1,6 +1,10 @@
 """Starts a training stage on Horovod ranks: horovodrun's Python API or Spark executors.
 
-Contract: :func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on
+Contract: :func:`train_on_ranks` is what a stage's driver function calls: it makes the
+:class:`~adrank.train.ranks.settings.RankSettings` of the run from the config
+(:func:`make_settings`, ``train.*`` included: seed, log interval, step watchdog,
+determinism, TensorBoard folder), launches, and puts the ranks' ``training`` figures in
+the report. :func:`launch` runs :func:`adrank.train.ranks.loop.train_stage` on
 ``settings.ranks`` processes (Gloo, no MPI) and returns rank 0's metrics. ``launcher:
 horovodrun`` uses ``horovod.runner.run`` on this machine (each rank capped at
 ``threads_per_rank`` threads); ``spark`` uses ``horovod.spark.run`` on the active
@@ -26,33 +30,104 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from adrank.core import layout
+from adrank.core.config import Config, TrainConfig
 from adrank.runtime.console import console_stream
 from adrank.runtime.processes import driver_environment, ended_with_block
-from adrank.train.checkpoints import (
-    RankSettings,
-    checkpoint_dir,
-    clear_failures,
-    last_checkpoint_step,
-    recorded_failures,
-)
 from adrank.train.progress import progress_bar
-from adrank.train.ranks.loop import StepHook
-from adrank.train.stages import stage_spec
+from adrank.train.ranks.failures import clear_failures, recorded_failures
+from adrank.train.ranks.loop import StepHook, train_stage
+from adrank.train.ranks.settings import (
+    DataVersion,
+    FeatureSizes,
+    RankSettings,
+    Stage,
+    checkpoint_dir,
+    last_checkpoint_step,
+)
+from adrank.train.ranks.stages import rank_stage
 
 if TYPE_CHECKING:
-    from adrank.train.ranks.loop import DatasetFn
+    from adrank.train.pinned import Figures, PinnedData
+    from adrank.train.ranks.data import DatasetFn
 
 LAUNCHERS: tuple[str, ...] = ("horovodrun", "spark")
 DEFAULT_START_TIMEOUT_S = 120
 SHUTDOWN_ECHO = "Horovod has been shut down"
 RankFn = Callable[..., dict[str, object]]
+# The ranks' figures a stage keeps in the report (``figures["training"]``).
+TRAINING_FIGURES = ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks",
+                    "launcher", "losses", "tensorboard_dir", "holdout_curve")
 
 
 class TrainingFailed(RuntimeError):
     """A training stage failed on some rank; the message says where to resume."""
+
+
+def make_settings(
+    config: Config,
+    *,
+    stage: str | Stage,
+    data_version: DataVersion,
+    files: Mapping[str, Sequence[str]] | None = None,
+    holdout_files: Mapping[str, Sequence[str]] | None = None,
+    checkpoint_root: str | None = None,
+    run_id: str = "",
+    train: TrainConfig | None = None,
+    init_from: str = "",
+) -> RankSettings:
+    """The settings of one stage run; ``checkpoint_root`` defaults to ``layout.checkpoint_root``.
+
+    ``stage`` is the rank-side spec (a driver passes its table's) or a stage name. ``train``
+    replaces ``config.train`` (stage 3 trains one settings per interaction module).
+
+    Raises:
+        ValueError: Unknown stage name.
+    """
+    features = config.features
+    return RankSettings(
+        spec=stage if isinstance(stage, Stage) else rank_stage(stage),
+        train=train if train is not None else config.train,
+        features=FeatureSizes(features.image_size, features.hash_bits, features.max_sparse_ids),
+        data_version=_plain(data_version),
+        checkpoint_root=str(checkpoint_root if checkpoint_root is not None else layout.checkpoint_root(config)),
+        files=_file_lists(files), holdout_files=_file_lists(holdout_files),
+        run_id=run_id, init_from=str(init_from),
+    )
+
+
+def _file_lists(files: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    """Per role, the files as a tuple of strings (picklable, frozen)."""
+    return {role: tuple(str(f) for f in paths) for role, paths in (files or {}).items()}
+
+
+def _plain(value: DataVersion) -> DataVersion:
+    """A mapping (also a read-only proxy) -> a plain dict."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
+def train_on_ranks(pinned: PinnedData, data_version: DataVersion, files: Mapping[str, Sequence[str]],
+                   holdout_files: Mapping[str, Sequence[str]], *, train_config: TrainConfig | None = None,
+                   init_from: str = "", name: str = "", figures: Figures | None = None) -> RankSettings:
+    """Trains the pinned stage on the ranks; the settings it ran with (to load the checkpoint).
+
+    ``holdout_files`` (per role, live files of the held-out side) give the ranks the sample
+    of the training curve's held-out metric. ``train_config`` replaces ``config.train``
+    (one stage-3 module); ``name`` labels the timing (default: the stage); ``figures``
+    receive ``training`` (default: the stage's).
+    """
+    report = pinned.report
+    settings = make_settings(pinned.config, stage=pinned.spec.rank, data_version=data_version, files=files,
+                             holdout_files=holdout_files, run_id=report.run_id, train=train_config,
+                             init_from=init_from)
+    with report.timed(f"{name or pinned.stage}_training"):
+        result = launch(settings)
+    (pinned.figures if figures is None else figures)["training"] = {
+        k: result[k] for k in TRAINING_FIGURES if k in result}
+    return settings
 
 
 def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
@@ -61,7 +136,7 @@ def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
     """Runs ``train_stage(settings, dataset_fn, on_step)`` on ``settings.ranks`` ranks.
 
     Args:
-        settings: From :func:`adrank.train.checkpoints.make_settings` (stage, launcher,
+        settings: From :func:`make_settings` (stage, launcher,
             ranks, threads per rank and everything the ranks read).
         dataset_fn: Passed to the ranks (pickled with cloudpickle); None = Petastorm.
         on_step: Passed to the ranks: ``on_step(step, rank)`` after every step.
@@ -73,16 +148,13 @@ def launch(settings: RankSettings, *, dataset_fn: DatasetFn | None = None,
 
     Raises:
         TrainingFailed: A rank failed or died; names the stage and last checkpoint.
-        ValueError: Unknown stage or launcher.
+        ValueError: Unknown launcher.
     """
-    stage_spec(settings.stage)
     launcher = resolve_launcher(settings.launcher)
     args = (settings, dataset_fn, on_step)
-    from adrank.train.ranks.loop import train_stage
-
     clear_failures(settings)
     try:
-        with progress_bar(settings, stage_spec(settings.stage).steps(settings), console_stream()):
+        with progress_bar(settings, settings.steps, console_stream()):
             with driver_signals_kept(), ended_with_block():
                 if launcher == "spark":
                     results = _run_on_spark(train_stage, args, settings.ranks, start_timeout)
@@ -200,4 +272,5 @@ def _rank_env(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-__all__ = ["LAUNCHERS", "TrainingFailed", "failure_message", "launch", "resolve_launcher"]
+__all__ = ["LAUNCHERS", "TRAINING_FIGURES", "TrainingFailed", "failure_message", "launch", "make_settings",
+           "resolve_launcher", "train_on_ranks"]

@@ -9,8 +9,8 @@ Layout (``root`` = :func:`adrank.core.layout.registry_root`)::
 :func:`export_model` publishes with :func:`adrank.storage.versioned.publish` (temporary folder,
 atomic claim of ``v<N>``, then ``latest`` moved forward; every version is kept), so a
 reader that follows ``latest`` never sees a half-written model. The signatures are
-:func:`adrank.train.ranks.models.export_signatures` (``sku_embedding``, ``query_embedding``,
-``lr_score``), or for stage 3 :func:`~adrank.train.ranks.models.joint_signatures` (``score``);
+:func:`adrank.train.ranks.serving.export_signatures` (``sku_embedding``, ``query_embedding``,
+``lr_score``), or for stage 3 :func:`~adrank.train.ranks.joint_model.joint_signatures` (``score``);
 ``metadata.json`` holds ``stage``, ``version``, ``data_version``, ``config``,
 ``metrics``, ``created_at`` (UTC ISO-8601), ``run_id``, ``signatures`` and ``image_size``,
 dumped with :func:`adrank.core.config.to_json` (credentials redacted, NaN as null). A model
@@ -35,8 +35,9 @@ from adrank.storage import versioned
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from adrank.train.checkpoints import DataVersion
-    from adrank.train.ranks.models import JointModel, LinearModel, PairwiseModel
+    from adrank.train.ranks.joint_model import JointModel
+    from adrank.train.ranks.models import LinearModel, PairwiseModel
+    from adrank.train.ranks.settings import DataVersion
 
 LATEST = "latest"
 METADATA = "metadata.json"
@@ -68,7 +69,7 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
         pairwise_model: A :class:`~adrank.train.ranks.models.PairwiseModel` (gives
             ``sku_embedding`` and, with a query tower, ``query_embedding``).
         linear_model: A :class:`~adrank.train.ranks.models.LinearModel` (gives ``lr_score``).
-        joint_model: A :class:`~adrank.train.ranks.models.JointModel` (gives ``score`` and,
+        joint_model: A :class:`~adrank.train.ranks.joint_model.JointModel` (gives ``score`` and,
             fine-tuned, its towers' ``sku_embedding`` / ``query_embedding``).
         image_size: Side of the ``sku_embedding`` input images.
         data_version: The Delta version(s) the model was trained on.
@@ -95,14 +96,14 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
 
     folder = _local(root) / stage
     if joint_model is not None:
-        from adrank.train.ranks.models import joint_signatures
+        from adrank.train.ranks.joint_model import joint_signatures
 
         signatures = joint_signatures(joint_model, embedding_dim, image_size)
     else:
         signatures = _signatures(pairwise_model, linear_model, image_size)
 
     def save(temporary: Path) -> dict[str, Any]:
-        from adrank.train.ranks.models import serving_module
+        from adrank.train.ranks.serving import serving_module
 
         tf.saved_model.save(serving_module(pairwise_model, linear_model, joint_model), str(temporary),
                             signatures=signatures)
@@ -128,7 +129,7 @@ def _signatures(pairwise_model: PairwiseModel | None, linear_model: LinearModel 
     """export_signatures when there is a pairwise model; else the LR signature alone."""
     import tensorflow as tf
 
-    from adrank.train.ranks.models import export_signatures
+    from adrank.train.ranks.serving import export_signatures
 
     if pairwise_model is not None:
         return export_signatures(pairwise_model, linear_model, image_size)

@@ -1,6 +1,6 @@
 """The I/O of the tables the train job owns: the stage-1 pairs tables and the stage-3 joint examples.
 
-Contract: :func:`write_pairs` materialises pairs as a Delta table partitioned by kind
+Contract: :func:`materialise_pairs` writes pairs as a Delta table partitioned by kind
 (``stage1_pairs_train`` / ``stage1_pairs_holdout``) and returns its new version;
 :func:`pair_files` lists the live files of a pinned version per kind (what the ranks
 read); :func:`rows_per_kind` counts them. :func:`write_joint_examples` overwrites
@@ -19,7 +19,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from adrank.core import layout
-from adrank.core.config import Config
 from adrank.core.errors import naming_table
 from adrank.storage import delta
 
@@ -43,28 +42,21 @@ def in_stable_files(frame: DataFrame, files: int, keys: Sequence[str]) -> DataFr
     return frame.repartition(files, order).sortWithinPartitions(order, *keys)
 
 
-def write_pairs(spark: SparkSession, config: Config, pairs: DataFrame, name: str) -> int:
-    """Overwrites pairs table ``name`` with ``pairs``; its new Delta version."""
-    return materialise_pairs(spark, pairs, layout.table_path(config, name))
-
-
-def pair_files(spark: SparkSession, config: Config, name: str, version: int) -> dict[str, list[str]]:
-    """Per kind with rows, the live files of version ``version`` of pairs table ``name``."""
-    path = layout.table_path(config, name)
+def pair_files(spark: SparkSession, path: str, version: int) -> dict[str, list[str]]:
+    """Per kind with rows, the live files of version ``version`` of the pairs table at ``path``."""
     files = {kind: delta.live_files(spark, path, version, {PAIRS_PARTITION: kind})
              for kind in PAIR_KINDS}
     return {kind: listed for kind, listed in files.items() if listed}
 
 
-def rows_per_kind(spark: SparkSession, config: Config, name: str) -> dict[str, int]:
-    """Rows of each kind in a pairs table, in one aggregation."""
-    counts = delta.read_delta(spark, layout.table_path(config, name)).groupBy(PAIRS_PARTITION).count()
+def rows_per_kind(spark: SparkSession, path: str) -> dict[str, int]:
+    """Rows of each kind in the pairs table at ``path``, in one aggregation."""
+    counts = delta.read_delta(spark, path).groupBy(PAIRS_PARTITION).count()
     return {row[PAIRS_PARTITION]: row["count"] for row in counts.collect()}
 
 
-def write_joint_examples(spark: SparkSession, config: Config, frame: DataFrame, name: str, files: int = 4) -> int:
-    """Overwrites joint examples table ``name`` with ``frame`` as about ``files`` files; its new version."""
-    path = layout.table_path(config, name)
+def write_joint_examples(spark: SparkSession, path: str, frame: DataFrame, files: int = 4) -> int:
+    """Overwrites the joint examples table at ``path`` with ``frame`` as about ``files`` files; its new version."""
     writer = (in_stable_files(frame, files, JOINT_ORDER).write.format("delta").mode("overwrite")
               .option("overwriteSchema", "true"))
     for key, value in delta.NO_DELETION_VECTORS.items():

@@ -120,6 +120,14 @@ class TrainConfig:
     # metric; read once, split over the ranks); 0 = no held-out curve.
     holdout_curve_rows: int = 1024
     registry_folder: str = "models"
+    # On every rank: the seed (Python, numpy, TensorFlow), the loss log interval (steps),
+    # the step watchdog (seconds, 0 = off), op determinism, and the TensorBoard folder
+    # ("" = <checkpoint dir>/tensorboard).
+    seed: int = 0
+    log_every: int = 10
+    step_timeout_s: float = 900.0
+    deterministic: bool = False
+    tensorboard_dir: str = ""
 
 
 @dataclass(frozen=True)

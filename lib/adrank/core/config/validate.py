@@ -134,6 +134,9 @@ def _validate_train(train: TrainConfig) -> None:
         _require(getattr(train, key) >= 1, f"train.{key}", "must be at least 1")
     _require(train.holdout_days >= 1, "train.holdout_days", "must be at least 1")
     _require(train.holdout_curve_rows >= 0, "train.holdout_curve_rows", "must be at least 0 (0 = no held-out curve)")
+    _require(train.seed >= 0, "train.seed", "must be at least 0")
+    _require(train.log_every >= 1, "train.log_every", "must be at least 1")
+    _require(train.step_timeout_s >= 0, "train.step_timeout_s", "must be at least 0 (0 = no step watchdog)")
 
 
 def _validate_local_root(storage: StorageConfig) -> None:

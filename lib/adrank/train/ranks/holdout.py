@@ -7,7 +7,7 @@ roles that have files), with :func:`adrank.train.ranks.input.sample_rows`: the f
 of its shard in file order, the parts disjoint over the ranks, kept encoded in memory.
 :meth:`HoldoutCurve.evaluate` runs on every rank at every checkpoint, after the batch-norm
 statistics are averaged (so it scores the model the checkpoint holds): it scores the
-rank's rows with the stage's :class:`~adrank.train.stages.HoldoutSpec`, allgathers the
+rank's rows with the stage's :class:`~adrank.train.ranks.settings.HoldoutSpec`, allgathers the
 two score columns (two collectives, in one order, on every rank, a rank without rows
 included) and computes the metric on the whole sample, exactly: stage 1 the pairwise
 accuracy of (sim_pos, sim_neg), the LR and the joint model the AUC of (probability,
@@ -22,8 +22,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from adrank.train.checkpoints import RankSettings
-from adrank.train.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH, HoldoutSpec, Models
+from adrank.train.ranks.settings import HoldoutSpec, Models, RankSettings
+from adrank.train.ranks.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -1,114 +1,59 @@
 """The train loop that runs on every Horovod rank: one function for any stage.
 
 Contract: :func:`train_stage` is what the launcher (:mod:`adrank.train.launch`) ships to
-the ranks. It takes a picklable :class:`~adrank.train.checkpoints.RankSettings` and
-imports TensorFlow and Horovod inside, so this module is cheap to import on a driver.
-Every rank runs exactly ``steps - start`` steps, in the Horovod order (read it in
-:func:`train_stage`); only rank 0 logs, writes TensorBoard summaries (loss, steps/s and
-learning rates every ``log_every`` steps, under
-:func:`~adrank.train.checkpoints.tensorboard_dir`) and checkpoints; a rerun resumes from rank 0's
-newest checkpoint. At every checkpoint all ranks score a small fixed held-out sample
-(:mod:`adrank.train.ranks.holdout`; rank 0 writes ``holdout/<metric>`` to TensorBoard).
-A rank whose step makes no progress for ``settings.step_timeout_s``
-is ended by a watchdog; a failing rank leaves a one-line reason for the launcher; a rank
-whose driver is gone (stopped, killed) exits (:func:`adrank.runtime.processes.exit_when_gone`).
+the ranks. It takes a picklable :class:`~adrank.train.ranks.settings.RankSettings` (which
+carries its stage's spec) and imports TensorFlow and Horovod inside, so this module is
+cheap to import on a driver. Every rank runs exactly ``steps - start`` steps, in the
+Horovod order (read it in :func:`train_stage`); only rank 0 logs, writes TensorBoard
+summaries (loss, steps/s and learning rates every ``train.log_every`` steps, under
+:func:`~adrank.train.ranks.settings.tensorboard_dir`) and checkpoints; a rerun resumes
+from rank 0's newest checkpoint. At every checkpoint all ranks score a small fixed
+held-out sample (:mod:`adrank.train.ranks.holdout`; rank 0 writes ``holdout/<metric>`` to
+TensorBoard). A rank whose step makes no progress for ``train.step_timeout_s`` is ended
+by a watchdog (:mod:`adrank.train.ranks.watchdog`); a failing rank leaves a one-line
+reason for the launcher (:mod:`adrank.train.ranks.failures`); a rank whose driver is gone
+(stopped, killed) exits (:func:`adrank.runtime.processes.exit_when_gone`). The data of
+each role comes from a ``dataset_fn`` (:mod:`adrank.train.ranks.data`; by default the
+Petastorm files of the settings). :func:`load_trained` restores the newest checkpoint's
+models in the driver, after training.
 
-Data comes from a ``dataset_fn(role, rank, size, settings, start_batch)`` returning a
-``tf.data.Dataset`` of dict batches (or a context manager yielding one, entered for the
-length of training), or ``None`` when the role has no data; by default
-(:func:`input_dataset`) the Petastorm files of ``settings.files[role]``.
-``start_batch`` is how many batches of that role the checkpointed run already consumed:
-a seekable source starts there; the Petastorm reader cannot seek, so after a resume it
-starts a fresh pass over its shard (statistically equivalent, not bit-identical).
+Imports nothing of the driver side of :mod:`adrank.train`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from adrank.runtime.processes import exit_when_gone
-from adrank.train.checkpoints import (
-    CHECKPOINT_PREFIX,
-    RankSettings,
-    checkpoint_dir,
-    failure_file,
-    record_failure,
-    tensorboard_dir,
-    write_failure,
-)
-from adrank.train.progress import ProgressWriter, progress_file
+from adrank.train.ranks.data import agreed_roles, input_dataset, next_batch, role_schedule
+from adrank.train.ranks.failures import failure_file, record_failure
 from adrank.train.ranks.holdout import HoldoutCurve
-from adrank.train.stages import DETAIL, EXAMPLES, JOINT_ROLE, SEARCH, Models, Stage, stage_spec
+from adrank.train.ranks.progress import ProgressWriter, progress_file
+from adrank.train.ranks.settings import (
+    CHECKPOINT_PREFIX,
+    Models,
+    RankSettings,
+    Stage,
+    checkpoint_dir,
+    tensorboard_dir,
+)
+from adrank.train.ranks.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-    from typing import TypeAlias
-
     import tensorflow as tf
 
+    from adrank.train.ranks.data import DatasetFn
     from adrank.train.ranks.hvd_setup import RankInfo
     from adrank.train.ranks.sparse.plan import Mode
     from adrank.train.ranks.sparse.step import TrainStep
 
-    DatasetSource: TypeAlias = tf.data.Dataset | AbstractContextManager[tf.data.Dataset] | None
-    DatasetFn = Callable[[str, int, int, RankSettings, int], DatasetSource]
-    Batch = Mapping[str, tf.Tensor]
-
 LOGGER_NAME = __name__
-# The first step traces the step function(s) and may build big towers: it gets longer.
-FIRST_STEP_TIMEOUT_FACTOR = 4.0
 
 StepHook = Callable[[int, int], None]
-
-
-# --------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------
-
-
-def input_dataset(role: str, rank: int, size: int, settings: RankSettings,
-                  start_batch: int) -> DatasetSource:
-    """The default ``dataset_fn``: the Petastorm files of a role, or None without files.
-
-    Returns the context manager of :func:`adrank.train.ranks.input.pair_dataset` /
-    :func:`~adrank.train.ranks.input.example_dataset` (endless); the loop enters it, so
-    the reader stops when training ends. After a resume the shuffle seed is offset by
-    ``start_batch`` so it does not replay the first run's order.
-    """
-    files = list(settings.files.get(role) or [])
-    if not files:
-        return None
-    from adrank.train.ranks import input as train_input
-
-    train, features = settings.train, settings.features
-    seed = settings.seed + start_batch
-    if role in (DETAIL, SEARCH):
-        return train_input.pair_dataset(files, rank, size, train.pair_batch_size,
-                                        features.image_size, role, seed=seed)
-    if role == EXAMPLES:
-        return train_input.example_dataset(files, rank, size, train.lr_batch_size,
-                                           features.max_sparse_ids, seed=seed)
-    if role == JOINT_ROLE:
-        images = features.image_size if train.finetune_cnn else None
-        return train_input.joint_dataset(files, rank, size, train.joint_batch_size, features.max_sparse_ids,
-                                         train.embedding_dim, image_size=images, seed=seed)
-    raise ValueError(f"no default dataset for role {role!r}")
-
-
-def role_schedule(roles: Sequence[str], step: int) -> str:
-    """The role of global step ``step`` (0-based): roles alternate round-robin."""
-    return roles[step % len(roles)]
-
-
-def batches_consumed(roles: Sequence[str], role: str, steps: int) -> int:
-    """How many batches of ``role`` the first ``steps`` steps consumed."""
-    return sum(1 for s in range(steps) if role_schedule(roles, s) == role)
 
 
 # --------------------------------------------------------------------------------
@@ -121,9 +66,9 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
     """Trains ``settings.stage`` on this rank; every rank of the job calls it.
 
     Args:
-        settings: From :func:`adrank.train.checkpoints.make_settings`.
+        settings: From :func:`adrank.train.launch.make_settings`.
         dataset_fn: ``(role, rank, size, settings, start_batch) -> tf.data.Dataset |
-            None``; :func:`input_dataset` when omitted.
+            None``; :func:`adrank.train.ranks.data.input_dataset` when omitted.
         on_step: Called as ``on_step(step, rank)`` after each finished step
             (``step`` is 1-based, checkpoint included); for tests and progress hooks.
 
@@ -140,18 +85,17 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         each checkpoint of this launch, or why there is none).
 
     Raises:
-        ValueError: Unknown stage. RuntimeError: a role has data on some ranks only,
-        or a dataset runs dry.
+        RuntimeError: A role has data on some ranks only, or a dataset runs dry.
     """
     from adrank.train.ranks.hvd_setup import init_horovod
 
     exit_when_gone()  # a rank ends with its driver, even a SIGKILLed one (adrank.runtime.processes)
-    spec = stage_spec(settings.stage)
+    spec = settings.spec
     started = time.perf_counter()
     # 1. Cap TF threads, hvd.init(), pin this rank's GPU by local_rank.
     info = init_horovod(settings.threads_per_rank, settings.threads_per_rank)
     _configure_logging(info.rank)
-    watchdog = _Watchdog(settings.step_timeout_s, settings.stage, info.rank,
+    watchdog = Watchdog(settings.step_timeout_s, settings.stage, info.rank,
                          failure_file(settings, info.rank))
     run: _RankRun | None = None
     try:
@@ -169,7 +113,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
                          settings.stage, run.start, run.total)
             return run.metrics(started)
         with contextlib.ExitStack() as stack:
-            batches = _agreed_roles(spec, settings, dataset_fn or input_dataset, info, run.start, stack)
+            batches = agreed_roles(spec, settings, dataset_fn or input_dataset, info, run.start, stack)
             run.roles = [r for r in spec.roles if r in batches]
             run.log.info("%s: steps %d -> %d on %d ranks, roles %s, checkpoints in %s", settings.stage,
                          run.start, run.total, info.size, run.roles, run.directory)
@@ -177,7 +121,7 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
                 if info.is_chief else None
             for step in range(run.start, run.total):
                 role = role_schedule(run.roles, step)
-                loss = run.train_step(_next_batch(batches[role], role, step, info.rank))
+                loss = run.train_step(next_batch(batches[role], role, step, info.rank))
                 # 5. After the first step: broadcast variables and optimizer state from rank 0.
                 if step == run.start:
                     run.train_step.broadcast_initial_state()
@@ -231,7 +175,7 @@ class _RankRun:
             sparse_optimizer=self.train_step.sparse_optimizer, **self.models)
         self.directory = checkpoint_dir(settings)
         self.manager: tf.train.CheckpointManager | None = None
-        self.total = spec.steps(settings)
+        self.total = settings.steps
         self.start = 0
         self.last_saved: int | None = None
         self.losses: list[list[float]] = []
@@ -362,51 +306,6 @@ class _RankRun:
         }
 
 
-def _agreed_roles(spec: Stage, settings: RankSettings, dataset_fn: DatasetFn,
-                  info: RankInfo, start: int, stack: contextlib.ExitStack) -> dict[str, Iterator[Batch]]:
-    """Batch iterators per role, for the roles that have data on every rank.
-
-    All ranks must follow one schedule: a role with data on some ranks only is an
-    error on every rank (an allreduce of the presence flags decides, so they agree).
-    ``dataset_fn`` may return a ``tf.data.Dataset`` or a context manager yielding one
-    (entered on ``stack`` only once the roles are settled, so nothing is opened twice).
-    """
-    import horovod.tensorflow as hvd
-    import tensorflow as tf
-
-    datasets: dict[str, DatasetSource] = {}
-    for role in spec.roles:
-        consumed = batches_consumed(spec.roles, role, start)
-        datasets[role] = dataset_fn(role, info.rank, info.size, settings, consumed)
-    present = tf.constant([1 if datasets[r] is not None else 0 for r in spec.roles], tf.int32)
-    counts = hvd.allreduce(present, op=hvd.Sum, name="adrank_roles").numpy().tolist()
-    partial = [r for r, n in zip(spec.roles, counts) if 0 < n < info.size]
-    if partial:
-        raise RuntimeError(f"dataset roles {partial} have data on some ranks only")
-    have = [r for r, n in zip(spec.roles, counts) if n == info.size]
-    if not have:
-        raise RuntimeError(f"no data for any of the roles {list(spec.roles)}")
-    # The schedule alternates among the roles present: after a resume, their
-    # consumption differs from the all-roles guess, so those datasets are remade.
-    for role in have:
-        consumed = batches_consumed(have, role, start)
-        if consumed != batches_consumed(spec.roles, role, start):
-            datasets[role] = dataset_fn(role, info.rank, info.size, settings, consumed)
-    opened: dict[str, tf.data.Dataset] = {}
-    for role in have:
-        source = datasets[role]
-        opened[role] = stack.enter_context(source) if isinstance(source, contextlib.AbstractContextManager) else source
-    return {r: iter(opened[r].repeat().prefetch(1)) for r in have}
-
-
-def _next_batch(iterator: Iterator[Batch], role: str, step: int, rank: int) -> Batch:
-    try:
-        return next(iterator)
-    except StopIteration:
-        raise RuntimeError(f"rank {rank}: dataset '{role}' yielded no batch at step {step} "
-                           "(an empty shard?)") from None
-
-
 def _average_non_trainable(models: Models) -> None:
     """Averages non-trainable float variables (batch-norm moving stats) over ranks."""
     import horovod.tensorflow as hvd
@@ -448,36 +347,6 @@ def _configure_logging(rank: int) -> None:
         logger.setLevel(logging.INFO)
 
 
-class _Watchdog:
-    """Ends this rank when no step finishes within the timeout (0 disables)."""
-
-    def __init__(self, timeout_s: float, stage: str, rank: int, failure_path: str) -> None:
-        self.timeout_s = timeout_s
-        self.stage, self.rank, self.failure_path = stage, rank, failure_path
-        self._last = time.monotonic()
-        self._first = True
-        self._stop = threading.Event()
-        if timeout_s > 0:
-            threading.Thread(target=self._watch, daemon=True, name="adrank-watchdog").start()
-
-    def beat(self) -> None:
-        self._last = time.monotonic()
-        self._first = False
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(min(5.0, self.timeout_s / 4)):
-            limit = self.timeout_s * (FIRST_STEP_TIMEOUT_FACTOR if self._first else 1.0)
-            if time.monotonic() - self._last > limit:
-                line = f"watchdog: no step finished in {limit:.0f} s (a hung peer or collective?)"
-                print(f"adrank stage {self.stage} rank {self.rank} {line}; exiting",
-                      file=sys.stderr, flush=True)
-                write_failure(self.failure_path, line)
-                os._exit(75)
-
-
 # --------------------------------------------------------------------------------
 # After training: the models of the newest checkpoint, in this process
 # --------------------------------------------------------------------------------
@@ -493,7 +362,7 @@ def load_trained(settings: RankSettings) -> Models:
     """
     import tensorflow as tf
 
-    spec = stage_spec(settings.stage)
+    spec = settings.spec
     directory = checkpoint_dir(settings)
     path = tf.train.latest_checkpoint(directory)
     if path is None:
@@ -503,5 +372,4 @@ def load_trained(settings: RankSettings) -> Models:
     return models
 
 
-__all__ = ["StepHook", "batches_consumed", "input_dataset", "load_trained",
-           "role_schedule", "train_stage"]
+__all__ = ["StepHook", "load_trained", "train_stage"]

@@ -1,9 +1,9 @@
 """Stage 3's driver: the joint model (LR + an interaction of embeddings), each module against the LR and the oracle.
 
-Contract: :func:`train_joint` (the ``joint`` entry of :data:`adrank.train.stages.STAGES`)
-pins ``sku_embeddings`` next to the pinned ``training_examples``, materialises the
-context and ad embeddings of every example as fixed-width columns
-(:mod:`adrank.train.context`) into ``joint_examples_train`` / ``joint_examples_holdout``,
+Contract: :func:`train_joint` (the ``joint`` row of :data:`adrank.train.run.STAGE_DRIVERS`)
+pins ``sku_embeddings`` next to the pinned ``training_examples``
+(:mod:`adrank.train.joint.inputs`), materialises the context and ad embeddings of every
+example as fixed-width columns (:mod:`adrank.train.joint.examples`) into ``joint_examples_train`` / ``joint_examples_holdout``,
 trains each interaction module of ``train.interaction`` (``all``: dot, product, dnn) on
 the Horovod ranks from the live files of the pinned train table, and evaluates every
 model on the same held-out rows: the registered LR (its ``lr_score`` signature), each
@@ -11,7 +11,7 @@ module, and the oracle (the generator's true click probability, when the inputs 
 it). Each module is registered as a version of the ``joint`` stage, worst first, so
 ``latest`` is the module with the best held-out AUC. The report's ``comparison`` holds
 one row per model: AUC and log loss overall, on cold-start impressions and per page,
-with the row counts.
+with the row counts (:mod:`adrank.train.joint.comparison`).
 """
 
 from __future__ import annotations
@@ -20,47 +20,37 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from adrank.context.behaviour import behaviour_embeddings, clicks_of
 from adrank.context.towers import query_vectors
 from adrank.core import layout
-from adrank.core.errors import InputError
 from adrank.runtime.console import say_table
 from adrank.storage import delta
-from adrank.train import batches, context, store
+from adrank.train import batches, store
+from adrank.train.evaluate import evaluate_ranking
+from adrank.train.joint.comparison import auc_order, comparison_row, comparison_table
+from adrank.train.joint.examples import blank_png, joint_examples
+from adrank.train.joint.inputs import EmbeddingInputs, pinned_embeddings
+from adrank.train.joint.oracle import oracle_metrics
+from adrank.train.launch import train_on_ranks
+from adrank.train.ranks.loop import load_trained
+from adrank.train.registration import register_model
+from adrank.train.registry import latest_model
 
 if TYPE_CHECKING:
-    from adrank.train.run import Figures, PinnedData
+    from adrank.train.pinned import Figures, PinnedData
 
 MODULES = ("dot", "product", "dnn")
-COMPARED = ("auc", "log_loss", "rows", "cold_auc", "cold_log_loss", "cold_rows",
-            *(f"{page}_{metric}" for page in layout.PAGES for metric in ("auc", "log_loss", "rows")))
-
-
-class JointInputError(InputError):
-    """Stage 3 cannot start: no embeddings, or no registered stage-1 model they came from."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EmbeddingInputs:
-    """The pinned embeddings stage 3 reads and the stage-1 model that made them."""
-
-    version: int
-    frame: DataFrame
-    model_version: int
-    model_path: str
 
 
 def train_joint(pinned: PinnedData) -> None:
     """Materialise, train every module of ``train.interaction``, evaluate all, register, compare."""
-    from adrank.train.run import _launch, _register
-
     spark, config, figures = pinned.spark, pinned.config, pinned.figures
     kinds = MODULES if config.train.interaction == "all" else (config.train.interaction,)
-    embeddings = pinned_embeddings(pinned)
+    embeddings = pinned_embeddings(spark, layout.table_path(config, layout.SKU_EMBEDDINGS),
+                                   layout.registry_root(config))
     figures.update(sku_embeddings_version=embeddings.version, embedding_model_version=embeddings.model_version,
                    interactions=list(kinds), finetune_cnn=config.train.finetune_cnn)
     with pinned.report.timed("joint_materialise"):
@@ -81,47 +71,23 @@ def train_joint(pinned: PinnedData) -> None:
         module: Figures = {}
         modules[kind] = module
         train_config = dataclasses.replace(config.train, interaction=kind)
-        settings = _launch(pinned, data_version, files, holdout_files, train_config=train_config, name=f"joint_{kind}",
-                           init_from=embeddings.model_path if config.train.finetune_cnn else "", figures=module)
-        trained[kind] = model = _load(settings)
+        settings = train_on_ranks(pinned, data_version, files, holdout_files, train_config=train_config,
+                                  name=f"joint_{kind}", init_from=embeddings.model_path if config.train.finetune_cnn else "",
+                                  figures=module)
+        trained[kind] = model = load_trained(settings)[layout.JOINT]
         with pinned.report.timed(f"joint_{kind}_evaluation"):
             module["metrics"] = comparison[kind] = evaluate(model, holdout, seen, config.train.finetune_cnn)
-    figures["comparison"] = table = {name: _row(metrics) for name, metrics in comparison.items()}
-    for kind in sorted(kinds, key=lambda k: _sort_key(comparison[k])):
+    figures["comparison"] = table = {name: comparison_row(metrics) for name, metrics in comparison.items()}
+    for kind in sorted(kinds, key=lambda k: auc_order(comparison[k])):
         details = {"interaction": kind, "finetune_cnn": config.train.finetune_cnn,
                    "embedding_model_version": embeddings.model_version, "comparison": table}
-        _register(pinned, data_version, comparison[kind], joint_model=trained[kind],
-                  figures=modules[kind], details=details, name=kind,
-                  train_config=dataclasses.replace(config.train, interaction=kind))
-    figures["best_module"] = max(kinds, key=lambda k: _sort_key(comparison[k]))
+        register_model(pinned, data_version, comparison[kind], joint_model=trained[kind],
+                       figures=modules[kind], details=details, name=kind,
+                       train_config=dataclasses.replace(config.train, interaction=kind))
+    figures["best_module"] = max(kinds, key=lambda k: auc_order(comparison[k]))
     say_table(pinned.report.job, f"joint model on the held-out dates {', '.join(map(str, pinned.holdout_dates))} "
         f"(training_examples v{pinned.version}, sku_embeddings v{embeddings.version}):\n"
         f"{comparison_table(table)}")
-
-
-def pinned_embeddings(pinned: PinnedData) -> EmbeddingInputs:
-    """``sku_embeddings`` at its latest version and the registered stage-1 model it came from."""
-    from adrank.train.registry import version_path
-
-    spark, config = pinned.spark, pinned.config
-    path = layout.table_path(config, layout.SKU_EMBEDDINGS)
-    try:
-        version = delta.pin_version(spark, path, None)
-    except (AnalysisException, ValueError) as error:
-        raise JointInputError(f"no {layout.SKU_EMBEDDINGS} table at {path} ({type(error).__name__}): "
-                              "run `./spark-submit.sh embed_catalog` first; nothing was trained") from None
-    frame = delta.read_delta(spark, path, version)
-    models = [r.model_version for r in frame.select("model_version").distinct().collect()]
-    if len(models) != 1:
-        raise JointInputError(f"{layout.SKU_EMBEDDINGS} version {version} holds embeddings of "
-                              f"{len(models)} stage-1 models ({sorted(models)}): run embed_catalog to finish; "
-                              "nothing was trained")
-    try:
-        model_path, _ = version_path(layout.registry_root(config), layout.PAIRWISE, models[0])
-    except FileNotFoundError as error:
-        raise JointInputError(f"{error}: the model behind {layout.SKU_EMBEDDINGS} version {version} is gone; "
-                              "nothing was trained") from None
-    return EmbeddingInputs(version, frame.select("sku_id", "embedding"), models[0], model_path)
 
 
 def materialise(pinned: PinnedData, embeddings: EmbeddingInputs) -> dict[str, int]:
@@ -137,11 +103,12 @@ def materialise(pinned: PinnedData, embeddings: EmbeddingInputs) -> dict[str, in
     images = None
     if config.train.finetune_cnn:
         images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).select("sku_id", "image")
-    frame = context.joint_examples(examples, embeddings.frame, queries, behaviour, config.train.embedding_dim,
-                                   images=images, blank_image=context.blank_png(features.image_size))
+    frame = joint_examples(examples, embeddings.frame, queries, behaviour, config.train.embedding_dim,
+                           images=images, blank_image=blank_png(features.image_size))
     versions = {}
     for name, dates in ((layout.JOINT_TRAIN, pinned.train_dates), (layout.JOINT_HOLDOUT, pinned.holdout_dates)):
-        versions[name] = store.write_joint_examples(spark, config, frame.where(F.col("date").isin(dates)), name,
+        versions[name] = store.write_joint_examples(spark, layout.table_path(config, name),
+                                                    frame.where(F.col("date").isin(dates)),
                                                     files=max(4, config.train.ranks))
     return versions
 
@@ -150,8 +117,6 @@ def evaluate(model: Any, holdout: DataFrame, seen: list[int], with_images: bool)
     """A joint model's held-out metrics."""
     import tensorflow as tf
 
-    from adrank.train.evaluate import evaluate_ranking
-
     inputs = batches.joint_batches(holdout, with_images)
     return evaluate_ranking(lambda b: tf.sigmoid(model(_model_inputs(b), training=False)), inputs, seen)
 
@@ -159,9 +124,6 @@ def evaluate(model: Any, holdout: DataFrame, seen: list[int], with_images: bool)
 def lr_baseline(pinned: PinnedData, holdout: DataFrame, seen: list[int]) -> dict[str, Any] | None:
     """The registered LR (``latest``) scored on the same held-out rows; None when there is none."""
     import tensorflow as tf
-
-    from adrank.train.evaluate import evaluate_ranking
-    from adrank.train.registry import latest_model
 
     try:
         version, path, metadata = latest_model(layout.registry_root(pinned.config), layout.LR)
@@ -179,10 +141,8 @@ def lr_baseline(pinned: PinnedData, holdout: DataFrame, seen: list[int]) -> dict
 
 def oracle(pinned: PinnedData, seen: list[int]) -> dict[str, Any] | None:
     """The true click probability's metrics on the held-out rows (sample data only)."""
-    from adrank.train.oracle import oracle_metrics
-
     holdout = pinned.examples.where(F.col("date").isin(pinned.holdout_dates))
-    return oracle_metrics(pinned.spark, pinned.config, holdout, seen)
+    return oracle_metrics(pinned.spark, layout.oracle_path(pinned.config), holdout, seen)
 
 
 def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,46 +150,9 @@ def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k not in ("page_name", "is_cold_start_ad", "ad_sku_id", "label")}
 
 
-def _load(settings: Any) -> Any:
-    from adrank.train.ranks.loop import load_trained
-
-    return load_trained(settings)[layout.JOINT]
-
-
 def _seen_ad_skus(pinned: PinnedData) -> list[int]:
     trained = pinned.examples.where(F.col("date").isin(pinned.train_dates))
     return [r.ad_sku_id for r in trained.select("ad_sku_id").distinct().collect()]
 
 
-def _row(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """One row of the comparison table (NaN as null when written)."""
-    return None if metrics is None else {key: metrics.get(key) for key in COMPARED}
-
-
-def _sort_key(metrics: dict[str, Any]) -> float:
-    value = metrics.get("auc")
-    return float(value) if isinstance(value, (int, float)) and value == value else float("-inf")
-
-
-def comparison_table(comparison: Mapping[str, Any]) -> str:
-    """The comparison as a plain-text table (rows: models; columns: AUC, cold AUC, log loss, per page)."""
-    pages = [f"{page} AUC" for page in layout.PAGES]
-    header = ["model", "AUC", "cold AUC", "log loss", *pages, "rows", "cold rows"]
-    lines = [header]
-    for name, row in comparison.items():
-        if not isinstance(row, dict):
-            lines.append([name, *["-"] * (len(header) - 1)])
-            continue
-        lines.append([name, _fmt(row.get("auc")), _fmt(row.get("cold_auc")), _fmt(row.get("log_loss")),
-                      *[_fmt(row.get(f"{page}_auc")) for page in layout.PAGES],
-                      str(row.get("rows", "-")), str(row.get("cold_rows", "-"))])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-
-
-def _fmt(value: Any) -> str:
-    return "-" if not isinstance(value, (int, float)) or value != value else f"{value:.4f}"
-
-
-__all__ = ["MODULES", "EmbeddingInputs", "JointInputError", "comparison_table", "evaluate", "lr_baseline",
-           "materialise", "oracle", "pinned_embeddings", "train_joint"]
+__all__ = ["MODULES", "evaluate", "lr_baseline", "materialise", "oracle", "train_joint"]

@@ -23,7 +23,7 @@ import io
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-PAGE_INDEX = {page: i for i, page in enumerate(("detail", "feed", "search"))}  # = models.PAGE_KINDS
+PAGE_INDEX = {page: i for i, page in enumerate(("detail", "feed", "search"))}  # = joint_model.PAGE_KINDS
 JOINT_COLUMNS = (
     "impression_id", "date", "page_name", "page", "ad_sku_id", "is_cold_start_ad", "label",
     "sparse_ids", "num_sparse_ids", "x", "x_present", "y", "y_present",

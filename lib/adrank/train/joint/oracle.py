@@ -15,14 +15,13 @@ from collections.abc import Iterable
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from adrank.core import layout
-from adrank.core.config import Config
 from adrank.storage import delta
+from adrank.train.evaluate import cold_start_mask, ranking_metrics
 
 
-def oracle_metrics(spark: SparkSession, config: Config, holdout: DataFrame,
+def oracle_metrics(spark: SparkSession, oracle_path: str, holdout: DataFrame,
                    seen_ad_skus: Iterable[int]) -> dict[str, float | int] | None:
-    """Metrics of the true click probability on ``holdout`` (``training_examples`` rows).
+    """Metrics of the true click probability at ``oracle_path`` on ``holdout`` (``training_examples`` rows).
 
     Cold start is the models' rule (:func:`adrank.train.evaluate.cold_start_mask` with the
     ad SKUs seen in training).
@@ -30,13 +29,10 @@ def oracle_metrics(spark: SparkSession, config: Config, holdout: DataFrame,
     The joined columns (a float, a label, a flag and a page name per row) are collected to
     the driver: a held-out day, the size of what evaluation already streams.
     """
-    from adrank.train.evaluate import cold_start_mask, ranking_metrics
-
-    path = layout.oracle_path(config)
-    hadoop, filesystem = delta.hadoop_path(spark, path)
+    hadoop, filesystem = delta.hadoop_path(spark, oracle_path)
     if not filesystem.exists(hadoop):
         return None
-    truth = spark.read.parquet(path).select("impression_id", "click_probability")
+    truth = spark.read.parquet(oracle_path).select("impression_id", "click_probability")
     rows = (holdout.select("impression_id", "label", "is_cold_start_ad", "ad_sku_id", "page")
             .join(truth, "impression_id", "left").collect())
     matched = [r for r in rows if r.click_probability is not None]
