@@ -66,7 +66,7 @@ def png(colour: tuple[int, int, int]) -> bytes:
 
 
 def write_inputs(spark, root) -> None:
-    """The three days of hand-made inputs under ``root`` (the README's layout)."""
+    """The three days of hand-made inputs under ``root`` (the layout of docs/design.md "Input contracts")."""
     for source, by_day in (("click_log", CLICKS), ("lr_features", LR_RECORDS)):
         for day, rows in by_day.items():
             folder = root / source / f"date={day}"

@@ -1,7 +1,7 @@
 """SKU images: decode, square-crop and re-encode catalog images once, at table-build time.
 
 Two pure transforms make the raw catalog the ``sku_images`` table (schema and bad-row
-rules: README "Tables", :data:`SKU_IMAGES_DDL`):
+rules: docs/tables.md, :data:`SKU_IMAGES_DDL`):
 
 * :func:`preprocess_images` decodes every row on the executors (``mapInPandas``) and
   keeps every row (a broken image gets a ``status`` other than ``ok`` and a ``detail``).

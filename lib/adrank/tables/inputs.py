@@ -1,8 +1,8 @@
-"""Reads of the raw inputs (the README's input contracts), as DataFrames of raw records.
+"""Reads of the raw inputs (docs/design.md "Input contracts"), as DataFrames of raw records.
 
 Nothing is parsed here: JSON-lines sources come back one row per line (``value``) with
 the date partition they came from (``input_date``), so that parsing, checks and
-quarantine happen in the pure transforms of ``adrank.features``.
+quarantine happen in the pure transforms of ``adrank.tables`` (clicklog, lr_features, snapshots, quarantine).
 """
 
 from __future__ import annotations

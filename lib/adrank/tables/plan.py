@@ -1,6 +1,6 @@
 """Which dates a ``build_tables`` run may replace, decided before anything is written.
 
-The rules (README "Tables"), each a one-line :class:`~adrank.core.errors.InputError`:
+The rules (docs/tables.md), each a one-line :class:`~adrank.core.errors.InputError`:
 
 * every entry of a dated source's folder is a ``date=YYYY-MM-DD`` folder (hidden names,
   ``_SUCCESS`` and ``.crc`` files, aside): a stray file or a badly named folder holds lines

@@ -49,7 +49,7 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class InputsConfig:
-    """Where raw inputs live (the layout of the README's input contracts)."""
+    """Where raw inputs live (the layout of docs/design.md "Input contracts")."""
 
     root: str
 
