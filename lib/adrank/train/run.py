@@ -12,8 +12,9 @@ TensorFlow is imported inside functions: the Spark side stays importable without
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -80,8 +81,48 @@ def with_joint_options(config: Config, interaction: str | None, finetune_cnn: bo
     return dataclasses.replace(config, train=train)
 
 
-def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> None:
+@dataclass(frozen=True)
+class TrainedStage:
+    """What a ``train`` run left: the stage's figures, as the run record holds them under its name.
+
+    The fields name what the pipeline reads; ``figures`` holds them all (split, rows,
+    ``training``, ``metrics``, ``model_version``, ``tracking``; stage 3 ``modules``,
+    ``comparison``, ``best_module``).
+    """
+
+    stage: str
+    figures: Mapping[str, object]
+
+    @property
+    def model_version(self) -> object:
+        """The registered model version (stage 3: absent, each module has its own)."""
+        return self.figures.get("model_version")
+
+    @property
+    def metrics(self) -> Mapping[str, object]:
+        """The held-out metrics (NaN as None)."""
+        return cast("Mapping[str, object]", self.figures.get("metrics") or {})
+
+    @property
+    def best_module(self) -> object:
+        """Stage 3: the interaction module that ranked best."""
+        return self.figures.get("best_module")
+
+    @property
+    def comparison(self) -> Mapping[str, Mapping[str, object]]:
+        """Stage 3: each model's held-out metrics, the LR and the oracle included."""
+        return cast("Mapping[str, Mapping[str, object]]", self.figures.get("comparison") or {})
+
+    def as_json(self) -> dict[str, object]:
+        """The run record's ``<stage>``."""
+        return {self.stage: dict(self.figures)}
+
+
+def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> TrainedStage:
     """Train, evaluate and register one stage on a pinned version of ``training_examples``.
+
+    The stage's figures fill ``report.figures[stage]`` as they come (a failed run's record
+    keeps what was known); the result returned holds them all.
 
     Raises:
         TrainingDataError: No held-out date, no rows or pairs on a side, or a NaN headline metric.
@@ -103,6 +144,7 @@ def train(spark: SparkSession, config: Config, report: RunReport, stage: str, ve
     with report.timed(f"{stage}_total"):
         spec.run_driver(PinnedData(spark, config, report, stage, examples, pinned,
                                    train_dates, holdout_dates, figures))
+    return TrainedStage(stage, figures)
 
 
 def _require_both_sides(config: Config, pinned: int, dates: list[dt.date], train_rows: int,
@@ -262,5 +304,5 @@ def _track(pinned: PinnedData, data_version: DataVersion, metrics: Metrics, mode
                            metrics, model_path, model_version, data_version=data_version, name=name)
 
 
-__all__ = ["INTERACTIONS", "STAGES", "PinnedData", "TrainingDataError", "train", "train_lr", "train_pairwise",
+__all__ = ["INTERACTIONS", "STAGES", "PinnedData", "TrainedStage", "TrainingDataError", "train", "train_lr", "train_pairwise",
            "with_joint_options"]
