@@ -37,7 +37,7 @@ from adrank.runtime.processes import Stopped, signal_name, stopped_by
 from adrank.runtime.runs import JobResult, RunReport, SavedFigures, log_event
 from adrank.storage import delta
 
-__all__ = ["Selection", "TaskOutcome", "headline", "pipeline_parser", "pipeline_selection", "run_demo", "run_graph",
+__all__ = ["HtmlReport", "Selection", "TaskOutcome", "headline", "pipeline_parser", "pipeline_selection", "run_demo", "run_graph",
            "run_pipeline", "run_task"]
 
 
@@ -194,12 +194,27 @@ def headline(task: Task, result: JobResult) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class HtmlReport:
+    """The run's HTML report: where it is (``reused``: an earlier run's, nothing ran), or why it is not."""
+
+    path: str | None = None
+    reused: bool = False
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The run record's ``report``."""
+        if self.error is not None:
+            return {"report": {"error": self.error}}
+        return {"report": {"path": self.path, **({"reused": True} if self.reused else {})}}
+
+
 def _reuse_report(spark: SparkSession, config: Config, report: RunReport) -> bool:
     """A run that ran nothing points at the latest HTML report (it shows the same outputs)."""
     latest = layout.reports_path(config, "latest")
     if not delta.path_exists(spark, latest):
         return False
-    report.figures["report"] = {"path": latest, "reused": True}
+    report.record(HtmlReport(latest, reused=True))
     return True
 
 
@@ -211,7 +226,8 @@ def _write_report(spark: SparkSession, config: Config, report: RunReport) -> Non
         with report.timed("report"):
             path = write_report(spark, config, report.as_dict())
     except Exception as error:  # noqa: BLE001 - the report must never hide the run's own outcome
-        report.figures["report"] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
-        say(f"pipeline: the HTML report was not written: {report.figures['report']['error']}")
+        failed = HtmlReport(error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
+        report.record(failed)
+        say(f"pipeline: the HTML report was not written: {failed.error}")
         return
-    report.figures["report"] = {"path": path}
+    report.record(HtmlReport(path))
