@@ -36,7 +36,8 @@ class Task:
     table under ``storage.root``) or ``model:<stage>`` (a stage of the model registry). The
     pipeline skips a task whose inputs, config and outputs are those its last success saw.
 
-    ``body`` does the task's work in the pipeline's session and returns the job's result;
+    ``body`` does the task's work in the pipeline's session and returns the job's result
+    (None: a task the pipeline cannot run in-process, only a scheduler through ``command``);
     ``headline`` turns that result into the few words of the task's "done" line;
     ``selection_args`` are the job arguments the person's :class:`Selection` adds (part of
     the config digest: other dates, other outputs).
