@@ -5,12 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pyspark.sql import SparkSession
-
-from adrank.core.config import Config
 from adrank.embed.run import embed_catalog
 from adrank.runtime.cli import job_parser, parse_job_args
-from adrank.runtime.runs import RunReport, run_job
+from adrank.runtime.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,11 +15,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = job_parser("embed_catalog", "Keep sku_embeddings fresh and publish a serving snapshot.")
     parser.add_argument("--full", action="store_true", help="re-embed every SKU, whatever changed")
     args, config = parse_job_args(parser, argv)
-
-    def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
-        embed_catalog(spark, cfg, report, full=args.full)
-
-    return run_job("embed_catalog", config, body, debug=args.debug, json_line=args.json)
+    return run_job("embed_catalog", config, lambda spark, cfg, report: embed_catalog(spark, cfg, report, full=args.full),
+                   debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

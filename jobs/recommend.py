@@ -6,13 +6,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pyspark.sql import SparkSession
-
-from adrank.core.config import Config
 from adrank.core.errors import InputError
 from adrank.recommend.run import recommend, similar_to_query
 from adrank.runtime.cli import job_parser, parse_job_args
-from adrank.runtime.runs import RunReport, run_job
+from adrank.runtime.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,11 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(json.dumps({"query": args.query, "skus": [{"sku_id": i, "score": round(s, 6)} for i, s in found]}))
         return 0
-
-    def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
-        recommend(spark, cfg, report)
-
-    return run_job("recommend", config, body, debug=args.debug, json_line=args.json)
+    return run_job("recommend", config, recommend, debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

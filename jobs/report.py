@@ -5,12 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pyspark.sql import SparkSession
-
-from adrank.core.config import Config
-from adrank.report.run import read_figures, write_report
+from adrank.report.run import report_run
 from adrank.runtime.cli import job_parser, parse_job_args
-from adrank.runtime.runs import RunReport, run_job
+from adrank.runtime.runs import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,12 +16,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run", required=True, metavar="JSON",
                         help="the run's JSON report, e.g. <storage.root>/_runs/pipeline-<run id>.json")
     args, config = parse_job_args(parser, argv)
-
-    def body(spark: SparkSession, cfg: Config, report: RunReport) -> None:
-        figures = read_figures(spark, args.run)
-        report.figures.update(report_of=figures.get("run_id"), path=write_report(spark, cfg, figures))
-
-    return run_job("report", config, body, debug=args.debug, json_line=args.json)
+    return run_job("report", config, lambda spark, cfg, report: report_run(spark, cfg, args.run),
+                   debug=args.debug, json_line=args.json)
 
 
 if __name__ == "__main__":

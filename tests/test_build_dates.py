@@ -100,7 +100,7 @@ def fresh_config(base, inputs_root):
 
 def run_build(spark, config, dates=None, **options) -> RunReport:
     report = RunReport("build_tables")
-    build.build_tables(spark, config, report, dates, today=TODAY, **options)
+    report.record(build.build_tables(spark, config, report, dates, today=TODAY, **options))
     return report
 
 

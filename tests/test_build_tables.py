@@ -24,7 +24,7 @@ def built(spark, tmp_path_factory):
     config = tiny_config(tmp_path_factory.mktemp("build"))
     manifest = generate_inputs(spark, config.sample, config.inputs.root)
     report = RunReport("build_tables")
-    build.build_tables(spark, config, report, None)
+    report.record(build.build_tables(spark, config, report, None))
     return config, manifest, report
 
 
@@ -64,7 +64,7 @@ def test_rerunning_a_date_gives_identical_rows_and_no_duplicates(spark, built):
     last_day = max(manifest["dates"])
     report = RunReport("build_tables")
     day = datetime.date.fromisoformat(last_day)
-    build.build_tables(spark, config, report, (day, day))
+    report.record(build.build_tables(spark, config, report, (day, day)))
     after = examples(spark, config)
     assert_df_equality(after, before, ignore_row_order=True, ignore_nullable=True)
     assert after.count() == before_rows
@@ -80,9 +80,8 @@ def test_rerun_with_unchanged_catalog_rewrites_no_sku_image(spark, built):
     config, _, _ = built
     report = RunReport("build_tables")
     with ExitStack() as cached:
-        build.build_sku_images(spark, config.features, layout.input_path(config, layout.CATALOG),
-                               layout.table_path(config, layout.SKU_IMAGES), report, cached)
-    figures = report.figures["sku_images"]
+        figures = build.build_sku_images(spark, config.features, layout.input_path(config, layout.CATALOG),
+                                         layout.table_path(config, layout.SKU_IMAGES), report, cached).figures
     assert (figures["rows_inserted"], figures["rows_updated"], figures["rows_deleted"]) == (0, 0, 0)
     assert figures["rows_copied"] == 0  # no file rewritten either (it was every row)
 

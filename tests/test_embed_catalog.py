@@ -74,7 +74,7 @@ def register_model(config, seed: int) -> int:
 
 def run(spark, config, **kwargs) -> dict[str, Any]:
     report = RunReport("embed_catalog")
-    return json.loads(json.dumps(embed_catalog(spark, config, report, **kwargs), default=str))
+    return json.loads(json.dumps(embed_catalog(spark, config, report, **kwargs).as_json()["embed_catalog"], default=str))
 
 
 def table(spark, config) -> dict[int, tuple]:

@@ -34,6 +34,17 @@ TASKS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """A test task's result: how many rows it wrote, under its name in the record."""
+
+    task: str
+    rows: int
+
+    def as_json(self) -> dict:
+        return {self.task: {"rows": self.rows}}
+
+
 class Boom(RuntimeError):
     """The failure a test injects into a task."""
 
@@ -44,7 +55,7 @@ def bodies(runs: list[str], fail: set[str] | None = None):
     def make(spark, config, report, selection):
         runs.append("make")
         delta.write_delta(spark.range(5).toDF("x"), layout.table_path(config, "a"), mode="overwrite")
-        report.figures["make"] = {"rows": 5}
+        return Rows("make", 5)
 
     def double(spark, config, report, selection):
         runs.append("double")
@@ -52,14 +63,20 @@ def bodies(runs: list[str], fail: set[str] | None = None):
             raise Boom("double broke")
         source = delta.read_delta(spark, layout.table_path(config, "a"))
         delta.write_delta(source.selectExpr("x * 2 AS x"), layout.table_path(config, "b"), mode="overwrite")
-        report.figures["double"] = {"rows": source.count()}
+        return Rows("double", source.count())
 
     return {"make": make, "double": double}
 
 
+def with_bodies(tasks, runs, fail=None):
+    """``tasks`` carrying the test's bodies."""
+    found = bodies(runs, fail)
+    return tuple(dataclasses.replace(task, body=found[task.name]) for task in tasks)
+
+
 def run(spark, config, runs, selection=None, fail=None, tasks=TASKS) -> RunReport:
     report = RunReport("pipeline")
-    run_graph(spark, config, report, tasks, selection or Selection(), bodies(runs, fail))
+    run_graph(spark, config, report, with_bodies(tasks, runs, fail), selection or Selection())
     return report
 
 
@@ -121,7 +138,7 @@ def test_a_failure_marks_the_rest_not_run_and_still_records_the_status(spark, co
     runs: list[str] = []
     report = RunReport("pipeline")
     with pytest.raises(Boom):
-        run_graph(spark, config, report, TASKS, Selection(), bodies(runs, {"double"}))
+        run_graph(spark, config, report, with_bodies(TASKS, runs, {"double"}), Selection())
     assert report.figures["tasks"]["double"]["status"] == "failed"
     assert report.figures["status"] == "failed" and "double broke" in report.figures["error"]
 
@@ -175,7 +192,18 @@ def test_a_tables_state_is_its_latest_commit_read_from_the_log_listing(spark, tm
 
 
 def test_a_task_line_says_not_available_for_a_figure_without_ground_truth():
-    from adrank.orchestration.pipeline import headline
+    from adrank.orchestration.graph import task_named
+    from adrank.orchestration.pipeline import headline as headline_of
+    from adrank.recommend.run import Recommendations
+    from adrank.train.run import TrainedStage
+
+    def headline(name, figures):
+        """The task's headline of the result whose record holds ``figures``."""
+        if name == "recommend":
+            result = Recommendations({}, {}, {}, figures["recommend"]["metrics"])
+        else:
+            result = TrainedStage("joint", figures["joint"])
+        return headline_of(task_named(PIPELINE_TASKS, name), result)
 
     recommended = {"recommend": {"metrics": {"similar_precision_at_10": None, "query_recall_at_10": 0.2,
                                              "user_hit_rate_at_10": float("nan")}}}

@@ -304,7 +304,7 @@ def run_without_categories(spark, tmp_path_factory) -> dict:
     register_untrained_pairwise_model(config)
     embed_catalog(spark, config, RunReport("embed_catalog"))
     report = RunReport("recommend")
-    recommend(spark, config, report)
+    report.record(recommend(spark, config, report))
     return report.as_dict()
 
 

@@ -466,12 +466,13 @@ def build_images(spark, config, rows) -> tuple[dict, object]:
         layout.input_path(config, layout.CATALOG))
     report = RunReport("build_tables")
     with ExitStack() as cached:
-        counts, bad = build.build_sku_images(spark, config.features, layout.input_path(config, layout.CATALOG),
-                               layout.table_path(config, layout.SKU_IMAGES), report, cached)
+        built = build.build_sku_images(spark, config.features, layout.input_path(config, layout.CATALOG),
+                                       layout.table_path(config, layout.SKU_IMAGES), report, cached)
+        counts, bad = built.counts, built.bad
         bad_rows = sorted((r.reason, r.raw) for r in bad.collect())
     assert counts["input"] == counts["good"] + len(bad_rows)  # nothing lost
     images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES)).drop("updated_at")
-    return {**report.figures["sku_images"], "table": sorted(images.collect()), "bad": bad_rows}, images
+    return {**built.figures, "table": sorted(images.collect()), "bad": bad_rows}, images
 
 
 def test_a_rebuild_decodes_only_new_and_changed_images_and_stores_what_a_fresh_build_stores(spark, tmp_path):

@@ -16,6 +16,7 @@ the catalog.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -148,22 +149,52 @@ def choose_mode(previous: store.Processed | None, to_version: int, model_version
     return Plan("incremental", "change data feed", to_version, last)
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a run's MERGE changed in ``sku_embeddings`` (all 0 and no version when there was no work)."""
+
+    skus_embedded: int = 0
+    skus_deleted: int = 0
+    rows_staged: int = 0
+    sku_embeddings_version: int | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddedCatalog:
+    """What an ``embed_catalog`` run did: its plan and model, what it wrote, published and compacted."""
+
+    model_version: int
+    plan: Plan
+    written: Written
+    serving_snapshot: dict[str, Any]
+    compaction: dict[str, int] | None
+    skus_unchanged: int
+    skus_total: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The run record's ``embed_catalog``."""
+        return {"embed_catalog": {
+            "model_version": self.model_version, **self.plan.figures(), **dataclasses.asdict(self.written),
+            "serving_snapshot": self.serving_snapshot, "compaction": self.compaction,
+            "skus_unchanged": self.skus_unchanged, "skus_total": self.skus_total}}
+
+
 def embed_catalog(
     spark: SparkSession, config: Config, report: RunReport, *, full: bool = False,
     before_commit: Callable[[], None] | None = None,
-) -> dict[str, Any]:
+) -> EmbeddedCatalog:
     """Bring ``sku_embeddings`` up to date with ``sku_images`` and publish a serving snapshot.
 
     Args:
         spark: The session.
         config: The loaded config (``embed``, ``storage``, ``train.registry_folder``).
-        report: The run report; figures land in ``report.figures["embed_catalog"]``.
+        report: The run report (its run id, the step timings).
         full: Re-embed every SKU whatever changed.
         before_commit: Test hook, called after the staged rows are written and before
             the MERGE (raise in it to simulate a crash).
 
     Returns:
-        The figures (also in the report).
+        What the run did (the run record's ``embed_catalog``).
 
     Raises:
         EmbedError: No usable registered model, or no ``sku_images`` table.
@@ -171,28 +202,22 @@ def embed_catalog(
     places = Places.of(config)
     model = registered_model(places.registry, config.features.image_size)
     path = places.embeddings
-    figures = report.figures.setdefault("embed_catalog", {})
     with report.timed("embed_plan"):
         plan, history = _plan(spark, places.images, path, model, full)
-    figures.update(model_version=model.version, **plan.figures())
-    written = {"skus_embedded": 0, "skus_deleted": 0, "rows_staged": 0, "sku_embeddings_version": None}
-    merge = None
+    written, merge = Written(), None
     if plan.has_work:
         plan, written, merge = _embed_and_merge(spark, config.embed, places, report, plan, model, before_commit)
-        figures.update(plan.figures())
-    figures.update(written)
     try:
         with report.timed("embed_serving"):
-            figures["serving_snapshot"] = _publish_if_behind(
-                spark, config.embed, places, model.version, merge, history)
+            snapshot = _publish_if_behind(spark, config.embed, places, model.version, merge, history)
     finally:
         if merge is not None:
             store.remove_folder(spark, merge.staged_path)
     with report.timed("embed_compaction"):
-        figures["compaction"] = _compact_if_due(spark, config.embed.compact_after_files_added, path, merge, history)
-    total = figures["serving_snapshot"]["rows"]  # the snapshot is of the version this run left
-    figures.update(skus_unchanged=total - written["skus_embedded"], skus_total=total)
-    return figures
+        compaction = _compact_if_due(spark, config.embed.compact_after_files_added, path, merge, history)
+    total = snapshot["rows"]  # the snapshot is of the version this run left
+    return EmbeddedCatalog(model.version, plan, written, snapshot, compaction,
+                           skus_unchanged=total - written.skus_embedded, skus_total=total)
 
 
 def _plan(spark: SparkSession, images_path: str, path: str, model: Model, full: bool) -> tuple[Plan, list[Any]]:
@@ -210,7 +235,7 @@ def _plan(spark: SparkSession, images_path: str, path: str, model: Model, full: 
 def _embed_and_merge(
     spark: SparkSession, embed: EmbedConfig, places: Places, report: RunReport, plan: Plan, model: Model,
     before_commit: Callable[[], None] | None,
-) -> tuple[Plan, dict[str, Any], Merge]:
+) -> tuple[Plan, Written, Merge]:
     """Stage the work once and MERGE it with the run's record (the caller drops the staging folder).
 
     Returns:
@@ -232,9 +257,7 @@ def _embed_and_merge(
     embedded = merged.rows_inserted + merged.rows_updated  # = the staged upserts
     merge = Merge(plan.mode, merged.version, merged.read_version, merged.rows_inserted,
                   merged.rows_deleted, merged.source_rows, staged_path, merged.files_added)
-    return plan, {"skus_embedded": embedded, "skus_deleted": merged.rows_deleted,
-                  "rows_staged": merged.source_rows,
-                  "sku_embeddings_version": merged.version}, merge
+    return plan, Written(embedded, merged.rows_deleted, merged.source_rows, merged.version), merge
 
 
 def _stage(spark: SparkSession, embed: EmbedConfig, places: Places, plan: Plan, model: Model,

@@ -1,14 +1,26 @@
-"""The pipeline's task graph as data: names, the job each task submits, its dependencies.
+"""The pipeline's task graph: each task's name, job, dependencies, what it runs and how it reports.
 
 One definition feeds the ``pipeline`` job (:mod:`adrank.orchestration.pipeline` runs it), the scheduled
 jobs under ``conf/`` and ``databricks.yml`` (a test checks they mirror it) and the README.
 ``demo`` is :data:`DEMO_TASKS`: the sample generator, then the pipeline.
+
+A task carries its body (:mod:`adrank.orchestration.bodies`: a function that imports its job
+when called, so this module stays light), its headline (:mod:`adrank.orchestration.headlines`)
+and the arguments the person's selection gives it; tables and models are named by the
+:mod:`adrank.core.layout` constants.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from adrank.core import layout
+from adrank.orchestration import bodies, headlines
+from adrank.orchestration.bodies import TaskBody
+from adrank.orchestration.headlines import Headline
+from adrank.orchestration.selection import Selection, no_selection_args
 
 CPU = "cpu"  # a Spark task: the CPU job cluster
 GPU = "gpu"  # training and embedding: the GPU job cluster
@@ -23,6 +35,12 @@ class Task:
     task reads and writes: :data:`INPUTS` (the raw input files), ``table:<name>`` (a Delta
     table under ``storage.root``) or ``model:<stage>`` (a stage of the model registry). The
     pipeline skips a task whose inputs, config and outputs are those its last success saw.
+
+    ``body`` does the task's work in the pipeline's session and returns the job's result
+    (None: a task the pipeline cannot run in-process, only a scheduler through ``command``);
+    ``headline`` turns that result into the few words of the task's "done" line;
+    ``selection_args`` are the job arguments the person's :class:`Selection` adds (part of
+    the config digest: other dates, other outputs).
     """
 
     name: str
@@ -33,6 +51,9 @@ class Task:
     shaped_by: tuple[str, ...]
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    body: TaskBody | None = None
+    headline: Headline = headlines.no_headline
+    selection_args: Callable[[Selection], tuple[str, ...]] = no_selection_args
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -53,26 +74,35 @@ def model(stage: str) -> str:
     return f"model:{stage}"
 
 
-GENERATE_DATA = Task("generate_data", "generate_data", (), (), CPU, ("sample", "inputs"), writes=(INPUTS,))
+def train_task(stage: str, depends_on: tuple[str, ...], reads: tuple[str, ...], writes: tuple[str, ...],
+               headline: Headline) -> Task:
+    """``train_<stage>``: the ``train`` job for one stage, on the GPU cluster."""
+    return Task(f"train_{stage}", "train", ("--stage", stage), depends_on, GPU, ("features", "train"),
+                reads=reads, writes=(model(stage), *writes), body=bodies.train_stage(stage), headline=headline)
+
+
+GENERATE_DATA = Task("generate_data", "generate_data", (), (), CPU, ("sample", "inputs"), writes=(INPUTS,),
+                     body=bodies.generate_data, headline=headlines.generated)
+
+EXAMPLES, IMAGES, EMBEDDINGS = table(layout.TRAINING_EXAMPLES), table(layout.SKU_IMAGES), table(layout.SKU_EMBEDDINGS)
 
 PIPELINE_TASKS: tuple[Task, ...] = (
     Task("build_tables", "build_tables", (), (), CPU, ("inputs", "features"), reads=(INPUTS,),
-         writes=(table("sku_images"), table("training_examples"), table("quarantine"))),
-    Task("train_pairwise", "train", ("--stage", "pairwise"), ("build_tables",), GPU, ("features", "train"),
-         reads=(table("training_examples"), table("sku_images")),
-         writes=(model("pairwise"), table("stage1_pairs_train"), table("stage1_pairs_holdout"))),
+         writes=(IMAGES, EXAMPLES, table(layout.QUARANTINE)),
+         body=bodies.build_tables, headline=headlines.built, selection_args=Selection.date_args),
+    train_task(layout.PAIRWISE, ("build_tables",), reads=(EXAMPLES, IMAGES),
+               writes=(table(layout.PAIRS_TRAIN), table(layout.PAIRS_HOLDOUT)), headline=headlines.pairwise_trained),
     Task("embed_catalog", "embed_catalog", (), ("train_pairwise",), GPU, ("features", "embed"),
-         reads=(table("sku_images"), model("pairwise")), writes=(table("sku_embeddings"),)),
-    Task("train_lr", "train", ("--stage", "lr"), ("build_tables",), GPU, ("features", "train"),
-         reads=(table("training_examples"),), writes=(model("lr"),)),
-    Task("train_joint", "train", ("--stage", "joint"), ("embed_catalog", "train_lr"), GPU,
-         ("features", "train"),
-         reads=(table("training_examples"), table("sku_images"), table("sku_embeddings"), model("pairwise"),
-                model("lr")),
-         writes=(model("joint"), table("joint_examples_train"), table("joint_examples_holdout"))),
+         reads=(IMAGES, model(layout.PAIRWISE)), writes=(EMBEDDINGS,),
+         body=bodies.embed_catalog, headline=headlines.embedded),
+    train_task(layout.LR, ("build_tables",), reads=(EXAMPLES,), writes=(), headline=headlines.lr_trained),
+    train_task(layout.JOINT, ("embed_catalog", "train_lr"),
+               reads=(EXAMPLES, IMAGES, EMBEDDINGS, model(layout.PAIRWISE), model(layout.LR)),
+               writes=(table(layout.JOINT_TRAIN), table(layout.JOINT_HOLDOUT)), headline=headlines.joint_trained),
     Task("recommend", "recommend", (), ("embed_catalog", "train_joint"), CPU, ("recommend",),
-         reads=(table("training_examples"), table("sku_images"), table("sku_embeddings"), model("pairwise")),
-         writes=(table("similar_skus"), table("user_recommendations"), table("query_recommendations"))),
+         reads=(EXAMPLES, IMAGES, EMBEDDINGS, model(layout.PAIRWISE)),
+         writes=tuple(table(name) for name in layout.RECOMMENDATION_TABLES),
+         body=bodies.recommend, headline=headlines.recommended),
 )
 
 

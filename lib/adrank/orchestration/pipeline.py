@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,42 +26,39 @@ from pyspark.sql import SparkSession
 
 from adrank.core import layout
 from adrank.core.config import Config
-from adrank.core.errors import InputError, explain
+from adrank.core.errors import explain
 from adrank.core.errors import summary as summary_of
 from adrank.orchestration import freshness
-from adrank.orchestration.graph import DEMO_TASKS, PIPELINE_TASKS, Task, downstream_of, task_names
+from adrank.orchestration.graph import DEMO_TASKS, PIPELINE_TASKS, Task
+from adrank.orchestration.selection import Selection
 from adrank.runtime.cli import add_date_options, date_range, job_parser, parse_job_args
-from adrank.runtime.console import NOT_AVAILABLE, say, summary_table
+from adrank.runtime.console import say, summary_table
 from adrank.runtime.processes import Stopped, signal_name, stopped_by
-from adrank.runtime.runs import RunReport, log_event
+from adrank.runtime.runs import JobResult, RunReport, SavedFigures, log_event
 from adrank.storage import delta
 
-DateRange = tuple[datetime.date, datetime.date]
+__all__ = ["HtmlReport", "Selection", "TaskOutcome", "headline", "pipeline_parser", "pipeline_selection", "run_demo", "run_graph",
+           "run_pipeline", "run_task"]
 
 
 @dataclass(frozen=True)
-class Selection:
-    """What a person asked for: the dates to build and the part of the graph to force."""
+class TaskOutcome:
+    """How one task of a run went: its entry of the run record's ``tasks``.
 
-    dates: DateRange | None = None
-    from_task: str | None = None
-    only: tuple[str, ...] = ()
+    ``status`` is ``ran``, ``skipped`` (current: ``from_run`` made its outputs), ``failed``,
+    ``not selected`` or ``not run`` (after a failure); ``reason`` says why it ran.
+    """
 
-    def forced(self, tasks: tuple[Task, ...]) -> tuple[str, ...] | None:
-        """The tasks to run even when current (None: the whole graph, each only when stale)."""
-        names = task_names(tasks)
-        for name in (*self.only, *([self.from_task] if self.from_task else [])):
-            if name not in names:
-                raise InputError(f"no task {name!r} in the pipeline; the tasks are: {', '.join(names)}")
-        if self.only:
-            return tuple(name for name in names if name in self.only)
-        if self.from_task:
-            return downstream_of(tasks, self.from_task)
-        return None
+    status: str
+    reason: str | None = None
+    seconds: float | None = None
+    outputs: freshness.ResourceStates | None = None
+    from_run: str | None = None
 
-    def build_args(self) -> tuple[str, ...]:
-        """The ``build_tables`` arguments for the dates (what its config digest includes)."""
-        return ("--from", str(self.dates[0]), "--to", str(self.dates[1])) if self.dates else ()
+    def as_json(self) -> dict[str, Any]:
+        """The record's entry: the status and what is known of the rest."""
+        fields = {"reason": self.reason, "seconds": self.seconds, "outputs": self.outputs, "from_run": self.from_run}
+        return {"status": self.status, **{key: value for key, value in fields.items() if value is not None}}
 
 
 def pipeline_parser(job: str, description: str) -> argparse.ArgumentParser:
@@ -87,53 +82,6 @@ def pipeline_selection(parser: argparse.ArgumentParser,
     return args, config, Selection(date_range(args, parser), args.from_task, only)
 
 
-TaskBody = Callable[[SparkSession, Config, RunReport, Selection], None]
-
-
-def _generate_data(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
-    from adrank.sample.run import generate_data
-
-    generate_data(spark, config, report)
-
-
-def _build_tables(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
-    from adrank.tables.run import build_tables
-
-    build_tables(spark, config, report, selection.dates)
-
-
-def _train(stage: str) -> TaskBody:
-    def train_stage(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
-        from adrank.train.run import train
-
-        train(spark, config, report, stage, None)
-
-    return train_stage
-
-
-def _embed_catalog(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
-    from adrank.embed.run import embed_catalog
-
-    embed_catalog(spark, config, report)
-
-
-def _recommend(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> None:
-    from adrank.recommend.run import recommend
-
-    recommend(spark, config, report)
-
-
-BODIES: dict[str, TaskBody] = {
-    "generate_data": _generate_data,
-    "build_tables": _build_tables,
-    "train_pairwise": _train("pairwise"),
-    "embed_catalog": _embed_catalog,
-    "train_lr": _train("lr"),
-    "train_joint": _train("joint"),
-    "recommend": _recommend,
-}
-
-
 def run_pipeline(spark: SparkSession, config: Config, report: RunReport, selection: Selection | None = None) -> None:
     """The ``pipeline`` job: the graph on the inputs under ``inputs.root``."""
     run_graph(spark, config, report, PIPELINE_TASKS, selection or Selection())
@@ -145,24 +93,24 @@ def run_demo(spark: SparkSession, config: Config, report: RunReport, selection: 
 
 
 def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tuple[Task, ...],
-              selection: Selection, bodies: Mapping[str, TaskBody] = BODIES) -> None:
+              selection: Selection) -> None:
     """Run (or skip) every task in order, then write the HTML report and print the summary.
 
-    ``bodies`` maps each task's name to the function that does its work.
+    Each task's result (or, skipped, the figures its last success saved) goes into the report
+    as it finishes; the report's ``tasks`` says how each went, even when one fails.
     """
     start = time.perf_counter()
     forced = selection.forced(tasks)
-    states: dict[str, dict[str, Any]] = report.figures.setdefault("tasks", {})
+    outcomes: dict[str, TaskOutcome] = {}
     stopped = False
     try:
         for number, task in enumerate(tasks, start=1):
             prefix = f"[{number}/{len(tasks)}] {task.name:<15}"
             if forced is not None and task.name not in forced:
-                states[task.name] = {"status": "not selected"}
+                outcomes[task.name] = TaskOutcome("not selected")
                 say(f"{prefix} not selected")
                 continue
-            states[task.name] = run_task(spark, config, report, task, bodies[task.name], selection, prefix,
-                                         forced=forced is not None)
+            run_task(spark, config, report, task, selection, prefix, outcomes, forced=forced is not None)
         report.figures["status"] = "succeeded"  # the report is written before run_job records it
     except (Stopped, Exception) as error:
         if (stop := stopped_by(error)) is not None:
@@ -170,46 +118,51 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
             raise stop from (None if stop is error else error)
         report.figures.update(status="failed", error=(explain(error) or summary_of(error))[:500])
         for task in tasks:
-            states.setdefault(task.name, {"status": "not run"})
+            outcomes.setdefault(task.name, TaskOutcome("not run"))
         raise
     finally:
+        report.figures["tasks"] = {name: outcome.as_json() for name, outcome in outcomes.items()}
         report.timings_s.setdefault("total", round(time.perf_counter() - start, 3))  # run_job's replaces it
         if not stopped:
-            _report_and_summary(spark, config, report, states)
+            _report_and_summary(spark, config, report, outcomes)
 
 
 def _report_and_summary(spark: SparkSession, config: Config, report: RunReport,
-                        states: Mapping[str, Mapping[str, Any]]) -> None:
+                        outcomes: Mapping[str, TaskOutcome]) -> None:
     """The run's HTML report (unless an earlier run's still holds: nothing ran), then the summary table."""
-    if any(entry.get("status") in ("ran", "failed") for entry in states.values()) or not _reuse_report(
+    if any(outcome.status in ("ran", "failed") for outcome in outcomes.values()) or not _reuse_report(
             spark, config, report):
         _write_report(spark, config, report)
     say(summary_table(report.as_dict()))
 
 
-def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task, body: TaskBody,
-             selection: Selection, prefix: str, *, forced: bool) -> dict[str, Any]:
-    """Run one task unless its outputs are current; return its entry of ``figures["tasks"]``."""
-    args = selection.build_args() if task.name == "build_tables" else ()
-    digest = freshness.config_digest(config, task, args)
+def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task, selection: Selection,
+             prefix: str, outcomes: dict[str, TaskOutcome], *, forced: bool) -> TaskOutcome:
+    """Run one task unless its outputs are current; its result goes into the report.
+
+    How it went lands in ``outcomes[task.name]`` (a failure's too, before its error is
+    raised on) and is returned.
+    """
+    if task.body is None:
+        raise ValueError(f"task {task.name!r} has no body to run")
+    digest = freshness.config_digest(config, task, task.selection_args(selection))
     inputs = freshness.resource_states(spark, config, task.reads)
     record = freshness.read_record(spark, config, task.name)
     reason = "asked for" if forced else freshness.stale_because(
         record, inputs, digest, freshness.resource_states(spark, config, task.writes))
     if reason is None and record is not None:
-        for key, value in record.figures.items():
-            report.figures.setdefault(key, value)
+        report.record(SavedFigures(record.figures))
         log_event(report, "task_skipped", task=task.name, reads=inputs, from_run=record.run_id)
         say(f"{prefix} skipped: current ({freshness.describe_states(inputs) or 'nothing to read'}; "
             f"from run {record.run_id})")
-        return {"status": "skipped", "reason": "current", "from_run": record.run_id}
+        outcomes[task.name] = TaskOutcome("skipped", "current", from_run=record.run_id)
+        return outcomes[task.name]
     log_event(report, "task_started", task=task.name, reason=reason, reads=inputs)
     say(f"{prefix} started ({reason})")
-    before = dict(report.figures)
     start = time.perf_counter()
     try:
         with report.timed(f"task_{task.name}"):
-            body(spark, config, report, selection)
+            result = task.body(spark, config, report, selection)
     except (Stopped, Exception) as error:
         seconds = round(time.perf_counter() - start, 1)
         if (stop := stopped_by(error)) is not None:
@@ -217,66 +170,43 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
             with contextlib.suppress(OSError):  # the console's pipe may have gone with the JVM
                 say(f"{prefix} STOPPED after {seconds:.1f} s ({stop}): the next run resumes here")
             raise stop from (None if stop is error else error)
-        report.figures["tasks"][task.name] = {"status": "failed", "seconds": seconds, "reason": reason}
         log_event(report, "task_failed", task=task.name, seconds=seconds, error=explain(error) or summary_of(error))
         say(f"{prefix} FAILED after {seconds:.1f} s: {(explain(error) or summary_of(error))[:300]}")
+        outcomes[task.name] = TaskOutcome("failed", reason, seconds)
         raise
     seconds = round(time.perf_counter() - start, 1)
-    figures = {key: value for key, value in report.figures.items()
-               if key not in ("tasks", "status") and (key not in before or before[key] is not value)}
+    report.record(result)
     outputs = freshness.resource_states(spark, config, task.writes)
-    freshness.save_record(spark, config, freshness.TaskRecord(task.name, report.run_id, inputs, digest,
-                                                              outputs, figures))
+    freshness.save_record(spark, config, freshness.TaskRecord(task.name, report.run_id, inputs, digest, outputs,
+                                                              result.as_json() if result is not None else {}))
     log_event(report, "task_succeeded", task=task.name, seconds=seconds, reads=inputs, writes=outputs)
-    say(f"{prefix} done in {seconds:.1f} s" + (f": {headline(task.name, report.figures)}" if figures else ""))
-    return {"status": "ran", "reason": reason, "seconds": seconds, "outputs": outputs}
+    said = headline(task, result) if result is not None else ""
+    say(f"{prefix} done in {seconds:.1f} s" + (f": {said}" if said else ""))
+    outcomes[task.name] = TaskOutcome("ran", reason, seconds, outputs)
+    return outcomes[task.name]
 
 
-def headline(task: str, figures: dict[str, Any]) -> str:
-    """The key figures of a finished task, in a few words."""
+def headline(task: Task, result: JobResult) -> str:
+    """The key figures of a finished task, in a few words ("" when its result lacks them)."""
     try:
-        return HEADLINES[task](figures)
-    except (KeyError, TypeError, ValueError):
+        return task.headline(result)
+    except (KeyError, TypeError, ValueError, AttributeError):
         return ""
 
 
-def _rows(figures: dict[str, Any]) -> str:
-    sources = figures["sources"]
-    total = {kind: sum(row[kind] for row in sources.values()) for kind in ("input", "good", "quarantined")}
-    return f"{total['input']} rows in, {total['good']} good, {total['quarantined']} quarantined"
+@dataclass(frozen=True)
+class HtmlReport:
+    """The run's HTML report: where it is (``reused``: an earlier run's, nothing ran), or why it is not."""
 
+    path: str | None = None
+    reused: bool = False
+    error: str | None = None
 
-def _figure(value: Any, digits: int) -> str:
-    """A metric, or "not available" when it could not be computed (None, NaN)."""
-    number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-    return NOT_AVAILABLE if math.isnan(number) else f"{number:.{digits}f}"
-
-
-def _comparison(figures: dict[str, Any]) -> str:
-    joint = figures["joint"]
-    best, lr = joint["comparison"][joint["best_module"]], joint["comparison"]["lr"]
-    return (f"best {joint['best_module']}: AUC {_figure(best['auc'], 4)} (LR {_figure(lr['auc'], 4)}), "
-            f"cold start {_figure(best.get('cold_auc'), 4)} (LR {_figure(lr.get('cold_auc'), 4)})")
-
-
-def _recommendations(figures: dict[str, Any]) -> str:
-    found = figures["recommend"]["metrics"]
-    return (f"similar P@10 {_figure(found.get('similar_precision_at_10'), 3)}, query recall@10 "
-            f"{_figure(found.get('query_recall_at_10'), 3)}, user hit@10 {_figure(found.get('user_hit_rate_at_10'), 3)}")
-
-
-HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "generate_data": lambda f: f"{f['generate_data']['good_rows']['click_log']} impressions, "
-                               f"{f['generate_data']['good_rows']['catalog']} SKUs",
-    "build_tables": _rows,
-    "train_pairwise": lambda f: f"model v{f['pairwise']['model_version']}, pairwise accuracy "
-                                f"{f['pairwise']['metrics']['pairwise_accuracy']:.4f}",
-    "embed_catalog": lambda f: f"{f['embed_catalog']['skus_embedded']} of {f['embed_catalog']['skus_total']} "
-                               f"SKUs embedded ({f['embed_catalog']['mode']})",
-    "train_lr": lambda f: f"model v{f['lr']['model_version']}, AUC {f['lr']['metrics']['auc']:.4f}",
-    "train_joint": _comparison,
-    "recommend": _recommendations,
-}
+    def as_json(self) -> dict[str, Any]:
+        """The run record's ``report``."""
+        if self.error is not None:
+            return {"report": {"error": self.error}}
+        return {"report": {"path": self.path, **({"reused": True} if self.reused else {})}}
 
 
 def _reuse_report(spark: SparkSession, config: Config, report: RunReport) -> bool:
@@ -284,7 +214,7 @@ def _reuse_report(spark: SparkSession, config: Config, report: RunReport) -> boo
     latest = layout.reports_path(config, "latest")
     if not delta.path_exists(spark, latest):
         return False
-    report.figures["report"] = {"path": latest, "reused": True}
+    report.record(HtmlReport(latest, reused=True))
     return True
 
 
@@ -296,7 +226,8 @@ def _write_report(spark: SparkSession, config: Config, report: RunReport) -> Non
         with report.timed("report"):
             path = write_report(spark, config, report.as_dict())
     except Exception as error:  # noqa: BLE001 - the report must never hide the run's own outcome
-        report.figures["report"] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
-        say(f"pipeline: the HTML report was not written: {report.figures['report']['error']}")
+        failed = HtmlReport(error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
+        report.record(failed)
+        say(f"pipeline: the HTML report was not written: {failed.error}")
         return
-    report.figures["report"] = {"path": path}
+    report.record(HtmlReport(path))

@@ -18,8 +18,8 @@ embeddings), the stage-1 model that made them (its query tower) and the latest
    figure without its ground truth (a catalog without ``category_id``, no held-out search
    or user) is None: null in the record, "not available" on the console.
 
-The run's index folder is removed when it ends, whatever happens. Figures land in
-``report.figures["recommend"]``.
+The run's index folder is removed when it ends, whatever happens. The run returns its
+figures as :class:`Recommendations` (the run record's ``recommend``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from adrank.recommend import index, metrics, store, users
 from adrank.recommend import ranking as ranking_module
 from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest
 from adrank.recommend.queries import similar_to_query, window_queries
+from adrank.recommend.settings import Places, Settings
 from adrank.runtime.console import NOT_AVAILABLE, say_table
 from adrank.runtime.runs import RunReport
 from adrank.storage import delta
@@ -68,74 +70,55 @@ class Inputs:
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """What a run reads of the config besides paths: ``recommend``, ``features`` (the behaviour
-    means), ``train.holdout_days`` (the evaluation's dates) and ``sample.seed`` (the samples)."""
+class Recommendations:
+    """What a ``recommend`` run read, how it searched, what it wrote and how it scored.
 
-    recommend: RecommendConfig
-    features: FeaturesConfig
-    holdout_days: int
-    seed: int
+    ``versions``: the pinned inputs; ``search``: exact or IVF (with the index's figures and
+    recall@10); ``tables``: each table's commit figures; ``metrics``: the held-out figures
+    against popularity (None where there is no ground truth).
+    """
 
-    @staticmethod
-    def of(config: Config) -> Settings:
-        """The settings of ``config``."""
-        return Settings(config.recommend, config.features, config.train.holdout_days, config.sample.seed)
+    versions: dict[str, int]
+    search: dict[str, Any]
+    tables: dict[str, dict[str, int]]
+    metrics: dict[str, Any]
 
-
-@dataclasses.dataclass(frozen=True)
-class Places:
-    """Where a run reads and writes: the snapshots, the registry, the tables it reads and the
-    three it writes (``layout.RECOMMENDATION_TABLES`` -> path), and its index folder's parent."""
-
-    serving: str
-    registry: str
-    examples: str
-    embeddings: str
-    sku_images: str
-    tables: dict[str, str]
-    index: str
-
-    @staticmethod
-    def of(config: Config) -> Places:
-        """The places of ``config`` (:mod:`adrank.core.layout`)."""
-        return Places(serving=layout.serving_root(config), registry=layout.registry_root(config),
-                      examples=layout.table_path(config, layout.TRAINING_EXAMPLES),
-                      embeddings=layout.table_path(config, layout.SKU_EMBEDDINGS),
-                      sku_images=layout.table_path(config, layout.SKU_IMAGES),
-                      tables={table: layout.table_path(config, table) for table in layout.RECOMMENDATION_TABLES},
-                      index=layout.index_root(config))
+    def as_json(self) -> dict[str, Any]:
+        """The run record's ``recommend``."""
+        return {"recommend": dataclasses.asdict(self)}
 
 
-def recommend(spark: SparkSession, config: Config, report: RunReport) -> dict[str, Any]:
-    """Write the three recommendation tables and evaluate them; the figures (also in the report)."""
+def recommend(spark: SparkSession, config: Config, report: RunReport) -> Recommendations:
+    """Write the three recommendation tables and evaluate them; print the metrics table; the figures."""
     settings, places = Settings.of(config), Places.of(config)
-    figures = report.figures.setdefault("recommend", {})
     inputs = pinned_inputs(spark, places, settings.holdout_days)
-    figures["versions"] = inputs.versions
     folder = Path(places.index) / report.run_id
     try:
         with report.timed("recommend_index"):
-            catalogs, figures["search"] = choose_search(settings.recommend, settings.seed, inputs, folder)
+            catalogs, search = choose_search(settings.recommend, settings.seed, inputs, folder)
         limits = Limits(settings.recommend.k, settings.recommend.query_block, settings.recommend.catalog_block)
         record = {"run_id": report.run_id, **{f"{k}_version": v for k, v in inputs.versions.items()},
-                  "search": figures["search"]["method"]}
-        figures["tables"] = _write_tables(spark, settings, places.tables, report, inputs, catalogs, limits, record)
+                  "search": search["method"]}
+        tables = _write_tables(spark, settings, places.tables, report, inputs, catalogs, limits, record)
         if catalogs.similar.method == IVF:
             with report.timed("recommend_recall"):
-                figures["search"]["ivf"]["recall_at_10"] = ivf_recall(
-                    spark, settings, places.tables[layout.SIMILAR_SKUS], inputs, catalogs.similar, figures)
+                search["ivf"]["recall_at_10"], search["ivf"]["recall_sample"] = ivf_recall(
+                    spark, settings, places.tables[layout.SIMILAR_SKUS], inputs, catalogs.similar,
+                    tables[layout.SIMILAR_SKUS]["version"])
         with report.timed("recommend_evaluation"):
-            figures["metrics"] = evaluate(spark, settings, places, inputs, catalogs.requests, limits,
-                                          figures["tables"])
+            found = evaluate(spark, settings, places, inputs, catalogs.requests, limits, tables)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    say_table(report.job, metrics_table(figures))
-    return figures
+    result = Recommendations(inputs.versions, search, tables, found)
+    say_table(report.job, metrics_table(result.as_json()["recommend"]))
+    return result
 
 
-def metrics_table(figures: dict[str, Any]) -> str:
-    """The held-out metrics against popularity as plain text, with what they were computed from."""
+def metrics_table(figures: Mapping[str, Any]) -> str:
+    """The held-out metrics against popularity as plain text, with what they were computed from.
+
+    ``figures`` is the run record's ``recommend`` (:meth:`Recommendations.as_json`).
+    """
     found, versions, search = figures["metrics"], figures["versions"], figures["search"]
     rows = [("metric", "served", "embedding", "popularity", "measured on")]
     for label, name, count in (("similar-SKU precision@10", "similar_precision_at_10",
@@ -323,8 +306,9 @@ def popular_vectors(embeddings: DataFrame, popular: list[int], catalog: Catalog)
 
 
 def ivf_recall(spark: SparkSession, settings: Settings, similar_path: str, inputs: Inputs, catalog: Catalog,
-               figures: dict[str, Any]) -> float | None:
-    """recall@10 of the index's ``similar_skus`` (at ``similar_path``) against exact search, on a sample of SKUs."""
+               similar_version: int) -> tuple[float | None, int]:
+    """recall@10 of the index's ``similar_skus`` (at ``similar_path``, version ``similar_version``)
+    against exact search, on a sample of SKUs; with the number of SKUs compared."""
     sample_size = min(settings.recommend.recall_sample, inputs.skus)
     fraction = min(1.0, 2.0 * sample_size / max(1, inputs.skus))
     sample = sku_requests(inputs.embeddings).sample(fraction=fraction, seed=settings.seed).orderBy(
@@ -332,12 +316,11 @@ def ivf_recall(spark: SparkSession, settings: Settings, similar_path: str, input
     limits = Limits(metrics.AT, settings.recommend.query_block, settings.recommend.catalog_block)
     exact = nearest(sample, "sku_id", Catalog(EXACT, inputs.snapshot_path, whitening=catalog.whitening), limits).select(
         "sku_id", metrics.top_ids("neighbours").alias("exact"))
-    approximate = store.read_table(spark, similar_path, figures["tables"][layout.SIMILAR_SKUS]["version"])
+    approximate = store.read_table(spark, similar_path, similar_version)
     joined = exact.join(approximate.select("sku_id", metrics.top_ids("neighbours").alias("found")), "sku_id")
     recall = F.size(F.array_intersect("exact", "found")) / F.greatest(F.size("exact"), F.lit(1))
     row = joined.agg(F.avg(recall).alias("r"), F.count("*").alias("n")).collect()[0]
-    figures["search"]["ivf"]["recall_sample"] = int(row.n)
-    return None if row.r is None else float(row.r)
+    return (None if row.r is None else float(row.r)), int(row.n)
 
 
 def evaluate(spark: SparkSession, settings: Settings, places: Places, inputs: Inputs, catalog: Catalog,
@@ -440,5 +423,5 @@ def _clicked_sets(after: DataFrame) -> DataFrame:
                                           F.array_sort(F.collect_set(feed)).alias("clicked_feed"))
 
 
-__all__ = ["Places", "Ranking", "RecommendInputError", "Settings", "choose_search", "evaluate", "metrics_table",
-           "pinned_inputs", "recommend", "similar_to_query", "sku_requests"]
+__all__ = ["Places", "Ranking", "RecommendInputError", "Recommendations", "Settings", "choose_search", "evaluate",
+           "metrics_table", "pinned_inputs", "recommend", "similar_to_query", "sku_requests"]

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from adrank.core import layout
 from adrank.core.config import Config
-from adrank.report.page import Gallery, GalleryRow, Tile
+from adrank.report.tiles import Gallery, GalleryRow, Tile
 from adrank.storage.delta import latest_version, read_delta
 
 SAMPLE_SKUS = 8

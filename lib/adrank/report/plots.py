@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from adrank.report.page import RECOMMEND_METRICS, as_number
+from adrank.report.html import RECOMMEND_METRICS, as_number
 
 Series = Sequence[tuple[float, float]]
 

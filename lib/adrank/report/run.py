@@ -10,7 +10,8 @@ report still renders and says "not available".
 The headline compares the run's versions with the previous run's: :func:`previous_record`
 reads the newest run record under ``<storage.root>/_runs`` older than the run (by run id,
 which sorts by time) of the same job (``pipeline`` and ``demo`` count as one: they run the
-same graph).
+same graph). The ``report`` job (:func:`report_run`) renders a recorded run and returns
+:class:`ReportWritten`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +38,24 @@ from adrank.storage.delta import hadoop_path, read_text_file, write_text_file
 
 LATEST = "latest"
 RECORD_NAME = re.compile(r"([a-z_]+)-(.+)\.json")  # a run record: <job>-<run id>.json
+
+
+@dataclass(frozen=True)
+class ReportWritten:
+    """What a ``report`` run wrote: the HTML report of run ``report_of``, at ``path``."""
+
+    report_of: str | None
+    path: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The run record's ``report_of`` and ``path``."""
+        return {"report_of": self.report_of, "path": self.path}
+
+
+def report_run(spark: SparkSession, config: Config, run_record: str) -> ReportWritten:
+    """The ``report`` job: the HTML report of the run whose JSON record is at ``run_record``."""
+    figures = read_figures(spark, run_record)
+    return ReportWritten(figures.get("run_id"), write_report(spark, config, figures))
 
 
 def write_report(spark: SparkSession, config: Config, figures: Mapping[str, Any]) -> str:

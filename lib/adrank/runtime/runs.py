@@ -1,7 +1,9 @@
 """Run identity and the run record every job ends with.
 
-A job's figures (rows in, rows written, rows quarantined, timings, metrics) are written as
-one JSON object to ``<storage.root>/_runs/<job>-<run id>.json`` (the run record), through
+A job's run function returns its figures as a typed, frozen result (a :class:`JobResult`:
+rows in, rows written, rows quarantined, metrics); :func:`run_job` puts it into the report
+(:meth:`RunReport.record`, the one place a result enters the record) and the report, with
+the timings, is written as one JSON object to ``<storage.root>/_runs/<job>-<run id>.json`` (the run record), through
 :func:`adrank.core.config.to_json` (credential-looking values redacted, NaN written as null). The
 console's last line is ``record: <that path>``; with ``--json`` (every job takes it) the same
 JSON follows it as one line on stdout, for machines reading the job's output.
@@ -16,10 +18,10 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pyspark.sql import SparkSession
 
@@ -43,9 +45,28 @@ def current_run_id() -> str:
     return console.env_run_id() or new_run_id()
 
 
+class JobResult(Protocol):
+    """What a job's run function returns: its figures as fields of a frozen dataclass."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures under their keys in the run record (JSON-able: the record's shapes)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SavedFigures:
+    """A result in its JSON form only: the figures an earlier run saved (a skipped task's)."""
+
+    figures: Mapping[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        """The saved figures, as they were recorded."""
+        return dict(self.figures)
+
+
 @dataclass
 class RunReport:
-    """Figures gathered during one job run."""
+    """Figures gathered during one job run: the results recorded, the run's own status, the timings."""
 
     job: str
     run_id: str = field(default_factory=current_run_id)
@@ -60,6 +81,11 @@ class RunReport:
             yield
         finally:
             self.timings_s[step] = round(time.perf_counter() - start, 3)
+
+    def record(self, result: JobResult | None) -> None:
+        """Put ``result``'s figures into the report under their record keys (None: a job without figures)."""
+        if result is not None:
+            self.figures.update(result.as_json())
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-able report."""
@@ -85,7 +111,7 @@ def publish_report(spark: SparkSession | None, config: Config, report: RunReport
     return line
 
 
-JobBody = Callable[[SparkSession, Config, RunReport], None]
+JobBody = Callable[[SparkSession, Config, RunReport], JobResult | None]
 EVENTS = logging.getLogger("adrank.events")
 EVENT_PREFIX = "adrank-event"
 
@@ -127,7 +153,7 @@ def run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, jso
 
 
 def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, json_line: bool = False) -> int:
-    """Build the SparkSession, run ``body``, publish the report, stop Spark; return 0.
+    """Build the SparkSession, run ``body``, record its result, publish the report, stop Spark; return 0.
 
     A failing run still publishes its report, with ``status: failed``, ``error`` (the
     :func:`~adrank.core.errors.explain` line, else the error's type and first line) and
@@ -151,7 +177,7 @@ def _run_job(job: str, config: Config, body: JobBody, *, debug: bool = False, js
     try:
         try:
             with report.timed("total"):
-                body(spark, config, report)
+                report.record(body(spark, config, report))
         except (Stopped, Exception) as exc:
             if (stop := stopped_by(exc)) is not None:  # no run record, no Spark call: as a kill
                 stop_spark = False

@@ -21,6 +21,7 @@ mismatch fails the run with the figures (rows were lost somewhere).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 from collections.abc import Mapping
@@ -50,6 +51,36 @@ class ReconciliationError(RuntimeError):
     """Input rows != good rows + quarantined rows for some source."""
 
 
+@dataclass(frozen=True)
+class SourceRows:
+    """One source's rows: every input row is good or quarantined."""
+
+    input: int
+    good: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class BuiltTables:
+    """What a ``build_tables`` run wrote: its dates, each table's commit figures, each source's rows.
+
+    ``sku_images`` holds the MERGE's figures (version, rows inserted, updated, deleted,
+    images decoded and reused), ``training_examples`` the write's (version, rows written).
+    """
+
+    dates: tuple[str, str]
+    history_dates: int
+    sku_images: Mapping[str, int]
+    training_examples: Mapping[str, int]
+    sources: Mapping[str, SourceRows]
+
+    def as_json(self) -> dict[str, Any]:
+        """The run record's ``dates``, ``history_dates``, ``sku_images``, ``training_examples``, ``sources``."""
+        return {"dates": list(self.dates), "history_dates": self.history_dates, "sku_images": dict(self.sku_images),
+                "training_examples": dict(self.training_examples),
+                "sources": {name: dataclasses.asdict(rows) for name, rows in self.sources.items()}}
+
+
 def build_tables(
     spark: SparkSession,
     config: Config,
@@ -57,7 +88,7 @@ def build_tables(
     dates: DateRange | None,
     allow_empty_dates: bool = False,
     today: datetime.date | None = None,
-) -> None:
+) -> BuiltTables:
     """Build all feature tables for ``dates`` (inclusive; None = every date in the click log).
 
     Nothing is written unless the plan holds (:mod:`adrank.tables.plan`): no stray or future
@@ -66,32 +97,51 @@ def build_tables(
     Args:
         spark: The session.
         config: The run's config.
-        report: Where the figures go.
+        report: The run report (its run id, the step timings).
         dates: First and last day to replace, or None for every click-log date.
         allow_empty_dates: Days without input lines may be replaced by nothing.
         today: Today's UTC date (tests pin it; default: now).
+
+    Returns:
+        What the run wrote, each source reconciled.
     """
     today = today or datetime.datetime.now(datetime.UTC).date()
     folders = {source: layout.input_path(config, source) for source in (*layout.DATED_SOURCES, *WHOLE_SOURCES)}
     listings = {source: inputs.list_dated_folders(spark, folders[source], source) for source in layout.DATED_SOURCES}
     plan = plan_build(listings, dates, today, allow_empty_dates)
-    report.figures["dates"] = [str(plan.dates[0]), str(plan.dates[1])]
-    report.figures["history_dates"] = len(plan.history)
     sku_images = layout.table_path(config, layout.SKU_IMAGES)
     with ExitStack() as cached:
         lines, input_counts = read_checked_lines(spark, folders, plan, cached)
         with report.timed("sku_images"):
-            catalog_counts, catalog_bad = build_sku_images(
-                spark, config.features, folders[layout.CATALOG], sku_images, report, cached)
+            images = build_sku_images(spark, config.features, folders[layout.CATALOG], sku_images, report, cached)
         with report.timed("training_examples"):
-            examples = ExampleTables(sku_images, layout.table_path(config, layout.TRAINING_EXAMPLES))
-            counts, bad = build_training_examples(spark, config.features, examples, report, plan, lines, input_counts)
+            tables = ExampleTables(sku_images, layout.table_path(config, layout.TRAINING_EXAMPLES))
+            examples = build_training_examples(spark, config.features, tables, report, plan, lines, input_counts)
         with report.timed("quarantine"):
-            bad[layout.CATALOG] = catalog_bad
+            bad = {**examples.bad, layout.CATALOG: images.bad}
             quarantined = write_quarantine(
                 spark, layout.table_path(config, layout.QUARANTINE), report.run_id, bad, plan.dates)
-    counts[layout.CATALOG] = catalog_counts
-    report.figures["sources"] = reconcile(counts, quarantined)
+    counts = {**examples.counts, layout.CATALOG: images.counts}
+    return BuiltTables((str(plan.dates[0]), str(plan.dates[1])), len(plan.history), images.figures,
+                       examples.figures, reconcile(counts, quarantined))
+
+
+@dataclass(frozen=True)
+class ImagesBuilt:
+    """The ``sku_images`` MERGE: its figures, the catalog's counts (``input``, ``good``) and its bad rows."""
+
+    figures: dict[str, int]
+    counts: dict[str, int]
+    bad: DataFrame
+
+
+@dataclass(frozen=True)
+class ExamplesBuilt:
+    """The ``training_examples`` write: its figures, per-source counts (``input``, click log ``good``), bad rows."""
+
+    figures: dict[str, int]
+    counts: dict[str, dict[str, int]]
+    bad: dict[str, DataFrame]
 
 
 def _persist(frame: DataFrame, cached: ExitStack) -> DataFrame:
@@ -136,9 +186,9 @@ def _lines_per_day(lines: DataFrame, plan: BuildPlan) -> dict[datetime.date, int
 def build_sku_images(
     spark: SparkSession, features: FeaturesConfig, catalog_folder: str, path: str, report: RunReport,
     cached: ExitStack,
-) -> tuple[dict[str, int], DataFrame]:
+) -> ImagesBuilt:
     """Decode the catalog in ``catalog_folder`` and MERGE it into ``sku_images`` at ``path``;
-    return counts and bad rows."""
+    its figures, counts and bad rows."""
     catalog = inputs.read_catalog(spark, catalog_folder, features.max_image_bytes)
     cores = spark.sparkContext.defaultParallelism
     spread = cores if catalog.rdd.getNumPartitions() < cores else None
@@ -156,9 +206,9 @@ def build_sku_images(
         spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
         preprocessing=fingerprint if stored is None else None,  # record it only where it is not recorded yet
     )
-    report.figures["sku_images"] = {**figures, "images_decoded": input_rows - reused, "images_reused": reused}
     written = delta.read_delta(spark, path, figures["version"]).count()
-    return {"input": input_rows, "good": written}, bad
+    return ImagesBuilt({**figures, "images_decoded": input_rows - reused, "images_reused": reused},
+                       {"input": input_rows, "good": written}, bad)
 
 
 @dataclass(frozen=True)
@@ -178,8 +228,8 @@ def build_training_examples(
     plan: BuildPlan,
     lines: dict[str, DataFrame],
     input_counts: dict[str, int],
-) -> tuple[dict[str, dict[str, int]], dict[str, DataFrame]]:
-    """Build and write the examples of the plan's days; return per-source counts and bad rows."""
+) -> ExamplesBuilt:
+    """Build and write the examples of the plan's days; its figures, per-source counts and bad rows."""
     skus = delta.read_delta(spark, tables.sku_images)
     examples, bad = build_examples_with_quarantine(
         lines[layout.CLICK_LOG], lines[layout.LR_FEATURES], lines[layout.USER_SNAPSHOTS],
@@ -193,10 +243,9 @@ def build_training_examples(
         commit_info={"run_id": report.run_id, "job": report.job, "input_rows": input_counts},
     )
     written = delta.last_commit_metrics(spark, path)
-    report.figures["training_examples"] = written
     counts = {source: {"input": n} for source, n in input_counts.items()}
     counts[layout.CLICK_LOG]["good"] = written["rows_written"]
-    return counts, bad
+    return ExamplesBuilt(written, counts, bad)
 
 
 def write_quarantine(
@@ -213,21 +262,20 @@ def write_quarantine(
     return {row["source"]: row["count"] for row in written.collect()}
 
 
-def reconcile(counts: dict[str, dict[str, int]], quarantined: dict[str, int]) -> dict[str, Any]:
+def reconcile(counts: dict[str, dict[str, int]], quarantined: dict[str, int]) -> dict[str, SourceRows]:
     """Per source: input = good + quarantined; raise :class:`ReconciliationError` if not.
 
     Sources whose good rows are not written one to one (LR records, snapshots) count as good
     every input row that was not quarantined.
     """
-    figures = {}
+    rows = {}
     for source, count in counts.items():
         bad = quarantined.get(source, 0)
-        good = count.get("good", count["input"] - bad)
-        figures[source] = {"input": count["input"], "good": good, "quarantined": bad}
-    broken = {s: f for s, f in figures.items() if f["input"] != f["good"] + f["quarantined"]}
+        rows[source] = SourceRows(count["input"], count.get("good", count["input"] - bad), bad)
+    broken = {s: dataclasses.asdict(r) for s, r in rows.items() if r.input != r.good + r.quarantined}
     if broken:
         raise ReconciliationError(f"input rows != good + quarantined for {sorted(broken)}: {broken}")
-    return figures
+    return rows
 
 
 def _date_predicate(column: str, dates: DateRange) -> str:

@@ -9,7 +9,7 @@ by name: a row holds the rank-side spec and real function references) and hands 
 pinned versions (:func:`adrank.train.launch.train_on_ranks`), evaluates on the held-out
 dates and exports to the model registry (:func:`adrank.train.registration.register_model`).
 Data missing on either side, or a NaN headline metric, raises :class:`TrainingDataError`
-(one line) and registers nothing (README, "Training"). TensorFlow is imported inside
+(one line) and registers nothing (docs/training.md). TensorFlow is imported inside
 functions: the Spark side stays importable without it.
 
 The path from ``jobs/train.py`` to a rank's training loop: ``jobs/train.py`` ->
@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
 
 from pyspark.sql import SparkSession
 
@@ -60,8 +63,48 @@ def with_joint_options(config: Config, interaction: str | None, finetune_cnn: bo
     return dataclasses.replace(config, train=train)
 
 
-def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> None:
+@dataclass(frozen=True)
+class TrainedStage:
+    """What a ``train`` run left: the stage's figures, as the run record holds them under its name.
+
+    The fields name what the pipeline reads; ``figures`` holds them all (split, rows,
+    ``training``, ``metrics``, ``model_version``, ``tracking``; stage 3 ``modules``,
+    ``comparison``, ``best_module``).
+    """
+
+    stage: str
+    figures: Mapping[str, object]
+
+    @property
+    def model_version(self) -> object:
+        """The registered model version (stage 3: absent, each module has its own)."""
+        return self.figures.get("model_version")
+
+    @property
+    def metrics(self) -> Mapping[str, object]:
+        """The held-out metrics (NaN as None)."""
+        return cast("Mapping[str, object]", self.figures.get("metrics") or {})
+
+    @property
+    def best_module(self) -> object:
+        """Stage 3: the interaction module that ranked best."""
+        return self.figures.get("best_module")
+
+    @property
+    def comparison(self) -> Mapping[str, Mapping[str, object]]:
+        """Stage 3: each model's held-out metrics, the LR and the oracle included."""
+        return cast("Mapping[str, Mapping[str, object]]", self.figures.get("comparison") or {})
+
+    def as_json(self) -> dict[str, object]:
+        """The run record's ``<stage>``."""
+        return {self.stage: dict(self.figures)}
+
+
+def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> TrainedStage:
     """Train, evaluate and register one stage on a pinned version of ``training_examples``.
+
+    The stage's figures fill ``report.figures[stage]`` as they come (a failed run's record
+    keeps what was known); the result returned holds them all.
 
     Raises:
         TrainingDataError: No held-out date, no rows or pairs on a side, or a NaN headline metric.
@@ -81,6 +124,7 @@ def train(spark: SparkSession, config: Config, report: RunReport, stage: str, ve
     require_both_sides(config.train, pinned, sorted(rows_per_date), figures["train_rows"], figures["holdout_rows"])
     with report.timed(f"{stage}_total"):
         spec.run(PinnedData(spark, config, report, spec, examples, pinned, train_dates, holdout_dates, figures))
+    return TrainedStage(stage, figures)
 
 
 def stage_driver(stage: str) -> DriverStage:
@@ -105,5 +149,5 @@ def require_both_sides(train_config: TrainConfig, pinned: int, dates: list[dt.da
             raise TrainingDataError(f"{where} but no {side} rows ({holdout}); nothing was trained or registered")
 
 
-__all__ = ["INTERACTIONS", "STAGES", "STAGE_DRIVERS", "TrainingDataError", "require_both_sides", "stage_driver",
-           "train", "with_joint_options"]
+__all__ = ["INTERACTIONS", "STAGES", "STAGE_DRIVERS", "TrainedStage", "TrainingDataError", "require_both_sides",
+           "stage_driver", "train", "with_joint_options"]
