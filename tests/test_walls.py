@@ -244,7 +244,7 @@ def test_the_cycle_finder_names_a_cycle_and_passes_a_tree():
 
 def test_the_scan_sees_lazy_imports_and_leaves_out_type_checking_ones():
     graph = import_graph()
-    assert "adrank.train.run" in graph["adrank.orchestration.pipeline"]  # imported inside a function
+    assert "adrank.train.run" in graph["adrank.orchestration.bodies"]  # imported inside a function
     assert "adrank.train.pinned" not in graph["adrank.train.launch"]  # under TYPE_CHECKING only
 
 

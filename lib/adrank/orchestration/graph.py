@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adrank.core import layout
+from adrank.core.errors import InputError
 from adrank.orchestration import bodies, headlines
 from adrank.orchestration.bodies import TaskBody
 from adrank.orchestration.headlines import Headline
@@ -134,6 +135,19 @@ def downstream_of(tasks: tuple[Task, ...], name: str) -> tuple[str, ...]:
         if selected.intersection(task.depends_on):
             selected.add(task.name)
     return tuple(task.name for task in tasks if task.name in selected)
+
+
+def forced_tasks(tasks: tuple[Task, ...], selection: Selection) -> tuple[str, ...] | None:
+    """The tasks ``selection`` runs even when current (None: the whole graph, each only when stale)."""
+    names = task_names(tasks)
+    for name in (*selection.only, *([selection.from_task] if selection.from_task else [])):
+        if name not in names:
+            raise InputError(f"no task {name!r} in the pipeline; the tasks are: {', '.join(names)}")
+    if selection.only:
+        return tuple(name for name in names if name in selection.only)
+    if selection.from_task:
+        return downstream_of(tasks, selection.from_task)
+    return None
 
 
 def task_named(tasks: tuple[Task, ...], name: str) -> Task:

@@ -29,7 +29,7 @@ from adrank.core.config import Config
 from adrank.core.errors import explain
 from adrank.core.errors import summary as summary_of
 from adrank.orchestration import freshness
-from adrank.orchestration.graph import DEMO_TASKS, PIPELINE_TASKS, Task
+from adrank.orchestration.graph import DEMO_TASKS, PIPELINE_TASKS, Task, forced_tasks
 from adrank.orchestration.selection import Selection
 from adrank.runtime.cli import add_date_options, date_range, job_parser, parse_job_args
 from adrank.runtime.console import say, summary_table
@@ -100,7 +100,7 @@ def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tup
     as it finishes; the report's ``tasks`` says how each went, even when one fails.
     """
     start = time.perf_counter()
-    forced = selection.forced(tasks)
+    forced = forced_tasks(tasks, selection)
     outcomes: dict[str, TaskOutcome] = {}
     stopped = False
     try:

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from adrank.core.errors import InputError
-
-if TYPE_CHECKING:
-    from adrank.orchestration.graph import Task
 
 DateRange = tuple[datetime.date, datetime.date]
 
@@ -21,20 +15,6 @@ class Selection:
     dates: DateRange | None = None
     from_task: str | None = None
     only: tuple[str, ...] = ()
-
-    def forced(self, tasks: tuple[Task, ...]) -> tuple[str, ...] | None:
-        """The tasks to run even when current (None: the whole graph, each only when stale)."""
-        from adrank.orchestration.graph import downstream_of, task_names
-
-        names = task_names(tasks)
-        for name in (*self.only, *([self.from_task] if self.from_task else [])):
-            if name not in names:
-                raise InputError(f"no task {name!r} in the pipeline; the tasks are: {', '.join(names)}")
-        if self.only:
-            return tuple(name for name in names if name in self.only)
-        if self.from_task:
-            return downstream_of(tasks, self.from_task)
-        return None
 
     def date_args(self) -> tuple[str, ...]:
         """The dates as job arguments (``--from D --to D``; none: every date)."""

@@ -66,7 +66,7 @@ def as_number(value: Any) -> float | None:
 
 
 def fmt_metric(value: Any, digits: int = 4) -> str:
-    """A metric with 4 decimals, as ``adrank.train.joint.comparison_table`` prints it; None or NaN
+    """A metric with 4 decimals, as ``adrank.train.joint.comparison.comparison_table`` prints it; None or NaN
     (it could not be computed) as "not available"."""
     number = as_number(value)
     return NOT_AVAILABLE if number is None else f"{number:.{digits}f}"
