@@ -26,7 +26,8 @@ WORKER_MEMORY = "1g"
 EXECUTOR_MEMORY = "768m"
 # The feed's behaviour embedding (x) is a Spark aggregation over a user's earlier clicks: its
 # float32 sum runs in partition order, which differs between masters (seen: 2 of 2,620 rows
-# differ by 3e-8). Every other table is equal bit for bit, embeddings and scores included.
+# differ by 3e-8). Every other table is equal bit for bit, embeddings and scores included (query
+# vectors too: the query tower runs on fixed-shape batches, see adrank.context.towers).
 TOLERANCE = {layout.JOINT_TRAIN: 1e-6, layout.JOINT_HOLDOUT: 1e-6}
 
 

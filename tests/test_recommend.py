@@ -334,3 +334,27 @@ def test_without_categories_the_console_table_says_not_available(run_without_cat
     for text in (metrics_table(run_without_categories["recommend"]), summary_table(run_without_categories)):
         [line] = [x for x in text.splitlines() if x.startswith("similar-SKU precision@10")]
         assert line.count("not available") == 3 and "0.0000" not in line, line
+
+
+def test_a_query_vector_is_the_same_bit_for_bit_however_the_queries_are_partitioned_or_batched(spark, config):
+    """TensorFlow rounds a row by its batch's shape: fixed-shape batches make the vector the query's own."""
+    import random
+    import string
+
+    from adrank.context.towers import QUERY_BATCH, embed_query_texts, query_vectors
+    from adrank.core import layout
+    from adrank.train.registry import version_path
+
+    version = register_untrained_pairwise_model(config)
+    model_path, _ = version_path(layout.registry_root(config), layout.PAIRWISE, version)
+    rng = random.Random(3)
+    texts = sorted({"".join(rng.choice(string.ascii_lowercase + " ") for _ in range(rng.randint(2, 24)))
+                    for _ in range(QUERY_BATCH + 40)})
+    alone = np.stack([embed_query_texts(model_path, [text])[0] for text in texts[:25]])
+    together = embed_query_texts(model_path, texts)
+    assert np.array_equal(alone, together[:25])
+    for partitions, order in ((1, texts), (3, texts[::-1]), (7, texts[17:] + texts[:17])):
+        frame = spark.createDataFrame([(t,) for t in order], "query string").repartition(partitions)
+        found = {row["query"]: np.asarray(row["embedding"], np.float32) for row in query_vectors(frame, model_path).collect()}
+        assert sorted(found) == texts
+        assert np.array_equal(np.stack([found[t] for t in texts]), together), partitions
