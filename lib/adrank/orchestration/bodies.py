@@ -34,10 +34,10 @@ def generate_data(spark: SparkSession, config: Config, report: RunReport, select
 
 
 def build_tables(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> BuiltTables:
-    """The feature tables, for the selection's dates."""
+    """The feature tables, for the selection's dates (none given: the new dates, as a night)."""
     from adrank.tables.run import build_tables as run
 
-    return run(spark, config, report, selection.dates)
+    return run(spark, config, report, selection.dates, new_dates=selection.new_dates)
 
 
 def train_stage(stage: str) -> TaskBody:

@@ -88,7 +88,7 @@ GENERATE_DATA = Task("generate_data", "generate_data", (), (), CPU, ("sample", "
 EXAMPLES, IMAGES, EMBEDDINGS = table(layout.TRAINING_EXAMPLES), table(layout.SKU_IMAGES), table(layout.SKU_EMBEDDINGS)
 
 PIPELINE_TASKS: tuple[Task, ...] = (
-    Task("build_tables", "build_tables", (), (), CPU, ("inputs", "features"), reads=(INPUTS,),
+    Task("build_tables", "build_tables", ("--new-dates",), (), CPU, ("inputs", "features"), reads=(INPUTS,),
          writes=(IMAGES, EXAMPLES, table(layout.QUARANTINE)),
          body=bodies.build_tables, headline=headlines.built, selection_args=Selection.date_args),
     train_task(layout.PAIRWISE, ("build_tables",), reads=(EXAMPLES, IMAGES),

@@ -28,7 +28,7 @@ from adrank.core import layout
 from adrank.core.config import Config
 from adrank.core.errors import explain
 from adrank.core.errors import summary as summary_of
-from adrank.orchestration import freshness
+from adrank.orchestration import freshness, nights
 from adrank.orchestration.graph import DEMO_TASKS, PIPELINE_TASKS, Task, forced_tasks
 from adrank.orchestration.selection import Selection
 from adrank.runtime.cli import add_date_options, date_range, job_parser, parse_job_args
@@ -65,6 +65,8 @@ def pipeline_parser(job: str, description: str) -> argparse.ArgumentParser:
     """The options of ``pipeline`` and ``demo``: the dates, ``--from-task``, ``--only``."""
     parser = job_parser(job, description)
     add_date_options(parser)
+    parser.add_argument("--all-dates", action="store_true",
+                        help="build every input date (default without dates: the new dates, as a night)")
     parser.add_argument("--from-task", metavar="TASK",
                         help="run TASK and every task downstream of it, even when current")
     parser.add_argument("--only", metavar="TASK[,TASK]", default="",
@@ -79,7 +81,10 @@ def pipeline_selection(parser: argparse.ArgumentParser,
     if args.from_task and args.only:
         parser.error("give --from-task or --only, not both")
     only = tuple(name.strip() for name in args.only.split(",") if name.strip())
-    return args, config, Selection(date_range(args, parser), args.from_task, only)
+    dates = date_range(args, parser)
+    if args.all_dates and dates is not None:
+        parser.error("give --all-dates or dates, not both")
+    return args, config, Selection(dates, args.from_task, only, args.all_dates)
 
 
 def run_pipeline(spark: SparkSession, config: Config, report: RunReport, selection: Selection | None = None) -> None:
@@ -88,8 +93,28 @@ def run_pipeline(spark: SparkSession, config: Config, report: RunReport, selecti
 
 
 def run_demo(spark: SparkSession, config: Config, report: RunReport, selection: Selection | None = None) -> None:
-    """The ``demo`` job: the sample data (unless current), then the pipeline."""
-    run_graph(spark, config, report, DEMO_TASKS, selection or Selection())
+    """The ``demo`` job: the sample data (unless current), then the pipeline; on fresh storage as two nights
+    (:mod:`adrank.orchestration.nights`): all days but the last, then the last as a scheduled night."""
+    selection = selection or Selection()
+    built = freshness.table_version(spark, layout.table_path(config, layout.TRAINING_EXAMPLES)) is not None
+    first = nights.first_night(config, selection, built)
+    if first is None or first.dates is None:
+        run_graph(spark, config, report, DEMO_TASKS, selection)
+        return
+    night_1 = RunReport(report.job)
+    say(f"demo night 1: {first.dates[0]}..{first.dates[1]}, every day but the last (a first, full run)")
+    try:
+        run_graph(spark, config, night_1, DEMO_TASKS, first)
+    except (Stopped, Exception):
+        report.figures.update(night_1.figures)  # the record shows where night 1 failed
+        raise
+    say("demo night 2: the last day arrives; the pipeline runs as a scheduled night")
+    try:
+        run_graph(spark, config, report, PIPELINE_TASKS, selection)
+    finally:
+        ran = {"1": nights.night_summary(night_1.as_dict()), "2": nights.night_summary(report.as_dict())}
+        report.figures["nights"] = ran
+    say(f"the two nights:\n{nights.nights_table(ran)}")
 
 
 def run_graph(spark: SparkSession, config: Config, report: RunReport, tasks: tuple[Task, ...],

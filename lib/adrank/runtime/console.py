@@ -282,14 +282,14 @@ def summary_table(report: Mapping[str, Any]) -> str:
     """
     sections = [_headline(report), _sources(report), _tasks(report), _models(report),
                 _stage_metrics(report), _recommendations(report)]
-    path = _get(report, "report", "path")
+    path = record_value(report, "report", "path")
     if path:
         sections.append(f"report: {path}")
     return "\n\n".join(s for s in sections if s)
 
 
 def _headline(report: Mapping[str, Any]) -> str:
-    seconds = _get(report, "timings_s", "total")
+    seconds = record_value(report, "timings_s", "total")
     took = f" in {_seconds(seconds)}" if isinstance(seconds, int | float) else ""
     status = report.get("status", "?")
     return f"{report.get('job', 'run')} {report.get('run_id', '')}: {status}{took}".replace("  ", " ")
@@ -319,7 +319,7 @@ def _tasks(report: Mapping[str, Any]) -> str:
 
 
 def _models(report: Mapping[str, Any]) -> str:
-    comparison = _get(report, "joint", "comparison")
+    comparison = record_value(report, "joint", "comparison")
     if not isinstance(comparison, Mapping) or not comparison:
         return ""
     joint = report["joint"]
@@ -338,13 +338,13 @@ def _models(report: Mapping[str, Any]) -> str:
 
 def _stage_metrics(report: Mapping[str, Any]) -> str:
     lines = []
-    pairwise = _get(report, "pairwise", "metrics")
+    pairwise = record_value(report, "pairwise", "metrics")
     if isinstance(pairwise, Mapping):
         lines.append(f"stage 1 pairwise CNN: accuracy {_metric(pairwise.get('pairwise_accuracy'))}, "
                      f"loss {_metric(pairwise.get('pairwise_loss'))}, "
                      f"precision@{pairwise.get('k', 10)} {_metric(pairwise.get('precision_at_10'))} "
                      f"({_count(pairwise.get('pairs'))} pairs, {_count(pairwise.get('skus'))} SKUs)")
-    lr = _get(report, "lr", "metrics")
+    lr = record_value(report, "lr", "metrics")
     if isinstance(lr, Mapping):
         lines.append(f"LR baseline: AUC {_metric(lr.get('auc'))}, cold AUC {_metric(lr.get('cold_auc'))}, "
                      f"log loss {_metric(lr.get('log_loss'))} ({_count(lr.get('rows'))} rows)")
@@ -352,7 +352,7 @@ def _stage_metrics(report: Mapping[str, Any]) -> str:
 
 
 def _recommendations(report: Mapping[str, Any]) -> str:
-    metrics = _get(report, "recommend", "metrics")
+    metrics = record_value(report, "recommend", "metrics")
     if not isinstance(metrics, Mapping):
         return ""
     rows = [("recommendation", "served", "embedding", "popularity")]
@@ -371,7 +371,8 @@ def render_rows(rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
                      for row in rows)
 
 
-def _get(report: Mapping[str, Any], *keys: str) -> Any:
+def record_value(report: Mapping[str, Any], *keys: str) -> Any:
+    """The value at ``keys`` in a nested run record (None when a level is missing or not a mapping)."""
     node: Any = report
     for key in keys:
         if not isinstance(node, Mapping):
@@ -402,5 +403,6 @@ def _seconds(value: float) -> str:
 
 
 __all__ = ["LOG_FILE_ENV", "NOT_AVAILABLE", "RUN_ID_ENV", "VERBOSE_ENV", "active", "announce_log", "console_stream",
+           "record_value",
            "env_log_file", "env_run_id", "job_console", "quiet_session", "render_rows", "say", "summary_table"]
 

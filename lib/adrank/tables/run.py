@@ -41,6 +41,7 @@ from adrank.storage import delta
 from adrank.tables import inputs, store
 from adrank.tables.examples import build_examples_with_quarantine
 from adrank.tables.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
+from adrank.tables.nightly import chosen_dates
 from adrank.tables.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
 from adrank.tables.quarantine import quarantine_rows
 
@@ -88,8 +89,10 @@ def build_tables(
     dates: DateRange | None,
     allow_empty_dates: bool = False,
     today: datetime.date | None = None,
+    new_dates: bool = False,
 ) -> BuiltTables:
-    """Build all feature tables for ``dates`` (inclusive; None = every date in the click log).
+    """Build all feature tables for ``dates`` (inclusive; None = every date in the click log,
+    or with ``new_dates`` the dates a night builds: :mod:`adrank.tables.nightly`).
 
     Nothing is written unless the plan holds (:mod:`adrank.tables.plan`): no stray or future
     input folder, and lines on every day replaced unless ``allow_empty_dates``.
@@ -101,11 +104,13 @@ def build_tables(
         dates: First and last day to replace, or None for every click-log date.
         allow_empty_dates: Days without input lines may be replaced by nothing.
         today: Today's UTC date (tests pin it; default: now).
+        new_dates: With no ``dates``: the dates ``training_examples`` lacks (all on the first night).
 
     Returns:
         What the run wrote, each source reconciled.
     """
     today = today or datetime.datetime.now(datetime.UTC).date()
+    dates = chosen_dates(spark, config, dates, new_dates)
     folders = {source: layout.input_path(config, source) for source in (*layout.DATED_SOURCES, *WHOLE_SOURCES)}
     listings = {source: inputs.list_dated_folders(spark, folders[source], source) for source in layout.DATED_SOURCES}
     plan = plan_build(listings, dates, today, allow_empty_dates)
