@@ -281,7 +281,8 @@ def write_query_recommendations(spark, config) -> None:
 def write_training_examples(spark, config) -> None:
     schema = ("impression_id string, ts timestamp, date date, user_id long, page string, context_sku_id long, "
               "query string, ad_sku_id long, ad_category_id int, label int, is_cold_start_ad boolean")
-    write_delta(spark.createDataFrame(training_examples(), schema), layout.table_path(config, layout.TRAINING_EXAMPLES))
+    write_delta(spark.createDataFrame(training_examples(), schema), layout.table_path(config, layout.TRAINING_EXAMPLES),
+                partition_by=("date",))  # as build_tables writes it
 
 
 def neighbours(sku: int) -> list[int]:
@@ -465,3 +466,25 @@ def test_the_first_screen_at_1400x900_shows_the_headline(spark, config, tmp_path
     changed = ImageChops.difference(shown, screenshot(hidden, tmp_path)).getbbox()
     assert changed is not None, "the headline is not on the first screen"
     assert changed[3] - changed[1] >= 60  # several lines of text, not a stray pixel
+
+
+def test_the_galleries_read_the_held_out_dates_and_the_lookback_only(spark, config):
+    """A date partition before the lookback window is never read: its files can be gone."""
+    from adrank.report.gallery import gallery_tables, recent_examples
+    from adrank.storage import delta
+
+    write_training_examples(spark, config)
+    path = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    old = [("old", dt.datetime(2023, 6, 1, 6), dt.date(2023, 6, 1), 1, "feed", None, None, 3, sku_category(3), 1, False)]
+    schema = ("impression_id string, ts timestamp, date date, user_id long, page string, context_sku_id long, "
+              "query string, ad_sku_id long, ad_category_id int, label int, is_cold_start_ad boolean")
+    write_delta(spark.createDataFrame(old, schema), path, mode="append")
+    version = delta.latest_version(spark, path)
+    reads = gallery_tables(config)
+    assert reads.lookback_days == config.features.behaviour_lookback_days
+    recommend = {"metrics": {"holdout_dates": ["2024-01-03"]}}
+    whole = {r.impression_id for r in recent_examples(spark, reads, version, {}).collect()}  # no held-out dates: all
+    assert "old" in whole
+    shutil.rmtree(Path(path) / "date=2023-06-01")  # the old day's files are gone: a whole read would fail
+    found = {r.impression_id for r in recent_examples(spark, reads, version, recommend).collect()}
+    assert found == whole - {"old"}

@@ -4,7 +4,9 @@ Each gallery reads its Delta table at the version pinned in the run's figures
 (``recommend.tables.<name>.version``; ``training_examples`` at
 ``recommend.versions.training_examples``; ``sku_images`` at its latest version, resolved
 once and shown), samples a few rows by sorted id, and collects only the images it shows
-(a filter on those ids, never the whole table to the driver):
+(a filter on those ids, never the whole table to the driver). ``training_examples`` is read
+for the held-out dates and the ``lookback_days`` before them only (date partitions), never
+whole, so the report's cost does not grow with the history kept:
 
 - similar SKUs: a few SKUs (cold-start ones included) with their top-10 neighbours;
 - queries: a few queries with their top-10 SKUs;
@@ -61,14 +63,36 @@ TABLES = (layout.SIMILAR_SKUS, layout.QUERY_RECOMMENDATIONS, layout.USER_RECOMME
           layout.SKU_IMAGES)
 
 
-def gallery_tables(config: Config) -> dict[str, str]:
-    """``{table: path}`` of every table the galleries read (:data:`TABLES`)."""
-    return {table: layout.table_path(config, table) for table in TABLES}
+@dataclasses.dataclass(frozen=True)
+class GalleryReads:
+    """What the galleries read: each table's path (:data:`TABLES`) and how many days of clicks
+    before the held-out dates they look at (a user's recent clicks, a SKU seen before)."""
+
+    paths: Mapping[str, str]
+    lookback_days: int
 
 
-def read_pinned(spark: SparkSession, tables: Mapping[str, str], table: str, version: int) -> DataFrame:
-    """``table`` (its path in ``tables``) at ``version``."""
-    return read_delta(spark, tables[table], version)
+def gallery_tables(config: Config) -> GalleryReads:
+    """The paths of every table the galleries read, and the behaviour lookback (``features.behaviour_lookback_days``)."""
+    return GalleryReads({table: layout.table_path(config, table) for table in TABLES},
+                        config.features.behaviour_lookback_days)
+
+
+def read_pinned(spark: SparkSession, reads: GalleryReads, table: str, version: int) -> DataFrame:
+    """``table`` at ``version``."""
+    return read_delta(spark, reads.paths[table], version)
+
+
+def recent_examples(spark: SparkSession, reads: GalleryReads, version: int, recommend: Mapping[str, Any]) -> DataFrame:
+    """``training_examples`` at ``version`` on the held-out dates and the ``lookback_days`` before them
+    (a filter on the ``date`` partition: only those days' files are read); every date when the
+    run's figures do not name the held-out dates."""
+    examples = read_pinned(spark, reads, layout.TRAINING_EXAMPLES, version)
+    holdout = (recommend.get("metrics") or {}).get("holdout_dates")
+    if not holdout:
+        return examples
+    first = F.date_sub(F.lit(min(holdout)).cast("date"), reads.lookback_days)
+    return examples.where(F.col("date").between(first, F.lit(max(holdout)).cast("date")))
 
 
 def data_uri(image: bytes | bytearray | None, image_format: str | None) -> str | None:
@@ -81,7 +105,8 @@ def data_uri(image: bytes | bytearray | None, image_format: str | None) -> str |
 
 def cold_start_skus(examples: DataFrame, holdout_dates: Sequence[str] | None) -> DataFrame:
     """SKUs (``sku_id``) that are cold-start ads: flagged ``is_cold_start_ad``, or shown as an ad on
-    the held-out dates but never before them."""
+    the held-out dates but on no date of ``examples`` before them (the lookback window:
+    :func:`recent_examples`)."""
     flagged = examples.where(F.col("is_cold_start_ad")).select(F.col("ad_sku_id").alias("sku_id"))
     if not holdout_dates:
         return flagged.distinct()
@@ -105,11 +130,11 @@ def first_rows(frame: DataFrame, key: str, n: int, flag: str | None = None, n_fl
     return sorted(chosen, key=lambda r: r[key])
 
 
-def similar_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: Mapping[str, Any]) -> Gallery:
+def similar_gallery(spark: SparkSession, reads: GalleryReads, recommend: Mapping[str, Any]) -> Gallery:
     """A few SKUs (some cold-start) and their top-10 similar SKUs."""
     similar_version, examples_version = _pinned(recommend, layout.SIMILAR_SKUS), _examples_version(recommend)
-    similar = read_pinned(spark, tables, layout.SIMILAR_SKUS, similar_version)
-    examples = read_pinned(spark, tables, layout.TRAINING_EXAMPLES, examples_version)
+    similar = read_pinned(spark, reads, layout.SIMILAR_SKUS, similar_version)
+    examples = recent_examples(spark, reads, examples_version, recommend)
     cold = cold_start_skus(examples, (recommend.get("metrics") or {}).get("holdout_dates"))
     flagged = similar.join(cold.withColumn("cold", F.lit(True)), "sku_id", "left").fillna(False, ["cold"])
     rows = first_rows(flagged, "sku_id", SAMPLE_SKUS, "cold", SAMPLE_COLD_SKUS)
@@ -121,22 +146,22 @@ def similar_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: M
     return Gallery("Similar SKUs (top 10; same category marked)", gallery_rows, versions)
 
 
-def query_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: Mapping[str, Any]) -> Gallery:
+def query_gallery(spark: SparkSession, reads: GalleryReads, recommend: Mapping[str, Any]) -> Gallery:
     """A few queries (sorted) and their top-10 SKUs."""
     version = _pinned(recommend, layout.QUERY_RECOMMENDATIONS)
-    queries = read_pinned(spark, tables, layout.QUERY_RECOMMENDATIONS, version)
+    queries = read_pinned(spark, reads, layout.QUERY_RECOMMENDATIONS, version)
     rows = first_rows(queries.where(F.col("query").isNotNull()), "query", SAMPLE_QUERIES)
     gallery_rows = tuple(GalleryRow(title=f"query \u201c{r.query}\u201d", results=_ranked(r.recommendations))
                          for r in rows)
     return Gallery("Query -> SKU recommendations (top 10)", gallery_rows, {layout.QUERY_RECOMMENDATIONS: version})
 
 
-def user_gallery(spark: SparkSession, tables: Mapping[str, str], recommend: Mapping[str, Any]) -> Gallery:
+def user_gallery(spark: SparkSession, reads: GalleryReads, recommend: Mapping[str, Any]) -> Gallery:
     """A few users with history (sorted ids): their recent clicks, then their recommendations."""
     version, examples_version = _pinned(recommend, layout.USER_RECOMMENDATIONS), _examples_version(recommend)
-    users = read_pinned(spark, tables, layout.USER_RECOMMENDATIONS, version)
+    users = read_pinned(spark, reads, layout.USER_RECOMMENDATIONS, version)
     rows = first_rows(users.where(F.col("behaviour_clicks") > 0), "user_id", SAMPLE_USERS)
-    examples = read_pinned(spark, tables, layout.TRAINING_EXAMPLES, examples_version)
+    examples = recent_examples(spark, reads, examples_version, recommend)
     clicks = recent_clicks(spark, examples, [(int(r.user_id), r.as_of) for r in rows])
     gallery_rows = tuple(
         GalleryRow(title=f"user {r.user_id} ({r.behaviour_clicks} clicks as of {r.as_of})",
@@ -204,16 +229,16 @@ def with_images(gallery: Gallery, images: Mapping[int, Tile], images_version: in
     return dataclasses.replace(gallery, rows=rows, versions={**gallery.versions, layout.SKU_IMAGES: images_version})
 
 
-GalleryBuilder = Callable[[SparkSession, Mapping[str, str], Mapping[str, Any]], Gallery]
+GalleryBuilder = Callable[[SparkSession, GalleryReads, Mapping[str, Any]], Gallery]
 BUILDERS: tuple[tuple[str, GalleryBuilder], ...] = (
     ("Similar SKUs", similar_gallery), ("Query -> SKU recommendations", query_gallery),
     ("User recommendations", user_gallery))
 
 
-def galleries(spark: SparkSession, tables: Mapping[str, str], figures: Mapping[str, Any]) -> list[Gallery]:
+def galleries(spark: SparkSession, reads: GalleryReads, figures: Mapping[str, Any]) -> list[Gallery]:
     """Every gallery of the run (each with its images), or [] when the run has no ``recommend`` figures.
 
-    ``tables``: the path of each table read (:func:`gallery_tables`).
+    ``reads``: the path of each table read and the lookback (:func:`gallery_tables`).
 
     A gallery that cannot be built (a missing figure, table or version) is returned with the
     reason, so one missing table does not take the report down.
@@ -221,19 +246,19 @@ def galleries(spark: SparkSession, tables: Mapping[str, str], figures: Mapping[s
     recommend = figures.get("recommend")
     if not isinstance(recommend, Mapping):
         return []
-    built = [_build(title, builder, spark, tables, recommend) for title, builder in BUILDERS]
+    built = [_build(title, builder, spark, reads, recommend) for title, builder in BUILDERS]
     try:
-        version, images = sku_images(spark, tables[layout.SKU_IMAGES], gallery_skus(built))
+        version, images = sku_images(spark, reads.paths[layout.SKU_IMAGES], gallery_skus(built))
     except Exception as exc:  # noqa: BLE001 - a missing sku_images table leaves the tiles without images
         return [dataclasses.replace(g, versions={**g.versions, layout.SKU_IMAGES: f"unreadable ({_first_line(exc)})"})
                 for g in built]
     return [with_images(g, images, version) if g.unavailable is None else g for g in built]
 
 
-def _build(title: str, builder: GalleryBuilder, spark: SparkSession, tables: Mapping[str, str],
+def _build(title: str, builder: GalleryBuilder, spark: SparkSession, reads: GalleryReads,
            recommend: Mapping[str, Any]) -> Gallery:
     try:
-        return builder(spark, tables, recommend)
+        return builder(spark, reads, recommend)
     except GalleryUnavailable as exc:
         return Gallery(title, unavailable=str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. a table or a version that is not there: say so, go on
