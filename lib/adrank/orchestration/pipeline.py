@@ -34,7 +34,7 @@ from adrank.orchestration.selection import Selection
 from adrank.runtime.cli import add_date_options, date_range, job_parser, parse_job_args
 from adrank.runtime.console import say, summary_table
 from adrank.runtime.processes import Stopped, signal_name, stopped_by
-from adrank.runtime.runs import JobResult, RunReport, SavedFigures, log_event
+from adrank.runtime.runs import JobResult, RunReport, SavedFigures, log_event, new_run_id
 from adrank.storage import delta
 
 __all__ = ["HtmlReport", "Selection", "TaskOutcome", "headline", "pipeline_parser", "pipeline_selection", "run_demo", "run_graph",
@@ -101,7 +101,7 @@ def run_demo(spark: SparkSession, config: Config, report: RunReport, selection: 
     if first is None or first.dates is None:
         run_graph(spark, config, report, DEMO_TASKS, selection)
         return
-    night_1 = RunReport(report.job)
+    night_1 = RunReport(report.job, new_run_id())  # its own id: tables and records tell the nights apart
     say(f"demo night 1: {first.dates[0]}..{first.dates[1]}, every day but the last (a first, full run)")
     try:
         run_graph(spark, config, night_1, DEMO_TASKS, first)
