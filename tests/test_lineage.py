@@ -8,7 +8,8 @@ night 1 trains in full, nights 2 and 3 start from their parent's registered trai
 (every rank's weights and optimizer state before the first step hash to the parent's final
 state) on the new date only, and record the dates seen; a night without a new date keeps
 the version; a changed ``features.hash_bits`` falls back to a full run on the newest
-``train.window_days`` dates, saying why.
+``train.window_days`` dates, saying why. Stage 1 on real ranks: kept inside its retraining
+period, and a forced run continues it bit for bit.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from adrank.train import run as training
 from adrank.train.lineage import Parent
 from adrank.train.registry import versions
 from conftest import tiny_config
-from test_holdout_curve import lr_example
-from test_training import write_examples
+from test_holdout_curve import lr_example, pair_examples
+from test_training import write_examples, write_images
 
 DAYS = [dt.date(2026, 11, 1) + dt.timedelta(days=n) for n in range(5)]
 SHAPE = {"train.gradient_mode": "split", "features.hash_bits": 16}
@@ -169,3 +170,30 @@ def test_a_changed_hashing_setting_trains_in_full_on_the_window(chain):
     assert reshaped["train_dates"] == reshaped["dates_trained"] == [str(DAYS[2]), str(DAYS[3])]
     assert reshaped["training"]["steps_run"] == STEPS and metadata(config, 4)["parent_version"] is None
     assert versions(registry_root(config), "lr") == [1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def stage_one(spark, tmp_path_factory) -> dict[str, Any]:
+    pytest.importorskip("horovod.tensorflow")
+    config = tiny_config(tmp_path_factory.mktemp("stage_one"), "train.ranks=2", "train.pair_steps=4",
+                         "train.pair_batch_size=4", "train.checkpoint_every=2")
+    write_images(spark, config, [sku for context in range(1, 9) for sku in (context, context + 10, context + 20)])
+    runs = {}
+    for name, day, force in (("first", DAYS[1], False), ("kept", DAYS[2], False), ("forced", None, True)):
+        if day is not None:
+            write_examples(spark, config, pair_examples(day) + (pair_examples(DAYS[0]) if name == "first" else []))
+        report = RunReport("train")
+        training.train(spark, config, report, "pairwise", None, force=force)
+        runs[name] = report.figures["pairwise"]
+    return runs
+
+
+def test_stage_one_is_kept_inside_its_period_and_a_forced_run_continues_it_bit_for_bit(stage_one):
+    first, kept, forced = stage_one["first"], stage_one["kept"], stage_one["forced"]
+    assert (first["mode"], first["model_version"], first["dates_trained"]) == ("full", 1, [str(DAYS[0])])
+    assert (kept["mode"], kept["model_version"]) == ("kept", 1) and "training" not in kept
+    assert kept["mode_reason"] == "retrained every 7 days, last on 2026-11-01"
+    assert kept["metrics"]["pairwise_accuracy"] == first["metrics"]["pairwise_accuracy"]
+    assert (forced["mode"], forced["parent_version"], forced["model_version"]) == ("incremental", 1, 2)
+    assert forced["train_dates"] == [str(DAYS[1])] and forced["dates_trained"] == [str(d) for d in DAYS[:2]]
+    assert forced["training"]["initial_state_digests"] == [first["training"]["final_state_digest"]] * 2
