@@ -49,7 +49,7 @@ def register_model(pinned: PinnedData, data_version: DataVersion, metrics: dict[
 
     ``figures`` receive ``metrics``, ``model_version`` and ``tracking`` (where the MLflow run
     went, or its error; default: the stage's figures); ``details`` go into the model's
-    metadata; ``train_config`` (default ``config.train``) is what MLflow records as params
+    metadata; ``train_config`` (default ``config.train``, with the steps the run took) is what MLflow records as params
     and ``name`` (a stage-3 module) prefixes its keys there. ``checkpoint`` (the run's last
     checkpoint, weights and optimizer state) is kept in the version for the next
     incremental run, whose lineage (:meth:`adrank.train.lineage.Lineage.metadata`) the
@@ -74,7 +74,8 @@ def register_model(pinned: PinnedData, data_version: DataVersion, metrics: dict[
     figures["model_version"] = model_version
     with pinned.report.timed(f"{pinned.stage}{'_' + name if name else ''}_tracking"):
         figures["tracking"] = track_stage(
-            config, pinned.report.run_id, pinned.stage, config_as_dict(train_config or config.train), checked,
+            config, pinned.report.run_id, pinned.stage,
+            config_as_dict(lineage.train_config(train_config or config.train, pinned.spec.rank.steps_field)), checked,
             model_path, model_version, data_version=data_version, name=name)
 
 
