@@ -99,6 +99,16 @@ def test_stage_three_modules_that_disagree_all_train_in_full():
     assert lineage.combined(TrainConfig(), DAYS[:4], agreeing) == agreeing
 
 
+def test_the_task_line_says_how_the_stage_was_trained():
+    from adrank.orchestration.headlines import lr_trained
+
+    kept = training.TrainedStage("lr", {"model_version": 3, "metrics": {"auc": 0.61}, "mode": "kept",
+                                        "mode_reason": "nothing to train, v3 has trained on every training date"})
+    assert lr_trained(kept) == "model v3, AUC 0.6100; kept: nothing to train, v3 has trained on every training date"
+    assert lr_trained(training.TrainedStage("lr", {"model_version": 1, "metrics": {"auc": 0.5}})) == \
+        "model v1, AUC 0.5000"
+
+
 # --------------------------------------------------------------------------------
 # A chain of real LR runs on 2 ranks
 # --------------------------------------------------------------------------------
