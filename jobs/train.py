@@ -18,11 +18,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", type=int, help="training_examples version to pin (default: latest)")
     parser.add_argument("--interaction", choices=INTERACTIONS,
                         help="joint: the interaction module(s) to train (default: train.interaction)")
+    parser.add_argument("--force", action="store_true",
+                        help="pairwise: retrain even within train.pairwise_every_days of the last retraining")
     parser.add_argument("--finetune-cnn", action="store_true",
                         help="joint: train the SKU and query towers end to end (GPUs; tiny on CPU)")
     args, config = parse_job_args(parser, argv)
     config = with_joint_options(config, args.interaction, args.finetune_cnn)
-    return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version),
+    return run_job("train", config, lambda spark, cfg, report: train(spark, cfg, report, args.stage, args.version,
+                                                                    force=args.force),
                    debug=args.debug, json_line=args.json)
 
 

@@ -37,6 +37,9 @@ def test_overrides_are_typed_and_frozen(tmp_path):
         ("noequals", "must look like key=value"),
         ("features.max_image_bytes=2147483648", "config key 'features.max_image_bytes' must be in 1024..2147483647"),
         ("features.max_image_bytes=0", "config key 'features.max_image_bytes' must be in 1024..2147483647"),
+        ("train.mode=nightly", "config key 'train.mode' must be incremental or full"),
+        ("train.window_days=-1", "config key 'train.window_days' must be at least 0"),
+        ("train.pairwise_every_days=-7", "config key 'train.pairwise_every_days' must be at least 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, message):

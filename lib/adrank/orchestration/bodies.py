@@ -41,12 +41,13 @@ def build_tables(spark: SparkSession, config: Config, report: RunReport, selecti
 
 
 def train_stage(stage: str) -> TaskBody:
-    """The body training ``stage`` on the latest ``training_examples``."""
+    """The body training ``stage`` on the latest ``training_examples`` (forced when the selection names it)."""
 
     def train(spark: SparkSession, config: Config, report: RunReport, selection: Selection) -> TrainedStage:
         from adrank.train.run import train as run
 
-        return run(spark, config, report, stage, None)
+        forced = f"train_{stage}" in (*selection.only, selection.from_task)
+        return run(spark, config, report, stage, None, force=forced)
 
     train.__name__ = train.__qualname__ = f"train_{stage}"
     return train

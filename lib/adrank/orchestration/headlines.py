@@ -47,21 +47,27 @@ def built(result: BuiltTables) -> str:
             f"{sum(r.quarantined for r in rows)} quarantined")
 
 
+def lineage(result: TrainedStage) -> str:
+    """``; <mode>: <why>``: how the stage was trained (train.mode; empty when not recorded)."""
+    mode, reason = result.figures.get("mode"), result.figures.get("mode_reason")
+    return f"; {mode}: {reason}" if mode and reason else f"; {mode}" if mode else ""
+
+
 def pairwise_trained(result: TrainedStage) -> str:
     """The model version and its held-out pairwise accuracy."""
-    return f"model v{result.model_version}, pairwise accuracy {result.metrics['pairwise_accuracy']:.4f}"
+    return f"model v{result.model_version}, pairwise accuracy {result.metrics['pairwise_accuracy']:.4f}{lineage(result)}"
 
 
 def lr_trained(result: TrainedStage) -> str:
     """The model version and its held-out AUC."""
-    return f"model v{result.model_version}, AUC {result.metrics['auc']:.4f}"
+    return f"model v{result.model_version}, AUC {result.metrics['auc']:.4f}{lineage(result)}"
 
 
 def joint_trained(result: TrainedStage) -> str:
     """The best module's AUC overall and on cold-start ads, each against the LR's."""
     best, lr = result.comparison[str(result.best_module)], result.comparison["lr"]
     return (f"best {result.best_module}: AUC {figure(best['auc'], 4)} (LR {figure(lr['auc'], 4)}), "
-            f"cold start {figure(best.get('cold_auc'), 4)} (LR {figure(lr.get('cold_auc'), 4)})")
+            f"cold start {figure(best.get('cold_auc'), 4)} (LR {figure(lr.get('cold_auc'), 4)}){lineage(result)}")
 
 
 def embedded(result: EmbeddedCatalog) -> str:

@@ -60,7 +60,8 @@ SHUTDOWN_ECHO = "Horovod has been shut down"
 RankFn = Callable[..., dict[str, object]]
 # The ranks' figures a stage keeps in the report (``figures["training"]``).
 TRAINING_FIGURES = ("start_step", "final_step", "steps_run", "seconds", "steps_per_s", "loss", "ranks",
-                    "launcher", "losses", "tensorboard_dir", "holdout_curve")
+                    "launcher", "losses", "tensorboard_dir", "holdout_curve", "initial_state_digests",
+                    "final_state_digest")
 
 
 class TrainingFailed(RuntimeError):
@@ -78,6 +79,7 @@ def make_settings(
     run_id: str = "",
     train: TrainConfig | None = None,
     init_from: str = "",
+    warm_start: str = "",
 ) -> RankSettings:
     """The settings of one stage run; ``checkpoint_root`` defaults to ``layout.checkpoint_root``.
 
@@ -95,7 +97,7 @@ def make_settings(
         data_version=_plain(data_version),
         checkpoint_root=str(checkpoint_root if checkpoint_root is not None else layout.checkpoint_root(config)),
         files=_file_lists(files), holdout_files=_file_lists(holdout_files),
-        run_id=run_id, init_from=str(init_from),
+        run_id=run_id, init_from=str(init_from), warm_start=str(warm_start),
     )
 
 
@@ -117,12 +119,15 @@ def train_on_ranks(pinned: PinnedData, data_version: DataVersion, files: Mapping
     ``holdout_files`` (per role, live files of the held-out side) give the ranks the sample
     of the training curve's held-out metric. ``train_config`` replaces ``config.train``
     (one stage-3 module); ``name`` labels the timing (default: the stage); ``figures``
-    receive ``training`` (default: the stage's).
+    receive ``training`` (default: the stage's). The run's lineage (``pinned.lineage(name)``)
+    gives the steps (an incremental run's are scaled to its new rows) and the warm start.
     """
     report = pinned.report
+    lineage = pinned.lineage(name)
+    train = lineage.train_config(train_config or pinned.config.train, pinned.spec.rank.steps_field)
     settings = make_settings(pinned.config, stage=pinned.spec.rank, data_version=data_version, files=files,
-                             holdout_files=holdout_files, run_id=report.run_id, train=train_config,
-                             init_from=init_from)
+                             holdout_files=holdout_files, run_id=report.run_id, train=train,
+                             init_from=init_from, warm_start=lineage.warm_start)
     with report.timed(f"{name or pinned.stage}_training"):
         result = launch(settings)
     (pinned.figures if figures is None else figures)["training"] = {

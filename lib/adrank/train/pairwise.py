@@ -6,7 +6,8 @@ Contract: :func:`train_pairwise` (the ``pairwise`` row of
 ``stage1_pairs_holdout``, refuses a side without pairs (:class:`TrainingDataError`, one
 line, nothing trained), trains on the ranks from the live files of the pinned pairs, and
 evaluates the newest checkpoint on the held-out pairs (pairwise accuracy and loss) and on
-the catalog (precision@10 by category) before registering it.
+the catalog (precision@10 by category) before registering it. It is retrained every
+``train.pairwise_every_days`` days of data, or when forced (:mod:`adrank.train.lineage`).
 """
 
 from __future__ import annotations
@@ -18,16 +19,22 @@ from adrank.storage import delta
 from adrank.train import batches, store
 from adrank.train.evaluate import catalog_precision, evaluate_pairs
 from adrank.train.launch import train_on_ranks
+from adrank.train.lineage import model_shape
 from adrank.train.pairs import stage1_pairs, with_images
 from adrank.train.pinned import PinnedData, TrainingDataError
 from adrank.train.ranks.loop import load_trained
+from adrank.train.ranks.settings import last_checkpoint_path
 from adrank.train.registration import register_model
+from adrank.train.warm import is_kept, keep, planned
 
 PAIR_TABLES = (layout.PAIRS_TRAIN, layout.PAIRS_HOLDOUT)
 
 
 def train_pairwise(pinned: PinnedData) -> None:
     """Stage 1: pairs from the pinned examples, 2 ranks, held-out pairwise accuracy, P@10."""
+    pinned = planned(pinned, {pinned.stage: model_shape(pinned.config, pinned.stage)})
+    if is_kept(pinned):
+        return keep(pinned)
     spark, config, figures = pinned.spark, pinned.config, pinned.figures
     images = delta.read_delta(spark, layout.table_path(config, layout.SKU_IMAGES))
     paths = {name: layout.table_path(config, name) for name in PAIR_TABLES}
@@ -47,7 +54,7 @@ def train_pairwise(pinned: PinnedData) -> None:
         holdout = delta.read_delta(spark, paths[layout.PAIRS_HOLDOUT])
         metrics = evaluate_pairs(model, batches.pair_batches(holdout))
         metrics.update(catalog_precision(model.embed_sku, batches.catalog_batches(images)))
-    register_model(pinned, data_version, metrics, pairwise_model=model)
+    register_model(pinned, data_version, metrics, pairwise_model=model, checkpoint=last_checkpoint_path(settings))
 
 
 def require_pairs(pinned_version: int, pair_rows: dict[str, dict[str, int]], holdout_days: int) -> None:

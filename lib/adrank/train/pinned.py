@@ -12,11 +12,12 @@ data that cannot train or evaluate a model. pyspark only for type hints.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from adrank.core.errors import InputError
+from adrank.train.lineage import FULL, Lineage
 from adrank.train.ranks.settings import Stage
 
 if TYPE_CHECKING:
@@ -64,9 +65,13 @@ class PinnedData:
         spec: The stage's row of the driver's table.
         examples: ``training_examples`` at the pinned version.
         version: The pinned version.
-        train_dates: Dates trained on.
+        train_dates: Dates trained on (once planned: the lineage's, e.g. only the new ones).
         holdout_dates: Dates held out for evaluation.
         figures: The stage's figures in the report (filled in by the driver).
+        rows_per_date: Rows of each date of the pinned examples.
+        force: Retrain even inside stage 1's retraining period (a forced task).
+        lineages: Per model trained (the stage; stage 3: ``joint_<module>``), how
+            (:mod:`adrank.train.lineage`; :func:`adrank.train.warm.planned` fills them in).
     """
 
     spark: SparkSession
@@ -78,11 +83,26 @@ class PinnedData:
     train_dates: list[dt.date]
     holdout_dates: list[dt.date]
     figures: Figures
+    rows_per_date: Mapping[dt.date, int] = field(default_factory=dict)
+    force: bool = False
+    lineages: Mapping[str, Lineage] = field(default_factory=dict)
 
     @property
     def stage(self) -> str:
         """The stage name."""
         return self.spec.name
+
+    def lineage(self, name: str = "") -> Lineage:
+        """The lineage of model ``name`` (default: the stage); unplanned: a full run on ``train_dates``."""
+        found = self.lineages.get(name or self.stage)
+        dates = tuple(self.train_dates)
+        return found if found is not None else Lineage(FULL, "", dates, dates)
+
+    @property
+    def seen_dates(self) -> list[dt.date]:
+        """Every date the models will have trained on (cold start is relative to them)."""
+        lineage = next(iter(self.lineages.values()), None)
+        return list(lineage.dates_trained) if lineage is not None else list(self.train_dates)
 
 
 __all__ = ["DriverStage", "Figures", "Metrics", "PinnedData", "TrainingDataError"]

@@ -12,7 +12,9 @@ reader that follows ``latest`` never sees a half-written model. The signatures a
 :func:`adrank.train.ranks.serving.export_signatures` (``sku_embedding``, ``query_embedding``,
 ``lr_score``), or for stage 3 :func:`~adrank.train.ranks.joint_model.joint_signatures` (``score``);
 ``metadata.json`` holds ``stage``, ``version``, ``data_version``, ``config``,
-``metrics``, ``created_at`` (UTC ISO-8601), ``run_id``, ``signatures`` and ``image_size``,
+``metrics``, ``created_at`` (UTC ISO-8601), ``run_id``, ``signatures``, ``image_size``,
+``train_state`` (the kept checkpoint under ``train_state/``, for a warm start) and the
+lineage (``mode``, ``parent_version``, ``dates_trained``: :mod:`adrank.train.lineage`),
 dumped with :func:`adrank.core.config.to_json` (credentials redacted, NaN as null). A model
 whose metrics hold NaN is refused. Local paths only (see :mod:`adrank.storage.versioned`); TensorFlow
 is imported inside the functions that need it.
@@ -25,6 +27,7 @@ import json
 import math
 import numbers
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from adrank.train.ranks.settings import DataVersion
 
 LATEST = "latest"
+TRAIN_STATE = "train_state"  # a version's kept checkpoint: weights and optimizer state
 METADATA = "metadata.json"
 MODELS = versioned.Scheme(pointer=LATEST, manifest=METADATA, version_key="version",
                           dumps=lambda metadata: to_json(metadata, indent=2, sort_keys=True), lock=None)
@@ -60,7 +64,8 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
                  linear_model: LinearModel | None = None, joint_model: JointModel | None = None,
                  image_size: int, data_version: DataVersion, embedding_dim: int = 0,
                  config: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
-                 run_id: str = "", details: Mapping[str, Any] | None = None) -> tuple[int, str]:
+                 run_id: str = "", details: Mapping[str, Any] | None = None,
+                 train_state: str = "") -> tuple[int, str]:
     """Saves a new version of a stage's model and points ``latest`` at it.
 
     Args:
@@ -79,6 +84,9 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
         embedding_dim: D, the width of the joint model's ``score`` inputs ``x`` / ``y``.
         details: More metadata (stage 3: the interaction, the embedding model version, the
             comparison with the LR and the oracle).
+        train_state: A checkpoint's path prefix (weights and optimizer state): copied into
+            ``train_state/`` of the version, its relative prefix in the metadata
+            (``train_state``), for the next incremental run to start from.
 
     Returns:
         ``(version, path)`` of the new version.
@@ -107,7 +115,9 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
 
         tf.saved_model.save(serving_module(pairwise_model, linear_model, joint_model), str(temporary),
                             signatures=signatures)
+        kept_state = _keep_train_state(train_state, temporary)
         return {
+            "train_state": kept_state,
             "stage": stage, "data_version": data_version, "config": dict(config or {}),
             "metrics": dict(metrics or {}), "run_id": run_id, "image_size": image_size,
             "signatures": sorted(signatures),
@@ -116,6 +126,18 @@ def export_model(root: str | os.PathLike[str], stage: str, *, pairwise_model: Pa
 
     version = versioned.publish(folder, MODELS, save, keep=None)
     return version, str(folder / f"v{version}")
+
+
+def _keep_train_state(prefix: str, folder: Path) -> str:
+    """Copies the checkpoint ``prefix`` (``.index``, ``.data-*``) into ``folder/train_state``;
+    its prefix relative to ``folder`` (empty when there is none to keep)."""
+    files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")) if prefix else []
+    if not files:
+        return ""
+    (folder / TRAIN_STATE).mkdir()
+    for file in files:
+        shutil.copy2(file, folder / TRAIN_STATE / file.name)
+    return f"{TRAIN_STATE}/{Path(prefix).name}"
 
 
 def _undefined(value: Any) -> bool:

@@ -100,8 +100,13 @@ class TrainedStage:
         return {self.stage: dict(self.figures)}
 
 
-def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None) -> TrainedStage:
+def train(spark: SparkSession, config: Config, report: RunReport, stage: str, version: int | None, *,
+          force: bool = False) -> TrainedStage:
     """Train, evaluate and register one stage on a pinned version of ``training_examples``.
+
+    How (``train.mode``; :mod:`adrank.train.lineage`): incremental from the stage's newest
+    version on the dates it has not seen, full, or the version kept (nothing new, or stage 1
+    inside ``train.pairwise_every_days`` unless ``force``); ``figures`` say which and why.
 
     The stage's figures fill ``report.figures[stage]`` as they come (a failed run's record
     keeps what was known); the result returned holds them all.
@@ -123,7 +128,8 @@ def train(spark: SparkSession, config: Config, report: RunReport, stage: str, ve
     figures["holdout_rows"] = sum(rows_per_date[d] for d in holdout_dates)
     require_both_sides(config.train, pinned, sorted(rows_per_date), figures["train_rows"], figures["holdout_rows"])
     with report.timed(f"{stage}_total"):
-        spec.run(PinnedData(spark, config, report, spec, examples, pinned, train_dates, holdout_dates, figures))
+        spec.run(PinnedData(spark, config, report, spec, examples, pinned, train_dates, holdout_dates, figures,
+                            rows_per_date, force))
     return TrainedStage(stage, figures)
 
 

@@ -128,6 +128,13 @@ class TrainConfig:
     step_timeout_s: float = 900.0
     deterministic: bool = False
     tensorboard_dir: str = ""
+    # Warm starts (docs/training.md): ``incremental`` continues a stage's latest registered
+    # version on the dates it has not seen; ``full`` trains from random weights on the newest
+    # ``window_days`` training dates (0 = all). Stage 1 is retrained every
+    # ``pairwise_every_days`` days of data (0 = every night), or when forced.
+    mode: str = "incremental"
+    window_days: int = 0
+    pairwise_every_days: int = 7
 
 
 @dataclass(frozen=True)

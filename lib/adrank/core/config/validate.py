@@ -136,6 +136,9 @@ def _validate_train(train: TrainConfig) -> None:
     _require(train.holdout_curve_rows >= 0, "train.holdout_curve_rows", "must be at least 0 (0 = no held-out curve)")
     _require(train.seed >= 0, "train.seed", "must be at least 0")
     _require(train.log_every >= 1, "train.log_every", "must be at least 1")
+    _require(train.mode in ("incremental", "full"), "train.mode", "must be incremental or full")
+    _require(train.window_days >= 0, "train.window_days", "must be at least 0 (0 = every training date)")
+    _require(train.pairwise_every_days >= 0, "train.pairwise_every_days", "must be at least 0 (0 = every night)")
     _require(train.step_timeout_s >= 0, "train.step_timeout_s", "must be at least 0 (0 = no step watchdog)")
 
 

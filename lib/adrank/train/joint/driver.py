@@ -35,9 +35,12 @@ from adrank.train.joint.examples import blank_png, joint_examples
 from adrank.train.joint.inputs import EmbeddingInputs, pinned_embeddings
 from adrank.train.joint.oracle import oracle_metrics
 from adrank.train.launch import train_on_ranks
+from adrank.train.lineage import model_shape
 from adrank.train.ranks.loop import load_trained
+from adrank.train.ranks.settings import last_checkpoint_path
 from adrank.train.registration import register_model
 from adrank.train.registry import latest_model
+from adrank.train.warm import is_kept, keep, planned
 
 if TYPE_CHECKING:
     from adrank.train.pinned import Figures, PinnedData
@@ -53,6 +56,10 @@ def train_joint(pinned: PinnedData) -> None:
                                    layout.registry_root(config))
     figures.update(sku_embeddings_version=embeddings.version, embedding_model_version=embeddings.model_version,
                    interactions=list(kinds), finetune_cnn=config.train.finetune_cnn)
+    pinned = planned(pinned, {f"joint_{k}": model_shape(config, layout.JOINT, k, embeddings.model_version)
+                              for k in kinds}, {f"joint_{k}": {"interaction": k} for k in kinds})
+    if is_kept(pinned):
+        return keep(pinned)
     with pinned.report.timed("joint_materialise"):
         versions = materialise(pinned, embeddings)
     figures["joint_examples_versions"] = versions
@@ -65,16 +72,18 @@ def train_joint(pinned: PinnedData) -> None:
     holdout = delta.read_delta(spark, holdout_path, versions[layout.JOINT_HOLDOUT])
     comparison: dict[str, Any] = {"lr": lr_baseline(pinned, holdout, seen), "oracle": oracle(pinned, seen)}
     trained: dict[str, Any] = {}
+    checkpoints: dict[str, str] = {}
     modules: dict[str, Figures] = {}
     figures["modules"] = modules
     for kind in kinds:
-        module: Figures = {}
+        module: Figures = pinned.lineage(f"joint_{kind}").figures()
         modules[kind] = module
         train_config = dataclasses.replace(config.train, interaction=kind)
         settings = train_on_ranks(pinned, data_version, files, holdout_files, train_config=train_config,
                                   name=f"joint_{kind}", init_from=embeddings.model_path if config.train.finetune_cnn else "",
                                   figures=module)
         trained[kind] = model = load_trained(settings)[layout.JOINT]
+        checkpoints[kind] = last_checkpoint_path(settings)
         with pinned.report.timed(f"joint_{kind}_evaluation"):
             module["metrics"] = comparison[kind] = evaluate(model, holdout, seen, config.train.finetune_cnn)
     figures["comparison"] = table = {name: comparison_row(metrics) for name, metrics in comparison.items()}
@@ -82,7 +91,7 @@ def train_joint(pinned: PinnedData) -> None:
         details = {"interaction": kind, "finetune_cnn": config.train.finetune_cnn,
                    "embedding_model_version": embeddings.model_version, "comparison": table}
         register_model(pinned, data_version, comparison[kind], joint_model=trained[kind],
-                       figures=modules[kind], details=details, name=kind,
+                       figures=modules[kind], details=details, name=kind, checkpoint=checkpoints[kind],
                        train_config=dataclasses.replace(config.train, interaction=kind))
     figures["best_module"] = max(kinds, key=lambda k: auc_order(comparison[k]))
     say_table(pinned.report.job, f"joint model on the held-out dates {', '.join(map(str, pinned.holdout_dates))} "
@@ -151,7 +160,7 @@ def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _seen_ad_skus(pinned: PinnedData) -> list[int]:
-    trained = pinned.examples.where(F.col("date").isin(pinned.train_dates))
+    trained = pinned.examples.where(F.col("date").isin(pinned.seen_dates))
     return [r.ad_sku_id for r in trained.select("ad_sku_id").distinct().collect()]
 
 

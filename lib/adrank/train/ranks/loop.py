@@ -41,6 +41,7 @@ from adrank.train.ranks.settings import (
     checkpoint_dir,
     tensorboard_dir,
 )
+from adrank.train.ranks.state import restore_warm_start, state_digest
 from adrank.train.ranks.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ def train_stage(settings: RankSettings, dataset_fn: DatasetFn | None = None,
         loss] at each log step and the last), ``last_checkpoint_step``,
         ``checkpoint_dir``, ``initial_checksum`` / ``variable_checksums`` (sum of
         |trainable variable| after the initial broadcast / at the end, the latter per
-        rank), ``roles``, ``seconds``, ``steps_per_s``, ``data_version``, ``run_id``,
+        rank), ``initial_state_digests`` (per rank, :func:`~adrank.train.ranks.state.state_digest`
+        of the model and optimizer variables before the first step), ``final_state_digest``
+        (rank 0's at the end: what its last checkpoint holds), ``roles``, ``seconds``, ``steps_per_s``, ``data_version``, ``run_id``,
         ``ranks``, ``tensorboard_dir`` (rank 0's summaries), ``holdout_curve``
         (:meth:`adrank.train.ranks.holdout.HoldoutCurve.figures`: the held-out metric at
         each checkpoint of this launch, or why there is none).
@@ -182,6 +185,8 @@ class _RankRun:
         self.loss = float("nan")
         self.roles: list[str] = []
         self.initial_checksum = 0.0
+        self.state: list[tf.Variable] = []
+        self.initial_state_digests: list[str] = []
         self.learning_rates = {"dense": dense_lr, "ftrl": train.ftrl_learning_rate}
         self.tensorboard_dir = tensorboard_dir(settings)
         # Only rank 0 writes summaries (Horovod convention 6); the others hold no writer.
@@ -210,6 +215,9 @@ class _RankRun:
                 restored = int(self.step_var.numpy())
                 self.log.info("%s: restored %s (step %d)", self.stage,
                               self.manager.latest_checkpoint, restored)
+            elif self.settings.warm_start:  # an incremental run: the parent's weights and optimizer state
+                restore_warm_start(self.checkpoint, self.settings.warm_start, self.stage)
+                self.log.info("%s: warm start from %s", self.stage, self.settings.warm_start)
         start = hvd.broadcast(tf.constant(restored, tf.int64), 0, name="adrank_start_step")
         self.start = int(start.numpy())
         self.last_logged = (time.perf_counter(), self.start)
@@ -222,6 +230,9 @@ class _RankRun:
         optimizer_state = [v for o in self.train_step.optimizers for v in optimizer_variables(o)]
         hvd.broadcast_variables(model_vars + optimizer_state, root_rank=0)
         self.initial_checksum = _checksum(self.primary.trainable_variables)
+        self.state = model_vars + optimizer_state
+        # Every rank's state before its first step (a warm start: the parent's final state, bit for bit).
+        self.initial_state_digests = hvd.allgather_object(state_digest(self.state), name="adrank_initial_state")
 
     def log_and_checkpoint(self, done: int, role: str, loss: tf.Tensor) -> None:
         """Every ``log_every`` steps the rank-mean loss; every ``checkpoint_every`` a checkpoint."""
@@ -297,6 +308,8 @@ class _RankRun:
             "steps_run": steps_run, "loss": self.loss, "losses": self.losses,
             "last_checkpoint_step": self.last_saved, "checkpoint_dir": self.directory,
             "initial_checksum": self.initial_checksum,
+            "initial_state_digests": list(self.initial_state_digests),
+            "final_state_digest": state_digest(self.state),
             "variable_checksums": [float(c) for c in checksums], "roles": self.roles,
             "seconds": round(seconds, 3),
             "steps_per_s": round(steps_run / seconds, 3) if seconds else 0.0,

@@ -39,7 +39,7 @@ TENSORBOARD_FOLDER = "tensorboard"
 NOT_IN_CONFIG_HASH = frozenset(
     {"launcher", "checkpoint_every", "registry_folder", "pair_steps", "lr_steps", "joint_steps",
      "threads_per_rank", "holdout_curve_rows", "seed", "log_every", "step_timeout_s", "deterministic",
-     "tensorboard_dir"})
+     "tensorboard_dir", "mode", "window_days", "pairwise_every_days"})
 # TrainConfig fields that shape stage 3 only: the other stages' checkpoints ignore them.
 JOINT_ONLY = frozenset(
     {"interaction", "finetune_cnn", "joint_batch_size", "joint_dense_learning_rate", "dnn_hidden"})
@@ -133,6 +133,9 @@ class RankSettings:
         run_id: The job's run id (logged, returned with the metrics).
         init_from: A registered SavedModel whose variables start the towers of a model
             that fine-tunes them (stage 3 with ``train.finetune_cnn``); empty = none.
+        warm_start: The checkpoint (path prefix) of a registered version's training state
+            (weights and optimizer state) that an incremental run starts from when its own
+            checkpoint folder is empty; empty = random weights (docs/training.md).
     """
 
     spec: Stage
@@ -144,6 +147,7 @@ class RankSettings:
     holdout_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     run_id: str = ""
     init_from: str = ""
+    warm_start: str = ""
 
     @property
     def stage(self) -> str:
@@ -203,6 +207,8 @@ def config_hash(settings: RankSettings) -> str:
     train = {k: v for k, v in dataclasses.asdict(settings.train).items() if k not in ignored}
     keyed = {"stage": settings.stage, "train": train, "features": dataclasses.asdict(settings.features),
              "seed": settings.seed, "init_from": settings.init_from}
+    if settings.warm_start:  # an incremental run never resumes a full run's checkpoints (nor another parent's)
+        keyed["warm_start"] = settings.warm_start
     text = json.dumps(keyed, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -238,7 +244,14 @@ def last_checkpoint_step(settings: RankSettings) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def last_checkpoint_path(settings: RankSettings) -> str:
+    """The path prefix of the newest checkpoint (``<checkpoint dir>/ckpt-<step>``); empty when none."""
+    step = last_checkpoint_step(settings)
+    return "" if step is None else os.path.join(checkpoint_dir(settings), f"{CHECKPOINT_PREFIX}-{step}")
+
+
 __all__ = [
     "CHECKPOINT_PREFIX", "JOINT_ONLY", "NOT_IN_CONFIG_HASH", "TENSORBOARD_FOLDER", "DataVersion", "FeatureSizes",
-    "HoldoutSpec", "LossFn", "Models", "RankSettings", "ScoreFn", "Stage", "checkpoint_dir", "config_hash", "last_checkpoint_step", "tensorboard_dir",
+    "HoldoutSpec", "LossFn", "Models", "RankSettings", "ScoreFn", "Stage", "checkpoint_dir", "config_hash", "last_checkpoint_path",
+    "last_checkpoint_step", "tensorboard_dir",
 ]
