@@ -49,6 +49,9 @@ JOB = "embed_catalog"
 SKU_EMBEDDINGS_PROPERTIES = {"delta.enableDeletionVectors": "true", "delta.enableChangeDataFeed": "false"}
 RECORD_PROPERTY = "adrank.embed_catalog.sourceVersion"
 MERGE_FIGURES = {key: name for key, name in MERGE_METRICS.items() if name != "rows_copied"}
+# The staged Parquet is written once and read only until the run ends: Delta need not copy
+# (materialize) it before the MERGE to guard against a source that changes between its passes.
+MERGE_CONF = {"spark.databricks.delta.merge.materializeSource": "none"}
 HISTORY_PAGE = 50  # newest commits read first for the last run's record
 # Commits after which the table holds the same rows as before (a snapshot of either serves both).
 DATA_PRESERVING_OPERATIONS = ("OPTIMIZE", "REORG", "SET TBLPROPERTIES", "VACUUM START", "VACUUM END")
@@ -228,7 +231,8 @@ def merge_staged(spark: SparkSession, path: str, staged_path: str, record: Proce
 
     staged = spark.read.schema(STAGED_DDL).parquet(staged_path)
     values: dict[str, str | Column] = {c: f"s.{c}" for c in SKU_EMBEDDINGS_COLUMNS}
-    with session_conf(spark, {USER_METADATA_CONF: record.metadata()}), naming_table(path):
+    settings = {USER_METADATA_CONF: record.metadata(), **MERGE_CONF}
+    with session_conf(spark, settings), naming_table(path):
         (DeltaTable.forPath(spark, path).alias("t")
          .merge(staged.alias("s"), "t.sku_id = s.sku_id")
          .whenMatchedDelete(condition=f"s.op = '{DELETE}'")
