@@ -257,7 +257,7 @@ def build_sku_images(
     # Not the MERGE's operationMetrics: they count the rows it touched (inserted, updated,
     # deleted, copied), not the rows of files it left alone. A count of a whole version is
     # answered from the Delta log's per-file statistics, without reading a data file.
-    written = delta.read_delta(spark, path, figures["version"]).count()
+    written = delta.read_delta(spark, path, figures["version"]).count()  # plan: a LocalTableScan
     return ImagesBuilt({**figures, "images_decoded": input_rows - reused, "images_reused": reused},
                        {"input": input_rows, "good": written}, bad)
 
