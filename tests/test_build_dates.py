@@ -328,3 +328,23 @@ def test_the_kept_ids_are_rebuilt_when_missing_or_behind_and_the_run_says_why(
     assert kept_ids_mirror_training_examples(spark, config)
     again = run_build(spark, config, (DAYS[2], DAYS[2])).figures  # a rerun: the same tables, nothing rebuilt
     assert again["state_rebuilt"] is None and snapshot_of(spark, config) == full_build[2]
+
+
+def test_a_widening_that_adds_a_never_built_day_widens_again(spark, inputs_root, tmp_path):
+    """Day 4 keeps "a2", day 3 keeps "dup"; building day 1 widens to day 3, whose range adds day 2
+    (never built) holding "a2": day 4 is rebuilt too, so its copy becomes the duplicate."""
+    day4 = DAYS[2] + dt.timedelta(days=1)
+    root = tmp_path / "inputs"
+    shutil.copytree(inputs_root, root)
+    for source, line in (("click_log", click("a2", day4, user_id=5)), ("lr_features", lr("a2", "hour=4"))):
+        (root / source / f"date={day4}").mkdir()
+        (root / source / f"date={day4}" / "part-0.json").write_text(line + "\n")
+    reference = fresh_config(tmp_path, root)
+    run_build(spark, reference)
+    config = fresh_config(tmp_path, root)
+    run_build(spark, config, (day4, day4))
+    run_build(spark, config, (DAYS[2], DAYS[2]))
+    figures = run_build(spark, config, (DAYS[0], DAYS[0])).figures
+    assert figures["dates"] == [str(DAYS[0]), str(day4)]
+    assert snapshot_of(spark, config) == snapshot_of(spark, reference)
+    assert kept_ids_mirror_training_examples(spark, config)

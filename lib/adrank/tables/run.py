@@ -134,11 +134,13 @@ def build_tables(
             kept = load_kept_ids(spark, tables.impression_ids, tables.training_examples, report.run_id)
             if kept.rebuilt:
                 log_event(report, "impression_ids_rebuilt", reason=kept.rebuilt)
-            plan = widened_for_later_copies(requested, lines[layout.CLICK_LOG], kept)
+            plan, checked_through = requested, None
+            while (wider := widened_for_later_copies(plan, lines[layout.CLICK_LOG], kept, checked_through)) != plan:
+                checked_through, plan = plan.dates[1], wider
+                lines, input_counts = read_checked_lines(spark, folders, plan, cached)
         if plan != requested:
             log_event(report, "dates_widened", requested=[str(d) for d in requested.dates],
                       dates=[str(d) for d in plan.dates])
-            lines, input_counts = read_checked_lines(spark, folders, plan, cached)
         with report.timed("sku_images"):
             images = build_sku_images(spark, config.features, folders[layout.CATALOG], tables.sku_images, report,
                                       cached)
@@ -155,16 +157,21 @@ def build_tables(
                        images.figures, examples.figures, reconcile(counts, quarantined))
 
 
-def widened_for_later_copies(plan: BuildPlan, click_lines: DataFrame, kept: KeptIds) -> BuildPlan:
+def widened_for_later_copies(
+    plan: BuildPlan, click_lines: DataFrame, kept: KeptIds, checked_through: datetime.date | None = None
+) -> BuildPlan:
     """``plan``, widened to the latest later date that keeps an id the plan's lines hold.
 
     Such a date's copy was kept while the plan's dates were not built; now the plan's
     earlier copy wins, so that date is rebuilt from its own lines. Every line that parses
     counts (whatever its SKU): a widening too many rebuilds a date as it was, one too few
-    would leave a duplicate. The state is consistent (every build keeps it so), so the dates
-    added keep no id a still later date keeps: one widening is enough.
+    would leave a duplicate. The days a widening adds may hold ids kept on a still later
+    date (a day in between that was never built), so the caller widens again, checking
+    only the lines after ``checked_through`` (the earlier ones were checked), until the
+    plan stays as it is.
     """
-    parsed = parse_click_log(click_lines).where(F.col("reason").isNull())
+    lines = click_lines if checked_through is None else click_lines.where(F.col("input_date") > F.lit(checked_through))
+    parsed = parse_click_log(lines).where(F.col("reason").isNull())
     later = later_dates_holding(parsed, kept.frame, plan.dates[1])
     return widened(plan, later[-1]) if later else plan
 
