@@ -228,7 +228,7 @@ def test_the_job_refuses_stray_badly_named_and_future_input_folders_in_one_line(
     assert versions_of(spark, config) == before
 
 
-def test_the_plan_refuses_a_future_range_and_reads_the_click_log_history():
+def test_the_plan_refuses_a_future_range_and_lists_the_click_log_history_it_does_not_read():
     listings = {
         "click_log": inputs.DatedFolders("click_log", DAYS, ()),
         "lr_features": inputs.DatedFolders("lr_features", DAYS, ()),
@@ -241,3 +241,110 @@ def test_the_plan_refuses_a_future_range_and_reads_the_click_log_history():
     check_days_have_lines(plan, {"click_log": {DAYS[2]: 3}, "lr_features": {DAYS[2]: 1}})
     with pytest.raises(InputError, match=f"lr_features: {DAYS[2]}"):
         check_days_have_lines(plan, {"click_log": {DAYS[2]: 3}, "lr_features": {}})
+
+
+def kept_ids_mirror_training_examples(spark, config) -> bool:
+    """``impression_ids`` holds exactly the ids and dates of ``training_examples``."""
+    state = delta.read_delta(spark, layout.table_path(config, layout.IMPRESSION_IDS))
+    examples = delta.read_delta(spark, layout.table_path(config, layout.TRAINING_EXAMPLES))
+    return sorted(state.collect()) == sorted(examples.select("impression_id", "date").collect())
+
+
+def remove_raw_days(root, days) -> None:
+    for source in ("click_log", "lr_features"):
+        for day in days:
+            shutil.rmtree(root / source / f"date={day}")
+
+
+def test_a_nightly_build_reads_its_day_and_the_kept_ids_not_the_raw_history(
+    spark, inputs_root, full_build, tmp_path
+):
+    """Days 1-2 built, their raw folders gone: day 3 alone gives the full build's tables."""
+    root = tmp_path / "inputs"
+    shutil.copytree(inputs_root, root)
+    config = fresh_config(tmp_path, root)
+    run_build(spark, config, (DAYS[0], DAYS[0]))
+    run_build(spark, config, (DAYS[1], DAYS[1]))
+    remove_raw_days(root, DAYS[:2])  # "dup" is kept on day 1: only the state can say so now
+    figures = run_build(spark, config, (DAYS[2], DAYS[2])).figures
+    assert snapshot_of(spark, config) == full_build[2]
+    assert kept_ids_mirror_training_examples(spark, config)
+    assert figures["dates"] == figures["requested"] == [str(DAYS[2])] * 2
+    assert figures["click_log_dates_read"] == 1 and figures["state_rebuilt"] is None
+    assert figures["state_rows_read"] == 6  # the kept ids of days 1 and 2
+    assert figures["sources"]["click_log"] == {"input": 3, "good": 2, "quarantined": 1}  # dup: duplicate_id
+
+
+def test_an_earlier_date_built_after_a_later_one_makes_the_later_copy_the_duplicate(spark, own_inputs):
+    """Day 2 built alone keeps "dup"; building day 1 then rebuilds day 2, whose copy becomes the duplicate."""
+    root, reference = own_inputs
+    config = fresh_config(root.parent, root)
+    run_build(spark, config, (DAYS[1], DAYS[1]))
+    examples = layout.table_path(config, layout.TRAINING_EXAMPLES)
+    assert delta.read_delta(spark, examples).where("impression_id = 'dup'").first().date == DAYS[1]
+    figures = run_build(spark, config, (DAYS[0], DAYS[0])).figures
+    assert figures["requested"] == [str(DAYS[0])] * 2 and figures["dates"] == [str(DAYS[0]), str(DAYS[1])]
+    dup = delta.read_delta(spark, examples).where("impression_id = 'dup'").collect()
+    assert [(r.date, r.user_id) for r in dup] == [(DAYS[0], 2)]
+    quarantine = delta.read_delta(spark, layout.table_path(config, layout.QUARANTINE))
+    assert quarantine.where(f"reason = 'duplicate_id' AND input_date = '{DAYS[1]}'").count() == 1
+    assert kept_ids_mirror_training_examples(spark, config)
+    run_build(spark, config, (DAYS[2], DAYS[2]))
+    assert snapshot_of(spark, config) == snapshot_of(spark, reference)
+
+
+def test_a_date_to_rebuild_without_its_raw_lines_is_refused_and_named(spark, own_inputs):
+    root, _ = own_inputs
+    config = fresh_config(root.parent, root)
+    run_build(spark, config, (DAYS[1], DAYS[1]))
+    before = versions_of(spark, config)
+    remove_raw_days(root, DAYS[1:2])
+    with pytest.raises(InputError, match=rf"no input lines for {DAYS[1]} .*{DAYS[1]} widened the range"):
+        run_build(spark, config, (DAYS[0], DAYS[0]))
+    assert versions_of(spark, config) == before
+
+
+def test_the_kept_ids_are_rebuilt_when_missing_or_behind_and_the_run_says_why(
+    spark, inputs_root, full_build, tmp_path, monkeypatch
+):
+    """A store from before the state (no ``impression_ids``) and a run killed between its two commits."""
+    config = fresh_config(tmp_path, inputs_root)
+    run_build(spark, config, (DAYS[0], DAYS[0]))
+    shutil.rmtree(layout.table_path(config, layout.IMPRESSION_IDS))
+    figures = run_build(spark, config, (DAYS[1], DAYS[1])).figures
+    assert figures["state_rebuilt"].endswith("impression_ids is missing")
+    assert kept_ids_mirror_training_examples(spark, config)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed after the training_examples commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(build, "write_kept_ids", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_build(spark, config, (DAYS[2], DAYS[2]))
+    figures = run_build(spark, config, (DAYS[2], DAYS[2])).figures
+    assert "mirrors training_examples v1, the latest is v2" in figures["state_rebuilt"]
+    assert snapshot_of(spark, config) == full_build[2]
+    assert kept_ids_mirror_training_examples(spark, config)
+    again = run_build(spark, config, (DAYS[2], DAYS[2])).figures  # a rerun: the same tables, nothing rebuilt
+    assert again["state_rebuilt"] is None and snapshot_of(spark, config) == full_build[2]
+
+
+def test_a_widening_that_adds_a_never_built_day_widens_again(spark, inputs_root, tmp_path):
+    """Day 4 keeps "a2", day 3 keeps "dup"; building day 1 widens to day 3, whose range adds day 2
+    (never built) holding "a2": day 4 is rebuilt too, so its copy becomes the duplicate."""
+    day4 = DAYS[2] + dt.timedelta(days=1)
+    root = tmp_path / "inputs"
+    shutil.copytree(inputs_root, root)
+    for source, line in (("click_log", click("a2", day4, user_id=5)), ("lr_features", lr("a2", "hour=4"))):
+        (root / source / f"date={day4}").mkdir()
+        (root / source / f"date={day4}" / "part-0.json").write_text(line + "\n")
+    reference = fresh_config(tmp_path, root)
+    run_build(spark, reference)
+    config = fresh_config(tmp_path, root)
+    run_build(spark, config, (day4, day4))
+    run_build(spark, config, (DAYS[2], DAYS[2]))
+    figures = run_build(spark, config, (DAYS[0], DAYS[0])).figures
+    assert figures["dates"] == [str(DAYS[0]), str(day4)]
+    assert snapshot_of(spark, config) == snapshot_of(spark, reference)
+    assert kept_ids_mirror_training_examples(spark, config)

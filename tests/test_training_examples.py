@@ -11,6 +11,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from adrank.core.config import FeaturesConfig
 from adrank.tables.clicklog import checked_click_log
 from adrank.tables.examples import (
     EXAMPLES_DDL,
@@ -166,6 +167,26 @@ def test_duplicate_impressions_keep_exactly_one_good_copy(spark):
     )
     assert_df_equality(bad, expected_bad, ignore_row_order=True, ignore_nullable=True)
     checked.unpersist()
+
+
+def test_a_copy_of_an_id_kept_on_an_earlier_date_is_a_duplicate_and_its_lr_record_filed_late(spark):
+    """The kept-ids state stands for the earlier dates' raw lines (``kept_before``)."""
+    kept_good = click("kept")  # kept on the day before: this copy is the duplicate
+    kept_broken = click("kept", position=0)  # a broken copy keeps its own reason
+    new = click("new")
+    raw_lines = lines(spark, kept_good, kept_broken, new)
+    kept_before = spark.createDataFrame([("kept", DAY - dt.timedelta(days=1))], "impression_id string, date date")
+    checked = checked_click_log(raw_lines, catalog(spark), kept_before)
+    reasons = sorted((r.raw, r.reason) for r in checked.select("raw", "reason").collect())
+    assert reasons == sorted([(kept_good, DUPLICATE_ID), (kept_broken, BAD_POSITION), (new, None)])
+    records = lines(spark, json.dumps({"impression_id": "kept", "features": ["hour=1"]}),
+                    json.dumps({"impression_id": "new", "features": ["hour=2"]}))
+    no_snapshots = spark.createDataFrame([], LINES_DDL)
+    examples, bad = build_examples_with_quarantine(raw_lines, records, no_snapshots, no_snapshots,
+                                                   catalog(spark), FeaturesConfig(), kept_before=kept_before)
+    assert [r.impression_id for r in examples.collect()] == ["new"]
+    assert [(json.loads(r.raw)["impression_id"], r.reason) for r in bad["lr_features"].collect()] == [
+        ("kept", DATE_MISMATCH)]
 
 
 def test_token_ids_are_stable_known_values_in_range(spark):

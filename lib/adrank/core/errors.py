@@ -41,6 +41,7 @@ MAX_CHAIN = 12
 MAX_JAVA_CAUSES = 8
 WRITTEN_BY = {
     layout.SKU_IMAGES: "build_tables", layout.TRAINING_EXAMPLES: "build_tables", layout.QUARANTINE: "build_tables",
+    layout.IMPRESSION_IDS: "build_tables",
     layout.SKU_EMBEDDINGS: "embed_catalog",
     layout.PAIRS_TRAIN: "train --stage pairwise", layout.PAIRS_HOLDOUT: "train --stage pairwise",
     layout.JOINT_TRAIN: "train --stage joint", layout.JOINT_HOLDOUT: "train --stage joint",

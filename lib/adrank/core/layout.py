@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 SKU_IMAGES = "sku_images"
 TRAINING_EXAMPLES = "training_examples"
 QUARANTINE = "quarantine"
+IMPRESSION_IDS = "impression_ids"  # build_tables' state: the kept impression ids by date (adrank.tables.state)
 SKU_EMBEDDINGS = "sku_embeddings"
 PAIRS_TRAIN = "stage1_pairs_train"
 PAIRS_HOLDOUT = "stage1_pairs_holdout"

@@ -89,7 +89,7 @@ EXAMPLES, IMAGES, EMBEDDINGS = table(layout.TRAINING_EXAMPLES), table(layout.SKU
 
 PIPELINE_TASKS: tuple[Task, ...] = (
     Task("build_tables", "build_tables", ("--new-dates",), (), CPU, ("inputs", "features"), reads=(INPUTS,),
-         writes=(IMAGES, EXAMPLES, table(layout.QUARANTINE)),
+         writes=(IMAGES, EXAMPLES, table(layout.QUARANTINE), table(layout.IMPRESSION_IDS)),
          body=bodies.build_tables, headline=headlines.built, selection_args=Selection.date_args),
     train_task(layout.PAIRWISE, ("build_tables",), reads=(EXAMPLES, IMAGES),
                writes=(table(layout.PAIRS_TRAIN), table(layout.PAIRS_HOLDOUT)), headline=headlines.pairwise_trained),

@@ -10,8 +10,10 @@ The order of the checks matters for that count:
 
 1. per-line checks (:func:`parse_click_log`): JSON, types, required fields, values;
 2. catalog check (:func:`with_sku_attributes`): ad or context SKU not in ``sku_images``;
-3. duplicates last (:func:`drop_duplicate_impressions`), among the rows still good only,
-   so a broken copy of an impression never displaces a good one.
+3. duplicates last, among the rows still good only, so a broken copy of an impression
+   never displaces a good one: first a copy of an id already kept on an earlier date
+   (:func:`flag_kept_before`, the build's state), then the later copies among the lines
+   (:func:`drop_duplicate_impressions`).
 
 The generic helpers every JSON-lines source reuses (parsing, reasons, duplicates, the
 good/bad split) are in :mod:`adrank.tables.quarantine`; LR records in
@@ -29,6 +31,7 @@ from adrank.tables.quarantine import (
     BAD_TIMESTAMP,
     BAD_VALUE,
     DATE_MISMATCH,
+    DUPLICATE_ID,
     MISSING_FIELD,
     UNKNOWN_SKU,
     bad_timestamp,
@@ -141,16 +144,27 @@ def drop_duplicate_impressions(impressions: DataFrame) -> DataFrame:
     return flag_duplicates(impressions, ["impression_id"], ["ts", "raw", "input_date"])
 
 
-def checked_click_log(lines: DataFrame, skus: DataFrame) -> DataFrame:
+def flag_kept_before(impressions: DataFrame, kept_before: DataFrame) -> DataFrame:
+    """A good copy of an id kept on an earlier date (in ``kept_before``) gets DUPLICATE_ID.
+
+    Args:
+        impressions: Checked impressions (``impression_id``, ``reason``).
+        kept_before: ``impression_id`` of the ids kept on dates before every line's date
+            (the kept-ids state, :mod:`adrank.tables.state`).
+    """
+    earlier = kept_before.select("impression_id").distinct().withColumn("_kept_before", F.lit(True))
+    joined = impressions.join(earlier, "impression_id", "left")
+    return joined.transform(with_reason, (F.col("_kept_before").isNotNull(), DUPLICATE_ID)).drop("_kept_before")
+
+
+def checked_click_log(lines: DataFrame, skus: DataFrame, kept_before: DataFrame | None = None) -> DataFrame:
     """All click-log lines with their final ``reason``: parse, catalog lookup, dedup.
 
+    ``kept_before`` (optional): ids kept on dates before the lines' (see :func:`flag_kept_before`).
     Its good rows (:func:`split_by_reason`) are what
     :func:`adrank.tables.examples.training_examples` takes as ``clicks``.
     """
-    return (
-        parse_click_log(lines)
-        .transform(with_sku_attributes, skus)
-        .transform(drop_duplicate_impressions)
-    )
-
-
+    checked = parse_click_log(lines).transform(with_sku_attributes, skus)
+    if kept_before is not None:
+        checked = checked.transform(flag_kept_before, kept_before)
+    return checked.transform(drop_duplicate_impressions)

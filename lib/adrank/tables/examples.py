@@ -52,13 +52,16 @@ def build_examples_with_quarantine(
     skus: DataFrame,
     features_cfg: FeaturesConfig,
     dates: tuple[datetime.date, datetime.date] | None = None,
+    kept_before: DataFrame | None = None,
 ) -> tuple[DataFrame, dict[str, DataFrame]]:
     """Parses and checks the raw sources, then builds the training examples of ``dates``.
 
-    ``click_lines`` may hold dates before ``dates`` (the click-log history): they take part
-    in the duplicate check only, so an ``impression_id`` is unique across the whole table
-    whichever dates a build covers, and an LR record filed after its impression's date is
-    told apart. Neither their examples nor their bad lines are returned.
+    The ids kept on earlier dates make the copies of ``dates`` duplicates, so an
+    ``impression_id`` is unique across the whole table whichever dates a build covers, and
+    an LR record filed after its impression's date is told apart. A build passes them as
+    ``kept_before`` (the kept-ids state, :mod:`adrank.tables.state`); ``click_lines`` may
+    also hold earlier dates' lines, which take part in those checks only (neither their
+    examples nor their bad lines are returned).
 
     The examples' plan reads the LR lines deduplicated but without the orphan join (a left
     join from good impressions drops orphans anyway); only ``bad["lr_features"]`` needs it.
@@ -73,13 +76,18 @@ def build_examples_with_quarantine(
         skus: The ``sku_images`` table: ``sku_id``, ``category_id``, ``updated_at``.
         features_cfg: Hashing settings.
         dates: The first and last day whose examples and bad lines are wanted (None: all).
+        kept_before: ``impression_id``, ``date`` of the ids kept on dates before every
+            line of ``click_lines`` (None: no such state).
 
     Returns:
         ``(examples, bad)``: examples in :data:`EXAMPLES_DDL`; ``bad`` maps each name in
         :data:`SOURCES` to its bad lines (``raw``, ``reason``, ``input_date``).
     """
-    checked = checked_click_log(click_lines, skus)
+    checked = checked_click_log(click_lines, skus, kept_before)
     good_of_every_date, _ = split_by_reason(checked)
+    if kept_before is not None:  # an LR record filed after its impression's earlier date: date_mismatch
+        earlier = kept_before.select("impression_id", F.col("date").alias("input_date"))
+        good_of_every_date = good_of_every_date.select("impression_id", "input_date").unionByName(earlier)
     clicks, bad_clicks = split_by_reason(checked.where(on_dates(F.col("input_date"), dates)))
     records = parse_lr_features(lr_lines).transform(drop_duplicate_lr_records)
     _, bad_lr = split_by_reason(flag_lr_without_impression(records, good_of_every_date))

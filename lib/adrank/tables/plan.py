@@ -11,9 +11,11 @@ The rules (docs/tables.md), each a one-line :class:`~adrank.core.errors.InputErr
   range needs click-log and LR-feature lines, unless the person says the days are really
   empty (``allow_empty``).
 
-The range's click-log *history* (its dates before the range) is read as well, only to
-keep ``impression_id`` unique across the whole table: an impression's first good copy is
-on its earliest date, so a later date's copy is a duplicate whichever dates one run builds.
+No click-log *history* (dates before the range) is read: ``impression_id`` stays unique
+across the whole table through the kept-ids state (:mod:`adrank.tables.state`). An
+impression's first good copy is on its earliest date, so when the range's lines hold an id
+kept on a *later* date, that later copy must become the duplicate: the range is widened to
+the latest such date (:func:`widened`), whose days are then rebuilt from their own lines.
 Pure functions of the folder listings and line counts: no Spark here.
 """
 
@@ -39,14 +41,31 @@ class BuildPlan:
     Attributes:
         dates: First and last day replaced (inclusive).
         days: Every calendar day of ``dates``.
-        history: Click-log dates before ``dates[0]``, read only for uniqueness.
+        history: Click-log dates before ``dates[0]``: listed, never read (the kept-ids
+            state stands for them).
         allow_empty: Days without input lines may be replaced by nothing.
+        requested: The days asked for, when the plan was widened past them (None: not widened).
     """
 
     dates: DateRange
     days: tuple[datetime.date, ...]
     history: tuple[datetime.date, ...]
     allow_empty: bool = False
+    requested: DateRange | None = None
+
+    @property
+    def added_days(self) -> tuple[datetime.date, ...]:
+        """The days a widening added (after the requested range); empty when not widened."""
+        return () if self.requested is None else tuple(d for d in self.days if d > self.requested[1])
+
+
+def widened(plan: BuildPlan, last_day: datetime.date) -> BuildPlan:
+    """``plan`` replacing every day up to ``last_day`` too (a later date holding a copy of an
+    id the plan's days now keep earlier); ``plan`` itself when ``last_day`` is within it."""
+    if last_day <= plan.dates[1]:
+        return plan
+    dates = (plan.dates[0], last_day)
+    return BuildPlan(dates, _days(dates), plan.history, plan.allow_empty, plan.requested or plan.dates)
 
 
 def plan_build(
@@ -95,8 +114,11 @@ def check_days_have_lines(plan: BuildPlan, lines_per_day: Mapping[str, Mapping[d
         return
     every = sorted({d for days in empty.values() for d in days})
     detail = "; ".join(f"{source}: {_named(days)}" for source, days in empty.items())
+    added = [d for d in every if d in plan.added_days]
+    why = (f" ({_named(added)} widened the range: they keep copies of impression ids that the dates asked for "
+           "hold earlier, so they must be rebuilt from their own lines)" if added else "")
     raise InputError(
-        f"no input lines for {_named(every)} ({detail}): refusing to replace those dates with "
+        f"no input lines for {_named(every)} ({detail}){why}: refusing to replace those dates with "
         "nothing; restore the inputs, or pass --allow-empty-dates if they are really empty"
     )
 

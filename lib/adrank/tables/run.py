@@ -9,10 +9,14 @@ input counts:
    are rewritten; Change Data Feed on); broken images are quarantined;
 2. the click log and LR feature records of the chosen dates, and all user/SKU snapshots,
    become ``training_examples`` (point-in-time join, hashed ids); those dates' partitions
-   are replaced with ``replaceWhere``, so re-running a date gives the same table; the
-   click log of earlier dates is read too, so that an ``impression_id`` is unique across
-   the whole table whatever dates a run covers (:mod:`adrank.tables.plan`);
-3. every bad row lands in ``quarantine``, replacing what an earlier run of the same
+   are replaced with ``replaceWhere``, so re-running a date gives the same table. No
+   other date's click log is read: the kept-ids state (``impression_ids``,
+   :mod:`adrank.tables.state`) keeps an ``impression_id`` unique across the whole table
+   whatever dates a run covers; when the dates' lines hold ids kept on a later date, the
+   range is widened to rebuild that date (:func:`~adrank.tables.plan.widened`);
+3. ``impression_ids`` replaces the same dates, recording the ``training_examples``
+   version it mirrors;
+4. every bad row lands in ``quarantine``, replacing what an earlier run of the same
    dates (or whole-source inputs) put there.
 
 Per source, input rows = good rows + quarantined rows is checked after the writes; a
@@ -36,14 +40,16 @@ from pyspark.sql import functions as F
 from adrank.core import layout
 from adrank.core.config import Config, FeaturesConfig
 from adrank.core.errors import InputError
-from adrank.runtime.runs import RunReport
+from adrank.runtime.runs import RunReport, log_event
 from adrank.storage import delta
 from adrank.tables import inputs, store
+from adrank.tables.clicklog import parse_click_log
 from adrank.tables.examples import build_examples_with_quarantine
 from adrank.tables.images import STATUS_OK, preprocess_images, preprocessing_fingerprint, split_images
 from adrank.tables.nightly import chosen_dates
-from adrank.tables.plan import BuildPlan, DateRange, check_days_have_lines, plan_build
+from adrank.tables.plan import BuildPlan, DateRange, check_days_have_lines, plan_build, widened
 from adrank.tables.quarantine import quarantine_rows
+from adrank.tables.state import KeptIds, earlier_than, later_dates_holding, load_kept_ids, write_kept_ids
 
 WHOLE_SOURCES = (layout.CATALOG, layout.USER_SNAPSHOTS, layout.SKU_SNAPSHOTS)
 
@@ -63,21 +69,32 @@ class SourceRows:
 
 @dataclass(frozen=True)
 class BuiltTables:
-    """What a ``build_tables`` run wrote: its dates, each table's commit figures, each source's rows.
+    """What a ``build_tables`` run read and wrote: its dates, each table's commit figures, each source's rows.
 
+    ``dates`` are the dates replaced: those asked for (``requested``), widened when their
+    lines hold impression ids kept on a later date (that date is rebuilt so its copy
+    becomes the duplicate). ``click_log_dates_read`` counts the click-log date folders
+    read (the dates replaced only: no history); ``state_rows_read`` the kept-id rows of
+    the other dates that keep ``impression_id`` unique; ``state_rebuilt`` says why that
+    state was rebuilt from ``training_examples`` first (None: it was not).
     ``sku_images`` holds the MERGE's figures (version, rows inserted, updated, deleted,
     images decoded and reused), ``training_examples`` the write's (version, rows written).
     """
 
     dates: tuple[str, str]
-    history_dates: int
+    requested: tuple[str, str]
+    click_log_dates_read: int
+    state_rows_read: int
+    state_rebuilt: str | None
     sku_images: Mapping[str, int]
     training_examples: Mapping[str, int]
     sources: Mapping[str, SourceRows]
 
     def as_json(self) -> dict[str, Any]:
-        """The run record's ``dates``, ``history_dates``, ``sku_images``, ``training_examples``, ``sources``."""
-        return {"dates": list(self.dates), "history_dates": self.history_dates, "sku_images": dict(self.sku_images),
+        """The run record: every field, ``sources`` as plain mappings."""
+        return {"dates": list(self.dates), "requested": list(self.requested),
+                "click_log_dates_read": self.click_log_dates_read, "state_rows_read": self.state_rows_read,
+                "state_rebuilt": self.state_rebuilt, "sku_images": dict(self.sku_images),
                 "training_examples": dict(self.training_examples),
                 "sources": {name: dataclasses.asdict(rows) for name, rows in self.sources.items()}}
 
@@ -113,22 +130,59 @@ def build_tables(
     dates = chosen_dates(spark, config, dates, new_dates)
     folders = {source: layout.input_path(config, source) for source in (*layout.DATED_SOURCES, *WHOLE_SOURCES)}
     listings = {source: inputs.list_dated_folders(spark, folders[source], source) for source in layout.DATED_SOURCES}
-    plan = plan_build(listings, dates, today, allow_empty_dates)
-    sku_images = layout.table_path(config, layout.SKU_IMAGES)
+    requested = plan_build(listings, dates, today, allow_empty_dates)
+    tables = ExampleTables(*(layout.table_path(config, t) for t in (layout.SKU_IMAGES, layout.TRAINING_EXAMPLES,
+                                                                      layout.IMPRESSION_IDS)))
     with ExitStack() as cached:
-        lines, input_counts = read_checked_lines(spark, folders, plan, cached)
+        lines, input_counts = read_checked_lines(spark, folders, requested, cached)
+        with report.timed("impression_ids"):
+            kept = load_kept_ids(spark, tables.impression_ids, tables.training_examples, report.run_id)
+            if kept.rebuilt:
+                log_event(report, "impression_ids_rebuilt", reason=kept.rebuilt)
+            plan, checked_through = requested, None
+            while (wider := widened_for_later_copies(plan, lines[layout.CLICK_LOG], kept, checked_through)) != plan:
+                checked_through, plan = plan.dates[1], wider
+                lines, input_counts = read_checked_lines(spark, folders, plan, cached)
+        if plan != requested:
+            log_event(report, "dates_widened", requested=[str(d) for d in requested.dates],
+                      dates=[str(d) for d in plan.dates])
         with report.timed("sku_images"):
-            images = build_sku_images(spark, config.features, folders[layout.CATALOG], sku_images, report, cached)
+            images = build_sku_images(spark, config.features, folders[layout.CATALOG], tables.sku_images, report,
+                                      cached)
         with report.timed("training_examples"):
-            tables = ExampleTables(sku_images, layout.table_path(config, layout.TRAINING_EXAMPLES))
-            examples = build_training_examples(spark, config.features, tables, report, plan, lines, input_counts)
+            examples = build_training_examples(spark, config.features, tables, report, plan, lines, input_counts,
+                                               kept)
         with report.timed("quarantine"):
             bad = {**examples.bad, layout.CATALOG: images.bad}
             quarantined = write_quarantine(
                 spark, layout.table_path(config, layout.QUARANTINE), report.run_id, bad, plan.dates)
     counts = {**examples.counts, layout.CATALOG: images.counts}
-    return BuiltTables((str(plan.dates[0]), str(plan.dates[1])), len(plan.history), images.figures,
-                       examples.figures, reconcile(counts, quarantined))
+    read = set(listings[layout.CLICK_LOG].dates) & set(plan.days)
+    return BuiltTables(_iso(plan.dates), _iso(requested.dates), len(read), examples.state_rows_read, kept.rebuilt,
+                       images.figures, examples.figures, reconcile(counts, quarantined))
+
+
+def widened_for_later_copies(
+    plan: BuildPlan, click_lines: DataFrame, kept: KeptIds, checked_through: datetime.date | None = None
+) -> BuildPlan:
+    """``plan``, widened to the latest later date that keeps an id the plan's lines hold.
+
+    Such a date's copy was kept while the plan's dates were not built; now the plan's
+    earlier copy wins, so that date is rebuilt from its own lines. Every line that parses
+    counts (whatever its SKU): a widening too many rebuilds a date as it was, one too few
+    would leave a duplicate. The days a widening adds may hold ids kept on a still later
+    date (a day in between that was never built), so the caller widens again, checking
+    only the lines after ``checked_through`` (the earlier ones were checked), until the
+    plan stays as it is.
+    """
+    lines = click_lines if checked_through is None else click_lines.where(F.col("input_date") > F.lit(checked_through))
+    parsed = parse_click_log(lines).where(F.col("reason").isNull())
+    later = later_dates_holding(parsed, kept.frame, plan.dates[1])
+    return widened(plan, later[-1]) if later else plan
+
+
+def _iso(dates: DateRange) -> tuple[str, str]:
+    return str(dates[0]), str(dates[1])
 
 
 @dataclass(frozen=True)
@@ -147,6 +201,7 @@ class ExamplesBuilt:
     figures: dict[str, int]
     counts: dict[str, dict[str, int]]
     bad: dict[str, DataFrame]
+    state_rows_read: int
 
 
 def _persist(frame: DataFrame, cached: ExitStack) -> DataFrame:
@@ -163,12 +218,12 @@ def read_checked_lines(
 
     ``folders`` maps each source (``layout.DATED_SOURCES`` and the snapshots) to its folder.
 
-    The click log is read for the plan's days and its history (uniqueness only); the
-    input counts cover the plan's days. Raises :class:`~adrank.core.errors.InputError` before
+    The click log is read for the plan's days only (the kept-ids state stands for other
+    dates); the input counts cover the plan's days. Raises :class:`~adrank.core.errors.InputError` before
     any write when a day to replace has no lines (see :func:`check_days_have_lines`).
     """
     lines = {
-        layout.CLICK_LOG: inputs.read_dated_lines(spark, folders[layout.CLICK_LOG], plan.history + plan.days),
+        layout.CLICK_LOG: inputs.read_dated_lines(spark, folders[layout.CLICK_LOG], plan.days),
         layout.LR_FEATURES: inputs.read_dated_lines(spark, folders[layout.LR_FEATURES], plan.days),
         layout.USER_SNAPSHOTS: inputs.read_undated_lines(spark, folders[layout.USER_SNAPSHOTS]),
         layout.SKU_SNAPSHOTS: inputs.read_undated_lines(spark, folders[layout.SKU_SNAPSHOTS]),
@@ -211,18 +266,22 @@ def build_sku_images(
         spark, good, path, {"run_id": report.run_id, "job": report.job, "catalog_rows": input_rows},
         preprocessing=fingerprint if stored is None else None,  # record it only where it is not recorded yet
     )
-    written = delta.read_delta(spark, path, figures["version"]).count()
+    # Not the MERGE's operationMetrics: they count the rows it touched (inserted, updated,
+    # deleted, copied), not the rows of files it left alone. A count of a whole version is
+    # answered from the Delta log's per-file statistics, without reading a data file.
+    written = delta.read_delta(spark, path, figures["version"]).count()  # plan: a LocalTableScan
     return ImagesBuilt({**figures, "images_decoded": input_rows - reused, "images_reused": reused},
                        {"input": input_rows, "good": written}, bad)
 
 
 @dataclass(frozen=True)
 class ExampleTables:
-    """The tables :func:`build_training_examples` reads and writes: paths of ``sku_images``
-    (read) and ``training_examples`` (written)."""
+    """The tables a build reads and writes: paths of ``sku_images``, ``training_examples`` and
+    the kept-ids state ``impression_ids``."""
 
     sku_images: str
     training_examples: str
+    impression_ids: str
 
 
 def build_training_examples(
@@ -233,13 +292,16 @@ def build_training_examples(
     plan: BuildPlan,
     lines: dict[str, DataFrame],
     input_counts: dict[str, int],
+    kept: KeptIds,
 ) -> ExamplesBuilt:
-    """Build and write the examples of the plan's days; its figures, per-source counts and bad rows."""
+    """Build and write the examples of the plan's days, then the kept ids of those days;
+    its figures, per-source counts, bad rows and the state rows read."""
     skus = delta.read_delta(spark, tables.sku_images)
+    kept_before = earlier_than(kept.frame, plan.dates[0])
     examples, bad = build_examples_with_quarantine(
         lines[layout.CLICK_LOG], lines[layout.LR_FEATURES], lines[layout.USER_SNAPSHOTS],
         lines[layout.SKU_SNAPSHOTS], skus.select("sku_id", "category_id", "updated_at"), features,
-        plan.dates,
+        plan.dates, kept_before,
     )
     path = tables.training_examples
     delta.write_delta(
@@ -248,9 +310,11 @@ def build_training_examples(
         commit_info={"run_id": report.run_id, "job": report.job, "input_rows": input_counts},
     )
     written = delta.last_commit_metrics(spark, path)
+    write_kept_ids(spark, tables.impression_ids, path, written["version"], plan.dates, report.run_id)
     counts = {source: {"input": n} for source, n in input_counts.items()}
     counts[layout.CLICK_LOG]["good"] = written["rows_written"]
-    return ExamplesBuilt(written, counts, bad)
+    state_rows = kept.frame.where(~F.col("date").between(F.lit(plan.dates[0]), F.lit(plan.dates[1]))).count()
+    return ExamplesBuilt(written, counts, bad, state_rows)
 
 
 def write_quarantine(
