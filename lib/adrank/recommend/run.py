@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -40,10 +39,11 @@ from adrank.context.towers import query_vectors
 from adrank.core import layout
 from adrank.core.config import Config, FeaturesConfig, RecommendConfig
 from adrank.core.errors import InputError
-from adrank.recommend import index, metrics, store, users
-from adrank.recommend import ranking as ranking_module
-from adrank.recommend.neighbours import EXACT, IVF, Always, Catalog, Limits, nearest
-from adrank.recommend.queries import similar_to_query, window_queries
+from adrank.recommend import incremental, index, metrics, store, users
+from adrank.recommend.lists import sku_requests, write_tables
+from adrank.recommend.neighbours import EXACT, IVF, Catalog, Limits, Whitening, nearest
+from adrank.recommend.queries import similar_to_query
+from adrank.recommend.ranking import Ranking
 from adrank.recommend.settings import Places, Settings
 from adrank.runtime.console import NOT_AVAILABLE, say_table
 from adrank.runtime.runs import RunReport
@@ -74,14 +74,16 @@ class Recommendations:
     """What a ``recommend`` run read, how it searched, what it wrote and how it scored.
 
     ``versions``: the pinned inputs; ``search``: exact or IVF (with the index's figures and
-    recall@10); ``tables``: each table's commit figures; ``metrics``: the held-out figures
-    against popularity (None where there is no ground truth).
+    recall@10); ``tables``: each table's commit figures (with ``mode`` and how many lists it
+    ``recomputed`` and ``removed``); ``metrics``: the held-out figures against popularity (None
+    where there is no ground truth); ``plan``: full or incremental, why, and what changed.
     """
 
     versions: dict[str, int]
     search: dict[str, Any]
-    tables: dict[str, dict[str, int]]
+    tables: dict[str, dict[str, Any]]
     metrics: dict[str, Any]
+    plan: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The run record's ``recommend``."""
@@ -89,17 +91,23 @@ class Recommendations:
 
 
 def recommend(spark: SparkSession, config: Config, report: RunReport) -> Recommendations:
-    """Write the three recommendation tables and evaluate them; print the metrics table; the figures."""
+    """Write the three recommendation tables (full or incremental) and evaluate them; print the metrics
+    table; the figures."""
     settings, places = Settings.of(config), Places.of(config)
     inputs = pinned_inputs(spark, places, settings.holdout_days)
     folder = Path(places.index) / report.run_id
+    as_of = str(_end_of(inputs.dates))
+    with report.timed("recommend_plan"):
+        plan = incremental.plan_run(spark, settings, places, inputs.embeddings, inputs.versions,
+                                    search_method(settings.recommend, inputs.skus), as_of)
+    say_table(report.job, f"recommend: {plan.mode} ({plan.reason})")
     try:
         with report.timed("recommend_index"):
-            catalogs, search = choose_search(settings.recommend, settings.seed, inputs, folder)
+            catalogs, search = choose_search(settings.recommend, settings.seed, inputs, folder, plan.basis.whitening)
         limits = Limits(settings.recommend.k, settings.recommend.query_block, settings.recommend.catalog_block)
         record = {"run_id": report.run_id, **{f"{k}_version": v for k, v in inputs.versions.items()},
-                  "search": search["method"]}
-        tables = _write_tables(spark, settings, places.tables, report, inputs, catalogs, limits, record)
+                  "search": search["method"], "as_of": as_of, **plan.record()}
+        tables = write_tables(spark, settings, places.tables, report, inputs, catalogs, limits, plan, record)
         if catalogs.similar.method == IVF:
             with report.timed("recommend_recall"):
                 search["ivf"]["recall_at_10"], search["ivf"]["recall_sample"] = ivf_recall(
@@ -109,7 +117,8 @@ def recommend(spark: SparkSession, config: Config, report: RunReport) -> Recomme
             found = evaluate(spark, settings, places, inputs, catalogs.requests, limits, tables)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result = Recommendations(inputs.versions, search, tables, found)
+        plan.release()
+    result = Recommendations(inputs.versions, search, tables, found, plan.figures())
     say_table(report.job, metrics_table(result.as_json()["recommend"]))
     return result
 
@@ -192,14 +201,18 @@ class Catalogs:
     requests: Catalog
 
 
-def choose_search(settings: RecommendConfig, seed: int, inputs: Inputs,
-                  folder: Path) -> tuple[Catalogs, dict[str, Any]]:
+def search_method(settings: RecommendConfig, skus: int) -> str:
+    """Exact search up to ``exact_max_skus`` SKUs, else IVF."""
+    return EXACT if skus <= settings.exact_max_skus else IVF
+
+
+def choose_search(settings: RecommendConfig, seed: int, inputs: Inputs, folder: Path,
+                  whitening: Whitening | None) -> tuple[Catalogs, dict[str, Any]]:
     """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, IVF indexes under ``folder``
-    (KMeans seeded with ``seed``)."""
-    whitening = index.fit_whitening(inputs.embeddings, settings.whitening_power) if settings.whitening_power else None
+    (KMeans seeded with ``seed``); similar SKUs compared after ``whitening`` (the basis's)."""
     figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
                                "whitening_power": settings.whitening_power, "ivf": None}
-    if inputs.skus <= settings.exact_max_skus:
+    if search_method(settings, inputs.skus) == EXACT:
         return (Catalogs(Catalog(EXACT, inputs.snapshot_path, whitening=whitening), Catalog(EXACT, inputs.snapshot_path)),
                 {"method": EXACT, **figures})
     lists = settings.ivf_lists or index.default_lists(inputs.skus)
@@ -215,94 +228,9 @@ def choose_search(settings: RecommendConfig, seed: int, inputs: Inputs,
     return Catalogs(similar, requests), {"method": IVF, **figures, "ivf": ivf}
 
 
-def sku_requests(embeddings: DataFrame) -> DataFrame:
-    """``sku_id, vector, exclude``: every SKU asks for its neighbours, itself excluded."""
-    return embeddings.select("sku_id", F.col("embedding").alias("vector"),
-                             F.array(F.col("sku_id").cast("bigint")).alias("exclude"))
-
-
 def _end_of(dates: list[dt.date]) -> dt.datetime:
     """Midnight after the last date (UTC): the time the tables are "as of"."""
     return dt.datetime.combine(dates[-1] + dt.timedelta(days=1), dt.time())
-
-
-def _write_tables(spark: SparkSession, settings: Settings, paths: dict[str, str], report: RunReport, inputs: Inputs,
-                  catalogs: Catalogs, limits: Limits, record: dict[str, Any]) -> dict[str, Any]:
-    """The three tables (``paths``: table -> path), one commit each; ``{table: {version, rows}}``."""
-    end = _end_of(inputs.dates)
-    start = end - dt.timedelta(days=settings.recommend.lookback_days)
-    clicks = clicks_of(inputs.examples)
-    catalog = catalogs.requests
-    ranking = Ranking.of(settings.recommend, clicks, inputs.embeddings, limits, catalog)
-    similar = nearest(sku_requests(inputs.embeddings), "sku_id", catalogs.similar, limits)
-    requests = users.user_requests(users.active_users(clicks, str(end), settings.recommend.lookback_days),
-                                   clicks, inputs.embeddings, settings.features).cache()  # searched, then joined
-    user_recs = ranking.ranked(requests, "user_id", catalog).join(
-        requests.select("user_id", "as_of", "behaviour_clicks"), "user_id")
-    queries = query_vectors(window_queries(inputs.examples, str(start), str(end)), inputs.model_path)
-    frames = {layout.SIMILAR_SKUS: similar, layout.USER_RECOMMENDATIONS: user_recs,
-              layout.QUERY_RECOMMENDATIONS: ranking.ranked(queries.withColumnRenamed("embedding", "vector"),
-                                                           "query", catalog)}
-    written = {}
-    try:
-        for table, frame in frames.items():
-            with report.timed(f"recommend_{table}"):
-                commit = store.write_table(spark, paths[table], table, frame, {**record, "as_of": str(end)})
-            written[table] = {"version": commit["version"], "rows": commit["rows_written"]}
-    finally:
-        requests.unpersist()
-    return written
-
-
-@dataclasses.dataclass(frozen=True)
-class Ranking:
-    """User and query recommendations: ``candidates`` by cosine (and the most clicked SKUs), the best
-    ``k`` of them by cosine + popularity."""
-
-    settings: RecommendConfig
-    priors: DataFrame
-    limits: Limits
-    always: Always | None = None
-
-    @classmethod
-    def of(cls, settings: RecommendConfig, clicks: DataFrame, embeddings: DataFrame, limits: Limits,
-           catalog: Catalog, popular: list[int] | None = None) -> Ranking:
-        """The ranking whose popularity comes from ``clicks`` (``sku_id``), for searches of ``catalog``.
-
-        ``popular``: the most clicked sku_ids of ``clicks`` if the caller has them (else counted here).
-        """
-        always = None
-        if settings.popularity_weight > 0 and settings.popular_candidates > 0:
-            wanted = settings.popular_candidates
-            ranked = popular[:wanted] if popular is not None and len(popular) >= wanted else None
-            always = popular_vectors(embeddings, ranked or metrics.popular_skus(clicks, wanted), catalog)
-        return cls(settings, ranking_module.popularity_prior(clicks), limits, always)
-
-    def candidates(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
-        """``key, neighbours``: the ``recommend.candidates`` nearest SKUs by cosine (``k`` at weight 0)."""
-        settings = self.settings
-        wanted = settings.candidates if settings.popularity_weight > 0 else settings.k  # weight 0: the top k is it
-        wider = dataclasses.replace(self.limits, k=max(self.limits.k, wanted))
-        return nearest(requests, key, catalog, wider, self.always)
-
-    def rerank(self, candidates: DataFrame, key: str, column: str = "neighbours") -> DataFrame:
-        """``key, recommendations``: the best ``k`` of ``candidates`` by the blended score."""
-        settings = self.settings
-        return ranking_module.reranked(candidates, key, column, self.priors, settings.popularity_weight,
-                                       settings.k).withColumnRenamed(column, "recommendations")
-
-    def ranked(self, requests: DataFrame, key: str, catalog: Catalog) -> DataFrame:
-        """Candidates, then the re-ranked best ``k``."""
-        return self.rerank(self.candidates(requests, key, catalog), key)
-
-
-def popular_vectors(embeddings: DataFrame, popular: list[int], catalog: Catalog) -> Always | None:
-    """The popular SKUs that have an embedding, sorted, prepared as ``catalog`` compares them (a few rows)."""
-    rows = sorted((r.sku_id, r.embedding) for r in embeddings.where(F.col("sku_id").isin(popular)).collect())
-    if not rows:
-        return None
-    return Always(np.array([i for i, _ in rows], dtype=np.int64),
-                  catalog.prepare(np.array([v for _, v in rows], dtype=np.float32)))
 
 
 def ivf_recall(spark: SparkSession, settings: Settings, similar_path: str, inputs: Inputs, catalog: Catalog,

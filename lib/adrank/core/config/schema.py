@@ -165,7 +165,9 @@ class RecommendConfig:
     clicked ones, by cosine + ``popularity_weight`` x a popularity prior in [0, 1]
     (0 = the embedding's order alone). Similar SKUs are the nearest by cosine after a PCA
     whitening fitted on the catalog, each direction scaled by ``variance ** -power/2`` with
-    ``whitening_power`` (0 = plain cosine).
+    ``whitening_power`` (0 = plain cosine). ``mode``: ``incremental`` recomputes only the
+    lists the changed embeddings and new clicks can change while the embedding model is the
+    previous run's; ``full`` recomputes every list (:mod:`adrank.recommend.incremental`).
     """
 
     k: int = 10
@@ -183,6 +185,7 @@ class RecommendConfig:
     catalog_block: int = 8192
     lookback_days: int = 7
     index_folder: str = "_index/recommend"
+    mode: str = "incremental"
 
 
 @dataclass(frozen=True)

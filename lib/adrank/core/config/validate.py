@@ -114,6 +114,7 @@ def _validate_recommend(recommend: RecommendConfig) -> None:
     _require(recommend.ivf_lists >= 0, "recommend.ivf_lists", "must be at least 0 (0 = about sqrt(SKUs))")
     _require(recommend.ivf_train_per_list >= 4, "recommend.ivf_train_per_list", "must be at least 4")
     _require(bool(recommend.index_folder.strip("/")), "recommend.index_folder", "must not be empty")
+    _require(recommend.mode in ("incremental", "full"), "recommend.mode", "must be incremental or full")
 
 
 def _validate_train(train: TrainConfig) -> None:
