@@ -76,7 +76,9 @@ def embedded(result: EmbeddedCatalog) -> str:
 
 
 def recommended(result: Recommendations) -> str:
-    """The three held-out figures: similar-SKU precision, query recall and user hit rate at 10."""
-    found = result.metrics
+    """The three held-out figures: similar-SKU precision, query recall and user hit rate at 10, and the run's mode."""
+    found, plan = result.metrics, result.plan or {}
+    mode = f"; {plan['mode']}: {plan.get('reason', '')}".rstrip(": ") if plan.get("mode") else ""
     return (f"similar P@10 {figure(found.get('similar_precision_at_10'), 3)}, query recall@10 "
-            f"{figure(found.get('query_recall_at_10'), 3)}, user hit@10 {figure(found.get('user_hit_rate_at_10'), 3)}")
+            f"{figure(found.get('query_recall_at_10'), 3)}, user hit@10 {figure(found.get('user_hit_rate_at_10'), 3)}"
+            f"{mode}")
