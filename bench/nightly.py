@@ -44,6 +44,9 @@ from typing import Any
 
 import psutil
 
+from adrank.orchestration.nights import best_joint
+from peak_rss import tree_rss  # bench/ is the script's folder, first on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 DATED = ("click_log", "lr_features")
 RECORD_PREFIX = "record: "
@@ -71,16 +74,10 @@ class PeakSampler:
 
     def _run(self) -> None:
         while not self._done.is_set():
-            total = 0
             try:
-                for member in [self.process, *self.process.children(recursive=True)]:
-                    try:
-                        total += member.memory_info().rss
-                    except psutil.Error:
-                        continue
+                self.peak = max(self.peak, tree_rss(self.process))
             except psutil.Error:
                 pass
-            self.peak = max(self.peak, total)
             time.sleep(0.2)
 
     def stop(self) -> float:
@@ -139,8 +136,7 @@ def night_row(name: str, record: dict[str, Any], wall: float, peak: float) -> di
 def aucs(record: dict[str, Any]) -> dict[str, float | None]:
     """Held-out AUC of the LR and the best joint module, overall and cold start."""
     lr = (record.get("lr") or {}).get("metrics") or {}
-    joint = record.get("joint") or {}
-    best = (joint.get("comparison") or {}).get(str(joint.get("best_module"))) or {}
+    best = best_joint(record)
     return {"lr": lr.get("auc"), "lr_cold": lr.get("cold_auc"), "joint": best.get("auc"), "joint_cold": best.get("cold_auc")}
 
 

@@ -120,6 +120,22 @@ def test_a_config_change_reruns_only_the_tasks_it_shapes(spark, config):
     assert report.figures["tasks"]["double"]["reason"] == "its config changed"
 
 
+def test_other_dates_rerun_the_task_that_takes_them_and_say_so_apart_from_the_config(spark, config):
+    import datetime as dt
+
+    dated = (dataclasses.replace(TASKS[0], selection_args=Selection.date_args), TASKS[1])
+    runs: list[str] = []
+    night = (dt.date(2026, 11, 1), dt.date(2026, 11, 6))
+    run(spark, config, runs, Selection(dates=night), tasks=dated)
+    same = run(spark, config, runs, Selection(dates=night), tasks=dated)
+    assert same.figures["tasks"]["make"]["status"] == "skipped"
+    report = run(spark, config, runs, tasks=dated)
+    assert report.figures["tasks"]["make"]["reason"] == (
+        "asked for the new dates (last run: --from 2026-11-01 --to 2026-11-06)")
+    assert freshness.read_record(spark, config, "make").args == []
+    assert runs == ["make", "double", "make", "double"]  # the config unchanged: the dates alone rerun it
+
+
 def test_after_a_failure_the_rerun_resumes_at_the_failed_task(spark, config):
     runs: list[str] = []
     with pytest.raises(Boom):

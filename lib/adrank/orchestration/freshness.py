@@ -43,6 +43,7 @@ class TaskRecord:
     config: str
     outputs: ResourceStates
     figures: dict[str, Any]
+    args: list[str] | None = None  # the selection's job arguments (None: a record older than this field)
 
     def to_json(self) -> str:
         """The record as one JSON document."""
@@ -70,10 +71,11 @@ def save_record(spark: SparkSession, config: Config, record: TaskRecord) -> None
     delta.write_text_file(spark, record_path(config.storage.root, record.task), record.to_json() + "\n")
 
 
-def config_digest(config: Config, task: Task, task_args: tuple[str, ...] = ()) -> str:
-    """A digest of the config sections that shape ``task`` and the arguments it runs with."""
+def config_digest(config: Config, task: Task) -> str:
+    """A digest of the config sections that shape ``task`` and its fixed arguments (the arguments a
+    person's selection adds are recorded apart: :attr:`TaskRecord.args`)."""
     shaping = {section: dataclasses.asdict(getattr(config, section)) for section in task.shaped_by}
-    text = to_json({"config": shaping, "args": [*task.args, *task_args]}, sort_keys=True)
+    text = to_json({"config": shaping, "args": list(task.args)}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -141,8 +143,11 @@ def _hadoop_listing(spark: SparkSession, root: str) -> list[tuple[str, int, int]
 
 
 def stale_because(record: TaskRecord | None, inputs: ResourceStates, digest: str,
-                  outputs: ResourceStates) -> str | None:
-    """Why the task must run (one phrase), or None when its outputs are current."""
+                  outputs: ResourceStates, args: tuple[str, ...] = ()) -> str | None:
+    """Why the task must run (one phrase), or None when its outputs are current.
+
+    ``args``: the job arguments of this run's selection (dates), compared with the record's.
+    """
     if record is None:
         return "no earlier success"
     if record.config != digest:
@@ -150,10 +155,17 @@ def stale_because(record: TaskRecord | None, inputs: ResourceStates, digest: str
     changed = sorted(name for name in inputs if record.inputs.get(name) != inputs[name])
     if changed:
         return "new " + ", ".join(_short(name) for name in changed)
+    if record.args is not None and list(record.args) != list(args):
+        return f"asked for {_dates(args)} (last run: {_dates(record.args)})"
     touched = sorted(name for name in outputs if record.outputs.get(name) != outputs[name])
     if touched:
         return ", ".join(_short(name) for name in touched) + " changed since"
     return None
+
+
+def _dates(args: tuple[str, ...] | list[str]) -> str:
+    """A selection's arguments as a person reads them (none: the new dates)."""
+    return " ".join(args) or "the new dates"
 
 
 def describe_states(states: ResourceStates) -> str:

@@ -46,10 +46,15 @@ def first_night(config: Config, selection: Selection, built: bool) -> Selection 
     return Selection(dates=(start, start + dt.timedelta(days=days - 2)))
 
 
+def best_joint(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The held-out figures of the best joint module in a run record's ``joint`` ({} when none)."""
+    best = record_value(record, "joint", "comparison", str(record_value(record, "joint", "best_module")))
+    return dict(best) if isinstance(best, Mapping) else {}
+
+
 def night_summary(record: Mapping[str, Any]) -> dict[str, Any]:
     """One night of the run record's ``nights``: its run id, status, tasks, total seconds, figures."""
-    best = record_value(record, "joint", "comparison", str(record_value(record, "joint", "best_module")))
-    with_best = {**record, "joint": {"best": best}}
+    with_best = {**record, "joint": {"best": best_joint(record)}}
     figures = {label: record_value(with_best, *path) for label, path in NIGHT_FIGURES}
     return {"run_id": record.get("run_id"), "status": record.get("status"),
             "seconds": record_value(record, "timings_s", "total"), "tasks": dict(record.get("tasks") or {}),
@@ -93,4 +98,4 @@ def _figure(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["first_night", "night_summary", "nights_table"]
+__all__ = ["best_joint", "first_night", "night_summary", "nights_table"]

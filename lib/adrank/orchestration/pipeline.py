@@ -170,11 +170,11 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     """
     if task.body is None:
         raise ValueError(f"task {task.name!r} has no body to run")
-    digest = freshness.config_digest(config, task, task.selection_args(selection))
+    digest, args = freshness.config_digest(config, task), task.selection_args(selection)
     inputs = freshness.resource_states(spark, config, task.reads)
     record = freshness.read_record(spark, config, task.name)
     reason = "asked for" if forced else freshness.stale_because(
-        record, inputs, digest, freshness.resource_states(spark, config, task.writes))
+        record, inputs, digest, freshness.resource_states(spark, config, task.writes), args)
     if reason is None and record is not None:
         report.record(SavedFigures(record.figures))
         log_event(report, "task_skipped", task=task.name, reads=inputs, from_run=record.run_id)
@@ -203,7 +203,8 @@ def run_task(spark: SparkSession, config: Config, report: RunReport, task: Task,
     report.record(result)
     outputs = freshness.resource_states(spark, config, task.writes)
     freshness.save_record(spark, config, freshness.TaskRecord(task.name, report.run_id, inputs, digest, outputs,
-                                                              result.as_json() if result is not None else {}))
+                                                              result.as_json() if result is not None else {},
+                                                              list(args)))
     log_event(report, "task_succeeded", task=task.name, seconds=seconds, reads=inputs, writes=outputs)
     said = headline(task, result) if result is not None else ""
     say(f"{prefix} done in {seconds:.1f} s" + (f": {said}" if said else ""))
