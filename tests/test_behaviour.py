@@ -92,3 +92,30 @@ def test_random_histories_match_a_plain_python_reference(spark, seed):
         weights = np.array([0.5 ** ((ts - c_ts).total_seconds() / 3600 / HALF_LIFE) for c_ts, _ in earlier])
         expected = (weights[:, None] * np.array([EMBEDDINGS[sku] for _, sku in earlier])).sum(0) / weights.sum()
         np.testing.assert_allclose(vector, expected, rtol=1e-5)
+
+
+def test_the_clicks_of_the_lookback_before_some_dates_give_those_dates_the_behaviour_of_all_clicks(spark):
+    from pyspark.sql import functions as F
+
+    from adrank.context.behaviour import clicks_for_dates, clicks_of
+
+    rng = np.random.default_rng(3)
+    start, days, lookback = dt.datetime(2026, 11, 1), 8, 2
+    rows = [(f"i{n}", int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.random() < 0.5),
+             start + dt.timedelta(minutes=int(rng.integers(0, days * 24 * 60)))) for n in range(300)]
+    examples = spark.createDataFrame(rows, "impression_id string, user_id long, ad_sku_id long, label int, "
+                                           "ts timestamp").withColumn("date", F.to_date("ts"))
+    _, _, embeddings = frames(spark, [], [])
+    dates = [dt.date(2026, 11, 6), dt.date(2026, 11, 7)]
+    impressions = examples.where(F.col("date").isin(dates)).select("impression_id", "user_id", "ts")
+
+    def vectors(clicks) -> dict:
+        out = behaviour_embeddings(impressions, clicks, embeddings, half_life_hours=HALF_LIFE, max_clicks=5,
+                                   lookback_days=lookback)
+        return {r.impression_id: (r.behaviour, r.behaviour_clicks) for r in out.collect()}
+
+    bounded = clicks_for_dates(examples, dates, lookback)
+    first_read = min(r.ts for r in bounded.collect()).date()
+    assert first_read >= dates[0] - dt.timedelta(days=lookback + 1)  # older dates are not read
+    expected = vectors(clicks_of(examples))
+    assert vectors(bounded) == expected and sum(count for _, count in expected.values()) > 0

@@ -14,6 +14,9 @@ row), and the sum runs in a fixed order (the same result whatever the partitioni
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -24,6 +27,14 @@ SECONDS_PER_DAY = 86_400
 def clicks_of(examples: DataFrame) -> DataFrame:
     """``user_id, sku_id, ts`` of the clicked impressions of ``training_examples`` rows (the ad SKU)."""
     return examples.where(F.col("label") == 1).select("user_id", F.col("ad_sku_id").alias("sku_id"), "ts")
+
+
+def clicks_for_dates(examples: DataFrame, dates: Sequence[dt.date], lookback_days: int) -> DataFrame:
+    """:func:`clicks_of` the ``training_examples`` rows that a behaviour vector of an impression on ``dates`` can
+    use: from ``lookback_days`` before the first date (and a day more, whatever the time zone of ``date``) to
+    the last. Only those dates are read, however long the table's history."""
+    since = min(dates) - dt.timedelta(days=lookback_days + 1)
+    return clicks_of(examples.where((F.col("date") >= F.lit(since)) & (F.col("date") <= F.lit(max(dates)))))
 
 
 def behaviour_embeddings(impressions: DataFrame, clicks: DataFrame, embeddings: DataFrame, *,
@@ -101,4 +112,4 @@ def _mean_of(items: Column) -> Column:
                                lambda acc, item: acc + item["weight"] * item["embedding"][i]) / total).cast("float"))
 
 
-__all__ = ["behaviour_as_of", "behaviour_embeddings", "clicks_of"]
+__all__ = ["behaviour_as_of", "behaviour_embeddings", "clicks_for_dates", "clicks_of"]

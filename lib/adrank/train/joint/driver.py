@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from adrank.context.behaviour import behaviour_embeddings, clicks_of
+from adrank.context.behaviour import behaviour_embeddings, clicks_for_dates
 from adrank.context.towers import query_vectors
 from adrank.core import layout
 from adrank.runtime.console import say_table
@@ -103,11 +103,13 @@ def materialise(pinned: PinnedData, embeddings: EmbeddingInputs) -> dict[str, in
     """Writes the joint examples of the training and held-out dates; their new versions."""
     spark, config = pinned.spark, pinned.config
     features = config.features
-    examples = pinned.examples
+    dates = sorted({*pinned.train_dates, *pinned.holdout_dates})  # an incremental run's: the new ones
+    examples = pinned.examples.where(F.col("date").isin(dates))
+    clicks = clicks_for_dates(pinned.examples, dates, features.behaviour_lookback_days)
     queries = query_vectors(examples.where(F.col("page") == layout.SEARCH), embeddings.model_path)
     behaviour = behaviour_embeddings(
         examples.where(F.col("page") == layout.FEED).select("impression_id", "user_id", "ts"),
-        clicks_of(examples), embeddings.frame, half_life_hours=features.behaviour_half_life_hours,
+        clicks, embeddings.frame, half_life_hours=features.behaviour_half_life_hours,
         max_clicks=features.behaviour_max_clicks, lookback_days=features.behaviour_lookback_days)
     images = None
     if config.train.finetune_cnn:
