@@ -26,7 +26,14 @@ full run's on the same final day; ``peak_ratio`` = last night's peak memory / fi
 incremental night's. Targets (issue 23): nightly_ratio <= 1.2 over >= 7 incremental nights,
 incremental_over_full <= 0.5, auc_gap >= -0.005, peak_ratio <= 1.1.
 
-Usage: ``.venv/bin/python bench/nightly.py [--days 14] [--first 7] [--impressions-per-day N] [--conf conf/local.yaml]``
+A night on which stage 1's period (``train.pairwise_every_days``, 7 by default) ends retrains
+stage 1, re-embeds the catalog and trains stage 3 and the lists in full (a new embedding
+model): ``stage1_retrained_on_nights`` names them. With 14 days and 7 in the first night, the
+7th incremental night is one; ``--set train.pairwise_every_days=14`` keeps every night an
+ordinary one.
+
+Usage: ``.venv/bin/python bench/nightly.py [--days 14] [--first 7] [--impressions-per-day N] [--conf conf/local.yaml]
+[--set key=value] [--full-on first,last]``
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--impressions-per-day", type=int, default=200_000 // 7)
     parser.add_argument("--conf", default=str(REPO / "conf" / "local.yaml"))
     parser.add_argument("--set", action="append", default=[], help="extra config overrides for every job")
+    parser.add_argument("--full-on", default="first,last",
+                        help="the incremental nights that get a full run for contrast: first, last or both")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     return parser.parse_args(argv)
 
@@ -163,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         arrive(staging, inputs, [days[index]])
         nights.append(night_row(str(number), *run_job("pipeline", args.conf, storage, inputs, overrides, log=log)))
         print(f"night {number} ({days[index]}): {nights[-1]['wall_s']} s", file=sys.stderr)
-        if number in (1, len(incremental)):
+        contrasted = {"first": 1, "last": len(incremental)}
+        if number in {contrasted[name] for name in args.full_on.split(",") if name}:
             full_inputs = work / f"full-inputs-{number}"
             shutil.copytree(inputs, full_inputs)
             fulls[number] = night_row(f"full on night {number}", *run_job(
@@ -173,17 +183,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(full_inputs)
             shutil.rmtree(work / f"full-tables-{number}", ignore_errors=True)
     first, last = nights[1], nights[-1]
-    last_full = fulls[len(incremental)]
+    last_full, first_full = fulls.get(len(incremental)), fulls.get(1)
+    retrained = [n["night"] for n in nights[1:] if n["tasks"].get("train_pairwise", {}).get("mode") != "kept"]
     figures = {
         "days": args.days, "first_night_days": args.first, "incremental_nights": len(incremental),
-        "impressions_per_day": args.impressions_per_day,
+        "impressions_per_day": args.impressions_per_day, "overrides": args.set,
+        "stage1_retrained_on_nights": retrained,  # train.pairwise_every_days: such a night retrains stage 1
         "nightly_ratio": ratio(last["wall_s"], first["wall_s"]),
-        "full_ratio": ratio(last_full["wall_s"], fulls[1]["wall_s"]),
-        "incremental_over_full": ratio(last["wall_s"], last_full["wall_s"]),
-        "incremental_over_full_first": ratio(first["wall_s"], fulls[1]["wall_s"]),
+        "full_ratio": ratio(last_full["wall_s"], first_full["wall_s"]) if last_full and first_full else None,
+        "incremental_over_full": ratio(last["wall_s"], last_full["wall_s"]) if last_full else None,
+        "incremental_over_full_first": ratio(first["wall_s"], first_full["wall_s"]) if first_full else None,
         "auc_gap": {key: (round(last["auc"][key] - last_full["auc"][key], 4)
-                          if last["auc"][key] is not None and last_full["auc"][key] is not None else None)
-                    for key in last["auc"]},
+                          if last_full and last["auc"][key] is not None and last_full["auc"][key] is not None
+                          else None) for key in last["auc"]},
         "peak_ratio": ratio(last["peak_rss_gb"], first["peak_rss_gb"]),
         "nights": nights, "full_runs": list(fulls.values()),
     }
