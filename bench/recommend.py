@@ -96,7 +96,7 @@ def one_size(spark, n: int, args: argparse.Namespace, work: Path) -> dict:  # no
 
     exact_s, _ = timed(lambda: run(Catalog(EXACT, folder)))
     lists = args.lists or index.default_lists(n)
-    build_s, built = timed(lambda: index.build_index(frame, work / f"ivf-{n}", lists=lists, train_rows=lists * 64,
+    build_s, (built, _) = timed(lambda: index.build_index(frame, work / f"ivf-{n}", lists=lists, train_rows=lists * 64,
                                                      max_iterations=10, seed=args.seed))
     ivf = Catalog(IVF, str(work / f"ivf-{n}"), min(args.nprobe, built["lists"]))
     search_s, _ = timed(lambda: run(ivf))

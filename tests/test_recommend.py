@@ -122,8 +122,12 @@ def test_index_build_and_ivf_search_through_spark_recall_against_exact(spark, tm
     ids = np.arange(400, dtype=np.int64) + 1000
     embeddings = spark.createDataFrame([(int(i), v.tolist()) for i, v in zip(ids, vectors)],
                                        "sku_id long, embedding array<float>")
-    built = index.build_index(embeddings, tmp_path / "ivf", lists=8, train_rows=400, max_iterations=10, seed=1)
-    assert (built["lists"], built["rows"], built["dim"]) == (8, 400, 8)
+    built, centroids = index.build_index(embeddings, tmp_path / "ivf", lists=8, train_rows=400, max_iterations=10, seed=1)
+    assert (built["lists"], built["rows"], built["dim"], built["centroids_fitted"]) == (8, 400, 8, 1)
+    again, same = index.build_index(embeddings.where("sku_id % 2 = 0"), tmp_path / "given", lists=3, train_rows=10,
+                                    max_iterations=1, seed=7, centroids=centroids)  # a basis's centroids: no KMeans
+    assert (again["lists"], again["rows"], again["centroids_fitted"]) == (8, 200, 0) and same is centroids
+    assert np.array_equal(np.load(tmp_path / "given" / "centroids.npy"), centroids)
     stored_ids = np.load(tmp_path / "ivf" / "ids.npy")
     assert sorted(stored_ids.tolist()) == ids.tolist()  # every SKU once
     offsets = np.load(tmp_path / "ivf" / "offsets.npy")

@@ -7,7 +7,10 @@ clicks strictly before ``prior_end``). A basis is fitted when a model's lists ar
 computed (no previous lists, a new embedding model, changed list settings) and kept while
 the model is: nightly changes of a few SKUs or clicks do not move the whitening or the
 prior, so a list no change can reach is the list a full recompute on the same basis gives.
-The prior (and the whitening) are refreshed with each new embedding model (stage 1 is
+On the IVF path the basis also holds each index's centroids (fitted by the basis's first run
+and then reused: new and changed SKUs are assigned to them, as a trained faiss IVF index
+adds vectors without retraining), so kept and recomputed lists probe the same clusters.
+The prior (and the whitening and centroids) are refreshed with each new embedding model (stage 1 is
 retrained every ``train.pairwise_every_days``). ``recommend.mode: full`` recomputes every
 list on the current basis.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,12 +41,13 @@ from pyspark.sql import functions as F
 
 from adrank.core import layout
 from adrank.recommend import index, store
-from adrank.recommend.neighbours import Whitening
+from adrank.recommend.neighbours import IVF, Whitening
 from adrank.recommend.settings import Places, Settings
 from adrank.storage import delta
 
 FULL, INCREMENTAL = "full", "incremental"
 LIST_SETTINGS = ("k", "candidates", "popular_candidates", "popularity_weight", "whitening_power", "lookback_days")
+IVF_SETTINGS = ("ivf_lists", "ivf_nprobe", "ivf_train_per_list", "ivf_max_iterations")
 BEHAVIOUR_SETTINGS = ("behaviour_half_life_hours", "behaviour_max_clicks", "behaviour_lookback_days")
 MAX_CHANGED_FRACTION = 0.5  # above it a full recompute costs less than the reverse checks
 
@@ -54,13 +59,21 @@ class Basis:
     model_version: int
     prior_end: str  # clicks strictly before it make the popularity prior and the popular SKUs
     whitening: Whitening | None
+    # IVF only: each index's unit centroids (``similar``, ``requests``), fitted by the basis's first
+    # run and reused by every later run on it, so that kept and recomputed lists probe the same lists
+    centroids: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        """The basis as a JSON object (the whitening's arrays as base64 float32, little-endian)."""
+        """The basis as a JSON object (the arrays as base64 float32, little-endian)."""
         whitening = None if self.whitening is None else {
             "dim": int(self.whitening.mean.shape[0]), "mean": _encoded(self.whitening.mean),
             "matrix": _encoded(self.whitening.matrix)}
-        return {"model_version": self.model_version, "prior_end": self.prior_end, "whitening": whitening}
+        found: dict[str, Any] = {"model_version": self.model_version, "prior_end": self.prior_end,
+                                 "whitening": whitening}
+        if self.centroids:
+            found["centroids"] = {name: {"shape": list(c.shape), "values": _encoded(c)}
+                                  for name, c in sorted(self.centroids.items())}
+        return found
 
     @staticmethod
     def of_record(record: dict[str, Any]) -> Basis:
@@ -68,7 +81,8 @@ class Basis:
         found = record.get("whitening")
         whitening = None if found is None else Whitening(
             _decoded(found["mean"], (found["dim"],)), _decoded(found["matrix"], (found["dim"], found["dim"])))
-        return Basis(int(record["model_version"]), str(record["prior_end"]), whitening)
+        centroids = {name: _decoded(c["values"], tuple(c["shape"])) for name, c in (record.get("centroids") or {}).items()}
+        return Basis(int(record["model_version"]), str(record["prior_end"]), whitening, centroids)
 
 
 def _encoded(array: np.ndarray) -> str:
@@ -148,9 +162,12 @@ class Plan:
 
 
 def list_settings(settings: Settings, method: str) -> dict[str, Any]:
-    """What shapes a list besides the basis: the ``recommend`` and behaviour settings, and the search method."""
+    """What shapes a list besides the basis: the ``recommend`` and behaviour settings, the search method
+    and, for IVF, the index's settings."""
     found: dict[str, Any] = {key: getattr(settings.recommend, key) for key in LIST_SETTINGS}
     found.update({key: getattr(settings.features, key) for key in BEHAVIOUR_SETTINGS})
+    if method == IVF:
+        found.update({key: getattr(settings.recommend, key) for key in IVF_SETTINGS})
     return {**found, "search": method}
 
 

@@ -6,7 +6,7 @@ partial sums computed on the executors (the driver holds d x d numbers).
 :func:`build_index` (the approximate search, on Spark ML's ``KMeans``) clusters the
 prepared embeddings (``KMeans`` fitted on a sample of at most ``train_rows`` rows; the
 centroids are normalised, so a request probes the
-clusters of highest cosine), assigns every SKU to its nearest centroid on the executors
+clusters of highest cosine; or takes the centroids a recommendation basis holds), assigns every SKU to its nearest centroid on the executors
 (the same cosine rule the search probes with), and streams the rows sorted by (cluster,
 sku_id), one range partition at a time, into memory-mapped arrays in a new folder under
 ``storage.local``: ``centroids.npy``, ``offsets.npy``, ``ids.npy``, ``vectors.npy`` (the
@@ -105,18 +105,23 @@ def _assign_frames(centroids: np.ndarray, frames: Iterator[pd.DataFrame]) -> Ite
 
 
 def build_index(embeddings: DataFrame, folder: Path, *, lists: int, train_rows: int, max_iterations: int,
-                seed: int, whitening: Whitening | None = None) -> dict[str, int]:
-    """Writes the index of ``embeddings`` (``sku_id, embedding``; whitened first, if given) into ``folder``.
+                seed: int, whitening: Whitening | None = None,
+                centroids: np.ndarray | None = None) -> tuple[dict[str, int], np.ndarray]:
+    """Writes the index of ``embeddings`` (``sku_id, embedding``; whitened first, if given) into ``folder``,
+    on the given unit ``centroids`` (a basis's) or on centroids fitted here.
 
     Returns:
-        ``{"lists": clusters, "rows": SKUs, "dim": d, "largest_list": rows of the largest cluster}``.
+        ``{"lists": clusters, "rows": SKUs, "dim": d, "largest_list": rows of the largest cluster,
+        "centroids_fitted": 1 if fitted here else 0}`` and the centroids.
     """
     vectors = prepared_vectors(embeddings, Catalog(IVF, str(folder), whitening=whitening)).cache()
     try:
         rows = vectors.count()
         if rows == 0:
             raise ValueError("cannot build a search index of an empty catalog")
-        centroids = fit_centroids(vectors, lists, train_rows, max_iterations, seed)
+        fitted = centroids is None
+        if centroids is None:
+            centroids = fit_centroids(vectors, lists, train_rows, max_iterations, seed)
         dim = centroids.shape[1]
         folder.mkdir(parents=True, exist_ok=False)
         clusters = _write_sorted(assign(vectors, centroids), folder, rows, dim)
@@ -125,7 +130,8 @@ def build_index(embeddings: DataFrame, folder: Path, *, lists: int, train_rows: 
     offsets = np.searchsorted(clusters, np.arange(len(centroids) + 1)).astype(np.int64)
     np.save(folder / "centroids.npy", centroids)
     np.save(folder / "offsets.npy", offsets)
-    return {"lists": len(centroids), "rows": rows, "dim": dim, "largest_list": int(np.diff(offsets).max())}
+    return ({"lists": len(centroids), "rows": rows, "dim": dim, "largest_list": int(np.diff(offsets).max()),
+             "centroids_fitted": int(fitted)}, centroids)
 
 
 def _write_sorted(assigned: DataFrame, folder: Path, rows: int, dim: int) -> np.ndarray:

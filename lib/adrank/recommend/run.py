@@ -41,7 +41,7 @@ from adrank.core.config import Config, FeaturesConfig, RecommendConfig
 from adrank.core.errors import InputError
 from adrank.recommend import incremental, index, metrics, store, users
 from adrank.recommend.lists import sku_requests, write_tables
-from adrank.recommend.neighbours import EXACT, IVF, Catalog, Limits, Whitening, nearest
+from adrank.recommend.neighbours import EXACT, IVF, Catalog, Limits, nearest
 from adrank.recommend.queries import similar_to_query
 from adrank.recommend.ranking import Ranking
 from adrank.recommend.settings import Places, Settings
@@ -103,7 +103,8 @@ def recommend(spark: SparkSession, config: Config, report: RunReport) -> Recomme
     say_table(report.job, f"recommend: {plan.mode} ({plan.reason})")
     try:
         with report.timed("recommend_index"):
-            catalogs, search = choose_search(settings.recommend, settings.seed, inputs, folder, plan.basis.whitening)
+            catalogs, search, basis = choose_search(settings.recommend, settings.seed, inputs, folder, plan.basis)
+            plan = dataclasses.replace(plan, basis=basis)
         limits = Limits(settings.recommend.k, settings.recommend.query_block, settings.recommend.catalog_block)
         record = {"run_id": report.run_id, **{f"{k}_version": v for k, v in inputs.versions.items()},
                   "search": search["method"], "as_of": as_of, **plan.record()}
@@ -207,25 +208,28 @@ def search_method(settings: RecommendConfig, skus: int) -> str:
 
 
 def choose_search(settings: RecommendConfig, seed: int, inputs: Inputs, folder: Path,
-                  whitening: Whitening | None) -> tuple[Catalogs, dict[str, Any]]:
+                  basis: incremental.Basis) -> tuple[Catalogs, dict[str, Any], incremental.Basis]:
     """Exact search over the snapshot up to ``exact_max_skus`` SKUs; above, IVF indexes under ``folder``
-    (KMeans seeded with ``seed``); similar SKUs compared after ``whitening`` (the basis's)."""
+    on the basis's centroids (fitted, KMeans seeded with ``seed``, when it has none yet); similar SKUs
+    compared after the basis's whitening. Returns the basis with the centroids the indexes use."""
+    whitening = basis.whitening
     figures: dict[str, Any] = {"skus": inputs.skus, "k": settings.k, "exact_max_skus": settings.exact_max_skus,
                                "whitening_power": settings.whitening_power, "ivf": None}
     if search_method(settings, inputs.skus) == EXACT:
         return (Catalogs(Catalog(EXACT, inputs.snapshot_path, whitening=whitening), Catalog(EXACT, inputs.snapshot_path)),
-                {"method": EXACT, **figures})
+                {"method": EXACT, **figures}, basis)
     lists = settings.ivf_lists or index.default_lists(inputs.skus)
-    built = {}
+    built, centroids = {}, {}
     for name, how in (("similar", whitening), ("requests", None)) if whitening else (("similar", None),):
-        built[name] = index.build_index(inputs.embeddings, folder / name, lists=lists, train_rows=lists * settings.ivf_train_per_list,
-                                        max_iterations=settings.ivf_max_iterations, seed=seed,
-                                        whitening=how)
+        built[name], centroids[name] = index.build_index(
+            inputs.embeddings, folder / name, lists=lists, train_rows=lists * settings.ivf_train_per_list,
+            max_iterations=settings.ivf_max_iterations, seed=seed, whitening=how, centroids=basis.centroids.get(name))
     nprobe = min(settings.ivf_nprobe, built["similar"]["lists"])
     similar = Catalog(IVF, str(folder / "similar"), nprobe, whitening)
     requests = Catalog(IVF, str(folder / "requests"), nprobe) if whitening else similar
     ivf = {**built["similar"], "nprobe": nprobe, "indexes": len(built), "recall_sample": None, "recall_at_10": None}
-    return Catalogs(similar, requests), {"method": IVF, **figures, "ivf": ivf}
+    return Catalogs(similar, requests), {"method": IVF, **figures, "ivf": ivf}, dataclasses.replace(
+        basis, centroids=centroids)
 
 
 def _end_of(dates: list[dt.date]) -> dt.datetime:
