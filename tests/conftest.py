@@ -7,7 +7,8 @@ loaded here for runs from the source tree; when adrank is installed with its ``p
 entry point (named ``adrank.testing`` too) pytest finds it registered already.
 
 ``local_pipeline_run`` is one local run of the whole tiny pipeline through spark-submit.sh,
-shared by the session (``submit`` and ``run_tiny_pipeline`` are its helpers).
+shared by the session (``submit`` and ``run_tiny_pipeline`` are its helpers;
+``start_pipeline`` starts one to stop or kill).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SPARK_SUBMIT_SH = REPO / "spark-submit.sh"
 PIPELINE_STDOUT = "pipeline.stdout"  # the local pipeline run's stdout, beside its tables and inputs
 
 __all__ = ["PIPELINE_STDOUT", "REPO", "SPARK_SUBMIT_SH", "TINY_CONF", "config", "load_job", "local_pipeline_run",
-           "run_record", "run_tiny_pipeline", "spark", "submit", "tiny_config"]
+           "job_command", "run_record", "run_tiny_pipeline", "spark", "start_pipeline", "submit", "tiny_config"]
 
 
 def tiny_config(root: Path, *overrides: str) -> Config:
@@ -56,23 +57,30 @@ def run_record(stdout: str) -> tuple[Path, dict]:
     return path, json.loads(path.read_text())
 
 
+def job_command(job: str, root: Path, job_args: tuple[str, ...] = (), submit_options: tuple[str, ...] = ()) -> list[str]:
+    """``spark-submit.sh job`` on the tiny config with storage and inputs under ``root``: ``job_args`` go to the
+    job, ``submit_options`` to spark-submit (after ``--driver-memory 768m``)."""
+    return [str(SPARK_SUBMIT_SH), job, "--conf-file", str(TINY_CONF),
+            "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}", *job_args,
+            "--", "--driver-memory", "768m", *submit_options]
+
+
 def submit(job: str, root: Path, *submit_options: str, timeout: int = 600, stdout: list | None = None,
            job_args: tuple[str, ...] = ()) -> dict:
-    """Run a job through spark-submit.sh on the tiny config with storage and inputs under ``root``.
-
-    Returns its run record (the file its last line names); ``stdout`` gets the lines;
-    ``job_args`` go to the job, ``submit_options`` to spark-submit (after ``--driver-memory 768m``).
-    """
-    command = [
-        str(SPARK_SUBMIT_SH), job, "--conf-file", str(TINY_CONF),
-        "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}", *job_args,
-        "--", "--driver-memory", "768m", *submit_options,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    """Run :func:`job_command` and return its run record (the file its last line names); ``stdout`` gets the lines."""
+    result = subprocess.run(job_command(job, root, job_args, submit_options), capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     if stdout is not None:
         stdout.extend(result.stdout.splitlines())
     return run_record(result.stdout)[1]
+
+
+def start_pipeline(root: Path, log: Path) -> subprocess.Popen:
+    """``spark-submit.sh pipeline`` (no dates: a scheduled night) under ``root``, in a session (process group) of
+    its own, its output into ``log``: for tests that stop or kill it."""
+    return subprocess.Popen(job_command("pipeline", root), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def run_tiny_pipeline(root: Path, *submit_options: str) -> dict:

@@ -22,20 +22,12 @@ import time
 from pathlib import Path
 
 from adrank.core import layout
-from conftest import REPO, TINY_CONF, submit, tiny_config
+from conftest import start_pipeline, submit, tiny_config
 from tables import PIPELINE_TABLES, assert_same_tables
 
 KILLED_TASK = "train_joint"  # long enough on the tiny config to be killed inside it
 NIGHT_TABLES = (*PIPELINE_TABLES, layout.IMPRESSION_IDS)
 VOLATILE_METADATA = ("run_id", "created_at")  # when and by which run a version was registered
-
-
-def start_pipeline(root: Path, log: Path) -> subprocess.Popen:
-    """``spark-submit.sh pipeline`` (no dates: a scheduled night) on the tiny config, in its own process group."""
-    command = [str(REPO / "spark-submit.sh"), "pipeline", "--conf-file", str(TINY_CONF),
-               "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}",
-               "--", "--driver-memory", "768m"]
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def kill_during(process: subprocess.Popen, log: Path, task: str, timeout: float = 1500) -> None:

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from adrank.runtime import processes
-from conftest import SPARK_SUBMIT_SH, TINY_CONF
+from conftest import start_pipeline
 
 STOP_DEADLINE_S = 30
 START_TIMEOUT_S = 600  # the JVM, build_tables and the ranks' start, on 2 busy cores
@@ -108,14 +108,6 @@ def test_a_rank_exits_when_its_driver_is_killed(tmp_path):
     finally:
         for p in alive(rank):
             p.kill()
-
-
-def start_pipeline(root: Path, log: Path) -> subprocess.Popen:
-    """``spark-submit.sh pipeline`` on the tiny config under ``root``, in a session of its own."""
-    command = [str(SPARK_SUBMIT_SH), "pipeline", "--conf-file", str(TINY_CONF),
-               "--set", f"storage.root={root / 'tables'}", "--set", f"inputs.root={root / 'inputs'}",
-               "--", "--driver-memory", "768m"]
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def is_rank(process: psutil.Process) -> bool:
